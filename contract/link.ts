@@ -1,0 +1,16 @@
+/**
+ * The contract between the sidecar and the SIP server behind it (see
+ * docs/decisions/0002-edge-proxy-contract.md and examples/kamailio/).
+ *
+ * Inbound: the sidecar prepends `X-Sipha-Src: <proto>:<ip>:<port>` to every
+ * message it hands to the server; the server applies it with corex
+ * `set_source_address()` and removes it.
+ * Outbound: the server hands every request it sends to the sidecar's egress
+ * port with `X-Sipha-Nh: <uri>` naming the real next hop; the sidecar removes
+ * the header and sends the request from the public address.
+ */
+export const SOURCE_HEADER = 'X-Sipha-Src';
+export const NEXT_HOP_HEADER = 'X-Sipha-Nh';
+
+/** Transports a SIP client can use towards the sidecar. */
+export type Transport = 'udp' | 'tcp';
