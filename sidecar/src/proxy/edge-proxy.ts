@@ -1,0 +1,233 @@
+/**
+ * The edge proxy: every SIP packet between the network and the local SIP
+ * server passes here.
+ *
+ *   client --UDP/TCP--> public socket --(X-Sipha-Src)--> link (TCP) --> server
+ *   server --link--> reply, routed by its top Via --> client
+ *   server --UDP egress port--> request (X-Sipha-Nh) --> next hop
+ *
+ * All egress passes one gate (`EgressGate`): a backup withholds it there.
+ */
+import dgram from 'node:dgram';
+import { SOURCE_HEADER, type Transport } from '../../../contract/link.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit.ts';
+import { Hdr } from '../sip/headers.ts';
+import type { SipMessage } from '../sip/message.ts';
+import { parseMessage } from '../sip/scanner.ts';
+import { type Destination, replyDestination, uriDestination } from './destination.ts';
+import { ExpiringMap } from './expiring-map.ts';
+import { ServerLink, write } from './server-link.ts';
+import { type Flow, TcpFlows } from './tcp-flows.ts';
+
+export interface Source {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly port: number;
+}
+
+/** Says why a message must not leave, or null to let it go. */
+export type EgressGate = (msg: SipMessage) => string | null;
+/** Sees every well-formed inbound message (replication hooks in here). */
+export type InboundTap = (msg: SipMessage, src: Source, slices: Buffer[]) => void;
+
+export interface EdgeProxyOptions {
+  publicAddress: string;
+  sipPort: number;
+  serverHost: string;
+  serverPort: number;
+  egressPort: number;
+  linkConnections: number;
+  maxMessageBytes: number;
+}
+
+// Transactions live at most ~3 min (INVITE with provisionals); 2 generations of 120 s.
+const TRANSACTION_MS = 120_000;
+
+export class EdgeProxy {
+  gate: EgressGate = () => null;
+  tap: InboundTap | null = null;
+
+  private readonly udp: dgram.Socket;
+  private readonly egress: dgram.Socket;
+  private readonly flows: TcpFlows;
+  private readonly link: ServerLink;
+  /** Branch of a TCP client's request -> its flow, for the responses. */
+  private readonly requestFlows = new ExpiringMap<string, Flow>(TRANSACTION_MS);
+  /** Branch of a relayed INVITE -> next hop, for the CANCEL/ACK the server builds without X-Sipha-Nh. */
+  private readonly inviteHops = new ExpiringMap<string, Destination>(TRANSACTION_MS);
+  private readonly opts: EdgeProxyOptions;
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+
+  constructor(opts: EdgeProxyOptions, log: Logger, metrics: Metrics) {
+    this.opts = opts;
+    this.log = log;
+    this.metrics = metrics;
+    this.udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    this.udp.on('message', (bytes, rinfo) =>
+      this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null),
+    );
+    this.udp.on('error', (err) => log.error({ err: err.message }, 'public UDP socket error'));
+    this.egress = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
+    this.egress.on('message', (bytes, rinfo) => {
+      if (rinfo.address !== opts.serverHost) return; // only the local server may hand over egress
+      this.fromServer(bytes);
+    });
+    this.flows = new TcpFlows(opts.publicAddress, opts.maxMessageBytes, log, metrics, (bytes, flow) =>
+      this.fromClient(bytes, { transport: 'tcp', address: flow.address, port: flow.port }, flow),
+    );
+    this.link = new ServerLink(
+      {
+        host: opts.serverHost,
+        port: opts.serverPort,
+        connections: opts.linkConnections,
+        maxMessageBytes: opts.maxMessageBytes,
+      },
+      log,
+      metrics,
+      (bytes) => this.fromServer(bytes),
+    );
+  }
+
+  async start(): Promise<void> {
+    const bind = (s: dgram.Socket, port: number, address: string) =>
+      new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.bind(port, address, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+    await bind(this.udp, this.opts.sipPort, this.opts.publicAddress);
+    await bind(this.egress, this.opts.egressPort, this.opts.serverHost);
+    await this.flows.listen(this.opts.sipPort);
+    this.log.info(
+      { public: `${this.opts.publicAddress}:${this.opts.sipPort}`, server: `${this.opts.serverHost}:${this.opts.serverPort}` },
+      'edge proxy listening',
+    );
+  }
+
+  get serverReady(): boolean {
+    return this.link.ready;
+  }
+
+  close(): void {
+    this.udp.close();
+    this.egress.close();
+    this.flows.close();
+    this.link.close();
+    this.requestFlows.close();
+    this.inviteHops.close();
+  }
+
+  /** A message from the network: check it, stamp its source, hand it to the server. */
+  fromClient(bytes: Buffer, src: Source, flow: Flow | null): void {
+    this.metrics.inbound.inc();
+    const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes, requireContentLength: src.transport === 'tcp' });
+    if (!m.ok) {
+      this.metrics.dropped.labels('inbound', m.reason).inc();
+      this.log.debug({ src, reason: m.reason, detail: m.detail }, 'dropped malformed message');
+      return;
+    }
+    if (flow !== null && m.isRequest && m.topVia.branch !== undefined) this.requestFlows.set(m.topVia.branch, flow);
+    const slices = toServer(m, src);
+    if (!this.link.send(m.callId, slices)) {
+      this.metrics.dropped.labels('inbound', 'server-unavailable').inc();
+      return;
+    }
+    this.metrics.toServer.inc();
+    this.tap?.(m, src, slices);
+  }
+
+  /** A message from the server (reply on the link, or request on the egress port). */
+  fromServer(bytes: Buffer): void {
+    this.metrics.fromServer.inc();
+    const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes });
+    if (!m.ok) {
+      this.metrics.dropped.labels('from_server', m.reason).inc();
+      this.log.warn({ reason: m.reason, detail: m.detail }, 'dropped malformed message from the SIP server');
+      return;
+    }
+    const withheld = this.gate(m);
+    if (withheld !== null) {
+      this.metrics.dropped.labels('egress', withheld).inc();
+      return;
+    }
+    if (m.isRequest) this.sendRequest(m);
+    else this.sendReply(m);
+  }
+
+  private sendReply(m: SipMessage): void {
+    const dst = replyDestination(m.topVia);
+    if (dst.transport === 'udp') return this.sendUdp([m.buf], dst);
+    const branch = m.topVia.branch;
+    const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? this.flows.getOrOpen(dst.host, dst.port);
+    write(flow.socket, [m.buf]);
+    this.metrics.toClient.inc();
+  }
+
+  private sendRequest(m: SipMessage): void {
+    const edits: Edit[] = [];
+    let dst: Destination | string | undefined;
+    const nh = m.find(Hdr.SiphaNextHop);
+    if (nh >= 0) {
+      dst = uriDestination(m.valueAt(nh));
+      edits.push(removeHeader(m, nh));
+    } else if (m.method === 'CANCEL' || m.method === 'ACK') {
+      dst = m.topVia.branch !== undefined ? this.inviteHops.get(m.topVia.branch) : undefined;
+    }
+    dst ??= firstRouteOrUri(m);
+    if (typeof dst === 'string') {
+      this.metrics.dropped.labels('egress', 'no-next-hop').inc();
+      this.log.warn({ method: m.method, problem: dst }, 'request from the SIP server has no usable next hop');
+      return;
+    }
+    if (m.method === 'INVITE' && m.topVia.branch !== undefined) this.inviteHops.set(m.topVia.branch, dst);
+    // The server sent it to us over UDP, so its Via says UDP; say what really carries it.
+    const want = dst.transport === 'udp' ? 'UDP' : 'TCP';
+    const via = m.topVia;
+    if (via.transport !== want && via.transportEnd - via.transportStart === 3) {
+      edits.push({ at: via.transportStart, remove: 3, insert: Buffer.from(want) });
+    }
+    const slices = applyEdits(m, edits);
+    if (dst.transport === 'udp') return this.sendUdp(slices, dst);
+    write(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
+    this.metrics.toClient.inc();
+  }
+
+  private sendUdp(slices: Buffer[], dst: Destination): void {
+    this.udp.send(slices, dst.port, dst.host, (err) => {
+      if (err) {
+        this.metrics.dropped.labels('egress', 'send-failed').inc();
+        this.log.debug({ err: err.message, dst }, 'UDP send failed');
+      }
+    });
+    this.metrics.toClient.inc();
+  }
+}
+
+/** The message as the server must see it: source stamped, framing made explicit. */
+export function toServer(m: SipMessage, src: Source): Buffer[] {
+  const edits: Edit[] = [
+    { at: afterStartLine(m), remove: 0, insert: Buffer.from(`${SOURCE_HEADER}: ${src.transport}:${src.address}:${src.port}\r\n`) },
+  ];
+  // A client may not speak for the sidecar: its own X-Sipha-* headers go.
+  for (let i = m.find(Hdr.SiphaSource); i >= 0; i = m.find(Hdr.SiphaSource, i + 1)) edits.push(removeHeader(m, i));
+  for (let i = m.find(Hdr.SiphaNextHop); i >= 0; i = m.find(Hdr.SiphaNextHop, i + 1)) edits.push(removeHeader(m, i));
+  // The link is a stream: a UDP message without Content-Length gets one.
+  if (!m.hasContentLength) edits.push({ at: m.headersEnd, remove: 0, insert: Buffer.from(`Content-Length: ${m.bodyLength}\r\n`) });
+  return applyEdits(m, edits);
+}
+
+function firstRouteOrUri(m: SipMessage): Destination | string {
+  const r = m.find(Hdr.Route);
+  if (r >= 0) {
+    const v = m.valueAt(r);
+    const comma = v.indexOf(',');
+    return uriDestination(comma >= 0 ? v.slice(0, comma) : v);
+  }
+  return uriDestination(m.requestUri);
+}
+

@@ -1,0 +1,134 @@
+/**
+ * The link to the local SIP server: a few persistent loopback TCP
+ * connections. Kamailio answers a request on the connection it came in on
+ * (its TCP lookup is by connection id), so every reply and every locally
+ * generated response comes back here even though the server believes the
+ * request came from the client's own address (see
+ * docs/decisions/0002-edge-proxy-contract.md).
+ *
+ * A Call-ID always maps to the same connection, so one dialog's messages
+ * reach the server in the order they arrived.
+ */
+import net from 'node:net';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { SipStreamFramer } from '../sip/framer.ts';
+
+export interface ServerLinkOptions {
+  host: string;
+  port: number;
+  connections: number;
+  maxMessageBytes: number;
+  /** Messages held per connection while it (re)connects; beyond, drop. */
+  maxQueued?: number;
+}
+
+interface Conn {
+  socket: net.Socket | null;
+  ready: boolean;
+  queue: Buffer[][];
+  retryMs: number;
+}
+
+export class ServerLink {
+  private readonly conns: Conn[] = [];
+  private closed = false;
+  private readonly opts: Required<ServerLinkOptions>;
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+  private readonly onMessage: (bytes: Buffer) => void;
+
+  constructor(opts: ServerLinkOptions, log: Logger, metrics: Metrics, onMessage: (bytes: Buffer) => void) {
+    this.opts = { maxQueued: 10000, ...opts };
+    this.log = log;
+    this.metrics = metrics;
+    this.onMessage = onMessage;
+    for (let i = 0; i < opts.connections; i++) {
+      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 50 };
+      this.conns.push(c);
+      this.connect(c, i);
+    }
+  }
+
+  /** True when every connection is up. */
+  get ready(): boolean {
+    return this.conns.every((c) => c.ready);
+  }
+
+  /** Sends one message (as slices) on the connection its Call-ID maps to. */
+  send(callId: string, slices: Buffer[]): boolean {
+    const c = this.conns[hash(callId) % this.conns.length] as Conn;
+    if (!c.ready || c.socket === null) {
+      if (c.queue.length >= this.opts.maxQueued) return false;
+      c.queue.push(slices);
+      return true;
+    }
+    write(c.socket, slices);
+    return true;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const c of this.conns) c.socket?.destroy();
+  }
+
+  private connect(c: Conn, index: number): void {
+    if (this.closed) return;
+    const socket = net.connect({ host: this.opts.host, port: this.opts.port, noDelay: true });
+    c.socket = socket;
+    const framer = new SipStreamFramer(
+      {
+        message: (bytes) => this.onMessage(bytes),
+        ping: () => {},
+        error: (reason, detail) => {
+          this.metrics.dropped.labels('from_server', reason).inc();
+          this.log.error({ reason, detail, index }, 'unframeable bytes from the SIP server; reconnecting');
+          socket.destroy();
+        },
+      },
+      this.opts.maxMessageBytes,
+    );
+    socket.on('connect', () => {
+      c.ready = true;
+      c.retryMs = 50;
+      this.metrics.linkUp.inc();
+      this.log.info({ index }, 'link to the SIP server is up');
+      for (const slices of c.queue) write(socket, slices);
+      c.queue = [];
+    });
+    socket.on('data', (chunk: Buffer) => framer.push(chunk));
+    socket.on('error', (err) => this.log.debug({ err: err.message, index }, 'link error'));
+    socket.on('close', () => {
+      if (c.ready) {
+        this.metrics.linkUp.dec();
+        this.log.warn({ index }, 'link to the SIP server closed');
+      }
+      c.ready = false;
+      c.socket = null;
+      if (this.closed) return;
+      const delay = c.retryMs;
+      c.retryMs = Math.min(c.retryMs * 2, 1000);
+      setTimeout(() => this.connect(c, index), delay).unref();
+    });
+  }
+}
+
+export function write(socket: net.Socket, slices: Buffer[]): void {
+  if (slices.length === 1) {
+    socket.write(slices[0] as Buffer);
+    return;
+  }
+  socket.cork();
+  for (const s of slices) socket.write(s);
+  socket.uncork();
+}
+
+/** FNV-1a over the Call-ID's UTF-16 code units; stable, cheap, well spread. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

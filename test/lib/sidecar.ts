@@ -1,0 +1,44 @@
+/** The sipha sidecar as a real process in a bed host. */
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Host } from './netbed.ts';
+import { watchOutput } from './procs.ts';
+
+const MAIN = fileURLToPath(new URL('../../sidecar/src/main.ts', import.meta.url));
+
+export interface Sidecar {
+  readonly child: ChildProcess;
+  readonly output: () => string;
+  /** Scrapes /metrics inside the host and returns one series' value (0 if absent). */
+  metric(name: string, labels?: Record<string, string>): number;
+}
+
+export async function startSidecar(host: Host, env: Record<string, string> = {}): Promise<Sidecar> {
+  const child = host.spawn(process.execPath, [MAIN], {
+    env: {
+      ...process.env,
+      SIPHA_PUBLIC_ADDRESS: host.ip,
+      SIPHA_LOG_LEVEL: 'info',
+      SIPHA_HTTP_PORT: '9090',
+      ...env,
+    },
+  });
+  const out = watchOutput(child);
+  await out.waitFor(/edge proxy listening/, 10000);
+  await out.waitFor(/link to the SIP server is up/, 10000);
+  return {
+    child,
+    output: out.text,
+    metric: (name, labels = {}) => {
+      const text = host.run('curl', ['-sf', 'http://127.0.0.1:9090/metrics']);
+      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+      for (const line of text.split('\n')) {
+        if (!line.startsWith(name)) continue;
+        const rest = line.slice(name.length);
+        if (rest[0] !== ' ' && rest[0] !== '{') continue;
+        if (want.every((w) => rest.includes(w))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+      return 0;
+    },
+  };
+}

@@ -1,0 +1,116 @@
+/** sipp (Debian's sip-tester) runs in bed hosts, with their figures read back from its files. */
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Host, NetBed } from './netbed.ts';
+import { watchOutput } from './procs.ts';
+
+export const SCENARIOS = fileURLToPath(new URL('../sipp/', import.meta.url));
+
+export interface SippRun {
+  scenario: 'register.xml' | 'options.xml' | 'uac-call.xml';
+  target: string;
+  transport?: 'u1' | 'un' | 't1' | 'tn';
+  localPort?: number;
+  calls: number;
+  rate: number;
+  /** Concurrent calls cap. */
+  limit?: number;
+  /** Users for [field0], one per line, used in order. */
+  users?: string[];
+  service?: string;
+  /** Call hold (the scenario's <pause/>), ms. */
+  holdMs?: number;
+  timeoutS?: number;
+  /** Keep per-message response times (rtd) for percentiles. */
+  rtt?: boolean;
+}
+
+export interface SippResult {
+  exitCode: number | null;
+  successful: number;
+  failed: number;
+  /** Response times in ms from -trace_rtt (all rtd points), when asked for. */
+  rttMs: number[];
+  elapsedMs: number;
+  output: string;
+}
+
+let seq = 0;
+
+export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<SippResult> {
+  const dir = bed.subdir(`sipp-${host.name}-${++seq}`);
+  const stf = join(dir, 'stats.csv');
+  const args = [
+    '-sf', join(SCENARIOS, run.scenario),
+    run.target,
+    '-i', host.ip,
+    '-p', String(run.localPort ?? 5060),
+    '-t', run.transport ?? 'u1',
+    '-m', String(run.calls),
+    '-r', String(run.rate),
+    '-rp', '1000',
+    '-l', String(run.limit ?? Math.max(run.calls, 1)),
+    '-nostdin',
+    '-timeout', `${run.timeoutS ?? 60}s`,
+    '-timeout_error',
+    '-trace_stat', '-stf', stf, '-fd', '1',
+    '-max_socket', '1000',
+  ];
+  if (run.users) {
+    const csv = join(dir, 'users.csv');
+    writeFileSync(csv, `SEQUENTIAL\n${run.users.join('\n')}\n`);
+    args.push('-inf', csv);
+  }
+  if (run.service) args.push('-s', run.service);
+  if (run.holdMs !== undefined) args.push('-d', String(run.holdMs));
+  if (run.rtt) args.push('-trace_rtt', '-rtt_freq', '1');
+  const started = Date.now();
+  const child = host.spawn('sipp', args, { cwd: dir });
+  const out = watchOutput(child, 64 << 10);
+  const exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const elapsedMs = Date.now() - started;
+  const { successful, failed } = readStats(stf);
+  const rttMs: number[] = [];
+  if (run.rtt) {
+    for (const f of readdirSync(dir)) {
+      if (!f.endsWith('_rtt.csv')) continue;
+      for (const line of readFileSync(join(dir, f), 'utf8').split('\n').slice(1)) {
+        const cols = line.split(';');
+        if (cols.length >= 2 && cols[1] !== '') rttMs.push(Number(cols[1]));
+      }
+    }
+  }
+  return { exitCode, successful, failed, rttMs, elapsedMs, output: out.text() };
+}
+
+/** Starts the called party (uas-call.xml); stop it with bed.stop(). */
+export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1') {
+  const child = host.spawn('sipp', [
+    '-sf', join(SCENARIOS, 'uas-call.xml'),
+    '-i', host.ip,
+    '-p', String(port),
+    '-t', transport,
+    '-nostdin',
+    '-max_socket', '1000',
+  ]);
+  return { child, output: watchOutput(child, 64 << 10).text };
+}
+
+function readStats(path: string): { successful: number; failed: number } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return { successful: 0, failed: 0 };
+  }
+  const lines = text.trim().split('\n');
+  const head = (lines[0] ?? '').split(';');
+  const last = (lines[lines.length - 1] ?? '').split(';');
+  const col = (name: string) => Number(last[head.indexOf(name)] ?? 0);
+  return { successful: col('SuccessfulCall(C)'), failed: col('FailedCall(C)') };
+}
+
+export function users(prefix: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+}
