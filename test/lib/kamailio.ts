@@ -14,7 +14,11 @@ export interface Kamailio {
   kamcmd(args: string[], input?: string): string;
 }
 
-export async function startKamailio(bed: NetBed, host: Host, opts: { sipha: boolean; publicIp: string; tag?: string }): Promise<Kamailio> {
+export async function startKamailio(
+  bed: NetBed,
+  host: Host,
+  opts: { sipha: boolean; publicIp: string; tag?: string },
+): Promise<Kamailio> {
   const dir = bed.subdir(`kamailio-${host.name}${opts.tag ?? ''}`);
   const ctl = `unix:${dir}/ctl`;
   const args = ['-DD', '-E', '-f', KAMAILIO_CFG, '-Y', dir, '-m', '256', '-M', '16'];
@@ -66,7 +70,7 @@ export function lookupAll(k: Kamailio, aors: string[]): Map<string, Binding> {
   const found = new Map<string, Binding>();
   for (let i = 0; i < aors.length; i += 200) {
     const batch = aors.slice(i, i + 200);
-    const out = k.kamcmd([], batch.map((a) => `ul.lookup location ${a}`).join('\n') + '\n');
+    const out = k.kamcmd([], `${batch.map((a) => `ul.lookup location ${a}`).join('\n')}\n`);
     for (const block of out.split('kamcmd> ').slice(1)) {
       const aor = block.match(/AoR: (\S+)/)?.[1];
       const address = block.match(/Address: (\S+)/)?.[1];

@@ -6,7 +6,7 @@
  * and ended by PID; namespaces are deleted on destroy(), on exit and on
  * SIGINT/SIGTERM.
  */
-import { type ChildProcess, execFileSync, spawn, type SpawnOptions } from 'node:child_process';
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -2,7 +2,10 @@
 import type { ChildProcess } from 'node:child_process';
 
 /** Collects a child's output (bounded) and resolves when a line matches. */
-export function watchOutput(child: ChildProcess, keepBytes = 256 << 10): { text: () => string; waitFor: (re: RegExp, ms: number) => Promise<void> } {
+export function watchOutput(
+  child: ChildProcess,
+  keepBytes = 256 << 10,
+): { text: () => string; waitFor: (re: RegExp, ms: number) => Promise<void> } {
   let buf = '';
   const waiters: Array<{ re: RegExp; resolve: () => void }> = [];
   const onData = (d: Buffer) => {
@@ -23,7 +26,10 @@ export function watchOutput(child: ChildProcess, keepBytes = 256 << 10): { text:
     waitFor: (re, ms) =>
       new Promise<void>((resolve, reject) => {
         if (re.test(buf)) return resolve();
-        const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${re}; output:\n${buf.slice(-3000)}`)), ms);
+        const timer = setTimeout(
+          () => reject(new Error(`timed out after ${ms} ms waiting for ${re}; output:\n${buf.slice(-3000)}`)),
+          ms,
+        );
         const exitHandler = () => reject(new Error(`process exited while waiting for ${re}; output:\n${buf.slice(-3000)}`));
         child.once('exit', exitHandler);
         waiters.push({

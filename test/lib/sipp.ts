@@ -42,20 +42,34 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   const dir = bed.subdir(`sipp-${host.name}-${++seq}`);
   const stf = join(dir, 'stats.csv');
   const args = [
-    '-sf', join(SCENARIOS, run.scenario),
+    '-sf',
+    join(SCENARIOS, run.scenario),
     run.target,
-    '-i', host.ip,
-    '-p', String(run.localPort ?? 5060),
-    '-t', run.transport ?? 'u1',
-    '-m', String(run.calls),
-    '-r', String(run.rate),
-    '-rp', '1000',
-    '-l', String(run.limit ?? Math.max(run.calls, 1)),
+    '-i',
+    host.ip,
+    '-p',
+    String(run.localPort ?? 5060),
+    '-t',
+    run.transport ?? 'u1',
+    '-m',
+    String(run.calls),
+    '-r',
+    String(run.rate),
+    '-rp',
+    '1000',
+    '-l',
+    String(run.limit ?? Math.max(run.calls, 1)),
     '-nostdin',
-    '-timeout', `${run.timeoutS ?? 60}s`,
+    '-timeout',
+    `${run.timeoutS ?? 60}s`,
     '-timeout_error',
-    '-trace_stat', '-stf', stf, '-fd', '1',
-    '-max_socket', '1000',
+    '-trace_stat',
+    '-stf',
+    stf,
+    '-fd',
+    '1',
+    '-max_socket',
+    '1000',
   ];
   if (run.users) {
     const csv = join(dir, 'users.csv');
@@ -87,12 +101,17 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
 /** Starts the called party (uas-call.xml); stop it with bed.stop(). */
 export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1') {
   const child = host.spawn('sipp', [
-    '-sf', join(SCENARIOS, 'uas-call.xml'),
-    '-i', host.ip,
-    '-p', String(port),
-    '-t', transport,
+    '-sf',
+    join(SCENARIOS, 'uas-call.xml'),
+    '-i',
+    host.ip,
+    '-p',
+    String(port),
+    '-t',
+    transport,
     '-nostdin',
-    '-max_socket', '1000',
+    '-max_socket',
+    '1000',
   ]);
   return { child, output: watchOutput(child, 64 << 10).text };
 }

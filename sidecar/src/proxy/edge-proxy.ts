@@ -161,7 +161,10 @@ export class EdgeProxy {
 
   private sendReply(m: SipMessage): void {
     const dst = replyDestination(m.topVia);
-    if (dst.transport === 'udp') return this.sendUdp([m.buf], dst);
+    if (dst.transport === 'udp') {
+      this.sendUdp([m.buf], dst);
+      return;
+    }
     const branch = m.topVia.branch;
     const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? this.flows.getOrOpen(dst.host, dst.port);
     write(flow.socket, [m.buf]);
@@ -192,7 +195,10 @@ export class EdgeProxy {
       edits.push({ at: via.transportStart, remove: 3, insert: Buffer.from(want) });
     }
     const slices = applyEdits(m, edits);
-    if (dst.transport === 'udp') return this.sendUdp(slices, dst);
+    if (dst.transport === 'udp') {
+      this.sendUdp(slices, dst);
+      return;
+    }
     write(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
     this.metrics.toClient.inc();
   }
@@ -211,13 +217,18 @@ export class EdgeProxy {
 /** The message as the server must see it: source stamped, framing made explicit. */
 export function toServer(m: SipMessage, src: Source): Buffer[] {
   const edits: Edit[] = [
-    { at: afterStartLine(m), remove: 0, insert: Buffer.from(`${SOURCE_HEADER}: ${src.transport}:${src.address}:${src.port}\r\n`) },
+    {
+      at: afterStartLine(m),
+      remove: 0,
+      insert: Buffer.from(`${SOURCE_HEADER}: ${src.transport}:${src.address}:${src.port}\r\n`),
+    },
   ];
   // A client may not speak for the sidecar: its own X-Sipha-* headers go.
   for (let i = m.find(Hdr.SiphaSource); i >= 0; i = m.find(Hdr.SiphaSource, i + 1)) edits.push(removeHeader(m, i));
   for (let i = m.find(Hdr.SiphaNextHop); i >= 0; i = m.find(Hdr.SiphaNextHop, i + 1)) edits.push(removeHeader(m, i));
   // The link is a stream: a UDP message without Content-Length gets one.
-  if (!m.hasContentLength) edits.push({ at: m.headersEnd, remove: 0, insert: Buffer.from(`Content-Length: ${m.bodyLength}\r\n`) });
+  if (!m.hasContentLength)
+    edits.push({ at: m.headersEnd, remove: 0, insert: Buffer.from(`Content-Length: ${m.bodyLength}\r\n`) });
   return applyEdits(m, edits);
 }
 
@@ -230,4 +241,3 @@ function firstRouteOrUri(m: SipMessage): Destination | string {
   }
   return uriDestination(m.requestUri);
 }
-

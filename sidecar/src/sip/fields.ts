@@ -2,19 +2,7 @@
  * Checks of individual header values that RFC 4475 expects a parser to
  * enforce. Each returns null when the value is fine, or what is wrong.
  */
-import {
-  BACKSLASH,
-  COMMA,
-  DQUOTE,
-  EQUAL,
-  isDigit,
-  isLws,
-  LAQUOT,
-  RAQUOT,
-  SCHEME,
-  SEMI,
-  TOKEN,
-} from './chars.ts';
+import { BACKSLASH, COMMA, DQUOTE, EQUAL, isDigit, isLws, LAQUOT, RAQUOT, SCHEME, SEMI, TOKEN } from './chars.ts';
 
 const U32_MAX = 4294967295;
 
@@ -40,12 +28,7 @@ export function trimLws(b: Buffer, s: number, e: number): [number, number] {
  * Splits a header value at top-level commas (not inside quotes or <>).
  * Calls `each(start, end)` per element; returns false if quoting is unbalanced.
  */
-export function splitComma(
-  b: Buffer,
-  s: number,
-  e: number,
-  each: (start: number, end: number) => boolean,
-): boolean {
+export function splitComma(b: Buffer, s: number, e: number, each: (start: number, end: number) => boolean): boolean {
   let inQuote = false;
   let inAngle = false;
   let from = s;
@@ -195,7 +178,8 @@ export function checkRequestUri(b: Buffer, s: number, e: number): string | null 
   const hostFrom = at >= 0 && at < e ? at : s;
   for (let i = s; i < e; i++) {
     const c = b[i] as number;
-    if (c <= 0x20 || c === 0x7f || c === LAQUOT || c === RAQUOT || c === DQUOTE) return 'Request-URI contains LWS, CTL, quote or <>';
+    if (c <= 0x20 || c === 0x7f || c === LAQUOT || c === RAQUOT || c === DQUOTE)
+      return 'Request-URI contains LWS, CTL, quote or <>';
     if (sip && c === 0x3f && i > hostFrom) return 'SIP Request-URI carries ?headers';
   }
   return null;

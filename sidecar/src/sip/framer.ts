@@ -53,14 +53,26 @@ export class SipStreamFramer {
       }
       const he = b.indexOf(HEADER_END, p);
       if (he < 0) {
-        if (b.length - p > this.maxBytes) return this.fail('too-large', 'header section exceeds the limit');
+        if (b.length - p > this.maxBytes) {
+          this.fail('too-large', 'header section exceeds the limit');
+          return;
+        }
         break;
       }
       const cl = contentLength(b, p, he);
-      if (cl === -2) return this.fail('content-length', 'no Content-Length on a stream transport');
-      if (cl < 0) return this.fail('content-length', 'Content-Length is not a non-negative integer');
+      if (cl === -2) {
+        this.fail('content-length', 'no Content-Length on a stream transport');
+        return;
+      }
+      if (cl < 0) {
+        this.fail('content-length', 'Content-Length is not a non-negative integer');
+        return;
+      }
       const end = he + 4 + cl;
-      if (end - p > this.maxBytes) return this.fail('too-large', `message of ${end - p} bytes exceeds the limit`);
+      if (end - p > this.maxBytes) {
+        this.fail('too-large', `message of ${end - p} bytes exceeds the limit`);
+        return;
+      }
       if (end > b.length) break;
       this.on.message(b.subarray(p, end));
       if (this.failed) return;

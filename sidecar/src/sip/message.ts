@@ -73,7 +73,7 @@ export class SipMessage {
   /** Raw value of header row `i` (folding kept), decoded as latin1 to keep bytes 1:1. */
   valueAt(i: number): string {
     const o = this.offsets;
-    return this.buf.toString("latin1", o[i * 4 + 1], o[i * 4 + 2]);
+    return this.buf.toString('latin1', o[i * 4 + 1], o[i * 4 + 2]);
   }
 
   /** First value of a header, with folding turned into single spaces. */
@@ -89,7 +89,7 @@ export class SipMessage {
   }
 
   get requestUri(): string {
-    return this.buf.toString("latin1", this.uriStart, this.uriEnd);
+    return this.buf.toString('latin1', this.uriStart, this.uriEnd);
   }
 
   /** Byte range [lineStart, lineEnd) of header row `i`, CRLF included. */

@@ -203,7 +203,10 @@ function checkHeader(b: Buffer, id: HdrId, vs: number, ve: number): Rejection | 
     case Hdr.Route:
     case Hdr.RecordRoute: {
       const star = id === Hdr.Contact;
-      const ok = splitComma(b, vs, ve, (s, e) => (bad = checkNameAddr(b, s, e, star)) === null);
+      const ok = splitComma(b, vs, ve, (s, e) => {
+        bad = checkNameAddr(b, s, e, star);
+        return bad === null;
+      });
       if (!ok && bad === null) bad = 'unbalanced quotes or <>';
       return bad === null ? null : reject(star ? (bad.includes('range') ? 'scalar-range' : 'name-addr') : 'name-addr', bad);
     }
@@ -218,7 +221,10 @@ function checkHeader(b: Buffer, id: HdrId, vs: number, ve: number): Rejection | 
       bad = checkDeltaSeconds(b, vs, ve, true);
       return bad === null ? null : reject('scalar-range', `Retry-After: ${bad}`);
     case Hdr.Warning: {
-      splitComma(b, vs, ve, (s, e) => (bad = checkWarning(b, s, e)) === null);
+      splitComma(b, vs, ve, (s, e) => {
+        bad = checkWarning(b, s, e);
+        return bad === null;
+      });
       return bad === null ? null : reject('scalar-range', bad);
     }
     case Hdr.Date:

@@ -20,8 +20,7 @@ export interface Via {
 }
 
 const HOSTNAME = new Uint8Array(256);
-for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._')
-  HOSTNAME[c.charCodeAt(0)] = 1;
+for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._') HOSTNAME[c.charCodeAt(0)] = 1;
 
 function skipLws(b: Buffer, p: number, end: number): number {
   while (p < end && isLws(b[p])) p++;
@@ -40,7 +39,7 @@ function token(b: Buffer, p: number, end: number): number {
 export function parseVia(b: Buffer, start: number, end: number): Via | string {
   let p = skipLws(b, start, end);
   let q = token(b, p, end);
-  if (q - p !== 3 || (b.toString('latin1', p, q).toUpperCase() !== 'SIP')) return 'protocol name';
+  if (q - p !== 3 || b.toString('latin1', p, q).toUpperCase() !== 'SIP') return 'protocol name';
   p = skipLws(b, q, end);
   if (b[p] !== SLASH) return 'missing / after SIP';
   p = skipLws(b, p + 1, end);

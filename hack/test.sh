@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set-up, lint, type check, unit tests,
+# integration tests on the network-namespace bed (real Kamailio + sipp), and
+# the operator's tests on a real kube-apiserver. Needs root (namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/setup.sh
+. hack/env.sh
+started=$(date +%s)
+
+echo "== lint (biome)"
+npx biome check .
+echo "== type check (tsc)"
+npx tsc -p tsconfig.json
+echo "== tests"
+# One node --test run so one closing summary counts every test.
+node --expose-gc --test --test-concurrency=1 --test-timeout=900000 \
+  'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts'
+echo "== test suite took $(( $(date +%s) - started )) s"
