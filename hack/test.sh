@@ -12,8 +12,10 @@ echo "== lint (biome)"
 npx biome check .
 echo "== type check (tsc)"
 npx tsc -p tsconfig.json
+echo "== Kubernetes binaries (built from Go modules once, then cached)"
+bash hack/build-k8s.sh
 echo "== tests"
 # One node --test run so one closing summary counts every test.
 node --expose-gc --test --test-concurrency=1 --test-timeout=900000 \
-  'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts'
+  'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts'
 echo "== test suite took $(( $(date +%s) - started )) s"

@@ -6,14 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { REJECT_REASONS } from '../../sidecar/src/sip/reasons.ts';
+import { GARBAGE_SCRIPT } from '../lib/garbage-path.ts';
 import { type Kamailio, lookupAll, startKamailio, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
 import { type Sidecar, startSidecar } from '../lib/sidecar.ts';
 import { runSipp, startUas, users } from '../lib/sipp.ts';
 
-const GARBAGE = fileURLToPath(new URL('../lib/garbage.ts', import.meta.url));
+const GARBAGE = GARBAGE_SCRIPT;
 
 describe('edge proxy with Kamailio on the netns bed', { timeout: 300_000 }, () => {
   let bed: NetBed;

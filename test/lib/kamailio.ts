@@ -17,14 +17,19 @@ export interface Kamailio {
 export async function startKamailio(
   bed: NetBed,
   host: Host,
-  opts: { sipha: boolean; publicIp: string; tag?: string },
+  opts: { sipha: boolean; publicIp: string; tag?: string; directPort?: number },
 ): Promise<Kamailio> {
   const dir = bed.subdir(`kamailio-${host.name}${opts.tag ?? ''}`);
   const ctl = `unix:${dir}/ctl`;
   const args = ['-DD', '-E', '-f', KAMAILIO_CFG, '-Y', dir, '-m', '256', '-M', '16'];
   if (opts.sipha) args.push('-A', 'WITH_SIPHA');
   const child = host.spawn('kamailio', args, {
-    env: { ...process.env, SIPHA_PUBLIC_IP: opts.publicIp, SIPHA_CTL: ctl },
+    env: {
+      ...process.env,
+      SIPHA_PUBLIC_IP: opts.publicIp,
+      SIPHA_CTL: ctl,
+      ...(opts.directPort ? { SIPHA_DIRECT_PORT: String(opts.directPort) } : {}),
+    },
   });
   const out = watchOutput(child);
   const k: Kamailio = {

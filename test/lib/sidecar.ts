@@ -2,7 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Host } from './netbed.ts';
-import { watchOutput } from './procs.ts';
+import { until, watchOutput } from './procs.ts';
 
 const MAIN = fileURLToPath(new URL('../../sidecar/src/main.ts', import.meta.url));
 
@@ -24,8 +24,20 @@ export async function startSidecar(host: Host, env: Record<string, string> = {})
     },
   });
   const out = watchOutput(child);
-  await out.waitFor(/edge proxy listening/, 10000);
-  await out.waitFor(/link to the SIP server is up/, 10000);
+  // Ready = /readyz answers 200: the public sockets are bound and the link is up.
+  await until(
+    () => {
+      if (child.exitCode !== null) throw new Error(`sidecar exited ${child.exitCode}:\n${out.text().slice(-3000)}`);
+      try {
+        host.run('curl', ['-sf', '-m', '1', 'http://127.0.0.1:9090/readyz']);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    15000,
+    'sidecar /readyz',
+  );
   return {
     child,
     output: out.text,

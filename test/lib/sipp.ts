@@ -30,6 +30,8 @@ export interface SippResult {
   exitCode: number | null;
   successful: number;
   failed: number;
+  /** Calls created per second as sipp itself counts them (CallRate(C)). */
+  callRate: number;
   /** Response times in ms from -trace_rtt (all rtd points), when asked for. */
   rttMs: number[];
   elapsedMs: number;
@@ -84,7 +86,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   const out = watchOutput(child, 64 << 10);
   const exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const elapsedMs = Date.now() - started;
-  const { successful, failed } = readStats(stf);
+  const { successful, failed, callRate } = readStats(stf);
   const rttMs: number[] = [];
   if (run.rtt) {
     for (const f of readdirSync(dir)) {
@@ -95,7 +97,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
       }
     }
   }
-  return { exitCode, successful, failed, rttMs, elapsedMs, output: out.text() };
+  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text() };
 }
 
 /** Starts the called party (uas-call.xml); stop it with bed.stop(). */
@@ -116,18 +118,18 @@ export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1')
   return { child, output: watchOutput(child, 64 << 10).text };
 }
 
-function readStats(path: string): { successful: number; failed: number } {
+function readStats(path: string): { successful: number; failed: number; callRate: number } {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {
-    return { successful: 0, failed: 0 };
+    return { successful: 0, failed: 0, callRate: 0 };
   }
   const lines = text.trim().split('\n');
   const head = (lines[0] ?? '').split(';');
   const last = (lines[lines.length - 1] ?? '').split(';');
   const col = (name: string) => Number(last[head.indexOf(name)] ?? 0);
-  return { successful: col('SuccessfulCall(C)'), failed: col('FailedCall(C)') };
+  return { successful: col('SuccessfulCall(C)'), failed: col('FailedCall(C)'), callRate: col('CallRate(C)') };
 }
 
 export function users(prefix: string, n: number): string[] {

@@ -124,35 +124,35 @@ export class EdgeProxy {
 
   /** A message from the network: check it, stamp its source, hand it to the server. */
   fromClient(bytes: Buffer, src: Source, flow: Flow | null): void {
-    this.metrics.inbound.inc();
+    this.metrics.hot.inbound++;
     const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes, requireContentLength: src.transport === 'tcp' });
     if (!m.ok) {
-      this.metrics.dropped.labels('inbound', m.reason).inc();
+      this.metrics.drop('inbound', m.reason);
       this.log.debug({ src, reason: m.reason, detail: m.detail }, 'dropped malformed message');
       return;
     }
     if (flow !== null && m.isRequest && m.topVia.branch !== undefined) this.requestFlows.set(m.topVia.branch, flow);
     const slices = toServer(m, src);
     if (!this.link.send(m.callId, slices)) {
-      this.metrics.dropped.labels('inbound', 'server-unavailable').inc();
+      this.metrics.drop('inbound', 'server-unavailable');
       return;
     }
-    this.metrics.toServer.inc();
+    this.metrics.hot.toServer++;
     this.tap?.(m, src, slices);
   }
 
   /** A message from the server (reply on the link, or request on the egress port). */
   fromServer(bytes: Buffer): void {
-    this.metrics.fromServer.inc();
+    this.metrics.hot.fromServer++;
     const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes });
     if (!m.ok) {
-      this.metrics.dropped.labels('from_server', m.reason).inc();
+      this.metrics.drop('from_server', m.reason);
       this.log.warn({ reason: m.reason, detail: m.detail }, 'dropped malformed message from the SIP server');
       return;
     }
     const withheld = this.gate(m);
     if (withheld !== null) {
-      this.metrics.dropped.labels('egress', withheld).inc();
+      this.metrics.drop('egress', withheld);
       return;
     }
     if (m.isRequest) this.sendRequest(m);
@@ -168,7 +168,7 @@ export class EdgeProxy {
     const branch = m.topVia.branch;
     const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? this.flows.getOrOpen(dst.host, dst.port);
     write(flow.socket, [m.buf]);
-    this.metrics.toClient.inc();
+    this.metrics.hot.toClient++;
   }
 
   private sendRequest(m: SipMessage): void {
@@ -183,7 +183,7 @@ export class EdgeProxy {
     }
     dst ??= firstRouteOrUri(m);
     if (typeof dst === 'string') {
-      this.metrics.dropped.labels('egress', 'no-next-hop').inc();
+      this.metrics.drop('egress', 'no-next-hop');
       this.log.warn({ method: m.method, problem: dst }, 'request from the SIP server has no usable next hop');
       return;
     }
@@ -200,17 +200,17 @@ export class EdgeProxy {
       return;
     }
     write(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
-    this.metrics.toClient.inc();
+    this.metrics.hot.toClient++;
   }
 
   private sendUdp(slices: Buffer[], dst: Destination): void {
     this.udp.send(slices, dst.port, dst.host, (err) => {
       if (err) {
-        this.metrics.dropped.labels('egress', 'send-failed').inc();
+        this.metrics.drop('egress', 'send-failed');
         this.log.debug({ err: err.message, dst }, 'UDP send failed');
       }
     });
-    this.metrics.toClient.inc();
+    this.metrics.hot.toClient++;
   }
 }
 

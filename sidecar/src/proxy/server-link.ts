@@ -81,7 +81,7 @@ export class ServerLink {
         message: (bytes) => this.onMessage(bytes),
         ping: () => {},
         error: (reason, detail) => {
-          this.metrics.dropped.labels('from_server', reason).inc();
+          this.metrics.drop('from_server', reason);
           this.log.error({ reason, detail, index }, 'unframeable bytes from the SIP server; reconnecting');
           socket.destroy();
         },
@@ -113,14 +113,13 @@ export class ServerLink {
   }
 }
 
+/**
+ * One write per message: for SIP-sized messages, joining the slices (a
+ * memcpy of a few hundred bytes) is cheaper than a corked writev, which
+ * costs a stream request per slice.
+ */
 export function write(socket: net.Socket, slices: Buffer[]): void {
-  if (slices.length === 1) {
-    socket.write(slices[0] as Buffer);
-    return;
-  }
-  socket.cork();
-  for (const s of slices) socket.write(s);
-  socket.uncork();
+  socket.write(slices.length === 1 ? (slices[0] as Buffer) : Buffer.concat(slices));
 }
 
 /** FNV-1a over the Call-ID's UTF-16 code units; stable, cheap, well spread. */

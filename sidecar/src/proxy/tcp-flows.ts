@@ -79,7 +79,7 @@ export class TcpFlows {
         message: (bytes) => this.onMessage(bytes, flow),
         ping: () => socket.write(CRLF),
         error: (reason, detail) => {
-          this.metrics.dropped.labels('inbound', reason).inc();
+          this.metrics.drop('inbound', reason);
           this.log.info({ peer: key, reason, detail }, 'closing TCP flow: stream cannot be framed');
           socket.destroy();
         },

@@ -44,3 +44,21 @@ export function isLws(b: number | undefined): boolean {
 export function isDigit(b: number | undefined): boolean {
   return b !== undefined && b >= 0x30 && b <= 0x39;
 }
+
+/** Offset of the next CRLF at or after `from`, or -1. memchr for CR, then check LF: no allocation. */
+export function indexOfCrlf(b: Buffer, from: number): number {
+  let i = b.indexOf(CR, from);
+  while (i >= 0 && b[i + 1] !== LF) i = b.indexOf(CR, i + 1);
+  return i;
+}
+
+/** Case-insensitive compare of b[s, e) with a lower-case ASCII word. */
+export function equalsLower(b: Buffer, s: number, e: number, lower: string): boolean {
+  if (e - s !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const c = b[s + i] as number;
+    const l = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    if (l !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}

@@ -3,6 +3,7 @@
  * list of slices of the original Buffer plus the few new bytes, ready for
  * `dgram.send(list)` or a corked `socket.write` per slice (one writev).
  */
+import { indexOfCrlf } from './chars.ts';
 import type { SipMessage } from './message.ts';
 
 export interface Edit {
@@ -31,7 +32,7 @@ export function applyEdits(msg: SipMessage, edits: Edit[]): Buffer[] {
 
 /** Offset just after the start line's CRLF: where a new first header goes. */
 export function afterStartLine(msg: SipMessage): number {
-  return msg.buf.indexOf('\r\n', 0, 'latin1') + 2;
+  return indexOfCrlf(msg.buf, 0) + 2;
 }
 
 /** Edit that removes header row `i` entirely. */

@@ -2,7 +2,7 @@
  * Checks of individual header values that RFC 4475 expects a parser to
  * enforce. Each returns null when the value is fine, or what is wrong.
  */
-import { BACKSLASH, COMMA, DQUOTE, EQUAL, isDigit, isLws, LAQUOT, RAQUOT, SCHEME, SEMI, TOKEN } from './chars.ts';
+import { BACKSLASH, COMMA, DQUOTE, EQUAL, equalsLower, isDigit, isLws, LAQUOT, RAQUOT, SCHEME, SEMI, TOKEN } from './chars.ts';
 
 const U32_MAX = 4294967295;
 
@@ -18,10 +18,16 @@ export function parseUint(b: Buffer, s: number, e: number, max: number): number 
   return n <= max ? n : -1;
 }
 
-export function trimLws(b: Buffer, s: number, e: number): [number, number] {
+/** First non-LWS offset in [s, e). Two scalar helpers instead of a tuple: no allocation per header. */
+export function lwsStart(b: Buffer, s: number, e: number): number {
   while (s < e && isLws(b[s])) s++;
+  return s;
+}
+
+/** One past the last non-LWS offset in [s, e). */
+export function lwsEnd(b: Buffer, s: number, e: number): number {
   while (e > s && isLws(b[e - 1])) e--;
-  return [s, e];
+  return e;
 }
 
 /**
@@ -49,9 +55,10 @@ export function splitComma(b: Buffer, s: number, e: number, each: (start: number
   return each(from, e);
 }
 
-/** CSeq = 1*DIGIT LWS Method; returns [number, method] or a problem. */
-export function parseCSeq(b: Buffer, s: number, e: number): [number, string] | string {
-  [s, e] = trimLws(b, s, e);
+/** CSeq = 1*DIGIT LWS Method; returns [number, methodStart, methodEnd] or a problem. */
+export function parseCSeq(b: Buffer, s: number, e: number): [number, number, number] | string {
+  s = lwsStart(b, s, e);
+  e = lwsEnd(b, s, e);
   let p = s;
   while (p < e && isDigit(b[p])) p++;
   const num = parseUint(b, s, p, 2147483647);
@@ -62,7 +69,7 @@ export function parseCSeq(b: Buffer, s: number, e: number): [number, string] | s
   const ms = p;
   while (p < e && TOKEN[b[p] as number] === 1) p++;
   if (p === ms || p !== e) return 'method is not a token';
-  return [num, b.toString('latin1', ms, p)];
+  return [num, ms, p];
 }
 
 /** Generic parameters after a value: *( SEMI name [ EQUAL value ] ). */
@@ -76,7 +83,7 @@ function checkParams(b: Buffer, p: number, e: number, expiresMax: boolean): stri
     const ns = p;
     while (p < e && TOKEN[b[p] as number] === 1) p++;
     if (p === ns) return 'empty parameter';
-    const isExpires = expiresMax && p - ns === 7 && b.toString('latin1', ns, p).toLowerCase() === 'expires';
+    const isExpires = expiresMax && equalsLower(b, ns, p, 'expires');
     while (p < e && isLws(b[p])) p++;
     if (b[p] === EQUAL) {
       p++;
@@ -113,7 +120,8 @@ function hasScheme(b: Buffer, s: number, e: number): boolean {
  * and an addr-spec outside <> may not carry '?' headers.
  */
 export function checkNameAddr(b: Buffer, s: number, e: number, allowStar: boolean): string | null {
-  [s, e] = trimLws(b, s, e);
+  s = lwsStart(b, s, e);
+  e = lwsEnd(b, s, e);
   if (s >= e) return 'empty value';
   if (allowStar && e - s === 1 && b[s] === 0x2a) return null;
   let p = s;
@@ -187,14 +195,16 @@ export function checkRequestUri(b: Buffer, s: number, e: number): string | null 
 
 /** Date must be an RFC 1123 date in GMT (RFC 3261 20.17). */
 export function checkDate(b: Buffer, s: number, e: number): string | null {
-  [s, e] = trimLws(b, s, e);
-  if (e - s < 3 || b.toString('latin1', e - 3, e) !== 'GMT') return 'Date not in GMT';
+  s = lwsStart(b, s, e);
+  e = lwsEnd(b, s, e);
+  if (e - s < 3 || b[e - 3] !== 0x47 || b[e - 2] !== 0x4d || b[e - 1] !== 0x54) return 'Date not in GMT';
   return null;
 }
 
 /** Expires / Retry-After: delta-seconds below 2**32 (RFC 3261 20.19, 20.33). */
 export function checkDeltaSeconds(b: Buffer, s: number, e: number, leadingOnly: boolean): string | null {
-  [s, e] = trimLws(b, s, e);
+  s = lwsStart(b, s, e);
+  e = lwsEnd(b, s, e);
   let p = s;
   while (p < e && isDigit(b[p])) p++;
   if (!leadingOnly && p !== e) return 'not delta-seconds';
@@ -204,7 +214,8 @@ export function checkDeltaSeconds(b: Buffer, s: number, e: number, leadingOnly: 
 
 /** Warning = 3DIGIT SP agent SP text, per value (RFC 3261 20.43). */
 export function checkWarning(b: Buffer, s: number, e: number): string | null {
-  [s, e] = trimLws(b, s, e);
+  s = lwsStart(b, s, e);
+  e = lwsEnd(b, s, e);
   for (let i = 0; i < 3; i++) if (!isDigit(b[s + i])) return 'warn-code is not 3 digits';
   if (b[s + 3] !== 0x20) return 'warn-code is not 3 digits';
   return null;

@@ -5,7 +5,7 @@
  * Double-CRLF keep-alives (RFC 5626 4.4.1) are reported so the caller can
  * answer with a single CRLF pong.
  */
-import { CR, isLws, LF } from './chars.ts';
+import { CR, indexOfCrlf, isLws, LF } from './chars.ts';
 import { parseUint } from './fields.ts';
 import { Hdr, headerId } from './headers.ts';
 import type { RejectReason } from './reasons.ts';
@@ -90,9 +90,9 @@ export class SipStreamFramer {
 
 /** Content-Length in the header block b[s, he); -2 if absent, -1 if bad. */
 function contentLength(b: Buffer, s: number, he: number): number {
-  let p = b.indexOf('\r\n', s, 'latin1') + 2; // skip the start line
+  let p = indexOfCrlf(b, s) + 2; // skip the start line
   while (p > 1 && p <= he) {
-    const e = b.indexOf('\r\n', p, 'latin1');
+    const e = indexOfCrlf(b, p);
     let q = p;
     while (q < e && b[q] !== 0x3a && !isLws(b[q])) q++;
     if (headerId(b, p, q) === Hdr.ContentLength) {

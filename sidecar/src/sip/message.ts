@@ -20,9 +20,8 @@ export class SipMessage {
   readonly topVia: Via;
   /** Header table, one row per header line (folded lines included). */
   readonly headerCount: number;
-  readonly ids: Uint8Array;
-  /** [lineStart, valueStart, valueEnd, lineEnd] per header; lineEnd is past its CRLF. */
-  readonly offsets: Int32Array;
+  /** [id, lineStart, valueStart, valueEnd, lineEnd] per header; lineEnd is past its CRLF. */
+  readonly rows: Int32Array;
   /** Offset of the CRLF that ends the header section. */
   readonly headersEnd: number;
   readonly bodyStart: number;
@@ -38,8 +37,7 @@ export class SipMessage {
     cseq: number;
     topVia: Via;
     headerCount: number;
-    ids: Uint8Array;
-    offsets: Int32Array;
+    rows: Int32Array;
     headersEnd: number;
     bodyStart: number;
     hasContentLength: boolean;
@@ -53,8 +51,7 @@ export class SipMessage {
     this.cseq = f.cseq;
     this.topVia = f.topVia;
     this.headerCount = f.headerCount;
-    this.ids = f.ids;
-    this.offsets = f.offsets;
+    this.rows = f.rows;
     this.headersEnd = f.headersEnd;
     this.bodyStart = f.bodyStart;
     this.hasContentLength = f.hasContentLength;
@@ -66,14 +63,13 @@ export class SipMessage {
 
   /** Row of the first header with this id, or -1. */
   find(id: HdrId, from = 0): number {
-    for (let i = from; i < this.headerCount; i++) if (this.ids[i] === id) return i;
+    for (let i = from; i < this.headerCount; i++) if (this.rows[i * 5] === id) return i;
     return -1;
   }
 
   /** Raw value of header row `i` (folding kept), decoded as latin1 to keep bytes 1:1. */
   valueAt(i: number): string {
-    const o = this.offsets;
-    return this.buf.toString('latin1', o[i * 4 + 1], o[i * 4 + 2]);
+    return this.buf.toString('latin1', this.rows[i * 5 + 2], this.rows[i * 5 + 3]);
   }
 
   /** First value of a header, with folding turned into single spaces. */
@@ -94,6 +90,6 @@ export class SipMessage {
 
   /** Byte range [lineStart, lineEnd) of header row `i`, CRLF included. */
   lineRange(i: number): [number, number] {
-    return [this.offsets[i * 4] as number, this.offsets[i * 4 + 3] as number];
+    return [this.rows[i * 5 + 1] as number, this.rows[i * 5 + 4] as number];
   }
 }

@@ -4,17 +4,18 @@
  * Failures are returned as values (see reasons.ts): nothing here throws on
  * bad input, so one bad datagram can never take the sidecar down.
  */
-import { COLON, CR, HT, isLws, LF, SP, TOKEN } from './chars.ts';
+import { COLON, CR, equalsLower, HT, indexOfCrlf, isLws, LF, SP, TOKEN } from './chars.ts';
 import {
   checkDate,
   checkDeltaSeconds,
   checkNameAddr,
   checkRequestUri,
   checkWarning,
+  lwsEnd,
+  lwsStart,
   parseCSeq,
   parseUint,
   splitComma,
-  trimLws,
 } from './fields.ts';
 import { Hdr, type HdrId, headerId, SINGLE_VALUED } from './headers.ts';
 import { SipMessage } from './message.ts';
@@ -30,14 +31,14 @@ export interface ParseOptions {
 
 export const DEFAULT_MAX_BYTES = 65535;
 const MAX_HEADERS = 512;
-const SIP_VERSION = 'SIP/2.0';
 
 // Scratch space reused across calls; copied to right-sized arrays at the end.
-const scratchIds = new Uint8Array(MAX_HEADERS);
-const scratchOffsets = new Int32Array(MAX_HEADERS * 4);
+// Row per header: [id, lineStart, valueStart, valueEnd, lineEnd].
+const ROW = 5;
+const scratch = new Int32Array(MAX_HEADERS * ROW);
 
 function isVersion(b: Buffer, s: number, e: number): boolean {
-  return e - s === 7 && b.toString('latin1', s, e).toUpperCase() === SIP_VERSION;
+  return equalsLower(b, s, e, 'sip/2.0');
 }
 
 /** Parses one SIP message from `input` (a datagram, or one framed stream message). */
@@ -52,7 +53,7 @@ export function parseMessage(input: Buffer, opts: ParseOptions = {}): SipMessage
   const len = b.length;
 
   // ---- start line ----
-  const lineEnd = b.indexOf('\r\n', 0, 'latin1');
+  const lineEnd = indexOfCrlf(b, 0);
   if (lineEnd < 0) return reject('truncated', 'no CRLF after the start line');
   let isRequest: boolean;
   let method = '';
@@ -95,11 +96,11 @@ export function parseMessage(input: Buffer, opts: ParseOptions = {}): SipMessage
       headersEnd = p;
       break;
     }
-    let e = b.indexOf('\r\n', p, 'latin1');
+    let e = indexOfCrlf(b, p);
     if (e < 0) return reject('truncated', 'header line without CRLF');
     // Folded lines (LWS = [*WSP CRLF] 1*WSP) continue the same header.
     while (b[e + 2] === SP || b[e + 2] === HT) {
-      e = b.indexOf('\r\n', e + 2, 'latin1');
+      e = indexOfCrlf(b, e + 2);
       if (e < 0) return reject('truncated', 'folded header line without CRLF');
     }
     let q = p;
@@ -109,18 +110,19 @@ export function parseMessage(input: Buffer, opts: ParseOptions = {}): SipMessage
     let v = q;
     while (v < e && (b[v] === SP || b[v] === HT)) v++;
     if (b[v] !== COLON) return reject('header-syntax', 'no colon after header name');
-    const [vs, ve] = trimLws(b, v + 1, e);
+    const vs = lwsStart(b, v + 1, e);
+    const ve = lwsEnd(b, vs, e);
     if (count === MAX_HEADERS) return reject('too-many-headers', `more than ${MAX_HEADERS} headers`);
     if (SINGLE_VALUED.has(id)) {
       if (seen & (1 << id)) return reject('duplicate-header', `duplicate ${b.toString('latin1', p, q)}`);
       seen |= 1 << id;
     }
-    scratchIds[count] = id;
-    const o = count * 4;
-    scratchOffsets[o] = p;
-    scratchOffsets[o + 1] = vs;
-    scratchOffsets[o + 2] = ve;
-    scratchOffsets[o + 3] = e + 2;
+    const o = count * ROW;
+    scratch[o] = id;
+    scratch[o + 1] = p;
+    scratch[o + 2] = vs;
+    scratch[o + 3] = ve;
+    scratch[o + 4] = e + 2;
     count++;
     if (id === Hdr.ContentLength) {
       contentLength = parseUint(b, vs, ve, 0x7fffffff);
@@ -142,19 +144,20 @@ export function parseMessage(input: Buffer, opts: ParseOptions = {}): SipMessage
 
   // ---- per-header checks, now that the table is known ----
   let cseq = -1;
-  let cseqMethod = '';
+  let cseqMethodStart = 0;
+  let cseqMethodEnd = 0;
   let topVia: Via | undefined;
   for (let i = 0; i < count; i++) {
-    const id = scratchIds[i] as HdrId;
+    const id = scratch[i * ROW] as HdrId;
     if (id === Hdr.Other) continue;
-    const vs = scratchOffsets[i * 4 + 1] as number;
-    const ve = scratchOffsets[i * 4 + 2] as number;
+    const vs = scratch[i * ROW + 2] as number;
+    const ve = scratch[i * ROW + 3] as number;
     const bad = checkHeader(b, id, vs, ve);
     if (bad !== null) return bad;
     if (id === Hdr.CSeq) {
       const r = parseCSeq(b, vs, ve);
       if (typeof r === 'string') return reject('cseq', r);
-      [cseq, cseqMethod] = r;
+      [cseq, cseqMethodStart, cseqMethodEnd] = r;
     } else if (id === Hdr.Via && topVia === undefined) {
       let problem: string | null = null;
       splitComma(b, vs, ve, (s, e) => {
@@ -171,20 +174,23 @@ export function parseMessage(input: Buffer, opts: ParseOptions = {}): SipMessage
   if (cseq < 0) return reject('missing-header', 'no CSeq');
   const need = (1 << Hdr.From) | (1 << Hdr.To) | (1 << Hdr.CallId);
   if ((seen & need) !== need) return reject('missing-header', 'From, To and Call-ID are required');
-  if (isRequest && cseqMethod !== method) return reject('cseq', 'CSeq method differs from the request method');
+  if (
+    isRequest &&
+    (cseqMethodEnd - cseqMethodStart !== method.length || b.compare(b, 0, method.length, cseqMethodStart, cseqMethodEnd) !== 0)
+  )
+    return reject('cseq', 'CSeq method differs from the request method');
 
   return new SipMessage({
     buf: end === len ? b : b.subarray(0, end),
     isRequest,
-    method: isRequest ? method : cseqMethod,
+    method: isRequest ? method : b.toString('latin1', cseqMethodStart, cseqMethodEnd),
     status,
     uriStart,
     uriEnd,
     cseq,
     topVia,
     headerCount: count,
-    ids: scratchIds.slice(0, count),
-    offsets: scratchOffsets.slice(0, count * 4),
+    rows: scratch.slice(0, count * ROW),
     headersEnd,
     bodyStart,
     hasContentLength: contentLength >= 0,
@@ -211,7 +217,8 @@ function checkHeader(b: Buffer, id: HdrId, vs: number, ve: number): Rejection | 
       return bad === null ? null : reject(star ? (bad.includes('range') ? 'scalar-range' : 'name-addr') : 'name-addr', bad);
     }
     case Hdr.MaxForwards: {
-      const [s, e] = trimLws(b, vs, ve);
+      const s = lwsStart(b, vs, ve);
+      const e = lwsEnd(b, s, ve);
       return parseUint(b, s, e, 255) < 0 ? reject('max-forwards', 'Max-Forwards is not 0-255') : null;
     }
     case Hdr.Expires:

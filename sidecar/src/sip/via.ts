@@ -1,4 +1,4 @@
-import { COLON, DQUOTE, EQUAL, isDigit, isLws, SEMI, SLASH, TOKEN } from './chars.ts';
+import { COLON, DQUOTE, EQUAL, equalsLower, isDigit, isLws, SEMI, SLASH, TOKEN } from './chars.ts';
 
 /** One via-parm (RFC 3261 20.42, RFC 3581 rport), with offsets for in-place edits. */
 export interface Via {
@@ -52,7 +52,7 @@ export function parseVia(b: Buffer, start: number, end: number): Via | string {
   q = token(b, p, end);
   if (q === p) return 'transport';
   const transportEnd = q;
-  const transport = b.toString('latin1', p, q).toUpperCase();
+  const transport = transportName(b, p, q);
   p = skipLws(b, q, end);
   if (p === q) return 'no space before sent-by';
 
@@ -108,14 +108,14 @@ export function parseVia(b: Buffer, start: number, end: number): Via | string {
       ve = q;
       p = q;
     }
-    const name = b.toString('latin1', ns, ns + nameLen).toLowerCase();
-    if (name === 'branch') {
+    const ne = ns + nameLen;
+    if (equalsLower(b, ns, ne, 'branch')) {
       if (vs < 0) return 'branch without value';
       branch = b.toString('latin1', vs, ve);
-    } else if (name === 'received') {
+    } else if (equalsLower(b, ns, ne, 'received')) {
       if (vs < 0) return 'received without value';
       received = b.toString('latin1', vs, ve);
-    } else if (name === 'rport') {
+    } else if (equalsLower(b, ns, ne, 'rport')) {
       hasRport = true;
       if (vs >= 0) {
         rport = 0;
@@ -145,4 +145,12 @@ export function parseVia(b: Buffer, start: number, end: number): Via | string {
 function skipBackLws(b: Buffer, p: number, floor: number): number {
   while (p > floor && isLws(b[p - 1])) p--;
   return p;
+}
+
+/** Transport token, upper-case; the common ones without allocating. */
+function transportName(b: Buffer, s: number, e: number): string {
+  if (equalsLower(b, s, e, 'udp')) return 'UDP';
+  if (equalsLower(b, s, e, 'tcp')) return 'TCP';
+  if (equalsLower(b, s, e, 'tls')) return 'TLS';
+  return b.toString('latin1', s, e).toUpperCase();
 }

@@ -1,0 +1,36 @@
+/**
+ * Names the operator and the sidecar must agree on. One place, so a label
+ * key can never differ between the program that writes it and the one
+ * that reads it.
+ */
+export const GROUP = 'sipha.io';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = 'SipHaPair';
+export const PLURAL = 'siphapairs';
+
+/** The ONE role label: the VIP Service selects `role=master`; the sidecar writes it on its own pod. */
+export const ROLE_LABEL = 'sipha.io/role';
+/** Which pair a pod or object belongs to. */
+export const PAIR_LABEL = 'sipha.io/pair';
+export const APP_LABELS = { 'app.kubernetes.io/name': 'sipha', 'app.kubernetes.io/managed-by': 'sipha-operator' } as const;
+
+/** Written by the sidecar on its own pod. */
+export const TERM_ANNOTATION = 'sipha.io/term';
+export const ROLE_REASON_ANNOTATION = 'sipha.io/role-reason';
+export const ROLE_SINCE_ANNOTATION = 'sipha.io/role-since';
+export const TAKEOVER_GAP_ANNOTATION = 'sipha.io/takeover-gap-ms';
+/** Written by the operator on a pod it shut out: the sidecar demotes when it sees it. */
+export const FENCED_ANNOTATION = 'sipha.io/fenced-term';
+
+export const ROLES = ['starting', 'backup', 'master', 'resigned', 'fenced'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Phases read as words in `kubectl get shp`. */
+export const PHASES = ['Pending', 'Replicating', 'Degraded', 'NoMaster', 'Fencing'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned'] as const;
+export type ConditionType = (typeof CONDITIONS)[number];
+
+export const FIELD_MANAGER = 'sipha-operator';

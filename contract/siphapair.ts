@@ -1,0 +1,59 @@
+/** The SipHaPair resource as both programs see it (mirrors crds/siphapair.yaml). */
+import type { ConditionType, Phase } from './names.ts';
+
+export type VipMode = 'arp' | 'metallb' | 'kube-vip';
+export type ReplicationMode = 'sync' | 'async';
+
+export interface SipHaPairSpec {
+  sipServer: {
+    image: string;
+    command?: string[];
+    args?: string[];
+    /** ConfigMap holding the SIP server configuration, mounted at configMountPath. */
+    configMap?: string;
+    configMountPath?: string;
+    env?: Array<{ name: string; value: string }>;
+  };
+  sidecar: { image: string };
+  ports: { sip: number; serverLink: number; egress: number; heartbeat: number; replication: number; metrics: number };
+  vip: { address: string; mode: VipMode; interface?: string };
+  heartbeat: { intervalMs: number; misses: number };
+  replication: { mode: ReplicationMode };
+  /** Ordinal (0 or 1) preferred as master when both start. */
+  preferredMaster?: number;
+}
+
+export interface Condition {
+  type: ConditionType;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration: number;
+}
+
+export interface SipHaPairStatus {
+  phase?: Phase;
+  master?: string;
+  backup?: string;
+  term?: number;
+  failoverCount?: number;
+  lastFailover?: { time: string; reason: string; gapMs?: number; from?: string; to: string };
+  conditions?: Condition[];
+  observedGeneration?: number;
+}
+
+export interface SipHaPair {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    uid: string;
+    generation?: number;
+    resourceVersion?: string;
+    creationTimestamp?: string;
+  };
+  spec: SipHaPairSpec;
+  status?: SipHaPairStatus;
+}

@@ -1,0 +1,218 @@
+/**
+ * What a SipHaPair should own, as pure functions of the pair: the objects
+ * the reconciler server-side-applies. No I/O here; tested without a cluster.
+ */
+import type { KubernetesObject } from '@kubernetes/client-node';
+import { API_VERSION, APP_LABELS, KIND, PAIR_LABEL, ROLE_LABEL } from '../../contract/names.ts';
+import type { SipHaPair } from '../../contract/siphapair.ts';
+
+export type Obj = KubernetesObject & Record<string, unknown>;
+
+export const names = (pair: string) => ({
+  statefulSet: pair,
+  peers: `${pair}-peers`,
+  vip: `${pair}-vip`,
+  secret: `${pair}-replication`,
+  serviceAccount: `${pair}-sidecar`,
+  role: `${pair}-sidecar`,
+  pdb: pair,
+  pods: [`${pair}-0`, `${pair}-1`],
+});
+
+export function selectorLabels(p: SipHaPair): Record<string, string> {
+  return { [PAIR_LABEL]: p.metadata.name };
+}
+
+function meta(p: SipHaPair, name: string, extra: Record<string, unknown> = {}) {
+  return {
+    name,
+    namespace: p.metadata.namespace,
+    labels: { ...APP_LABELS, ...selectorLabels(p) },
+    ownerReferences: [
+      {
+        apiVersion: API_VERSION,
+        kind: KIND,
+        name: p.metadata.name,
+        uid: p.metadata.uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ],
+    ...extra,
+  };
+}
+
+export function statefulSet(p: SipHaPair): Obj {
+  const s = p.spec;
+  const n = names(p.metadata.name);
+  const arp = s.vip.mode === 'arp';
+  const serverContainer: Record<string, unknown> = {
+    name: 'sip-server',
+    image: s.sipServer.image,
+    ...(s.sipServer.command ? { command: s.sipServer.command } : {}),
+    ...(s.sipServer.args ? { args: s.sipServer.args } : {}),
+    env: [{ name: 'SIPHA_PUBLIC_IP', value: s.vip.address }, ...(s.sipServer.env ?? [])],
+    ...(s.sipServer.configMap ? { volumeMounts: [{ name: 'sip-config', mountPath: s.sipServer.configMountPath }] } : {}),
+  };
+  const env = (name: string, value: string | number) => ({ name, value: String(value) });
+  const sidecar = {
+    name: 'sipha-sidecar',
+    image: s.sidecar.image,
+    env: [
+      { name: 'SIPHA_POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: 'SIPHA_POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      { name: 'SIPHA_PUBLIC_ADDRESS', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      env('SIPHA_PAIR', p.metadata.name),
+      env('SIPHA_PEERS_SERVICE', n.peers),
+      env('SIPHA_SIP_PORT', s.ports.sip),
+      env('SIPHA_SERVER_PORT', s.ports.serverLink),
+      env('SIPHA_EGRESS_PORT', s.ports.egress),
+      env('SIPHA_HEARTBEAT_PORT', s.ports.heartbeat),
+      env('SIPHA_REPLICATION_PORT', s.ports.replication),
+      env('SIPHA_HTTP_PORT', s.ports.metrics),
+      env('SIPHA_HEARTBEAT_INTERVAL_MS', s.heartbeat.intervalMs),
+      env('SIPHA_HEARTBEAT_MISSES', s.heartbeat.misses),
+      env('SIPHA_REPLICATION_MODE', s.replication.mode),
+      env('SIPHA_VIP', s.vip.address),
+      env('SIPHA_VIP_MODE', s.vip.mode),
+      ...(s.vip.interface ? [env('SIPHA_VIP_INTERFACE', s.vip.interface)] : []),
+      ...(s.preferredMaster !== undefined ? [env('SIPHA_PREFERRED_MASTER', s.preferredMaster)] : []),
+      { name: 'SIPHA_REPLICATION_KEY', valueFrom: { secretKeyRef: { name: n.secret, key: 'hmac-key' } } },
+    ],
+    ports: [
+      { name: 'sip-udp', containerPort: s.ports.sip, protocol: 'UDP' },
+      { name: 'sip-tcp', containerPort: s.ports.sip, protocol: 'TCP' },
+      { name: 'heartbeat', containerPort: s.ports.heartbeat, protocol: 'UDP' },
+      { name: 'replication', containerPort: s.ports.replication, protocol: 'TCP' },
+      { name: 'metrics', containerPort: s.ports.metrics, protocol: 'TCP' },
+    ],
+    readinessProbe: { httpGet: { path: '/readyz', port: s.ports.metrics }, periodSeconds: 2 },
+    livenessProbe: { httpGet: { path: '/healthz', port: s.ports.metrics }, periodSeconds: 5, failureThreshold: 3 },
+    ...(arp ? { securityContext: { capabilities: { add: ['NET_ADMIN', 'NET_RAW'] } } } : {}),
+  };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'StatefulSet',
+    metadata: meta(p, n.statefulSet),
+    spec: {
+      replicas: 2,
+      serviceName: n.peers,
+      podManagementPolicy: 'Parallel',
+      selector: { matchLabels: selectorLabels(p) },
+      template: {
+        metadata: { labels: { ...APP_LABELS, ...selectorLabels(p) } },
+        spec: {
+          serviceAccountName: n.serviceAccount,
+          // The sidecar watches the SIP server's process (local server monitor).
+          shareProcessNamespace: true,
+          ...(arp ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
+          affinity: {
+            podAntiAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: [
+                { labelSelector: { matchLabels: selectorLabels(p) }, topologyKey: 'kubernetes.io/hostname' },
+              ],
+            },
+          },
+          containers: [serverContainer, sidecar],
+          ...(s.sipServer.configMap ? { volumes: [{ name: 'sip-config', configMap: { name: s.sipServer.configMap } }] } : {}),
+        },
+      },
+    },
+  };
+}
+
+/** Headless Service so the two sidecars find each other (ready or not). */
+export function peersService(p: SipHaPair): Obj {
+  const s = p.spec;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(p, names(p.metadata.name).peers),
+    spec: {
+      clusterIP: 'None',
+      publishNotReadyAddresses: true,
+      selector: selectorLabels(p),
+      ports: [
+        { name: 'heartbeat', port: s.ports.heartbeat, protocol: 'UDP' },
+        { name: 'replication', port: s.ports.replication, protocol: 'TCP' },
+      ],
+    },
+  };
+}
+
+/** The VIP in metallb / kube-vip modes: a LoadBalancer pinned to the VIP, selecting the master only. */
+export function vipService(p: SipHaPair): Obj | null {
+  const s = p.spec;
+  if (s.vip.mode === 'arp') return null;
+  const annotation = s.vip.mode === 'metallb' ? 'metallb.io/loadBalancerIPs' : 'kube-vip.io/loadbalancerIPs';
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(p, names(p.metadata.name).vip, { annotations: { [annotation]: s.vip.address } }),
+    spec: {
+      type: 'LoadBalancer',
+      externalTrafficPolicy: 'Local',
+      selector: { ...selectorLabels(p), [ROLE_LABEL]: 'master' },
+      ports: [
+        { name: 'sip-udp', port: s.ports.sip, targetPort: s.ports.sip, protocol: 'UDP' },
+        { name: 'sip-tcp', port: s.ports.sip, targetPort: s.ports.sip, protocol: 'TCP' },
+      ],
+    },
+  };
+}
+
+export function serviceAccount(p: SipHaPair): Obj {
+  return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(p, names(p.metadata.name).serviceAccount) };
+}
+
+/** The sidecar may read its pair's pods and patch only those two pods (its role label and term). */
+export function role(p: SipHaPair): Obj {
+  const n = names(p.metadata.name);
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata: meta(p, n.role),
+    rules: [
+      { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+      { apiGroups: [''], resources: ['pods'], resourceNames: n.pods, verbs: ['patch'] },
+    ],
+  };
+}
+
+export function roleBinding(p: SipHaPair): Obj {
+  const n = names(p.metadata.name);
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: meta(p, n.role),
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: n.role },
+    subjects: [{ kind: 'ServiceAccount', name: n.serviceAccount, namespace: p.metadata.namespace }],
+  };
+}
+
+/** Voluntary disruptions (drains) take one pod at a time: the other keeps serving. */
+export function pdb(p: SipHaPair): Obj {
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: meta(p, names(p.metadata.name).pdb),
+    spec: { maxUnavailable: 1, selector: { matchLabels: selectorLabels(p) } },
+  };
+}
+
+/** The replication key: made once with random bytes, never part of an apply (that would rotate it). */
+export function replicationSecret(p: SipHaPair, key: Buffer): Obj {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: meta(p, names(p.metadata.name).secret),
+    type: 'Opaque',
+    data: { 'hmac-key': key.toString('base64') },
+  };
+}
+
+/** Everything applied on each reconcile, in dependency order. */
+export function appliedObjects(p: SipHaPair): Obj[] {
+  const vip = vipService(p);
+  return [serviceAccount(p), role(p), roleBinding(p), peersService(p), ...(vip ? [vip] : []), pdb(p), statefulSet(p)];
+}

@@ -1,0 +1,159 @@
+/**
+ * One level-based, idempotent reconcile of one SipHaPair (kopf's shape):
+ * read the pair, server-side-apply everything it owns with one field
+ * manager, make the replication key once, fence a second master, derive
+ * the status from the pods and write it only when it changed (optimistic
+ * lock on resourceVersion; a conflict retries the whole reconcile).
+ */
+import { randomBytes } from 'node:crypto';
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { FENCED_ANNOTATION, FIELD_MANAGER, GROUP, PAIR_LABEL, PLURAL, ROLE_LABEL, VERSION } from '../../contract/names.ts';
+import type { SipHaPair } from '../../contract/siphapair.ts';
+import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
+import type { EventRecorder } from './events.ts';
+import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
+import type { RetryAfter } from './queue.ts';
+import { fencingVictim, nextStatus, observe, sameStatus } from './status.ts';
+
+export interface ReconcileMetrics {
+  applied: number;
+  statusWrites: number;
+}
+
+export class Reconciler {
+  readonly counters: ReconcileMetrics = { applied: 0, statusWrites: 0 };
+  private readonly kube: Kube;
+  private readonly events: EventRecorder;
+  private readonly log: Logger;
+
+  constructor(kube: Kube, events: EventRecorder, log: Logger) {
+    this.kube = kube;
+    this.events = events;
+    this.log = log;
+  }
+
+  async reconcile(key: string): Promise<RetryAfter | undefined> {
+    const [namespace, name] = key.split('/') as [string, string];
+    let pair: SipHaPair;
+    try {
+      pair = (await this.kube.custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: PLURAL,
+        name,
+      })) as SipHaPair;
+    } catch (err) {
+      if (isNotFound(err)) return undefined; // deleted: owner references let the GC remove what it owned
+      throw err;
+    }
+
+    for (const obj of appliedObjects(pair)) {
+      try {
+        await this.kube.objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, k8s.PatchStrategy.ServerSideApply);
+        this.counters.applied++;
+      } catch (err) {
+        // A rejected object is a permanent problem with the spec: say so where users look.
+        await this.events.record(pair, 'Warning', 'ApplyFailed', `${obj.kind} ${obj.metadata?.name}: ${errorText(err)}`);
+        throw err;
+      }
+    }
+    await this.ensureSecret(pair);
+
+    const podList = await this.kube.core.listNamespacedPod({ namespace, labelSelector: `${PAIR_LABEL}=${name}` });
+    const pods = observe(podList.items);
+    const victim = fencingVictim(pods);
+    if (victim) {
+      await this.kube.core.patchNamespacedPod(
+        {
+          namespace,
+          name: victim.name,
+          body: { metadata: { labels: { [ROLE_LABEL]: 'fenced' }, annotations: { [FENCED_ANNOTATION]: String(victim.term) } } },
+        },
+        mergePatch,
+      );
+      await this.events.record(
+        pair,
+        'Warning',
+        'Fenced',
+        `two pods claimed master: fenced ${victim.name} (term ${victim.term}), the lower term`,
+      );
+      victim.role = 'fenced';
+      victim.fencedTerm = victim.term;
+    }
+
+    const vip = await this.vipAssigned(
+      pair,
+      pods.some((p) => p.role === 'master'),
+    );
+    const { status, transitions } = nextStatus(pair, pods, new Date(), vip);
+    if (!sameStatus(pair.status, status)) {
+      await this.kube.custom.patchNamespacedCustomObjectStatus(
+        {
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: PLURAL,
+          name,
+          // A merge patch keeps keys it does not mention: absent fields are sent as null.
+          body: {
+            metadata: { resourceVersion: pair.metadata.resourceVersion },
+            status: { master: null, backup: null, lastFailover: null, ...status },
+          },
+        },
+        mergePatch,
+      );
+      this.counters.statusWrites++;
+      for (const t of transitions) await this.events.record(pair, t.type, t.reason, t.message);
+    }
+    return undefined;
+  }
+
+  /** The replication key is created once, with random bytes, and never applied again. */
+  private async ensureSecret(pair: SipHaPair): Promise<void> {
+    const name = names(pair.metadata.name).secret;
+    try {
+      await this.kube.core.readNamespacedSecret({ namespace: pair.metadata.namespace, name });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.kube.objects.create(replicationSecret(pair, randomBytes(32)), undefined, undefined, FIELD_MANAGER);
+      await this.events.record(
+        pair,
+        'Normal',
+        'ReplicationKeyCreated',
+        `created Secret ${name} with a new random replication key`,
+      );
+    }
+  }
+
+  private async vipAssigned(pair: SipHaPair, hasMaster: boolean): Promise<{ ok: boolean; reason: string; message: string }> {
+    const vip = pair.spec.vip.address;
+    if (pair.spec.vip.mode === 'arp') {
+      return hasMaster
+        ? { ok: true, reason: 'MasterAnnounces', message: `the master holds ${vip} and announces it by gratuitous ARP` }
+        : { ok: false, reason: 'NoMaster', message: `no master holds ${vip}` };
+    }
+    const svc = vipService(pair);
+    try {
+      const s = await this.kube.core.readNamespacedService({
+        namespace: pair.metadata.namespace,
+        name: svc?.metadata?.name ?? '',
+      });
+      const ips = (s.status?.loadBalancer?.ingress ?? []).map((i) => i.ip);
+      if (!ips.includes(vip)) {
+        return {
+          ok: false,
+          reason: 'WaitingForLoadBalancer',
+          message: `Service has no ingress ${vip} yet (${pair.spec.vip.mode} assigns it)`,
+        };
+      }
+      return hasMaster
+        ? { ok: true, reason: 'LoadBalancerReady', message: `${vip} routes to the master` }
+        : { ok: false, reason: 'NoMaster', message: `${vip} is assigned but no pod is master` };
+    } catch (err) {
+      this.log.debug({ err: errorText(err) }, 'VIP Service not readable yet');
+      return { ok: false, reason: 'ServiceMissing', message: 'the VIP Service does not exist yet' };
+    }
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * The pair's status from what its pods report (role label and term
+ * annotation, written by each sidecar on its own pod). Pure functions:
+ * `observe` reads pods, `nextStatus` derives phase, conditions and the
+ * failover record, `fencingVictim` names the pod to shut out when two claim
+ * master. Ready derives from the phase in one place.
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import {
+  type ConditionType,
+  FENCED_ANNOTATION,
+  type Phase,
+  ROLE_LABEL,
+  ROLE_REASON_ANNOTATION,
+  ROLES,
+  type Role,
+  TAKEOVER_GAP_ANNOTATION,
+  TERM_ANNOTATION,
+} from '../../contract/names.ts';
+import type { Condition, SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
+
+export interface PodView {
+  name: string;
+  ordinal: number;
+  role: Role | undefined;
+  term: number;
+  reason: string | undefined;
+  gapMs: number | undefined;
+  fencedTerm: number | undefined;
+}
+
+export function observe(pods: V1Pod[]): PodView[] {
+  return pods
+    .map((p) => {
+      const labels = p.metadata?.labels ?? {};
+      const ann = p.metadata?.annotations ?? {};
+      const name = p.metadata?.name ?? '';
+      const role = labels[ROLE_LABEL];
+      const term = Number(ann[TERM_ANNOTATION] ?? 0);
+      const gap = ann[TAKEOVER_GAP_ANNOTATION];
+      const fenced = ann[FENCED_ANNOTATION];
+      return {
+        name,
+        ordinal: Number(name.slice(name.lastIndexOf('-') + 1)),
+        role: (ROLES as readonly string[]).includes(role ?? '') ? (role as Role) : undefined,
+        term: Number.isFinite(term) ? term : 0,
+        reason: ann[ROLE_REASON_ANNOTATION],
+        gapMs: gap !== undefined && Number.isFinite(Number(gap)) ? Number(gap) : undefined,
+        fencedTerm: fenced !== undefined ? Number(fenced) : undefined,
+      };
+    })
+    .sort((a, b) => a.ordinal - b.ordinal);
+}
+
+/** Pods claiming master that have not been fenced at their current term. */
+function claimants(pods: PodView[]): PodView[] {
+  return pods.filter((p) => p.role === 'master' && !(p.fencedTerm !== undefined && p.fencedTerm >= p.term));
+}
+
+/**
+ * When two pods claim master, the lower term loses (tie: the higher ordinal
+ * loses, as in the sidecars' own rule: term, then priority, then name).
+ */
+export function fencingVictim(pods: PodView[]): PodView | undefined {
+  const c = claimants(pods);
+  if (c.length < 2) return undefined;
+  return [...c].sort((a, b) => a.term - b.term || b.ordinal - a.ordinal)[0];
+}
+
+function phaseOf(master: PodView | undefined, backup: PodView | undefined, split: boolean, podCount: number): [Phase, string] {
+  if (split) return ['Fencing', 'two pods claim master; the lower term is being fenced'];
+  if (master && backup) return ['Replicating', `${master.name} is master, ${backup.name} replicates it`];
+  if (master) return ['Degraded', `${master.name} is master with no backup`];
+  if (podCount === 0) return ['Pending', 'no pods yet'];
+  return ['NoMaster', 'no pod reports the master role'];
+}
+
+export interface Transition {
+  /** Event reason and message to record, one per change. */
+  reason: string;
+  message: string;
+  type: 'Normal' | 'Warning';
+}
+
+export function nextStatus(
+  pair: SipHaPair,
+  pods: PodView[],
+  now: Date,
+  vipAssigned: { ok: boolean; reason: string; message: string },
+): { status: SipHaPairStatus; transitions: Transition[] } {
+  const prev = pair.status ?? {};
+  const split = fencingVictim(pods) !== undefined;
+  const claim = claimants(pods).sort((a, b) => b.term - a.term || a.ordinal - b.ordinal);
+  const master = claim[0];
+  const backup = pods.find((p) => p.role === 'backup' && p.name !== master?.name);
+  const [phase, phaseMessage] = phaseOf(master, backup, split, pods.length);
+  const term = Math.max(prev.term ?? 0, ...pods.map((p) => p.term));
+  const gen = pair.metadata.generation ?? 0;
+  const transitions: Transition[] = [];
+
+  let failoverCount = prev.failoverCount ?? 0;
+  let lastFailover = prev.lastFailover;
+  if (master && master.name !== prev.master) {
+    if (prev.master) {
+      failoverCount++;
+      lastFailover = {
+        time: now.toISOString(),
+        reason: master.reason ?? 'unknown',
+        ...(master.gapMs !== undefined ? { gapMs: master.gapMs } : {}),
+        from: prev.master,
+        to: master.name,
+      };
+      transitions.push({
+        reason: 'Failover',
+        type: 'Warning',
+        message: `${master.name} took over from ${prev.master} at term ${master.term} (${master.reason ?? 'no reason given'}${master.gapMs !== undefined ? `, gap ${master.gapMs} ms` : ''})`,
+      });
+    } else {
+      transitions.push({ reason: 'MasterElected', type: 'Normal', message: `${master.name} is master at term ${master.term}` });
+    }
+  }
+  if (prev.master && !master) {
+    transitions.push({ reason: 'MasterLost', type: 'Warning', message: `no pod claims master (was ${prev.master})` });
+  }
+  if (backup && backup.name !== prev.backup) {
+    transitions.push({ reason: 'BackupJoined', type: 'Normal', message: `${backup.name} is backup` });
+  }
+  if (prev.phase !== phase && prev.phase !== undefined) {
+    transitions.push({ reason: `Phase${phase}`, type: phase === 'Replicating' ? 'Normal' : 'Warning', message: phaseMessage });
+  }
+
+  const cond = (type: ConditionType, ok: boolean, reason: string, message: string): Condition => {
+    const old = prev.conditions?.find((c) => c.type === type);
+    const status = ok ? 'True' : 'False';
+    return {
+      type,
+      status,
+      reason,
+      message,
+      lastTransitionTime: old && old.status === status ? old.lastTransitionTime : now.toISOString(),
+      observedGeneration: gen,
+    };
+  };
+  const conditions = [
+    cond('Ready', phase === 'Replicating', phase, phaseMessage),
+    cond(
+      'Replicating',
+      Boolean(master && backup),
+      master && backup ? 'BackupInSync' : 'NoBackup',
+      master && backup ? `${backup.name} follows ${master.name}` : 'no pod reports the backup role',
+    ),
+    cond('VIPAssigned', vipAssigned.ok, vipAssigned.reason, vipAssigned.message),
+  ];
+
+  const status: SipHaPairStatus = {
+    phase,
+    ...(master ? { master: master.name } : {}),
+    ...(backup ? { backup: backup.name } : {}),
+    term,
+    failoverCount,
+    ...(lastFailover ? { lastFailover } : {}),
+    conditions,
+    observedGeneration: gen,
+  };
+  return { status, transitions };
+}
+
+/** Status equality that ignores key order (skip the write when nothing changed). */
+export function sameStatus(a: SipHaPairStatus | undefined, b: SipHaPairStatus): boolean {
+  return canonical(a ?? {}) === canonical(b);
+}
+
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${k}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}

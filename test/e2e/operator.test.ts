@@ -1,0 +1,306 @@
+/**
+ * The operator against a real kube-apiserver + etcd + kube-controller-manager
+ * (built from Go modules by hack/build-k8s.sh). No fake API server anywhere.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type ControlPlane, startControlPlane } from '../lib/control-plane.ts';
+import { type Operator, type Reporter, startOperator, startReporter } from '../lib/operator.ts';
+import { until } from '../lib/procs.ts';
+
+const CRD = fileURLToPath(new URL('../../crds/siphapair.yaml', import.meta.url));
+const EXAMPLE = fileURLToPath(new URL('../../examples/siphapair.yaml', import.meta.url));
+
+const pair = (name: string, spec: string) =>
+  `apiVersion: sipha.io/v1alpha1\nkind: SipHaPair\nmetadata:\n  name: ${name}\nspec:\n${spec}`;
+const VALID = `  sipServer:\n    image: kamailio:5.6\n  vip:\n    address: 198.18.0.100\n`;
+
+const OWNED = (name: string) => [
+  ['statefulset', name],
+  ['service', `${name}-peers`],
+  ['secret', `${name}-replication`],
+  ['serviceaccount', `${name}-sidecar`],
+  ['role', `${name}-sidecar`],
+  ['rolebinding', `${name}-sidecar`],
+  ['poddisruptionbudget', name],
+];
+
+describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
+  let cp: ControlPlane;
+  let op: Operator;
+  const json = (args: string[]) => JSON.parse(cp.kubectl([...args, '-o', 'json']));
+  const exists = (kind: string, name: string) => cp.kubectlTry(['get', kind, name]).code === 0;
+  const status = (name: string) => json(['get', 'shp', name]).status ?? {};
+
+  before(async () => {
+    cp = await startControlPlane();
+    cp.kubectl(['apply', '-f', CRD]);
+    cp.kubectl(['wait', '--for=condition=Established', 'crd/siphapairs.sipha.io', '--timeout=30s']);
+    op = await startOperator(cp, { identity: 'op-a', metricsPort: 18080 });
+    await until(async () => (await op.metric('sipha_operator_leader')) === 1, 15000, 'the only operator leads');
+  });
+
+  after(async () => {
+    await op?.stop();
+    await cp?.stop();
+  });
+
+  describe('the CRD rejects invalid SipHaPairs with messages that say what is wrong', () => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['no SIP server image', `  sipServer: {}\n  vip:\n    address: 198.18.0.100\n`, /spec\.sipServer\.image: Required value/],
+      [
+        'a VIP that is not an IPv4 address',
+        `  sipServer:\n    image: k\n  vip:\n    address: 300.1.2.3\n`,
+        /spec\.vip\.address: Invalid value: "300\.1\.2\.3"/,
+      ],
+      [
+        'an unknown VIP mode',
+        `  sipServer:\n    image: k\n  vip:\n    address: 198.18.0.100\n    mode: bgp\n`,
+        /spec\.vip\.mode: Unsupported value: "bgp"/,
+      ],
+      [
+        'a heartbeat interval below 10 ms',
+        `${VALID}  heartbeat:\n    intervalMs: 5\n`,
+        /spec\.heartbeat\.intervalMs: Invalid value: 5: spec\.heartbeat\.intervalMs in body should be greater than or equal to 10/,
+      ],
+      ['more than 20 misses', `${VALID}  heartbeat:\n    misses: 50\n`, /spec\.heartbeat\.misses.*less than or equal to 20/],
+      [
+        'a detection time above 2 s',
+        `${VALID}  heartbeat:\n    intervalMs: 1000\n    misses: 10\n`,
+        /failure detection time\) must be at most 2000 ms/,
+      ],
+      [
+        'an interface with metallb',
+        `  sipServer:\n    image: k\n  vip:\n    address: 198.18.0.100\n    mode: metallb\n    interface: eth0\n`,
+        /vip\.interface applies to mode arp only/,
+      ],
+      ['a port above 65535', `${VALID}  ports:\n    sip: 70000\n`, /spec\.ports\.sip.*less than or equal to 65535/],
+      ['two ports the same', `${VALID}  ports:\n    sip: 5070\n`, /ports must all differ/],
+      [
+        'a preferred master other than 0 or 1',
+        `${VALID}  preferredMaster: 2\n`,
+        /spec\.preferredMaster.*less than or equal to 1/,
+      ],
+      [
+        'an unknown replication mode',
+        `${VALID}  replication:\n    mode: eventual\n`,
+        /spec\.replication\.mode: Unsupported value: "eventual"/,
+      ],
+      [
+        'a config map without a mount path',
+        `  sipServer:\n    image: k\n    configMap: cfg\n  vip:\n    address: 198.18.0.100\n`,
+        /configMountPath is required when sipServer\.configMap is set/,
+      ],
+    ];
+    for (const [what, spec, message] of cases) {
+      it(`rejects ${what}`, () => {
+        const r = cp.kubectlTry(['apply', '-f', '-'], pair('bad', spec));
+        assert.notEqual(r.code, 0, `accepted: ${r.out}`);
+        assert.match(r.err, message);
+      });
+    }
+    it('rejects a change of VIP mode on update', () => {
+      cp.kubectl(['apply', '-f', '-'], pair('mode-change', VALID));
+      const r = cp.kubectlTry(
+        ['apply', '-f', '-'],
+        pair('mode-change', VALID.replace('address: 198.18.0.100', 'address: 198.18.0.100\n    mode: metallb')),
+      );
+      assert.notEqual(r.code, 0);
+      assert.match(r.err, /vip\.mode cannot be changed/);
+      cp.kubectl(['delete', 'shp', 'mode-change', '--wait=false']);
+    });
+  });
+
+  describe('reconciling examples/siphapair.yaml', () => {
+    it('creates every owned object, and the controller-manager creates the two pods', async () => {
+      cp.kubectl(['apply', '-f', EXAMPLE]);
+      await until(() => OWNED('sip-edge').every(([k, n]) => exists(k as string, n as string)), 20000, 'owned objects exist');
+      const sts = json(['get', 'statefulset', 'sip-edge']);
+      assert.equal(sts.spec.replicas, 2);
+      assert.equal(sts.metadata.ownerReferences[0].kind, 'SipHaPair');
+      const tpl = sts.spec.template.spec;
+      assert.deepEqual(
+        tpl.containers.map((c: { name: string }) => c.name),
+        ['sip-server', 'sipha-sidecar'],
+      );
+      assert.equal(tpl.hostNetwork, true, 'arp mode runs on the host network');
+      assert.equal(
+        tpl.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey,
+        'kubernetes.io/hostname',
+      );
+      const role = json(['get', 'role', 'sip-edge-sidecar']);
+      assert.deepEqual(role.rules[1], {
+        apiGroups: [''],
+        resources: ['pods'],
+        resourceNames: ['sip-edge-0', 'sip-edge-1'],
+        verbs: ['patch'],
+      });
+      await until(
+        () => exists('pod', 'sip-edge-0') && exists('pod', 'sip-edge-1'),
+        30000,
+        'the StatefulSet controller creates the pods',
+      );
+      assert.equal(exists('service', 'sip-edge-vip'), false, 'no LoadBalancer Service in arp mode');
+    });
+
+    it('creates the VIP LoadBalancer Service in metallb mode, pinned to the VIP and selecting the master', async () => {
+      cp.kubectl(['apply', '-f', fileURLToPath(new URL('../../examples/siphapair-metallb.yaml', import.meta.url))]);
+      await until(() => exists('service', 'sip-edge-lb-vip'), 20000, 'VIP Service exists');
+      const svc = json(['get', 'service', 'sip-edge-lb-vip']);
+      assert.equal(svc.spec.type, 'LoadBalancer');
+      assert.equal(svc.spec.externalTrafficPolicy, 'Local');
+      assert.equal(svc.metadata.annotations['metallb.io/loadBalancerIPs'], '198.18.0.101');
+      assert.deepEqual(svc.spec.selector, { 'sipha.io/pair': 'sip-edge-lb', 'sipha.io/role': 'master' });
+      const cond = (await waitStatus('sip-edge-lb', (s) => s.conditions?.length === 3)).conditions.find(
+        (c: { type: string }) => c.type === 'VIPAssigned',
+      );
+      assert.equal(cond.status, 'False');
+      assert.equal(cond.reason, 'WaitingForLoadBalancer');
+    });
+
+    it('repairs an owned object deleted or edited by hand, and never rotates the replication key', async () => {
+      const key = json(['get', 'secret', 'sip-edge-replication']).data['hmac-key'];
+      assert.equal(Buffer.from(key, 'base64').length, 32);
+      const uid = json(['get', 'service', 'sip-edge-peers']).metadata.uid;
+      cp.kubectl(['delete', 'service', 'sip-edge-peers']);
+      await until(
+        () => exists('service', 'sip-edge-peers') && json(['get', 'service', 'sip-edge-peers']).metadata.uid !== uid,
+        20000,
+        'Service recreated',
+      );
+      cp.kubectl(['patch', 'pdb', 'sip-edge', '--type', 'merge', '-p', '{"spec":{"maxUnavailable":2}}']);
+      await until(() => json(['get', 'pdb', 'sip-edge']).spec.maxUnavailable === 1, 20000, 'PDB edit reverted');
+      cp.kubectl(['patch', 'statefulset', 'sip-edge', '--type', 'merge', '-p', '{"spec":{"replicas":5}}']);
+      await until(() => json(['get', 'statefulset', 'sip-edge']).spec.replicas === 2, 20000, 'replicas reverted');
+      assert.equal(json(['get', 'secret', 'sip-edge-replication']).data['hmac-key'], key, 'key unchanged');
+    });
+  });
+
+  // biome-ignore lint/suspicious/noExplicitAny: status is read as JSON from kubectl
+  type Json = Record<string, any>;
+  async function waitStatus(name: string, ok: (s: Json) => boolean, ms = 10000): Promise<Json> {
+    let last: Json = {};
+    await until(
+      () => {
+        last = status(name);
+        return ok(last);
+      },
+      ms,
+      `status of ${name}`,
+    );
+    return last;
+  }
+
+  describe('roles reported by the sidecars become status, printer columns and events', () => {
+    let r0: Reporter;
+    let r1: Reporter;
+    before(() => {
+      r0 = startReporter(cp, 'default', 'sip-edge-0');
+      r1 = startReporter(cp, 'default', 'sip-edge-1');
+    });
+    after(async () => {
+      await r0?.stop();
+      await r1?.stop();
+    });
+
+    it('shows master and backup in status and in kubectl get shp', async () => {
+      await r0.report('master', 1, 'elected');
+      await r1.report('backup', 1, 'joined');
+      const s = await waitStatus('sip-edge', (x) => x.phase === 'Replicating');
+      assert.equal(s.master, 'sip-edge-0');
+      assert.equal(s.backup, 'sip-edge-1');
+      assert.equal(s.term, 1);
+      assert.equal(s.conditions.find((c: { type: string }) => c.type === 'Ready').status, 'True');
+      assert.equal(s.observedGeneration, json(['get', 'shp', 'sip-edge']).metadata.generation);
+      const table = cp.kubectl(['get', 'shp', 'sip-edge']);
+      const [head, row] = table.trim().split('\n');
+      assert.match(head as string, /^NAME\s+MASTER\s+BACKUP\s+PHASE\s+VIP\s+TERM\s+AGE$/);
+      assert.match(row as string, /^sip-edge\s+sip-edge-0\s+sip-edge-1\s+Replicating\s+198\.18\.0\.100\s+1\s+\S+$/);
+      // The role label is the one the VIP Service selects.
+      assert.equal(json(['get', 'pod', 'sip-edge-0']).metadata.labels['sipha.io/role'], 'master');
+    });
+
+    it('records a failover (time, reason, gap, count) and tells it in kubectl describe', async () => {
+      await r1.report('master', 2, 'peer-heartbeat-lost', 142);
+      await r0.report('resigned', 1, 'server-dead');
+      const s = await waitStatus('sip-edge', (x) => x.master === 'sip-edge-1' && x.failoverCount === 1);
+      assert.equal(s.term, 2);
+      assert.equal(s.lastFailover.from, 'sip-edge-0');
+      assert.equal(s.lastFailover.to, 'sip-edge-1');
+      assert.equal(s.lastFailover.reason, 'peer-heartbeat-lost');
+      assert.equal(s.lastFailover.gapMs, 142);
+      assert.equal(s.phase, 'Degraded');
+      assert.equal(s.backup, undefined, 'the old backup is master now: no backup left');
+      await until(
+        () =>
+          /Failover\s+\S+\s+sipha-operator\s+sip-edge-1 took over from sip-edge-0 at term 2/.test(
+            cp.kubectl(['describe', 'shp', 'sip-edge']),
+          ),
+        10000,
+        'Failover event',
+      );
+      const describe = cp.kubectl(['describe', 'shp', 'sip-edge']);
+      assert.match(describe, /MasterElected/);
+      assert.match(describe, /Last Failover:/);
+    });
+
+    it('fences the lower term when two pods claim master, and the fenced sidecar hears it', async () => {
+      await r0.report('master', 1, 'stale-after-partition');
+      await until(() => /^fenced 1$/m.test(r0.output()), 10000, 'pod 0 told it is fenced');
+      const pod0 = json(['get', 'pod', 'sip-edge-0']).metadata;
+      assert.equal(pod0.labels['sipha.io/role'], 'fenced');
+      assert.equal(pod0.annotations['sipha.io/fenced-term'], '1');
+      const s = await waitStatus('sip-edge', (x) => x.master === 'sip-edge-1' && x.phase !== 'Fencing');
+      assert.equal(s.failoverCount, 1, 'fencing is not a failover');
+      assert.match(
+        cp.kubectl(['describe', 'shp', 'sip-edge']),
+        /Fenced\s+\S+\s+sipha-operator\s+two pods claimed master: fenced sip-edge-0 \(term 1\)/,
+      );
+    });
+  });
+
+  describe('leader election', () => {
+    it('lets only the leader write, and a standby takes over when the leader is killed', async () => {
+      const standby = await startOperator(cp, { identity: 'op-b', metricsPort: 18081 });
+      try {
+        await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(await op.metric('sipha_operator_leader'), 1);
+        assert.equal(await standby.metric('sipha_operator_leader'), 0);
+        const appliesBefore = await standby.metric('sipha_operator_applies_total');
+        cp.kubectl(['apply', '-f', '-'], pair('leader-a', VALID));
+        await until(() => exists('statefulset', 'leader-a'), 20000, 'leader reconciles');
+        assert.equal(await standby.metric('sipha_operator_applies_total'), appliesBefore, 'the standby wrote nothing');
+        const lease = json(['get', 'lease', 'sipha-operator']);
+        assert.equal(lease.spec.holderIdentity, 'op-a');
+
+        await op.stop('SIGKILL');
+        const killedAt = Date.now();
+        await until(async () => (await standby.metric('sipha_operator_leader')) === 1, 15000, 'standby leads');
+        const tookMs = Date.now() - killedAt;
+        assert.ok(tookMs < 3000 + 1500, `took over in ${tookMs} ms, lease duration 3 s`);
+        cp.kubectl(['apply', '-f', '-'], pair('leader-b', VALID));
+        await until(() => exists('statefulset', 'leader-b'), 20000, 'new leader reconciles');
+        assert.equal(json(['get', 'lease', 'sipha-operator']).spec.holderIdentity, 'op-b');
+      } finally {
+        op = standby; // `after` stops whoever leads now
+      }
+    });
+  });
+
+  describe('deletion', () => {
+    it('deleting the SipHaPair removes everything it owned (owner references, garbage collector)', async () => {
+      cp.kubectl(['delete', 'shp', 'sip-edge']);
+      await until(() => OWNED('sip-edge').every(([k, n]) => !exists(k as string, n as string)), 60000, 'owned objects removed');
+      await until(() => !exists('pod', 'sip-edge-0') && !exists('pod', 'sip-edge-1'), 60000, 'pods removed');
+    });
+  });
+
+  it('the CRD file parses as the served schema (printer columns in order)', () => {
+    const crd = json(['get', 'crd', 'siphapairs.sipha.io']);
+    const cols = crd.spec.versions[0].additionalPrinterColumns.map((c: { name: string }) => c.name);
+    assert.deepEqual(cols, ['Master', 'Backup', 'Phase', 'VIP', 'Term', 'Age']);
+    assert.ok(readFileSync(CRD, 'utf8').includes('shortNames: [shp]'));
+  });
+});
