@@ -25,7 +25,11 @@ import { median, percentile, round, table, writeFigures } from './lib/report.ts'
 const quick = process.argv.includes('--quick');
 const STEP_S = quick ? 2 : 3;
 const REGISTER_LADDER = quick ? [1000, 3000, 6000] : [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 14000];
-const CALL_LADDER = quick ? [100, 300] : [100, 200, 300, 400, 500, 600, 800, 1000];
+const CALL_LADDER = quick ? [100, 300] : [100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500];
+// Hold between the hold re-INVITE's ACK and the BYE. With 0, BYE follows ACK by
+// microseconds and Kamailio's parallel UDP workers (the direct baseline) may
+// reorder them; no real phone does that.
+const HOLD_MS = 200;
 const LATENCY_ROUNDS = quick ? 1 : 3;
 
 type Mode = 'direct' | 'sidecar';
@@ -78,7 +82,7 @@ try {
         rate: 50,
         limit: 300,
         service: 'uas',
-        holdMs: 0,
+        holdMs: HOLD_MS,
         timeoutS: 30,
       });
       const packets = readSip(await cap.stop());
@@ -109,9 +113,11 @@ try {
         });
         const total = r.successful + r.failed;
         const failPct = total === 0 ? 100 : (100 * (r.failed + (calls - total))) / calls;
-        // sipp's own count of calls created per second: it falls behind the
-        // target when the system cannot keep up (elapsed time would also count call length).
-        const achieved = r.callRate;
+        // REGISTER: sipp's own count of requests created per second falls behind the
+        // target when the system cannot keep up. Calls last ~0.5 s, which that
+        // count (total / elapsed) would also charge: for calls, the system keeps up
+        // when the whole step ends within its length + call length + 2 s of slack.
+        const achieved = base.scenario === 'uac-call.xml' ? calls / Math.max(STEP_S, r.elapsedMs / 1000 - 0.5 - 2) : r.callRate;
         const pass = failPct < 1 && achieved >= 0.9 * rate;
         rows.push([name, mode, rate, Math.round(achieved), round(failPct, 2), pass ? 'pass' : 'FAIL']);
         console.log(
@@ -125,7 +131,7 @@ try {
     return { best, rows };
   }
   const reg = await ladder('REGISTER', REGISTER_LADDER, { scenario: 'register.xml', users: pool });
-  const calls = await ladder('call', CALL_LADDER, { scenario: 'uac-call.xml', service: 'uas', holdMs: 0 });
+  const calls = await ladder('call', CALL_LADDER, { scenario: 'uac-call.xml', service: 'uas', holdMs: HOLD_MS });
   await bed.stop(uas.child);
 
   table(

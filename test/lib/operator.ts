@@ -36,7 +36,7 @@ export interface Operator extends Proc {
 
 export async function startOperator(
   cp: ControlPlane,
-  opts: { identity: string; metricsPort: number; leaseDurationS?: number; leaderElect?: boolean },
+  opts: { identity: string; metricsPort: number; leaseDurationS?: number; leaderElect?: boolean; leaseNamespace?: string },
 ): Promise<Operator> {
   const child = spawn(
     process.execPath,

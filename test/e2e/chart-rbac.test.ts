@@ -1,0 +1,100 @@
+/**
+ * The Helm chart installs on a real API server, and least privilege holds:
+ * the operator reconciles with nothing but the chart's ServiceAccount, and a
+ * pair's sidecar identity may patch its own two pods and no other pod.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type ControlPlane, startControlPlane } from '../lib/control-plane.ts';
+import { type Operator, startOperator, startReporter } from '../lib/operator.ts';
+import { until } from '../lib/procs.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const pairYaml = (name: string) =>
+  `apiVersion: sipha.io/v1alpha1\nkind: SipHaPair\nmetadata:\n  name: ${name}\n  namespace: default\nspec:\n  sipServer:\n    image: k\n  vip:\n    address: 198.18.0.100\n`;
+
+/** A kubeconfig that authenticates as a ServiceAccount (TokenRequest API). */
+function kubeconfigFor(cp: ControlPlane, namespace: string, sa: string): string {
+  const token = cp.kubectl(['create', 'token', sa, '-n', namespace, '--duration=1h']).trim();
+  const path = join(cp.dir, `kubeconfig-${sa}`);
+  writeFileSync(
+    path,
+    `apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: ${cp.server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: ${token}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n    namespace: ${namespace}\ncurrent-context: x\n`,
+  );
+  return path;
+}
+
+describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () => {
+  let cp: ControlPlane;
+  let op: Operator | undefined;
+  const helm = (args: string[]) => runHelm(cp, args);
+
+  before(async () => {
+    cp = await startControlPlane();
+  });
+  after(async () => {
+    await op?.stop();
+    await cp?.stop();
+  });
+
+  it('ships the same CRD as crds/', () => {
+    assert.equal(readFileSync(join(ROOT, 'charts/sipha/crds/siphapair.yaml'), 'utf8'), readFileSync(join(ROOT, 'crds/siphapair.yaml'), 'utf8'));
+  });
+
+  it('lints, refuses values outside its schema, and installs', () => {
+    assert.match(helm(['lint', join(ROOT, 'charts/sipha')]), /0 chart\(s\) failed/);
+    assert.throws(() => helm(['template', 't', join(ROOT, 'charts/sipha'), '--set', 'replicas=9']), /maximum: got 9, want 5/);
+    helm(['install', 'sipha', join(ROOT, 'charts/sipha'), '--namespace', 'sipha-system', '--create-namespace', '--wait=false']);
+    const dep = JSON.parse(cp.kubectl(['get', 'deployment', 'sipha-operator', '-n', 'sipha-system', '-o', 'json']));
+    assert.equal(dep.spec.replicas, 2);
+    cp.kubectl(['wait', '--for=condition=Established', 'crd/siphapairs.sipha.io', '--timeout=30s']);
+  });
+
+  it('the operator reconciles a pair with only the chart ServiceAccount’s permissions', async () => {
+    const kubeconfig = kubeconfigFor(cp, 'sipha-system', 'sipha-operator');
+    // The chart's Role allows the leader Lease in the release namespace only.
+    op = await startOperator({ ...cp, kubeconfig }, { identity: 'chart-sa', metricsPort: 18082, leaseNamespace: 'sipha-system' });
+    await until(async () => (await op?.metric('sipha_operator_leader')) === 1, 15000, 'the chart identity leads');
+    cp.kubectl(['apply', '-f', '-'], pairYaml('rbac-pair'));
+    await until(
+      () =>
+        ['statefulset/rbac-pair', 'role/rbac-pair-sidecar', 'rolebinding/rbac-pair-sidecar', 'secret/rbac-pair-replication', 'pdb/rbac-pair'].every(
+          (o) => cp.kubectlTry(['get', o]).code === 0,
+        ),
+      30000,
+      'objects reconciled by the chart identity',
+    );
+    await until(() => JSON.parse(cp.kubectl(['get', 'shp', 'rbac-pair', '-o', 'json'])).status?.phase !== undefined, 15000, 'status written');
+    assert.doesNotMatch(op.output(), /forbidden/i, op.output().slice(-2000));
+  });
+
+  it("a pair's sidecar identity patches its own pods and is refused any other pod", async () => {
+    await until(() => cp.kubectlTry(['get', 'pod', 'rbac-pair-0']).code === 0, 30000, 'pods created');
+    cp.kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: bystander\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: k\n');
+    const kubeconfig = kubeconfigFor(cp, 'default', 'rbac-pair-sidecar');
+    const mine = startReporter({ ...cp, kubeconfig }, 'default', 'rbac-pair-0');
+    const other = startReporter({ ...cp, kubeconfig }, 'default', 'bystander');
+    try {
+      await mine.report('master', 1, 'rbac-test');
+      assert.equal(JSON.parse(cp.kubectl(['get', 'pod', 'rbac-pair-0', '-o', 'json'])).metadata.labels['sipha.io/role'], 'master');
+      await assert.rejects(other.report('master', 1, 'rbac-test'), /forbidden|403/i);
+      assert.equal(JSON.parse(cp.kubectl(['get', 'pod', 'bystander', '-o', 'json'])).metadata.labels?.['sipha.io/role'], undefined);
+    } finally {
+      await mine.stop();
+      await other.stop();
+    }
+  });
+});
+
+function runHelm(cp: ControlPlane, args: string[]): string {
+  try {
+    return execFileSync(join(cp.bin, 'helm'), ['--kubeconfig', cp.kubeconfig, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string };
+    throw new Error(`helm ${args.join(' ')}: ${err.stderr ?? ''}${err.stdout ?? ''}`);
+  }
+}
