@@ -78,7 +78,12 @@ try {
   const baseline: number[] = [];
   for (let i = 0; i < TRIALS; i++) {
     const t0 = performance.now();
-    await objects.create({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `base-${i}`, namespace: 'default' }, data: { a: 'b' } } as k8s.KubernetesObject);
+    await objects.create({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: `base-${i}`, namespace: 'default' },
+      data: { a: 'b' },
+    } as k8s.KubernetesObject);
     await objects.read({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `base-${i}`, namespace: 'default' } });
     baseline.push(performance.now() - t0);
   }
@@ -89,7 +94,10 @@ try {
     const name = `one-${i}`;
     const t0 = performance.now();
     await objects.create(k8s.loadYaml(pairYaml(name)) as k8s.KubernetesObject);
-    await pollUntil(async () => (await Promise.all(OWNED(name).map(([a, k, n]) => exists(objects, a, k, n)))).every(Boolean), 30000);
+    await pollUntil(
+      async () => (await Promise.all(OWNED(name).map(([a, k, n]) => exists(objects, a, k, n)))).every(Boolean),
+      30000,
+    );
     single.push(performance.now() - t0);
   }
 
@@ -97,7 +105,11 @@ try {
   const roleToStatus: number[] = [];
   const r0 = startReporter(cp, 'default', 'one-0-0');
   const r1 = startReporter(cp, 'default', 'one-0-1');
-  await pollUntil(async () => cp.kubectlTry(['get', 'pod', 'one-0-0']).code === 0 && cp.kubectlTry(['get', 'pod', 'one-0-1']).code === 0, 30000, 100);
+  await pollUntil(
+    async () => cp.kubectlTry(['get', 'pod', 'one-0-0']).code === 0 && cp.kubectlTry(['get', 'pod', 'one-0-1']).code === 0,
+    30000,
+    100,
+  );
   await r1.report('backup', 1, 'joined');
   for (let i = 0; i < TRIALS; i++) {
     const [m, b] = i % 2 === 0 ? [r0, r1] : [r1, r0];
@@ -105,7 +117,13 @@ try {
     const t0 = performance.now();
     await m.report('master', 2 + i, 'bench');
     await pollUntil(async () => {
-      const o = (await custom.getNamespacedCustomObject({ group: 'sipha.io', version: 'v1alpha1', namespace: 'default', plural: 'siphapairs', name: 'one-0' })) as { status?: { master?: string } };
+      const o = (await custom.getNamespacedCustomObject({
+        group: 'sipha.io',
+        version: 'v1alpha1',
+        namespace: 'default',
+        plural: 'siphapairs',
+        name: 'one-0',
+      })) as { status?: { master?: string } };
       return o.status?.master === want;
     }, 10000);
     roleToStatus.push(performance.now() - t0);
@@ -119,15 +137,28 @@ try {
   const t0 = performance.now();
   await Promise.all(names.map((n) => objects.create(k8s.loadYaml(pairYaml(n)) as k8s.KubernetesObject)));
   const reconciled = new Set<string>();
-  await pollUntil(async () => {
-    const list = (await custom.listNamespacedCustomObject({ group: 'sipha.io', version: 'v1alpha1', namespace: 'default', plural: 'siphapairs' })) as {
-      items: Array<{ metadata: { name: string; generation: number }; status?: { observedGeneration?: number } }>;
-    };
-    for (const it of list.items) if (it.metadata.name.startsWith('many-') && it.status?.observedGeneration === it.metadata.generation) reconciled.add(it.metadata.name);
-    if (reconciled.size < MANY) return false;
-    const sts = (await objects.list('apps/v1', 'StatefulSet', 'default')).items.filter((s) => s.metadata?.name?.startsWith('many-'));
-    return sts.length === MANY;
-  }, 120000, 250);
+  await pollUntil(
+    async () => {
+      const list = (await custom.listNamespacedCustomObject({
+        group: 'sipha.io',
+        version: 'v1alpha1',
+        namespace: 'default',
+        plural: 'siphapairs',
+      })) as {
+        items: Array<{ metadata: { name: string; generation: number }; status?: { observedGeneration?: number } }>;
+      };
+      for (const it of list.items)
+        if (it.metadata.name.startsWith('many-') && it.status?.observedGeneration === it.metadata.generation)
+          reconciled.add(it.metadata.name);
+      if (reconciled.size < MANY) return false;
+      const sts = (await objects.list('apps/v1', 'StatefulSet', 'default')).items.filter((s) =>
+        s.metadata?.name?.startsWith('many-'),
+      );
+      return sts.length === MANY;
+    },
+    120000,
+    250,
+  );
   const manyS = (performance.now() - t0) / 1000;
   await op.stop();
 
@@ -141,14 +172,18 @@ try {
     trials: TRIALS,
     note: 'real kube-apiserver + etcd + kube-controller-manager on loopback, same 2-core machine',
   };
-  table('operator reconcile (real API server)', ['figure', 'value', 'target'], [
-    ['bare API create+read, p50 ms (baseline)', figures.api_roundtrip_ms_p50, '-'],
-    ['apply -> 7 owned objects, p50 ms', figures.apply_to_objects_ms_p50, '< 2000'],
-    ['apply -> 7 owned objects, max ms', figures.apply_to_objects_ms_max, '-'],
-    ['100 pairs applied at once -> all reconciled, s', figures.pairs_100_reconcile_s, '< 30'],
-    ['role report -> status, p50 ms', figures.role_to_status_ms_p50, '< 1000'],
-    ['role report -> status, p99 ms', figures.role_to_status_ms_p99, '-'],
-  ]);
+  table(
+    'operator reconcile (real API server)',
+    ['figure', 'value', 'target'],
+    [
+      ['bare API create+read, p50 ms (baseline)', figures.api_roundtrip_ms_p50, '-'],
+      ['apply -> 7 owned objects, p50 ms', figures.apply_to_objects_ms_p50, '< 2000'],
+      ['apply -> 7 owned objects, max ms', figures.apply_to_objects_ms_max, '-'],
+      ['100 pairs applied at once -> all reconciled, s', figures.pairs_100_reconcile_s, '< 30'],
+      ['role report -> status, p50 ms', figures.role_to_status_ms_p50, '< 1000'],
+      ['role report -> status, p99 ms', figures.role_to_status_ms_p99, '-'],
+    ],
+  );
   writeFigures('reconcile', figures);
 } finally {
   await cp.stop();

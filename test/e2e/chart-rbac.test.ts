@@ -42,7 +42,10 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
   });
 
   it('ships the same CRD as crds/', () => {
-    assert.equal(readFileSync(join(ROOT, 'charts/sipha/crds/siphapair.yaml'), 'utf8'), readFileSync(join(ROOT, 'crds/siphapair.yaml'), 'utf8'));
+    assert.equal(
+      readFileSync(join(ROOT, 'charts/sipha/crds/siphapair.yaml'), 'utf8'),
+      readFileSync(join(ROOT, 'crds/siphapair.yaml'), 'utf8'),
+    );
   });
 
   it('lints, refuses values outside its schema, and installs', () => {
@@ -62,27 +65,44 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
     cp.kubectl(['apply', '-f', '-'], pairYaml('rbac-pair'));
     await until(
       () =>
-        ['statefulset/rbac-pair', 'role/rbac-pair-sidecar', 'rolebinding/rbac-pair-sidecar', 'secret/rbac-pair-replication', 'pdb/rbac-pair'].every(
-          (o) => cp.kubectlTry(['get', o]).code === 0,
-        ),
+        [
+          'statefulset/rbac-pair',
+          'role/rbac-pair-sidecar',
+          'rolebinding/rbac-pair-sidecar',
+          'secret/rbac-pair-replication',
+          'pdb/rbac-pair',
+        ].every((o) => cp.kubectlTry(['get', o]).code === 0),
       30000,
       'objects reconciled by the chart identity',
     );
-    await until(() => JSON.parse(cp.kubectl(['get', 'shp', 'rbac-pair', '-o', 'json'])).status?.phase !== undefined, 15000, 'status written');
+    await until(
+      () => JSON.parse(cp.kubectl(['get', 'shp', 'rbac-pair', '-o', 'json'])).status?.phase !== undefined,
+      15000,
+      'status written',
+    );
     assert.doesNotMatch(op.output(), /forbidden/i, op.output().slice(-2000));
   });
 
   it("a pair's sidecar identity patches its own pods and is refused any other pod", async () => {
     await until(() => cp.kubectlTry(['get', 'pod', 'rbac-pair-0']).code === 0, 30000, 'pods created');
-    cp.kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: bystander\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: k\n');
+    cp.kubectl(
+      ['apply', '-f', '-'],
+      'apiVersion: v1\nkind: Pod\nmetadata:\n  name: bystander\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: k\n',
+    );
     const kubeconfig = kubeconfigFor(cp, 'default', 'rbac-pair-sidecar');
     const mine = startReporter({ ...cp, kubeconfig }, 'default', 'rbac-pair-0');
     const other = startReporter({ ...cp, kubeconfig }, 'default', 'bystander');
     try {
       await mine.report('master', 1, 'rbac-test');
-      assert.equal(JSON.parse(cp.kubectl(['get', 'pod', 'rbac-pair-0', '-o', 'json'])).metadata.labels['sipha.io/role'], 'master');
+      assert.equal(
+        JSON.parse(cp.kubectl(['get', 'pod', 'rbac-pair-0', '-o', 'json'])).metadata.labels['sipha.io/role'],
+        'master',
+      );
       await assert.rejects(other.report('master', 1, 'rbac-test'), /forbidden|403/i);
-      assert.equal(JSON.parse(cp.kubectl(['get', 'pod', 'bystander', '-o', 'json'])).metadata.labels?.['sipha.io/role'], undefined);
+      assert.equal(
+        JSON.parse(cp.kubectl(['get', 'pod', 'bystander', '-o', 'json'])).metadata.labels?.['sipha.io/role'],
+        undefined,
+      );
     } finally {
       await mine.stop();
       await other.stop();
@@ -92,7 +112,10 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
 
 function runHelm(cp: ControlPlane, args: string[]): string {
   try {
-    return execFileSync(join(cp.bin, 'helm'), ['--kubeconfig', cp.kubeconfig, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(join(cp.bin, 'helm'), ['--kubeconfig', cp.kubeconfig, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   } catch (e) {
     const err = e as { stderr?: string; stdout?: string };
     throw new Error(`helm ${args.join(' ')}: ${err.stderr ?? ''}${err.stdout ?? ''}`);

@@ -54,6 +54,8 @@ export async function startOperator(
       String(opts.leaderElect ?? true),
       '--log-level',
       'info',
+      '--lease-namespace',
+      opts.leaseNamespace ?? 'default',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
