@@ -16,6 +16,23 @@ export interface SidecarConfig {
   readonly httpPort: number;
   readonly logLevel: string;
   readonly maxMessageBytes: number;
+  /** Set when this sidecar is one of a pair (HA); absent: a single edge proxy. */
+  readonly ha: HaSettings | null;
+}
+
+export interface HaSettings {
+  readonly ordinal: 0 | 1;
+  readonly nodeAddress: string;
+  readonly peerAddress: string;
+  readonly heartbeatPort: number;
+  readonly replicationPort: number;
+  readonly intervalMs: number;
+  readonly misses: number;
+  readonly startupGraceMs: number;
+  readonly replicationMode: 'sync' | 'async';
+  readonly key: Buffer;
+  readonly vip: string;
+  readonly vipInterface: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -30,6 +47,36 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
   return n;
 }
 
+function haSettings(env: Env): HaSettings | null {
+  const peer = env.SIPHA_PEER_ADDRESS;
+  if (!peer) return null;
+  const need = (name: string) => {
+    const v = env[name];
+    if (!v) throw new Error(`${name} is required when SIPHA_PEER_ADDRESS is set`);
+    return v;
+  };
+  const key = Buffer.from(need('SIPHA_REPLICATION_KEY'), 'base64');
+  if (key.length < 16) throw new Error('SIPHA_REPLICATION_KEY must be base64 of at least 16 bytes');
+  const mode = env.SIPHA_REPLICATION_MODE ?? 'sync';
+  if (mode !== 'sync' && mode !== 'async') throw new Error(`SIPHA_REPLICATION_MODE=${mode}: expected sync or async`);
+  const intervalMs = int(env, 'SIPHA_HEARTBEAT_INTERVAL_MS', 20, 5, 1000);
+  const misses = int(env, 'SIPHA_HEARTBEAT_MISSES', 5, 2, 20);
+  return {
+    ordinal: int(env, 'SIPHA_ORDINAL', 0, 0, 1) as 0 | 1,
+    nodeAddress: need('SIPHA_NODE_ADDRESS'),
+    peerAddress: peer,
+    heartbeatPort: int(env, 'SIPHA_HEARTBEAT_PORT', 5062, 1, 65535),
+    replicationPort: int(env, 'SIPHA_REPLICATION_PORT', 5063, 1, 65535),
+    intervalMs,
+    misses,
+    startupGraceMs: int(env, 'SIPHA_STARTUP_GRACE_MS', Math.max(1000, intervalMs * misses * 4), 100, 600000),
+    replicationMode: mode,
+    key,
+    vip: need('SIPHA_VIP'),
+    vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',
+  };
+}
+
 export function loadConfig(env: Env = process.env): SidecarConfig {
   return {
     publicAddress: env.SIPHA_PUBLIC_ADDRESS ?? '0.0.0.0',
@@ -41,5 +88,6 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
     httpPort: int(env, 'SIPHA_HTTP_PORT', 9090, 0, 65535),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
     maxMessageBytes: int(env, 'SIPHA_MAX_MESSAGE_BYTES', 65535, 1024, 1 << 20),
+    ha: haSettings(env),
   };
 }

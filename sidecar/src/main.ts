@@ -3,10 +3,12 @@
  * Configured by environment variables (see config.ts and docs/sidecar.md).
  */
 import { loadConfig } from './config.ts';
+import { HaNode } from './ha/ha-node.ts';
 import { startHttp } from './http.ts';
 import { createLogger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
+import { ArpAnnouncer } from './vip/arp.ts';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -18,17 +20,42 @@ async function main(): Promise<void> {
   }
   const log = createLogger(config.logLevel, 'sipha-sidecar');
   const metrics = createMetrics();
-  const proxy = new EdgeProxy(config, log.child({ room: 'edge' }), metrics);
-  await proxy.start();
+  // In a pair the public address is the VIP: only the serving master binds it.
+  const proxy = new EdgeProxy(
+    config.ha ? { ...config, publicAddress: config.ha.vip } : config,
+    log.child({ room: 'edge' }),
+    metrics,
+  );
+  let ha: HaNode | null = null;
+  if (config.ha) {
+    ha = new HaNode(
+      config.ha,
+      proxy,
+      new ArpAnnouncer(config.ha.vip, config.ha.vipInterface, log.child({ room: 'vip' })),
+      log.child({ room: 'ha' }),
+      metrics,
+    );
+    metrics.ha(() => ({
+      role: ha?.state.role ?? 'starting',
+      term: ha?.state.term ?? 0,
+      lag: ha?.replicationLag ?? 0,
+      applied: ha?.appliedSeq ?? 0,
+      takeovers: ha?.takeovers ?? 0,
+    }));
+    await ha.start();
+  } else {
+    await proxy.start();
+  }
   const http = await startHttp(config.httpPort, metrics.registry, () => proxy.serverReady);
-  const stop = (signal: string) => {
+  const stop = async (signal: string) => {
     log.info({ signal }, 'stopping');
+    await ha?.stop();
     proxy.close();
     http.close();
     setTimeout(() => process.exit(0), 50).unref();
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 main().catch((err) => {

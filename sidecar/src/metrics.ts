@@ -54,7 +54,54 @@ export function createMetrics() {
     registers: [registry],
   });
   const flows = new Gauge({ name: 'sipha_tcp_flows', help: 'Open TCP connections with SIP peers', registers: [registry] });
+  let haView: (() => { role: string; term: number; lag: number; applied: number; takeovers: number }) | null = null;
+  new Gauge({
+    name: 'sipha_role',
+    help: '1 for the role this sidecar holds',
+    labelNames: ['role'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (haView) this.set({ role: haView().role }, 1);
+    },
+  });
+  new Gauge({
+    name: 'sipha_term',
+    help: 'Current term',
+    registers: [registry],
+    collect() {
+      this.set(haView?.().term ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'sipha_replication_lag_messages',
+    help: 'Messages sent to the backup and not yet acknowledged',
+    registers: [registry],
+    collect() {
+      this.set(haView?.().lag ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'sipha_replication_applied_seq',
+    help: 'Highest replicated sequence applied (backup)',
+    registers: [registry],
+    collect() {
+      this.set(haView?.().applied ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'sipha_takeovers',
+    help: 'Takeovers by this sidecar since start',
+    registers: [registry],
+    collect() {
+      this.set(haView?.().takeovers ?? 0);
+    },
+  });
   return {
+    /** Exposes the HA state through the role/term/lag gauges. */
+    ha(view: () => { role: string; term: number; lag: number; applied: number; takeovers: number }): void {
+      haView = view;
+    },
     registry,
     hot,
     linkUp,

@@ -29,8 +29,10 @@ export interface Source {
 
 /** Says why a message must not leave, or null to let it go. */
 export type EgressGate = (msg: SipMessage) => string | null;
-/** Sees every well-formed inbound message (replication hooks in here). */
-export type InboundTap = (msg: SipMessage, src: Source, slices: Buffer[]) => void;
+/** Sees every well-formed inbound message as handed to the server, with its link connection (replication hooks in here). */
+export type InboundTap = (link: number, slices: Buffer[]) => void;
+/** Decides when an allowed egress message may leave (sync replication holds it until the backup acked). */
+export type EgressHold = (send: () => void) => void;
 
 export interface EdgeProxyOptions {
   publicAddress: string;
@@ -48,8 +50,10 @@ const TRANSACTION_MS = 120_000;
 export class EdgeProxy {
   gate: EgressGate = () => null;
   tap: InboundTap | null = null;
+  hold: EgressHold | null = null;
 
-  private readonly udp: dgram.Socket;
+  private udp: dgram.Socket | null = null;
+  private publicBound = false;
   private readonly egress: dgram.Socket;
   private readonly flows: TcpFlows;
   private readonly link: ServerLink;
@@ -65,11 +69,6 @@ export class EdgeProxy {
     this.opts = opts;
     this.log = log;
     this.metrics = metrics;
-    this.udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
-    this.udp.on('message', (bytes, rinfo) =>
-      this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null),
-    );
-    this.udp.on('error', (err) => log.error({ err: err.message }, 'public UDP socket error'));
     this.egress = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
     this.egress.on('message', (bytes, rinfo) => {
       if (rinfo.address !== opts.serverHost) return; // only the local server may hand over egress
@@ -91,30 +90,49 @@ export class EdgeProxy {
     );
   }
 
-  async start(): Promise<void> {
-    const bind = (s: dgram.Socket, port: number, address: string) =>
-      new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.bind(port, address, () => {
-          s.off('error', reject);
-          resolve();
-        });
-      });
-    await bind(this.udp, this.opts.sipPort, this.opts.publicAddress);
+  /** Binds the loopback side and, unless `publicLater`, the public address too. */
+  async start(publicLater = false): Promise<void> {
     await bind(this.egress, this.opts.egressPort, this.opts.serverHost);
-    await this.flows.listen(this.opts.sipPort);
+    if (!publicLater) await this.openPublic();
     this.log.info(
       { public: `${this.opts.publicAddress}:${this.opts.sipPort}`, server: `${this.opts.serverHost}:${this.opts.serverPort}` },
       'edge proxy listening',
     );
   }
 
+  /** Binds the public UDP and TCP sockets (a new master does this once it holds the VIP). */
+  async openPublic(): Promise<void> {
+    if (this.publicBound) return;
+    const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    udp.on('message', (bytes, rinfo) =>
+      this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null),
+    );
+    udp.on('error', (err) => this.log.error({ err: err.message }, 'public UDP socket error'));
+    await bind(udp, this.opts.sipPort, this.opts.publicAddress);
+    this.udp = udp;
+    await this.flows.listen(this.opts.sipPort);
+    this.publicBound = true;
+  }
+
+  /** Unbinds the public sockets (on demotion, before the VIP is released). */
+  closePublic(): void {
+    if (!this.publicBound) return;
+    this.udp?.close();
+    this.udp = null;
+    this.flows.close();
+    this.publicBound = false;
+  }
+
   get serverReady(): boolean {
     return this.link.ready;
   }
 
+  get serverLink(): ServerLink {
+    return this.link;
+  }
+
   close(): void {
-    this.udp.close();
+    this.udp?.close();
     this.egress.close();
     this.flows.close();
     this.link.close();
@@ -133,12 +151,14 @@ export class EdgeProxy {
     }
     if (flow !== null && m.isRequest && m.topVia.branch !== undefined) this.requestFlows.set(m.topVia.branch, flow);
     const slices = toServer(m, src);
-    if (!this.link.send(m.callId, slices)) {
+    const link = this.link.indexFor(m.callId);
+    // Replicate first: under sync replication the barrier then covers this message.
+    this.tap?.(link, slices);
+    if (!this.link.sendOn(link, slices)) {
       this.metrics.drop('inbound', 'server-unavailable');
       return;
     }
     this.metrics.hot.toServer++;
-    this.tap?.(m, src, slices);
   }
 
   /** A message from the server (reply on the link, or request on the egress port). */
@@ -155,8 +175,9 @@ export class EdgeProxy {
       this.metrics.drop('egress', withheld);
       return;
     }
-    if (m.isRequest) this.sendRequest(m);
-    else this.sendReply(m);
+    const send = () => (m.isRequest ? this.sendRequest(m) : this.sendReply(m));
+    if (this.hold) this.hold(send);
+    else send();
   }
 
   private sendReply(m: SipMessage): void {
@@ -204,6 +225,10 @@ export class EdgeProxy {
   }
 
   private sendUdp(slices: Buffer[], dst: Destination): void {
+    if (this.udp === null) {
+      this.metrics.drop('egress', 'no-public-socket');
+      return;
+    }
     this.udp.send(slices, dst.port, dst.host, (err) => {
       if (err) {
         this.metrics.drop('egress', 'send-failed');
@@ -240,4 +265,14 @@ function firstRouteOrUri(m: SipMessage): Destination | string {
     return uriDestination(comma >= 0 ? v.slice(0, comma) : v);
   }
   return uriDestination(m.requestUri);
+}
+
+function bind(s: dgram.Socket, port: number, address: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.bind(port, address, () => {
+      s.off('error', reject);
+      resolve();
+    });
+  });
 }

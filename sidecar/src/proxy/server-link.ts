@@ -37,6 +37,9 @@ export class ServerLink {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly onMessage: (bytes: Buffer) => void;
+  /** Called when the server is seen to go away (a reconnect is refused) or to come back. */
+  onServer: (up: boolean) => void = () => {};
+  private serverUp = false;
 
   constructor(opts: ServerLinkOptions, log: Logger, metrics: Metrics, onMessage: (bytes: Buffer) => void) {
     this.opts = { maxQueued: 10000, ...opts };
@@ -44,7 +47,7 @@ export class ServerLink {
     this.metrics = metrics;
     this.onMessage = onMessage;
     for (let i = 0; i < opts.connections; i++) {
-      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 50 };
+      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 0 };
       this.conns.push(c);
       this.connect(c, i);
     }
@@ -55,9 +58,19 @@ export class ServerLink {
     return this.conns.every((c) => c.ready);
   }
 
+  /** The connection a Call-ID maps to (a dialog always uses the same one). */
+  indexFor(callId: string): number {
+    return hash(callId) % this.conns.length;
+  }
+
   /** Sends one message (as slices) on the connection its Call-ID maps to. */
   send(callId: string, slices: Buffer[]): boolean {
-    const c = this.conns[hash(callId) % this.conns.length] as Conn;
+    return this.sendOn(this.indexFor(callId), slices);
+  }
+
+  /** Sends on connection `index` (a replicated message goes where the master's went). */
+  sendOn(index: number, slices: Buffer[]): boolean {
+    const c = this.conns[index % this.conns.length] as Conn;
     if (!c.ready || c.socket === null) {
       if (c.queue.length >= this.opts.maxQueued) return false;
       c.queue.push(slices);
@@ -65,6 +78,13 @@ export class ServerLink {
     }
     write(c.socket, slices);
     return true;
+  }
+
+  private setServer(up: boolean): void {
+    if (up === this.serverUp) return;
+    this.serverUp = up;
+    this.log.info({ up }, up ? 'SIP server is up' : 'SIP server is down');
+    this.onServer(up);
   }
 
   close(): void {
@@ -90,14 +110,19 @@ export class ServerLink {
     );
     socket.on('connect', () => {
       c.ready = true;
-      c.retryMs = 50;
+      c.retryMs = 0;
       this.metrics.linkUp.inc();
       this.log.info({ index }, 'link to the SIP server is up');
       for (const slices of c.queue) write(socket, slices);
       c.queue = [];
+      this.setServer(this.ready);
     });
     socket.on('data', (chunk: Buffer) => framer.push(chunk));
-    socket.on('error', (err) => this.log.debug({ err: err.message, index }, 'link error'));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.log.debug({ err: err.message, index }, 'link error');
+      // Nobody listens: the server is gone (a crash closes its sockets at once).
+      if (err.code === 'ECONNREFUSED') this.setServer(false);
+    });
     socket.on('close', () => {
       if (c.ready) {
         this.metrics.linkUp.dec();
@@ -106,8 +131,9 @@ export class ServerLink {
       c.ready = false;
       c.socket = null;
       if (this.closed) return;
+      // First retry at once: a refused reconnect is how a dead server shows.
       const delay = c.retryMs;
-      c.retryMs = Math.min(c.retryMs * 2, 1000);
+      c.retryMs = c.retryMs === 0 ? 50 : Math.min(c.retryMs * 2, 1000);
       setTimeout(() => this.connect(c, index), delay).unref();
     });
   }

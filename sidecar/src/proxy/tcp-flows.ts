@@ -21,7 +21,7 @@ const CRLF = Buffer.from('\r\n');
 
 export class TcpFlows {
   private readonly flows = new Map<string, Flow>();
-  private readonly server: net.Server;
+  private server: net.Server;
   private readonly bindAddress: string;
   private readonly maxBytes: number;
   private readonly log: Logger;
@@ -38,6 +38,8 @@ export class TcpFlows {
   }
 
   listen(port: number): Promise<void> {
+    if (this.server.listening) this.server.close();
+    this.server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host: this.bindAddress, port }, () => {

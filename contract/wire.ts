@@ -1,0 +1,170 @@
+/**
+ * Versioned wire formats between the two sidecars of a pair. Every datagram
+ * and frame ends in a 16-byte HMAC-SHA256 (key: the pair's replication
+ * Secret) over everything before it; anything that fails it is dropped.
+ *
+ * Heartbeat (UDP, both directions):
+ *   'SPHB' | ver u8 | ordinal u8 | role u8 | serverUp u8 | term u32 |
+ *   incarnation u32 | beat u32 | appliedSeq u48 | hmac[16]
+ *
+ * Replication (one TCP connection, master -> backup; acks flow back):
+ *   len u32 (bytes after this field) | type u8 | body | hmac[16]
+ *   DATA  body: seq u48 | term u32 | link u8 | payload (the bytes the master wrote to its server)
+ *   ACK   body: seq u48 (highest seq applied by the backup)
+ *   HELLO body: ordinal u8 | term u32 | incarnation u32
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { ROLES, type Role } from './names.ts';
+
+export const WIRE_VERSION = 1;
+const MAC = 16;
+const HB_MAGIC = 0x53504842; // 'SPHB'
+export const HEARTBEAT_BYTES = 4 + 1 + 1 + 1 + 1 + 4 + 4 + 4 + 6 + MAC;
+
+export interface Heartbeat {
+  ordinal: 0 | 1;
+  role: Role;
+  serverUp: boolean;
+  term: number;
+  incarnation: number;
+  beat: number;
+  appliedSeq: number;
+}
+
+function mac(key: Buffer, ...parts: Buffer[]): Buffer {
+  const h = createHmac('sha256', key);
+  for (const p of parts) h.update(p);
+  return h.digest().subarray(0, MAC);
+}
+
+function macOk(key: Buffer, body: Buffer, tag: Buffer): boolean {
+  return tag.length === MAC && timingSafeEqual(mac(key, body), tag);
+}
+
+export function encodeHeartbeat(key: Buffer, hb: Heartbeat): Buffer {
+  const b = Buffer.alloc(HEARTBEAT_BYTES);
+  b.writeUInt32BE(HB_MAGIC, 0);
+  b[4] = WIRE_VERSION;
+  b[5] = hb.ordinal;
+  b[6] = ROLES.indexOf(hb.role);
+  b[7] = hb.serverUp ? 1 : 0;
+  b.writeUInt32BE(hb.term >>> 0, 8);
+  b.writeUInt32BE(hb.incarnation >>> 0, 12);
+  b.writeUInt32BE(hb.beat >>> 0, 16);
+  b.writeUIntBE(hb.appliedSeq, 20, 6);
+  mac(key, b.subarray(0, HEARTBEAT_BYTES - MAC)).copy(b, HEARTBEAT_BYTES - MAC);
+  return b;
+}
+
+/** The heartbeat, or a reason it was dropped. */
+export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
+  if (b.length !== HEARTBEAT_BYTES) return 'size';
+  if (b.readUInt32BE(0) !== HB_MAGIC) return 'magic';
+  if (b[4] !== WIRE_VERSION) return 'version';
+  if (!macOk(key, b.subarray(0, HEARTBEAT_BYTES - MAC), b.subarray(HEARTBEAT_BYTES - MAC))) return 'hmac';
+  const role = ROLES[b[6] as number];
+  if (role === undefined || (b[5] !== 0 && b[5] !== 1)) return 'field';
+  return {
+    ordinal: b[5] as 0 | 1,
+    role,
+    serverUp: b[7] === 1,
+    term: b.readUInt32BE(8),
+    incarnation: b.readUInt32BE(12),
+    beat: b.readUInt32BE(16),
+    appliedSeq: b.readUIntBE(20, 6),
+  };
+}
+
+export const FrameType = { Data: 1, Ack: 2, Hello: 3 } as const;
+
+export type Frame =
+  | { type: typeof FrameType.Data; seq: number; term: number; link: number; payload: Buffer }
+  | { type: typeof FrameType.Ack; seq: number }
+  | { type: typeof FrameType.Hello; ordinal: 0 | 1; term: number; incarnation: number };
+
+/** A DATA frame as a list of buffers (the payload is not copied). */
+export function encodeData(key: Buffer, seq: number, term: number, link: number, payload: Buffer[]): Buffer[] {
+  let n = 0;
+  for (const p of payload) n += p.length;
+  const head = Buffer.allocUnsafe(4 + 1 + 6 + 4 + 1);
+  head.writeUInt32BE(1 + 6 + 4 + 1 + n + MAC, 0);
+  head[4] = FrameType.Data;
+  head.writeUIntBE(seq, 5, 6);
+  head.writeUInt32BE(term >>> 0, 11);
+  head[15] = link;
+  const tag = mac(key, head.subarray(4), ...payload);
+  return [head, ...payload, tag];
+}
+
+export function encodeAck(key: Buffer, seq: number): Buffer {
+  const b = Buffer.allocUnsafe(4 + 1 + 6 + MAC);
+  b.writeUInt32BE(1 + 6 + MAC, 0);
+  b[4] = FrameType.Ack;
+  b.writeUIntBE(seq, 5, 6);
+  mac(key, b.subarray(4, 11)).copy(b, 11);
+  return b;
+}
+
+export function encodeHello(key: Buffer, ordinal: 0 | 1, term: number, incarnation: number): Buffer {
+  const b = Buffer.allocUnsafe(4 + 1 + 1 + 4 + 4 + MAC);
+  b.writeUInt32BE(1 + 1 + 4 + 4 + MAC, 0);
+  b[4] = FrameType.Hello;
+  b[5] = ordinal;
+  b.writeUInt32BE(term >>> 0, 6);
+  b.writeUInt32BE(incarnation >>> 0, 10);
+  mac(key, b.subarray(4, 14)).copy(b, 14);
+  return b;
+}
+
+export const MAX_FRAME = 1 << 20;
+
+/**
+ * Reads frames from a stream. Calls `on(frame)` per frame; returns a reason
+ * when the stream is corrupt or forged (the caller closes the connection).
+ */
+export class FrameReader {
+  private pending: Buffer | null = null;
+  private readonly key: Buffer;
+  private readonly on: (f: Frame) => void;
+
+  constructor(key: Buffer, on: (f: Frame) => void) {
+    this.key = key;
+    this.on = on;
+  }
+
+  push(chunk: Buffer): string | null {
+    let b = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = null;
+    let p = 0;
+    while (b.length - p >= 4) {
+      const len = b.readUInt32BE(p);
+      if (len < 1 + MAC || len > MAX_FRAME) return 'frame-length';
+      if (b.length - p - 4 < len) break;
+      const body = b.subarray(p + 4, p + 4 + len - MAC);
+      const tag = b.subarray(p + 4 + len - MAC, p + 4 + len);
+      if (!macOk(this.key, body, tag)) return 'hmac';
+      const t = body[0];
+      if (t === FrameType.Data && body.length >= 12) {
+        this.on({
+          type: t,
+          seq: body.readUIntBE(1, 6),
+          term: body.readUInt32BE(7),
+          link: body[11] as number,
+          payload: body.subarray(12),
+        });
+      } else if (t === FrameType.Ack && body.length === 7) {
+        this.on({ type: t, seq: body.readUIntBE(1, 6) });
+      } else if (t === FrameType.Hello && body.length === 10 && (body[1] === 0 || body[1] === 1)) {
+        this.on({ type: t, ordinal: body[1] as 0 | 1, term: body.readUInt32BE(2), incarnation: body.readUInt32BE(6) });
+      } else {
+        return 'frame-type';
+      }
+      p += 4 + len;
+    }
+    if (p < b.length) {
+      b = b.subarray(p);
+      this.pending = b;
+    }
+    return null;
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * One sidecar of a pair: feeds events (peer heartbeats, their loss, the local
+ * server's life, the operator's fence) to the role state machine and carries
+ * out its decisions: VIP, public sockets, egress gate, replication direction,
+ * what the heartbeats say, and the pod label. Side effects run one after the
+ * other; the gate opens only once the VIP and the public sockets are ready.
+ */
+import type { Role } from '../../../contract/names.ts';
+import type { RoleReport } from '../kube/role-reporter.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import type { EdgeProxy } from '../proxy/edge-proxy.ts';
+import type { VipAnnouncer } from '../vip/announcer.ts';
+import { Heartbeats } from './heartbeat.ts';
+import type { FromWorker } from './heartbeat-worker.ts';
+import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
+import { type HaEvent, initialState, type NodeState, step } from './roles.ts';
+
+export interface HaConfig {
+  ordinal: 0 | 1;
+  /** This node's own address (heartbeats and replication bind here). */
+  nodeAddress: string;
+  peerAddress: string;
+  heartbeatPort: number;
+  replicationPort: number;
+  intervalMs: number;
+  misses: number;
+  startupGraceMs: number;
+  replicationMode: 'sync' | 'async';
+  key: Buffer;
+}
+
+export interface Timeline {
+  detectedAt?: number;
+  vipAt?: number;
+  servingAt?: number;
+  reason?: string;
+}
+
+export class HaNode {
+  state: NodeState;
+  serving = false;
+  takeovers = 0;
+  lastTimeline: Timeline = {};
+  report: ((r: RoleReport) => Promise<void>) | null = null;
+  private effects: Promise<void> = Promise.resolve();
+  private readonly hb: Heartbeats;
+  private readonly sender: ReplicationSender;
+  private readonly receiver: ReplicationReceiver;
+  private readonly barrier: SyncBarrier;
+  private startupTimer: NodeJS.Timeout | null = null;
+  private readonly cfg: HaConfig;
+  private readonly proxy: EdgeProxy;
+  private readonly vip: VipAnnouncer;
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+
+  constructor(cfg: HaConfig, proxy: EdgeProxy, vip: VipAnnouncer, log: Logger, metrics: Metrics) {
+    this.cfg = cfg;
+    this.proxy = proxy;
+    this.vip = vip;
+    this.log = log;
+    this.metrics = metrics;
+    this.state = initialState(cfg.ordinal);
+    this.hb = new Heartbeats({
+      key: cfg.key,
+      ordinal: cfg.ordinal,
+      bindAddress: cfg.nodeAddress,
+      port: cfg.heartbeatPort,
+      peerAddress: cfg.peerAddress,
+      peerPort: cfg.heartbeatPort,
+      intervalMs: cfg.intervalMs,
+      misses: cfg.misses,
+    });
+    this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log);
+    this.receiver = new ReplicationReceiver(cfg.key, cfg.peerAddress, log);
+    this.barrier = new SyncBarrier(this.sender);
+  }
+
+  async start(): Promise<void> {
+    const p = this.proxy;
+    // Only a serving master lets anything out; everything else is counted and dropped.
+    p.gate = () => (this.serving ? null : `role-${this.state.role}`);
+    p.tap = (link, slices) => {
+      if (this.serving) this.sender.replicate(link, slices);
+    };
+    if (this.cfg.replicationMode === 'sync') p.hold = (send) => this.barrier.hold(send);
+    this.receiver.apply = (link, payload) => p.serverLink.sendOn(link, [payload]);
+    this.receiver.accepting = () => this.state.role !== 'master';
+    p.serverLink.onServer = (up) => this.dispatch({ type: 'server', up });
+    this.hb.onMessage = (m) => this.onHeartbeat(m);
+
+    await this.receiver.listen(this.cfg.replicationPort, this.cfg.nodeAddress);
+    await p.start(true);
+    await this.hb.ready();
+    this.tellPeer(false);
+    this.startupTimer = setTimeout(() => this.dispatch({ type: 'startup-timeout' }), this.cfg.startupGraceMs);
+    this.startupTimer.unref();
+    if (p.serverReady) this.dispatch({ type: 'server', up: true });
+  }
+
+  get replicationLag(): number {
+    return this.sender.seq - this.sender.acked;
+  }
+
+  get appliedSeq(): number {
+    return this.receiver.applied;
+  }
+
+  async stop(): Promise<void> {
+    if (this.startupTimer) clearTimeout(this.startupTimer);
+    this.sender.stop();
+    this.receiver.close();
+    await this.hb.stop();
+    if (this.serving) await this.vip.release().catch(() => {});
+  }
+
+  fenced(term: number): void {
+    this.dispatch({ type: 'fenced', term });
+  }
+
+  private onHeartbeat(m: FromWorker): void {
+    if (m.type === 'peer') this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
+    else if (m.type === 'peer-lost') {
+      this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
+      this.dispatch({ type: 'peer-lost' });
+    } else if (m.type === 'drop') this.metrics.drop('egress', `heartbeat-${m.reason}`);
+  }
+
+  dispatch(e: HaEvent): void {
+    const before = this.state;
+    const d = step(before, e);
+    this.state = d.state;
+    if (d.reason === null) {
+      if (e.type === 'server') this.tellPeer(true);
+      return;
+    }
+    const now = performance.now();
+    this.log.info({ from: before.role, to: d.state.role, term: d.state.term, reason: d.reason, event: e.type }, 'role change');
+    const timeline: Timeline = { detectedAt: now, reason: d.reason };
+    // Leaving master: stop serving at once (synchronously), then clean up.
+    if (before.role === 'master' && d.state.role !== 'master') {
+      this.serving = false;
+      this.proxy.closePublic();
+      this.sender.stop();
+      this.barrier.flush(true);
+    }
+    this.tellPeer(true);
+    const to = d.state.role;
+    const term = d.state.term;
+    this.effects = this.effects.then(async () => {
+      if (to === 'master' && this.state.role === 'master' && this.state.term === term) {
+        await this.vip.acquire();
+        timeline.vipAt = performance.now();
+        await this.proxy.openPublic();
+        this.sender.start(term);
+        this.serving = true;
+        timeline.servingAt = performance.now();
+        if (before.role === 'backup') this.takeovers++;
+        this.lastTimeline = timeline;
+        this.log.info(
+          {
+            term,
+            reason: d.reason,
+            detectToVipMs: round(timeline.vipAt - now),
+            detectToServingMs: round(timeline.servingAt - now),
+          },
+          'serving as master',
+        );
+      } else if (before.role === 'master' && to !== 'master') {
+        await this.vip.release();
+      }
+      await this.report?.({
+        role: to,
+        term,
+        reason: d.reason as string,
+        ...(timeline.servingAt !== undefined ? { gapMs: timeline.servingAt - now } : {}),
+      }).catch((err) => this.log.warn({ err: (err as Error).message }, 'could not report the role on the pod'));
+    });
+  }
+
+  private tellPeer(urgent: boolean): void {
+    const s = this.state;
+    this.hb.tell({ role: s.role as Role, term: s.term, serverUp: s.serverUp, appliedSeq: this.receiver.applied, urgent });
+  }
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;

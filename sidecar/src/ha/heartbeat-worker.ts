@@ -1,0 +1,106 @@
+/**
+ * Heartbeats, in a worker thread of their own: a GC pause or a busy event
+ * loop in the proxy must neither delay our beats nor make us miss the
+ * peer's (no false takeover under load). The main thread posts our state;
+ * the worker posts what the peer says and when it goes quiet.
+ */
+import dgram from 'node:dgram';
+import { parentPort, workerData } from 'node:worker_threads';
+import type { Role } from '../../../contract/names.ts';
+import { decodeHeartbeat, encodeHeartbeat } from '../../../contract/wire.ts';
+
+export interface HeartbeatConfig {
+  key: Uint8Array;
+  ordinal: 0 | 1;
+  bindAddress: string;
+  port: number;
+  peerAddress: string;
+  peerPort: number;
+  intervalMs: number;
+  misses: number;
+}
+
+export type ToWorker =
+  | { type: 'state'; role: Role; term: number; serverUp: boolean; appliedSeq: number; urgent?: boolean }
+  | { type: 'stop' };
+export type FromWorker =
+  | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number }
+  | { type: 'peer-lost'; silentMs: number }
+  | { type: 'drop'; reason: string }
+  | { type: 'ready' };
+
+const cfg = workerData as HeartbeatConfig;
+const key = Buffer.from(cfg.key);
+const port = parentPort;
+if (!port) throw new Error('heartbeat-worker runs as a worker thread');
+
+const incarnation = (Math.random() * 0xffffffff) >>> 0;
+let beat = 0;
+let me: Extract<ToWorker, { type: 'state' }> = { type: 'state', role: 'starting', term: 0, serverUp: false, appliedSeq: 0 };
+let lastHeard = 0;
+let lost = true;
+let peerIncarnation = -1;
+let peerBeat = -1;
+let lastPeer = '';
+
+const sock = dgram.createSocket('udp4');
+const send = () => {
+  beat = (beat + 1) >>> 0;
+  const b = encodeHeartbeat(key, {
+    ordinal: cfg.ordinal,
+    role: me.role,
+    serverUp: me.serverUp,
+    term: me.term,
+    incarnation,
+    beat,
+    appliedSeq: me.appliedSeq,
+  });
+  sock.send(b, cfg.peerPort, cfg.peerAddress);
+};
+
+sock.on('message', (b, rinfo) => {
+  if (rinfo.address !== cfg.peerAddress) return port.postMessage({ type: 'drop', reason: 'stranger' } satisfies FromWorker);
+  const hb = decodeHeartbeat(key, b);
+  if (typeof hb === 'string') return port.postMessage({ type: 'drop', reason: hb } satisfies FromWorker);
+  if (hb.ordinal === cfg.ordinal) return port.postMessage({ type: 'drop', reason: 'same-ordinal' } satisfies FromWorker);
+  // Replays and reordering: only newer beats of the same incarnation count.
+  if (hb.incarnation === peerIncarnation && hb.beat <= peerBeat) return;
+  peerIncarnation = hb.incarnation;
+  peerBeat = hb.beat;
+  lastHeard = performance.now();
+  const view = `${hb.role}|${hb.term}|${hb.serverUp}`;
+  if (lost || view !== lastPeer) {
+    lost = false;
+    lastPeer = view;
+    port.postMessage({
+      type: 'peer',
+      role: hb.role,
+      term: hb.term,
+      serverUp: hb.serverUp,
+      appliedSeq: hb.appliedSeq,
+    } satisfies FromWorker);
+  }
+});
+
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'stop') {
+    clearInterval(tick);
+    sock.close();
+    return;
+  }
+  me = m;
+  if (m.urgent) send(); // a role change or a dead server is told at once, not at the next beat
+});
+
+const deadline = cfg.intervalMs * cfg.misses;
+const tick = setInterval(() => {
+  send();
+  const silent = performance.now() - lastHeard;
+  if (!lost && silent > deadline) {
+    lost = true;
+    lastPeer = '';
+    port.postMessage({ type: 'peer-lost', silentMs: Math.round(silent) } satisfies FromWorker);
+  }
+}, cfg.intervalMs);
+
+sock.bind(cfg.port, cfg.bindAddress, () => port.postMessage({ type: 'ready' } satisfies FromWorker));

@@ -1,0 +1,215 @@
+/**
+ * Replication of every inbound message, master -> backup, over one ordered,
+ * authenticated TCP connection (contract/wire.ts). The backup writes each
+ * payload to its own server on the same link connection the master used,
+ * byte for byte, so both servers see the same messages in the same order per
+ * dialog; it acks the highest sequence it has applied.
+ *
+ * Sync mode: egress the master's server produced after message N is held
+ * until the backup acked N (`SyncBarrier`), so no client is told "OK" about
+ * state the backup lacks.
+ */
+import net from 'node:net';
+import { encodeAck, encodeData, encodeHello, FrameReader, FrameType } from '../../../contract/wire.ts';
+import type { Logger } from '../log.ts';
+
+export class ReplicationSender {
+  seq = 0;
+  acked = 0;
+  term = 0;
+  private socket: net.Socket | null = null;
+  private connected = false;
+  private stopped = true;
+  private readonly key: Buffer;
+  private readonly peer: { host: string; port: number };
+  private readonly ordinal: 0 | 1;
+  private readonly log: Logger;
+  onAck: (seq: number) => void = () => {};
+  onConnected: (up: boolean) => void = () => {};
+
+  constructor(key: Buffer, peer: { host: string; port: number }, ordinal: 0 | 1, log: Logger) {
+    this.key = key;
+    this.peer = peer;
+    this.ordinal = ordinal;
+    this.log = log;
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  start(term: number): void {
+    this.term = term;
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.socket?.destroy();
+    this.socket = null;
+  }
+
+  /** Sends one inbound message; returns its sequence number (0 when no backup is connected). */
+  replicate(link: number, slices: Buffer[]): number {
+    if (!this.connected || this.socket === null) return 0;
+    this.seq++;
+    const frame = encodeData(this.key, this.seq, this.term, link, slices);
+    this.socket.write(Buffer.concat(frame));
+    return this.seq;
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const s = net.connect({ host: this.peer.host, port: this.peer.port, noDelay: true });
+    this.socket = s;
+    const reader = new FrameReader(this.key, (f) => {
+      if (f.type === FrameType.Ack && f.seq > this.acked) {
+        this.acked = f.seq;
+        this.onAck(f.seq);
+      }
+    });
+    s.on('connect', () => {
+      // A new stream starts its own numbering: the backup acks what it applied of this one.
+      this.seq = 0;
+      this.acked = 0;
+      s.write(encodeHello(this.key, this.ordinal, this.term, 0));
+      this.connected = true;
+      this.log.info({ peer: this.peer }, 'replicating to the backup');
+      this.onConnected(true);
+    });
+    s.on('data', (chunk: Buffer) => {
+      const bad = reader.push(chunk);
+      if (bad) {
+        this.log.error({ reason: bad }, 'bad frame from the backup; reconnecting');
+        s.destroy();
+      }
+    });
+    s.on('error', (err) => this.log.debug({ err: err.message }, 'replication connection error'));
+    s.on('close', () => {
+      const was = this.connected;
+      this.connected = false;
+      if (was) {
+        this.log.warn('replication connection closed');
+        this.onConnected(false);
+      }
+      if (!this.stopped) setTimeout(() => this.connect(), 100).unref();
+    });
+  }
+}
+
+/** Holds egress until the backup acked what the master's server had seen when it produced it. */
+export class SyncBarrier {
+  private readonly queue: Array<{ need: number; send: () => void }> = [];
+  private head = 0;
+  private readonly sender: ReplicationSender;
+
+  constructor(sender: ReplicationSender) {
+    this.sender = sender;
+    sender.onAck = () => this.flush();
+    // Without a backup there is nothing to wait for (and waiting would stall the master).
+    sender.onConnected = (up) => {
+      if (!up) this.flush(true);
+    };
+  }
+
+  hold(send: () => void): void {
+    const need = this.sender.seq;
+    if (!this.sender.isConnected || this.sender.acked >= need) {
+      send();
+      return;
+    }
+    this.queue.push({ need, send });
+  }
+
+  get waiting(): number {
+    return this.queue.length - this.head;
+  }
+
+  flush(all = false): void {
+    const acked = this.sender.acked;
+    while (this.head < this.queue.length) {
+      const e = this.queue[this.head] as { need: number; send: () => void };
+      if (!all && e.need > acked) break;
+      this.head++;
+      e.send();
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+}
+
+/** The backup's end: accepts the master's stream, applies each message, acks. */
+export class ReplicationReceiver {
+  applied = 0;
+  private readonly server: net.Server;
+  private current: net.Socket | null = null;
+  private readonly key: Buffer;
+  private readonly peerAddress: string;
+  private readonly log: Logger;
+  /** Writes the payload to the local server on link connection `link`. */
+  apply: (link: number, payload: Buffer) => void = () => {};
+  /** False while this node must not apply (it is master itself). */
+  accepting: () => boolean = () => true;
+
+  constructor(key: Buffer, peerAddress: string, log: Logger) {
+    this.key = key;
+    this.peerAddress = peerAddress;
+    this.log = log;
+    this.server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ port, host }, () => resolve());
+    });
+  }
+
+  close(): void {
+    this.server.close();
+    this.current?.destroy();
+  }
+
+  private adopt(s: net.Socket): void {
+    const from = (s.remoteAddress ?? '').replace(/^::ffff:/, '');
+    if (from !== this.peerAddress) {
+      this.log.warn({ from }, 'replication connection from a stranger refused');
+      s.destroy();
+      return;
+    }
+    this.current?.destroy(); // one stream at a time: the newest
+    this.current = s;
+    this.applied = 0;
+    let pendingAck = false;
+    const ack = () => {
+      pendingAck = false;
+      if (!s.destroyed) s.write(encodeAck(this.key, this.applied));
+    };
+    const reader = new FrameReader(this.key, (f) => {
+      if (f.type !== FrameType.Data) return;
+      if (f.seq <= this.applied || !this.accepting()) return;
+      this.apply(f.link, f.payload);
+      this.applied = f.seq;
+      if (!pendingAck) {
+        // One ack per burst of frames read together.
+        pendingAck = true;
+        setImmediate(ack);
+      }
+    });
+    s.on('data', (chunk: Buffer) => {
+      const bad = reader.push(chunk);
+      if (bad) {
+        this.log.error({ reason: bad }, 'bad replication frame; closing');
+        s.destroy();
+      }
+    });
+    s.on('error', () => {});
+    s.on('close', () => {
+      if (this.current === s) this.current = null;
+    });
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * The role state machine: the ONLY place that decides "became master" or
+ * "became backup" (kube-vip's OnStartedLeading/OnStoppedLeading). The VIP,
+ * the egress gate, replication and the pod label react to its decisions.
+ * Pure: `step(state, event)` returns the next state and why; no I/O, no clock.
+ *
+ * Terms: every takeover raises the term, and a node only ever claims terms
+ * of its own parity (term % 2 === ordinal). Two nodes can therefore never be
+ * master in the same term, even when a partition lets both self-elect; when
+ * they meet again, the higher term wins.
+ */
+import type { Role } from '../../../contract/names.ts';
+
+export interface NodeState {
+  readonly role: Role;
+  readonly term: number;
+  /** Highest term seen from anyone (own or peer). */
+  readonly seenTerm: number;
+  readonly ordinal: 0 | 1;
+  readonly serverUp: boolean;
+  /** What the peer last said, if it is alive. */
+  readonly peer: PeerView | null;
+}
+
+export interface PeerView {
+  readonly role: Role;
+  readonly term: number;
+  readonly serverUp: boolean;
+}
+
+export type HaEvent =
+  | { type: 'peer'; peer: PeerView }
+  | { type: 'peer-lost' }
+  | { type: 'server'; up: boolean }
+  /** Nothing heard from the peer within the start-up grace period. */
+  | { type: 'startup-timeout' }
+  | { type: 'fenced'; term: number };
+
+export interface Decision {
+  readonly state: NodeState;
+  /** Why the role or term changed; null when nothing did. */
+  readonly reason: string | null;
+}
+
+export function initialState(ordinal: 0 | 1): NodeState {
+  return { role: 'starting', term: 0, seenTerm: 0, ordinal, serverUp: false, peer: null };
+}
+
+/** The smallest term above everything seen that belongs to this node. */
+export function nextOwnTerm(seen: number, ordinal: 0 | 1): number {
+  let t = seen + 1;
+  if (t % 2 !== ordinal) t++;
+  return t;
+}
+
+/** Does a master with (termA, ordinalA) beat one with (termB, ordinalB)? Higher term, then lower ordinal. */
+export function outranks(termA: number, ordinalA: number, termB: number, ordinalB: number): boolean {
+  return termA > termB || (termA === termB && ordinalA < ordinalB);
+}
+
+function become(s: NodeState, role: Role, reason: string, takeTerm = false): Decision {
+  const term = takeTerm ? nextOwnTerm(s.seenTerm, s.ordinal) : s.term;
+  return { state: { ...s, role, term, seenTerm: Math.max(s.seenTerm, term) }, reason };
+}
+
+const same = (s: NodeState): Decision => ({ state: s, reason: null });
+
+export function step(s0: NodeState, e: HaEvent): Decision {
+  // Every event first updates what we know.
+  let s = s0;
+  if (e.type === 'peer') s = { ...s, peer: e.peer, seenTerm: Math.max(s.seenTerm, e.peer.term) };
+  if (e.type === 'peer-lost') s = { ...s, peer: null };
+  if (e.type === 'server') s = { ...s, serverUp: e.up };
+
+  if (e.type === 'fenced') {
+    // The operator shut this pod out at `term`: stop serving unless we have moved past it.
+    if (s.role === 'master' && e.term >= s.term) return become(s, 'fenced', 'fenced-by-operator');
+    return same(s);
+  }
+
+  switch (s.role) {
+    case 'starting': {
+      if (!s.serverUp) return same(s);
+      const p = s.peer;
+      if (p?.role === 'master') return become(s, 'backup', 'peer-is-master');
+      if (p && p.serverUp && (p.role === 'starting' || p.role === 'backup')) {
+        // Both ready: the lower ordinal is preferred as the first master.
+        return s.ordinal < peerOrdinal(s) ? become(s, 'master', 'elected', true) : same(s);
+      }
+      if (p && !p.serverUp) return become(s, 'master', 'peer-server-down', true);
+      if (e.type === 'startup-timeout' && !p) return become(s, 'master', 'no-peer-at-startup', true);
+      return same(s);
+    }
+    case 'backup': {
+      if (!s.serverUp) return become(s, 'resigned', 'server-dead');
+      const p = s.peer;
+      if (e.type === 'peer-lost') return become(s, 'master', 'peer-heartbeat-lost', true);
+      if (p && (p.role === 'resigned' || p.role === 'fenced' || !p.serverUp))
+        return become(s, 'master', 'peer-server-dead', true);
+      return same(s);
+    }
+    case 'master': {
+      if (!s.serverUp) return become(s, 'resigned', 'server-dead');
+      const p = s.peer;
+      if (p?.role === 'master' && outranks(p.term, peerOrdinal(s), s.term, s.ordinal)) {
+        return become(s, 'backup', 'higher-term-peer');
+      }
+      return same(s);
+    }
+    case 'resigned':
+    case 'fenced': {
+      // Back in service only as backup of a live master; a fresh election otherwise.
+      if (!s.serverUp) return same(s);
+      const p = s.peer;
+      if (p?.role === 'master') return become(s, 'backup', 'rejoined');
+      if (e.type === 'peer-lost' || p) return become(s, 'starting', 'no-master-around');
+      return same(s);
+    }
+  }
+}
+
+function peerOrdinal(s: NodeState): 0 | 1 {
+  return s.ordinal === 0 ? 1 : 0;
+}

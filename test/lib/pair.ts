@@ -1,0 +1,42 @@
+/** A sipha pair on the netns bed: two hosts, each stock Kamailio + a sidecar in HA mode, one VIP. */
+import { randomBytes } from 'node:crypto';
+import { type Kamailio, startKamailio } from './kamailio.ts';
+import type { Host, NetBed } from './netbed.ts';
+import { until } from './procs.ts';
+import { type Sidecar, startSidecar } from './sidecar.ts';
+
+export const VIP = '198.18.0.100';
+
+export interface PairNode {
+  host: Host;
+  kamailio: Kamailio;
+  sidecar: Sidecar;
+}
+
+export async function startPair(bed: NetBed, a: Host, b: Host, env: Record<string, string> = {}): Promise<[PairNode, PairNode]> {
+  const key = randomBytes(32).toString('base64');
+  const start = async (host: Host, peer: Host, ordinal: number): Promise<PairNode> => {
+    const kamailio = await startKamailio(bed, host, { sipha: true, publicIp: VIP });
+    const sidecar = await startSidecar(host, {
+      SIPHA_ORDINAL: String(ordinal),
+      SIPHA_NODE_ADDRESS: host.ip,
+      SIPHA_PEER_ADDRESS: peer.ip,
+      SIPHA_REPLICATION_KEY: key,
+      SIPHA_VIP: VIP,
+      SIPHA_VIP_INTERFACE: host.iface,
+      SIPHA_LOG_LEVEL: 'info',
+      ...env,
+    });
+    return { host, kamailio, sidecar };
+  };
+  const [na, nb] = await Promise.all([start(a, b, 0), start(b, a, 1)]);
+  await until(() => role(na) === 'master' && role(nb) === 'backup', 15000, 'a is master and b backup');
+  return [na, nb];
+}
+
+export function role(n: PairNode): string {
+  for (const r of ['master', 'backup', 'starting', 'resigned', 'fenced']) {
+    if (n.sidecar.metric('sipha_role', { role: r }) === 1) return r;
+  }
+  return 'unknown';
+}

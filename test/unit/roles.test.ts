@@ -1,0 +1,130 @@
+/**
+ * The role state machine: every transition, and a property test that no
+ * sequence of events, delivered to two nodes in any interleaving and with any
+ * losses, ever makes both master in the same term.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { type HaEvent, initialState, type NodeState, nextOwnTerm, outranks, step } from '../../sidecar/src/ha/roles.ts';
+
+const up = (s: NodeState) => step(s, { type: 'server', up: true }).state;
+const master = (ordinal: 0 | 1, term: number): NodeState => ({
+  ...initialState(ordinal),
+  role: 'master',
+  term,
+  seenTerm: term,
+  serverUp: true,
+});
+const backup = (ordinal: 0 | 1, term: number): NodeState => ({
+  ...initialState(ordinal),
+  role: 'backup',
+  term,
+  seenTerm: term,
+  serverUp: true,
+});
+
+describe('role state machine: transitions', () => {
+  it('terms are per-node parity, strictly rising', () => {
+    assert.equal(nextOwnTerm(0, 0), 2);
+    assert.equal(nextOwnTerm(0, 1), 1);
+    assert.equal(nextOwnTerm(7, 1), 9);
+    assert.equal(nextOwnTerm(7, 0), 8);
+    assert.ok(outranks(3, 1, 2, 0));
+    assert.ok(outranks(2, 0, 2, 1));
+  });
+
+  it('starting: waits for its own server, then follows a live master', () => {
+    const s = initialState(1);
+    assert.equal(step(s, { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } }).state.role, 'starting');
+    const d = step(up(s), { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
+    assert.equal(d.state.role, 'backup');
+    assert.equal(d.reason, 'peer-is-master');
+  });
+
+  it('starting: of two ready nodes the lower ordinal becomes master', () => {
+    const peer = { role: 'starting' as const, term: 0, serverUp: true };
+    const a = step(up(initialState(0)), { type: 'peer', peer });
+    assert.equal(a.state.role, 'master');
+    assert.equal(a.state.term, 2);
+    assert.equal(a.reason, 'elected');
+    assert.equal(step(up(initialState(1)), { type: 'peer', peer }).state.role, 'starting');
+  });
+
+  it('starting: alone after the grace period, becomes master', () => {
+    const d = step(up(initialState(1)), { type: 'startup-timeout' });
+    assert.equal(d.state.role, 'master');
+    assert.equal(d.reason, 'no-peer-at-startup');
+  });
+
+  it('backup: takes over on lost heartbeats or a peer whose server died, with a higher term', () => {
+    const lost = step(backup(1, 2), { type: 'peer-lost' });
+    assert.deepEqual([lost.state.role, lost.state.term, lost.reason], ['master', 3, 'peer-heartbeat-lost']);
+    const dead = step(backup(1, 2), { type: 'peer', peer: { role: 'resigned', term: 2, serverUp: false } });
+    assert.deepEqual([dead.state.role, dead.state.term, dead.reason], ['master', 3, 'peer-server-dead']);
+  });
+
+  it('backup: never takes over while the master is healthy and heard', () => {
+    const d = step(backup(1, 2), { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
+    assert.equal(d.state.role, 'backup');
+    assert.equal(d.reason, null);
+  });
+
+  it('backup or master whose server dies resigns', () => {
+    assert.equal(step(backup(1, 2), { type: 'server', up: false }).state.role, 'resigned');
+    const d = step(master(0, 2), { type: 'server', up: false });
+    assert.deepEqual([d.state.role, d.reason], ['resigned', 'server-dead']);
+  });
+
+  it('master: demotes to a higher-term master after a partition heals, keeps the lead otherwise', () => {
+    const d = step(master(0, 2), { type: 'peer', peer: { role: 'master', term: 3, serverUp: true } });
+    assert.deepEqual([d.state.role, d.reason], ['backup', 'higher-term-peer']);
+    assert.equal(step(master(1, 3), { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } }).state.role, 'master');
+  });
+
+  it('master: fenced by the operator at its term stops; a stale fence is ignored', () => {
+    assert.equal(step(master(0, 2), { type: 'fenced', term: 2 }).state.role, 'fenced');
+    assert.equal(step(master(0, 4), { type: 'fenced', term: 2 }).state.role, 'master');
+  });
+
+  it('resigned: rejoins as backup of a live master once its server is back', () => {
+    const r: NodeState = { ...master(0, 2), role: 'resigned', serverUp: false };
+    assert.equal(step(r, { type: 'peer', peer: { role: 'master', term: 3, serverUp: true } }).state.role, 'resigned');
+    const back = step({ ...r, serverUp: true }, { type: 'peer', peer: { role: 'master', term: 3, serverUp: true } });
+    assert.deepEqual([back.state.role, back.reason], ['backup', 'rejoined']);
+  });
+});
+
+describe('role state machine: safety', () => {
+  it('no sequence of events makes two masters of the same term', () => {
+    // Events for node 0 or 1; "tell" delivers the other node's current view (a heartbeat).
+    const ev = fc.oneof(
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('tell' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('lost' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('fenced' as const), term: fc.nat({ max: 12 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(ev, { maxLength: 80 }), (events) => {
+        const nodes: NodeState[] = [initialState(0), initialState(1)];
+        for (const e of events) {
+          const me = nodes[e.node] as NodeState;
+          const other = nodes[1 - e.node] as NodeState;
+          let x: HaEvent;
+          if (e.kind === 'tell') x = { type: 'peer', peer: { role: other.role, term: other.term, serverUp: other.serverUp } };
+          else if (e.kind === 'lost') x = { type: 'peer-lost' };
+          else if (e.kind === 'server') x = { type: 'server', up: e.up };
+          else if (e.kind === 'fenced') x = { type: 'fenced', term: e.term };
+          else x = { type: 'startup-timeout' };
+          nodes[e.node] = step(me, x).state;
+          const [a, b] = nodes as [NodeState, NodeState];
+          if (a.role === 'master' && b.role === 'master') assert.notEqual(a.term, b.term, JSON.stringify(nodes));
+          // Terms never go down.
+          assert.ok(nodes[e.node]!.term >= me.term);
+        }
+      }),
+      { numRuns: 20000, seed: 3 },
+    );
+  });
+});
