@@ -1,59 +1,63 @@
 /**
- * The lab demo (npm run lab): a netns bed with one SIP host (stock Kamailio
- * behind the sipha sidecar), a client host and a called-party host. Users
- * register over UDP and TCP, calls run with hold, a malformed burst is
- * thrown in, and a summary says what happened.
+ * The lab demo (npm run lab): a sipha pair on a netns bed. Hosts a and b
+ * each run stock Kamailio behind a sipha sidecar; a holds the VIP. Users
+ * register through the VIP, calls run, an OPTIONS prober pings every 10 ms,
+ * then the master fails and the demo prints the failover timeline, the
+ * registrations kept and the calls that survived.
  *
- *   npm run lab -- [--users N] [--calls N] [--cps N]
+ *   npm run lab -- [--users N] [--calls N] [--fault kamailio_kill|host_down]
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REJECT_REASONS } from '../../sidecar/src/sip/reasons.ts';
-import { readSip, startCapture, transactionLatenciesUs } from '../../test/lib/capture.ts';
 import { GARBAGE_SCRIPT } from '../../test/lib/garbage-path.ts';
-import { lookupAll, startKamailio, usrlocStat } from '../../test/lib/kamailio.ts';
+import { lookupAll, usrlocStat } from '../../test/lib/kamailio.ts';
 import { NetBed } from '../../test/lib/netbed.ts';
-import { startSidecar } from '../../test/lib/sidecar.ts';
+import { role, startPair, VIP } from '../../test/lib/pair.ts';
+import { gapMs, type ProbeLog } from '../../test/lib/prober.ts';
+import { until } from '../../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../../test/lib/sipp.ts';
 
 const { values } = parseArgs({
   options: {
-    users: { type: 'string', default: '500' },
-    calls: { type: 'string', default: '100' },
-    cps: { type: 'string', default: '20' },
+    users: { type: 'string', default: '1000' },
+    calls: { type: 'string', default: '60' },
+    fault: { type: 'string', default: 'kamailio_kill' },
   },
 });
 const nUsers = Math.max(1, Math.min(Number(values.users), 5000));
-const nCalls = Math.max(1, Math.min(Number(values.calls), 2000));
-const cps = Math.max(1, Math.min(Number(values.cps), 500));
+const nCalls = Math.max(1, Math.min(Number(values.calls), 500));
+const fault = values.fault === 'host_down' ? 'host_down' : 'kamailio_kill';
+const PROBER = fileURLToPath(new URL('../../test/lib/prober.ts', import.meta.url));
 
 const step = (s: string) => console.log(`\n\u25b6 ${s}`);
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] as number) : Number.NaN;
-};
-const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`;
-
 const bed = NetBed.create([
-  { name: 'sip', octet: 1 },
+  { name: 'a', octet: 1 },
+  { name: 'b', octet: 2 },
   { name: 'alice', octet: 10 },
   { name: 'bob', octet: 20 },
 ]);
 try {
-  const sip = bed.host('sip');
-  const alice = bed.host('alice');
-  const bob = bed.host('bob');
-  step(`bed ${bed.id}: hosts sip ${sip.ip}, alice ${alice.ip}, bob ${bob.ip} (netns on a bridge)`);
+  const [ha, hb, alice, bob] = ['a', 'b', 'alice', 'bob'].map((n) => bed.host(n)) as [
+    ReturnType<typeof bed.host>,
+    ReturnType<typeof bed.host>,
+    ReturnType<typeof bed.host>,
+    ReturnType<typeof bed.host>,
+  ];
+  step(
+    `bed ${bed.id}: SIP hosts a ${ha.ip} and b ${hb.ip}, VIP ${VIP}; clients alice ${alice.ip}, bob ${bob.ip} (netns on a bridge, real ARP)`,
+  );
+  step('starting Kamailio + sipha sidecar on a and b; they elect a master over authenticated heartbeats');
+  const [a, b] = await startPair(bed, ha, hb);
+  console.log(`  a is ${role(a)}, b is ${role(b)}`);
 
-  step('starting Kamailio (loopback only) and the sipha sidecar on the public address');
-  const kamailio = await startKamailio(bed, sip, { sipha: true, publicIp: sip.ip });
-  const sidecar = await startSidecar(sip, { SIPHA_LOG_LEVEL: 'warn' });
-  const target = `${sip.ip}:5060`;
-  const cap = await startCapture(bed, alice, 'port 5060');
-
+  const target = `${VIP}:5060`;
   const half = Math.ceil(nUsers / 2);
-  step(`registering ${half} users over UDP and ${nUsers - half} over TCP through the sidecar`);
   const udpUsers = users('alice', half);
   const tcpUsers = users('carol', nUsers - half);
+  step(`registering ${udpUsers.length} users over UDP and ${tcpUsers.length} over TCP through the VIP`);
   const regU = await runSipp(bed, alice, {
     scenario: 'register.xml',
     target,
@@ -71,55 +75,85 @@ try {
         rate: 500,
         users: tcpUsers,
       })
-    : { successful: 0, failed: 0 };
-  const bindings = lookupAll(kamailio, [...udpUsers, ...tcpUsers]);
-  const atClient = [...bindings.values()].filter((b) => b.received.startsWith(`sip:${alice.ip}:`)).length;
+    : { successful: 0 };
+  const all = [...udpUsers, ...tcpUsers];
+  await until(() => usrlocStat(b.kamailio, 'registered_users') >= all.length, 10000, 'replicated to b');
+  console.log(
+    `  answered 200: ${regU.successful + regT.successful}/${all.length}; a's Kamailio holds ${usrlocStat(a.kamailio, 'registered_users')}, b's (the backup, fed by replication) holds ${usrlocStat(b.kamailio, 'registered_users')}`,
+  );
 
-  step(`bob registers, then alice places ${nCalls} calls at ${cps}/s (INVITE, 180, 200, ACK, hold re-INVITE, 2 s, BYE)`);
+  step(`bob registers; alice places ${nCalls} calls at 10/s, each held 8 s (INVITE, 180, 200, ACK, hold re-INVITE, BYE)`);
   await runSipp(bed, bob, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['bob'] });
   const uas = startUas(bob);
   const calls = runSipp(bed, alice, {
     scenario: 'uac-call.xml',
     target,
     calls: nCalls,
-    rate: cps,
+    rate: 10,
     limit: nCalls,
     service: 'bob',
-    holdMs: 2000,
-    timeoutS: 120,
+    holdMs: 8000,
+    timeoutS: 90,
   });
-  step('meanwhile: 300 malformed datagrams at the sidecar');
-  const burst = alice.run(process.execPath, [GARBAGE_SCRIPT, sip.ip, '5060', '300', '2']).trim();
+  const probeOut = join(bed.subdir('probe'), 'probe.json');
+  const prober = alice.spawn(process.execPath, [PROBER, VIP, '5060', '10', '12000', probeOut], {
+    env: { ...process.env, PROBER_LOCAL_IP: alice.ip },
+  });
+  alice.run(process.execPath, [GARBAGE_SCRIPT, VIP, '5060', '200', '2']);
+  await new Promise((r) => setTimeout(r, 4000));
+  const backupEgressBefore = b.sidecar.metric('sipha_messages_total', { path: 'to_client' });
+  const withheld = b.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'role-backup' });
+
+  step(fault === 'host_down' ? "fault: a's link goes down and its processes die" : "fault: kill -9 of a's Kamailio");
+  const faultWallMs = Date.now();
+  if (fault === 'host_down') ha.run('ip', ['link', 'set', 'eth0', 'down']);
+  const faultNs = process.hrtime.bigint();
+  await Promise.all([
+    bed.stop(a.kamailio.child, 'SIGKILL'),
+    ...(fault === 'host_down' ? [bed.stop(a.sidecar.child, 'SIGKILL')] : []),
+  ]);
+  await until(() => role(b) === 'master', 10000, 'b takes over');
+  await new Promise((r) => prober.once('exit', r));
+  const gap = gapMs(JSON.parse(readFileSync(probeOut, 'utf8')) as ProbeLog, faultNs);
   const callResult = await calls;
   await bed.stop(uas.child);
-  const options = await runSipp(bed, alice, { scenario: 'options.xml', target, calls: 100, rate: 100 });
-  const packets = readSip(await cap.stop());
-  const regLat = transactionLatenciesUs(packets, alice.ip, 'REGISTER');
-  const invLat = transactionLatenciesUs(packets, alice.ip, 'INVITE');
+
+  // b's own log tells when it decided and when it served.
+  const events = b.sidecar
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map(
+      (l) => JSON.parse(l) as { time: number; msg: string; reason?: string; detectToVipMs?: number; detectToServingMs?: number },
+    )
+    .filter((e) => e.time >= faultWallMs - 5);
+  const decided = events.find((e) => e.msg === 'role change');
+  const serving = events.find((e) => e.msg === 'serving as master');
+  const kept = lookupAll(b.kamailio, all).size;
   const dropped = REJECT_REASONS.map(
-    (r) => [r, sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: r })] as const,
+    (r) => [r, b.sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: r })] as const,
   ).filter(([, n]) => n > 0);
 
-  console.log('\n================ sipha lab summary ================');
+  console.log('\n================ sipha lab: failover of a pair ================');
+  console.log(`fault (${fault})                    t = 0 ms`);
+  console.log(`b detects it and takes over (${decided?.reason ?? '?'})   t = ${decided ? decided.time - faultWallMs : '?'} ms`);
   console.log(
-    `registrations   UDP ${regU.successful}/${udpUsers.length} answered 200, TCP ${regT.successful}/${tcpUsers.length} answered 200`,
+    `b holds the VIP, ARP announced            t = ${serving && decided ? (decided.time - faultWallMs + (serving.detectToVipMs ?? 0)).toFixed(1) : '?'} ms`,
+  );
+  console.log(`first OPTIONS answered via the VIP        t = ${gap === null ? 'never' : gap.toFixed(1)} ms (10 ms prober)`);
+  console.log(`registrations kept                        ${kept}/${all.length} in b's location table`);
+  console.log(
+    `calls                                     ${callResult.successful}/${nCalls} completed with BYE answered 200, ${callResult.failed} failed`,
   );
   console.log(
-    `location table  ${usrlocStat(kamailio, 'registered_users')} users (incl. bob); ${atClient}/${nUsers} bound at alice's own address`,
+    `backup egress before the fault            ${backupEgressBefore} SIP messages sent, ${withheld} withheld (its Kamailio's replies)`,
   );
+  console.log(`malformed datagrams during the calls      200 sent; dropped and counted on a (then master)`);
   console.log(
-    `calls           ${callResult.successful}/${nCalls} completed, ${callResult.failed} failed (each: setup, hold re-INVITE, BYE)`,
+    `b's inbound drops since it took over      ${dropped.length ? dropped.map(([r, n]) => `${r}=${n}`).join(' ') : 'none'}`,
   );
-  console.log(`OPTIONS         ${options.successful}/100 answered`);
-  console.log(
-    `latency (wire)  REGISTER p50 ${ms(pct(regLat, 50))} p99 ${ms(pct(regLat, 99))}; INVITE->200 p50 ${ms(pct(invLat, 50))} p99 ${ms(pct(invLat, 99))}`,
-  );
-  console.log(
-    `sidecar         ${sidecar.metric('sipha_messages_total', { path: 'inbound' })} in, ${sidecar.metric('sipha_messages_total', { path: 'to_client' })} out; malformed burst: ${burst}, dropped and counted: ${dropped.map(([r, n]) => `${r}=${n}`).join(' ')}`,
-  );
-  console.log('====================================================');
-  const ok = regU.failed === 0 && callResult.failed === 0 && callResult.successful === nCalls && atClient === nUsers;
-  process.exitCode = ok ? 0 : 1;
+  console.log('================================================================');
+  process.exitCode = kept === all.length && callResult.failed === 0 ? 0 : 1;
 } finally {
   await bed.destroy();
 }

@@ -61,7 +61,7 @@ export function statefulSet(p: SipHaPair): Obj {
     env: [
       { name: 'SIPHA_POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'SIPHA_POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-      { name: 'SIPHA_PUBLIC_ADDRESS', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      { name: 'SIPHA_NODE_ADDRESS', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
       env('SIPHA_PAIR', p.metadata.name),
       env('SIPHA_PEERS_SERVICE', n.peers),
       env('SIPHA_SIP_PORT', s.ports.sip),
@@ -200,14 +200,18 @@ export function pdb(p: SipHaPair): Obj {
   };
 }
 
-/** The replication key: made once with random bytes, never part of an apply (that would rotate it). */
+/**
+ * The replication key: made once with random bytes, never part of an apply
+ * (that would rotate it). Stored as base64 text, because the sidecar reads it
+ * from an environment variable, which cannot carry arbitrary bytes (NUL).
+ */
 export function replicationSecret(p: SipHaPair, key: Buffer): Obj {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: meta(p, names(p.metadata.name).secret),
     type: 'Opaque',
-    data: { 'hmac-key': key.toString('base64') },
+    stringData: { 'hmac-key': key.toString('base64') },
   };
 }
 

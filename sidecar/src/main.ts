@@ -40,6 +40,7 @@ async function main(): Promise<void> {
       term: ha?.state.term ?? 0,
       lag: ha?.replicationLag ?? 0,
       applied: ha?.appliedSeq ?? 0,
+      lagMs: (p: number) => ha?.lagMs(p) ?? Number.NaN,
       takeovers: ha?.takeovers ?? 0,
     }));
     await ha.start();

@@ -54,7 +54,9 @@ export function createMetrics() {
     registers: [registry],
   });
   const flows = new Gauge({ name: 'sipha_tcp_flows', help: 'Open TCP connections with SIP peers', registers: [registry] });
-  let haView: (() => { role: string; term: number; lag: number; applied: number; takeovers: number }) | null = null;
+  let haView:
+    | (() => { role: string; term: number; lag: number; applied: number; takeovers: number; lagMs: (p: number) => number })
+    | null = null;
   new Gauge({
     name: 'sipha_role',
     help: '1 for the role this sidecar holds',
@@ -99,7 +101,9 @@ export function createMetrics() {
   });
   return {
     /** Exposes the HA state through the role/term/lag gauges. */
-    ha(view: () => { role: string; term: number; lag: number; applied: number; takeovers: number }): void {
+    ha(
+      view: () => { role: string; term: number; lag: number; applied: number; takeovers: number; lagMs: (p: number) => number },
+    ): void {
       haView = view;
     },
     registry,

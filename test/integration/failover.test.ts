@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readSip, startCapture } from '../lib/capture.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
 import { type PairNode, role, startPair, VIP } from '../lib/pair.ts';
@@ -37,6 +38,7 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
   });
 
   it('replicates registrations: the backup Kamailio holds all 1000, and the backup sent nothing', async () => {
+    const cap = await startCapture(bed, b.host, `src host ${b.host.ip} and port 5060`);
     const r = await runSipp(bed, client, { scenario: 'register.xml', target, calls: 1000, rate: 500, users: aors, timeoutS: 30 });
     assert.equal(r.failed, 0, r.output.slice(-2000));
     assert.equal(r.successful, 1000);
@@ -45,6 +47,7 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
     assert.equal(onB.size, 1000);
     for (const x of onB.values()) assert.equal(x.received, `sip:${client.ip}:5060`);
     assert.equal(b.sidecar.metric('sipha_messages_total', { path: 'to_client' }), 0, 'backup emitted nothing');
+    assert.equal(readSip(await cap.stop()).length, 0, 'tcpdump on the backup saw no SIP packet from it');
     assert.ok(
       b.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'role-backup' }) >= 1000,
       'backup withheld its replies',
@@ -77,5 +80,54 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
     const onB = lookupAll(b.kamailio, [...aors, 'uas']);
     assert.equal(onB.size, 1001, 'every registration survived');
     assert.ok(b.sidecar.metric('sipha_term', {}) > a.sidecar.metric('sipha_term', {}), 'the takeover raised the term');
+  });
+});
+
+describe('failover of a sipha pair (master host down)', { timeout: 300_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('link down + processes killed on the master: the backup takes the VIP with registrations and calls intact', async () => {
+    bed = NetBed.create([
+      { name: 'a', octet: 1 },
+      { name: 'b', octet: 2 },
+      { name: 'client', octet: 10 },
+      { name: 'uas', octet: 20 },
+    ]);
+    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'));
+    const client = bed.host('client');
+    const target = `${VIP}:5060`;
+    const aors = users('hd', 300);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 300, rate: 300, users: aors })).successful,
+      300,
+    );
+    assert.equal(
+      (await runSipp(bed, bed.host('uas'), { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] })).successful,
+      1,
+    );
+    const uas = startUas(bed.host('uas'));
+    const calls = runSipp(bed, client, {
+      scenario: 'uac-call.xml',
+      target,
+      calls: 20,
+      rate: 10,
+      limit: 20,
+      service: 'uas',
+      holdMs: 5000,
+      timeoutS: 60,
+    });
+    await new Promise((r) => setTimeout(r, 3000));
+    a.host.run('ip', ['link', 'set', 'eth0', 'down']);
+    await Promise.all([bed.stop(a.kamailio.child, 'SIGKILL'), bed.stop(a.sidecar.child, 'SIGKILL')]);
+    await until(() => role(b) === 'master', 5000, 'b takes over after missed heartbeats');
+    const r = await calls;
+    await bed.stop(uas.child);
+    assert.equal(r.failed, 0, r.output.slice(-3000));
+    assert.equal(r.successful, 20);
+    assert.equal(lookupAll(b.kamailio, aors).size, 300);
+    assert.ok(b.host.run('ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0']).includes(` ${VIP}/32`), 'b holds the VIP');
   });
 });

@@ -103,6 +103,11 @@ export class HaNode {
     return this.sender.seq - this.sender.acked;
   }
 
+  /** Replication send->ack time percentile (ms) over recent messages. */
+  lagMs(p: number): number {
+    return this.sender.lag.percentile(p);
+  }
+
   get appliedSeq(): number {
     return this.receiver.applied;
   }

@@ -13,10 +13,38 @@ import net from 'node:net';
 import { encodeAck, encodeData, encodeHello, FrameReader, FrameType } from '../../../contract/wire.ts';
 import type { Logger } from '../log.ts';
 
+/** Send->ack times of the most recent frames (a ring: no allocation per message). */
+export class LagWindow {
+  private readonly sentAt: Float64Array;
+  private readonly lags: Float64Array;
+  private n = 0;
+  constructor(size = 8192) {
+    this.sentAt = new Float64Array(size);
+    this.lags = new Float64Array(size);
+  }
+  sent(seq: number): void {
+    this.sentAt[seq % this.sentAt.length] = performance.now();
+  }
+  acked(from: number, to: number): void {
+    const now = performance.now();
+    for (let s = Math.max(from, to - this.sentAt.length + 1); s <= to; s++) {
+      this.lags[this.n++ % this.lags.length] = now - (this.sentAt[s % this.sentAt.length] as number);
+    }
+  }
+  /** Percentile (ms) over the window, NaN when empty. */
+  percentile(p: number): number {
+    const k = Math.min(this.n, this.lags.length);
+    if (k === 0) return Number.NaN;
+    const a = Array.from(this.lags.subarray(0, k)).sort((x, y) => x - y);
+    return a[Math.min(k - 1, Math.ceil((p / 100) * k) - 1)] as number;
+  }
+}
+
 export class ReplicationSender {
   seq = 0;
   acked = 0;
   term = 0;
+  readonly lag = new LagWindow();
   private socket: net.Socket | null = null;
   private connected = false;
   private stopped = true;
@@ -55,6 +83,7 @@ export class ReplicationSender {
   replicate(link: number, slices: Buffer[]): number {
     if (!this.connected || this.socket === null) return 0;
     this.seq++;
+    this.lag.sent(this.seq);
     const frame = encodeData(this.key, this.seq, this.term, link, slices);
     this.socket.write(Buffer.concat(frame));
     return this.seq;
@@ -66,6 +95,7 @@ export class ReplicationSender {
     this.socket = s;
     const reader = new FrameReader(this.key, (f) => {
       if (f.type === FrameType.Ack && f.seq > this.acked) {
+        this.lag.acked(this.acked + 1, f.seq);
         this.acked = f.seq;
         this.onAck(f.seq);
       }

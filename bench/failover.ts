@@ -1,0 +1,304 @@
+/**
+ * npm run bench -- failover   [--trials N] [--quick]
+ *
+ * Failover on the netns bed, sipha against keepalived in the same run with
+ * the same Kamailio build and configuration, for two faults:
+ *   host_down:     the master's link goes down and its processes are killed;
+ *   kamailio_kill: only the master's Kamailio gets SIGKILL.
+ * Each trial: a fresh bed (hosts a, b, client, uas); 1000 users register via
+ * the VIP; (sipha) calls run at 10/s with 10 s hold; an OPTIONS prober sends
+ * every 10 ms; the fault; then:
+ *   gap        = fault -> first OPTIONS answered via the VIP (probe sent after the fault);
+ *   regs lost  = of the 1000, those the new master's location table lacks;
+ *   calls failed (sipha) = sipp's failed calls (established or in setup);
+ *   backup egress (sipha) = SIP packets the backup sent before the fault (tcpdump on its interface).
+ * keepalived runs twice: default (VRRPv2, advert_int 1) and the fastest it
+ * accepts (VRRPv3, advert_int 0.01), with a 1 s track script on Kamailio.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { readSip, startCapture } from '../test/lib/capture.ts';
+import { lookupAll } from '../test/lib/kamailio.ts';
+import { FASTEST_ADVERT_S, holdsVip, startKeepalivedPair } from '../test/lib/keepalived.ts';
+import { type Host, NetBed } from '../test/lib/netbed.ts';
+import { role, startPair, VIP } from '../test/lib/pair.ts';
+import { gapMs, type ProbeLog } from '../test/lib/prober.ts';
+import { until } from '../test/lib/procs.ts';
+import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { median, round, table, writeFigures } from './lib/report.ts';
+
+const { values } = parseArgs({
+  options: {
+    trials: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    // REGISTER rate of the no-false-takeover phase: 80% of the pair's max (bench/out/replication.json).
+    'load-rate': { type: 'string' },
+    'load-seconds': { type: 'string', default: '120' },
+    'only-load': { type: 'boolean', default: false },
+  },
+});
+const TRIALS = Number(values.trials ?? (values.quick ? 2 : 5));
+const PROBER = fileURLToPath(new URL('../test/lib/prober.ts', import.meta.url));
+const USERS = users('fo', 1000);
+type Fault = 'host_down' | 'kamailio_kill';
+type System = 'sipha' | 'keepalived' | 'keepalived_fast';
+
+interface Trial {
+  gapMs: number | null;
+  regsLost: number;
+  callsFailed: number | null;
+  backupEgress: number | null;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * host_down: the instant the link is down (probes sent before can still be
+ * answered by the old master). kamailio_kill: the instant of SIGKILL, sent to
+ * the process group of the master's Kamailio right here.
+ */
+async function injectFault(fault: Fault, master: Host): Promise<{ ns: bigint; wall: number }> {
+  if (fault === 'host_down') master.run('ip', ['link', 'set', 'eth0', 'down']);
+  return { ns: process.hrtime.bigint(), wall: Date.now() / 1000 };
+}
+
+async function trial(system: System, fault: Fault): Promise<Trial> {
+  const bed = NetBed.create([
+    { name: 'a', octet: 1 },
+    { name: 'b', octet: 2 },
+    { name: 'client', octet: 10 },
+    { name: 'uas', octet: 20 },
+  ]);
+  try {
+    const [ha, hb, client, uasHost] = ['a', 'b', 'client', 'uas'].map((n) => bed.host(n)) as [Host, Host, Host, Host];
+    const target = `${VIP}:5060`;
+    /** Injects the fault; returns the instant it took effect (hrtime ns, and wall s for pcap times). */
+    let killMaster: () => Promise<{ ns: bigint; wall: number }>;
+    let newMasterLookup: () => Map<string, unknown>;
+    let capture: Awaited<ReturnType<typeof startCapture>> | null = null;
+    if (system === 'sipha') {
+      const [a, b] = await startPair(bed, ha, hb, { SIPHA_LOG_LEVEL: 'warn' });
+      capture = await startCapture(bed, hb, `src host ${hb.ip} and port 5060`);
+      killMaster = async () => {
+        const at = await injectFault(fault, ha);
+        await Promise.all([
+          bed.stop(a.kamailio.child, 'SIGKILL'),
+          ...(fault === 'host_down' ? [bed.stop(a.sidecar.child, 'SIGKILL')] : []),
+        ]);
+        return at;
+      };
+      newMasterLookup = () => lookupAll(b.kamailio, USERS);
+    } else {
+      const [a, b] = await startKeepalivedPair(bed, ha, hb, VIP, { profile: system === 'keepalived' ? 'default' : 'fastest' });
+      await until(() => holdsVip(ha, VIP), 15000, 'keepalived: a holds the VIP');
+      killMaster = async () => {
+        const at = await injectFault(fault, ha);
+        await Promise.all([
+          bed.stop(a.kamailio.child, 'SIGKILL'),
+          ...(fault === 'host_down' ? [bed.stop(a.keepalived, 'SIGKILL')] : []),
+        ]);
+        return at;
+      };
+      newMasterLookup = () => lookupAll(b.kamailio, USERS);
+    }
+
+    const reg = await runSipp(bed, client, {
+      scenario: 'register.xml',
+      target,
+      calls: USERS.length,
+      rate: 500,
+      users: USERS,
+      timeoutS: 30,
+    });
+    if (reg.successful !== USERS.length) throw new Error(`${system}: only ${reg.successful} of ${USERS.length} registered`);
+
+    let calls: ReturnType<typeof runSipp> | null = null;
+    let uas: ReturnType<typeof startUas> | null = null;
+    if (system === 'sipha') {
+      await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] });
+      uas = startUas(uasHost);
+      calls = runSipp(bed, client, {
+        scenario: 'uac-call.xml',
+        target,
+        calls: 60,
+        rate: 10,
+        limit: 200,
+        service: 'uas',
+        holdMs: 10_000,
+        timeoutS: 60,
+      });
+    }
+    const probeOut = join(bed.subdir('probe'), 'probe.json');
+    const prober = client.spawn(process.execPath, [PROBER, VIP, '5060', '10', '9000', probeOut], {
+      env: { ...process.env, PROBER_LOCAL_IP: client.ip },
+    });
+    await sleep(4000);
+    const { ns: faultNs, wall: faultWall } = await killMaster();
+    await new Promise((r) => prober.once('exit', r));
+    const log = JSON.parse(readFileSync(probeOut, 'utf8')) as ProbeLog;
+    const gap = gapMs(log, faultNs);
+
+    let callsFailed: number | null = null;
+    if (calls) {
+      const r = await calls;
+      callsFailed = r.failed + (60 - r.successful - r.failed);
+      if (uas) await bed.stop(uas.child);
+    }
+    let backupEgress: number | null = null;
+    if (capture) {
+      const packets = readSip(await capture.stop());
+      backupEgress = packets.filter((p) => p.time < faultWall).length;
+    }
+    const found = newMasterLookup();
+    return { gapMs: gap === null ? null : round(gap, 1), regsLost: USERS.length - found.size, callsFailed, backupEgress };
+  } finally {
+    await bed.destroy();
+  }
+}
+
+/**
+ * No false takeover: the pair under REGISTER load at 80% of its max rate for
+ * `seconds`, with the other core kept busy by a CPU burner (bounded in time),
+ * must never change master.
+ */
+async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: number; failedPct: number; achieved: number }> {
+  const bed = NetBed.create([
+    { name: 'a', octet: 1 },
+    { name: 'b', octet: 2 },
+    { name: 'client', octet: 10 },
+  ]);
+  const burner = (await import('node:child_process')).spawn(
+    process.execPath,
+    ['-e', `const end = Date.now() + ${(seconds + 10) * 1000}; while (Date.now() < end) {}`],
+    { stdio: 'ignore' },
+  );
+  try {
+    const [ha, hb, client] = ['a', 'b', 'client'].map((n) => bed.host(n)) as [Host, Host, Host];
+    const [a, b] = await startPair(bed, ha, hb, { SIPHA_LOG_LEVEL: 'warn' });
+    const calls = rate * seconds;
+    const r = await runSipp(bed, client, {
+      scenario: 'register.xml',
+      target: `${VIP}:5060`,
+      calls,
+      rate,
+      limit: rate * 3,
+      users: users('load', 20000),
+      timeoutS: 30,
+    });
+    const takeovers = b.sidecar.metric('sipha_takeovers', {}) + a.sidecar.metric('sipha_takeovers', {});
+    const stillRoles = `${role(a)}/${role(b)}`;
+    console.log(
+      `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}`,
+    );
+    return {
+      takeovers: takeovers + (stillRoles === 'master/backup' ? 0 : 1),
+      failedPct: round((100 * (calls - r.successful)) / calls, 3),
+      achieved: Math.round(r.callRate),
+    };
+  } finally {
+    burner.kill('SIGKILL');
+    await bed.destroy();
+  }
+}
+
+function loadRate(): number {
+  if (values['load-rate']) return Number(values['load-rate']);
+  try {
+    const rep = JSON.parse(readFileSync(fileURLToPath(new URL('./out/replication.json', import.meta.url)), 'utf8')) as {
+      pair_register_max_rate?: number;
+    };
+    if (rep.pair_register_max_rate) return Math.round(rep.pair_register_max_rate * 0.8);
+  } catch {
+    // no replication figures yet
+  }
+  return 3000;
+}
+
+if (values['only-load']) {
+  const rate = loadRate();
+  const lp = await loadPhase(rate, Number(values['load-seconds']));
+  const path = fileURLToPath(new URL('./out/failover.json', import.meta.url));
+  const prev = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  writeFigures('failover', {
+    ...prev,
+    false_takeovers: lp.takeovers,
+    false_takeover_load_rate: rate,
+    false_takeover_load_seconds: Number(values['load-seconds']),
+    false_takeover_load_failed_pct: lp.failedPct,
+  });
+  process.exit(0);
+}
+
+const results: Record<string, Trial[]> = {};
+for (const fault of ['kamailio_kill', 'host_down'] as Fault[]) {
+  for (const system of ['sipha', 'keepalived', 'keepalived_fast'] as System[]) {
+    const key = `${fault}_${system}`;
+    results[key] = [];
+    for (let i = 1; i <= TRIALS; i++) {
+      const t = await trial(system, fault);
+      results[key].push(t);
+      console.log(
+        `${fault} ${system} trial ${i}/${TRIALS}: gap ${t.gapMs ?? 'never'} ms, regs lost ${t.regsLost}, calls failed ${t.callsFailed ?? '-'}, backup egress ${t.backupEgress ?? '-'}`,
+      );
+    }
+  }
+}
+
+const figures: Record<string, number | string | null> = {};
+const rows: Array<Array<string | number>> = [];
+for (const [key, ts] of Object.entries(results)) {
+  const gaps = ts.map((t) => t.gapMs).filter((g): g is number => g !== null);
+  const never = ts.length - gaps.length;
+  const [fault, ...rest] = key.split(/_(?=sipha|keepalived)/);
+  const system = rest.join('_');
+  const f = (name: string, v: number | null) => {
+    figures[`${fault}_${system}_${name}`] = v;
+  };
+  f('gap_ms_p50', gaps.length ? round(median(gaps), 1) : null);
+  f('gap_ms_min', gaps.length ? Math.min(...gaps) : null);
+  f('gap_ms_max', gaps.length ? Math.max(...gaps) : null);
+  f('regs_lost', Math.max(...ts.map((t) => t.regsLost)));
+  if (system === 'sipha') {
+    f(
+      'calls_failed',
+      ts.reduce((n, t) => n + (t.callsFailed ?? 0), 0),
+    );
+    f(
+      'backup_egress_packets',
+      ts.reduce((n, t) => n + (t.backupEgress ?? 0), 0),
+    );
+  }
+  rows.push([
+    fault as string,
+    system,
+    gaps.length ? Math.min(...gaps) : '-',
+    gaps.length ? round(median(gaps), 1) : '-',
+    gaps.length ? Math.max(...gaps) : '-',
+    never,
+    Math.max(...ts.map((t) => t.regsLost)),
+    system === 'sipha' ? ts.reduce((n, t) => n + (t.callsFailed ?? 0), 0) : '-',
+    system === 'sipha' ? ts.reduce((n, t) => n + (t.backupEgress ?? 0), 0) : '-',
+  ]);
+}
+// The keys the issue names, with keepalived meaning its default setting.
+for (const fault of ['host_down', 'kamailio_kill']) {
+  figures[`${fault}_keepalived_gap_ms_p50`] = figures[`${fault}_keepalived_gap_ms_p50`] ?? null;
+}
+const rate = loadRate();
+const lp = await loadPhase(rate, Number(values['load-seconds']));
+figures.false_takeovers = lp.takeovers;
+figures.false_takeover_load_rate = rate;
+figures.false_takeover_load_failed_pct = lp.failedPct;
+table(
+  `failover: sipha vs keepalived on the same bed (${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP, 10 ms prober)`,
+  ['fault', 'system', 'gap min', 'gap p50', 'gap max', 'no answer', 'regs lost (of 1000)', 'calls failed', 'backup egress'],
+  rows,
+);
+writeFigures('failover', {
+  ...figures,
+  trials: TRIALS,
+  keepalived_fast_advert_s: FASTEST_ADVERT_S,
+  sipha_heartbeat: '20 ms x 5 misses (defaults)',
+});

@@ -1,0 +1,157 @@
+/**
+ * npm run bench -- replication   [--quick]
+ *
+ * What replication costs, on the netns bed, in one run:
+ * - replication lag (master sends a message -> backup acks it) p50/p99 at
+ *   500 calls/s, read from the master's sipha_replication_lag_ms gauges;
+ * - throughput (REGISTER max rate at < 1% failures, sipp ladder) and response
+ *   time p50 (wire capture at the client) of the pair (sync replication)
+ *   against a single Kamailio behind the same edge proxy (the baseline).
+ * Both set-ups run on the same bed, steps alternated. sipp, two Kamailio,
+ * two sidecars share 2 cores: ratios matter more than absolute rates.
+ */
+import { readSip, startCapture, transactionLatenciesUs } from '../test/lib/capture.ts';
+import { startKamailio } from '../test/lib/kamailio.ts';
+import { type Host, NetBed } from '../test/lib/netbed.ts';
+import { startPair, VIP } from '../test/lib/pair.ts';
+import { startSidecar } from '../test/lib/sidecar.ts';
+import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { median, round, table, writeFigures } from './lib/report.ts';
+
+const quick = process.argv.includes('--quick');
+const LADDER = quick ? [1000, 3000] : [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000];
+const STEP_S = 3;
+
+const bed = NetBed.create([
+  { name: 'a', octet: 1 },
+  { name: 'b', octet: 2 },
+  { name: 'single', octet: 3 },
+  { name: 'client', octet: 10 },
+  { name: 'uas', octet: 20 },
+]);
+try {
+  const [ha, hb, single, client, uasHost] = ['a', 'b', 'single', 'client', 'uas'].map((n) => bed.host(n)) as [
+    Host,
+    Host,
+    Host,
+    Host,
+    Host,
+  ];
+  const [master] = await startPair(bed, ha, hb, { SIPHA_LOG_LEVEL: 'warn' });
+  await startKamailio(bed, single, { sipha: true, publicIp: single.ip });
+  await startSidecar(single, { SIPHA_LOG_LEVEL: 'warn' });
+  const target = { pair: `${VIP}:5060`, single: `${single.ip}:5060` } as const;
+  const modes = ['single', 'pair'] as const;
+  const pool = users('rep', 10000);
+
+  // ---- lag at 500 calls/s ----
+  for (const mode of modes)
+    await runSipp(bed, uasHost, {
+      scenario: 'register.xml',
+      target: target[mode],
+      calls: 1,
+      rate: 10,
+      users: ['uas'],
+      localPort: mode === 'pair' ? 5060 : 5062,
+    });
+  const uasPair = startUas(uasHost, 5060);
+  const uasSingle = startUas(uasHost, 5062);
+  const lagCalls = await runSipp(bed, client, {
+    scenario: 'uac-call.xml',
+    target: target.pair,
+    calls: quick ? 1500 : 5000,
+    rate: 500,
+    limit: 2000,
+    service: 'uas',
+    holdMs: 200,
+    timeoutS: 60,
+  });
+  const lagP50 = master.sidecar.metric('sipha_replication_lag_ms', { quantile: '0.5' });
+  const lagP99 = master.sidecar.metric('sipha_replication_lag_ms', { quantile: '0.99' });
+  console.log(
+    `lag at 500 cps: p50 ${lagP50.toFixed(3)} ms, p99 ${lagP99.toFixed(3)} ms (${lagCalls.successful} calls ok, ${lagCalls.failed} failed)`,
+  );
+
+  // ---- response time: single vs pair, wire capture ----
+  const lat: Record<(typeof modes)[number], number[]> = { single: [], pair: [] };
+  for (let round_ = 0; round_ < (quick ? 1 : 3); round_++) {
+    for (const mode of modes) {
+      const cap = await startCapture(bed, client, 'udp port 5060');
+      await runSipp(bed, client, {
+        scenario: 'register.xml',
+        target: target[mode],
+        calls: 2000,
+        rate: 500,
+        users: pool,
+        timeoutS: 30,
+      });
+      lat[mode].push(...transactionLatenciesUs(readSip(await cap.stop()), client.ip, 'REGISTER'));
+    }
+  }
+
+  // ---- max REGISTER rate ----
+  const best = { single: 0, pair: 0 };
+  const alive = { single: true, pair: true };
+  const rows: Array<Array<string | number>> = [];
+  for (const rate of LADDER) {
+    for (const mode of modes) {
+      if (!alive[mode]) continue;
+      const calls = rate * STEP_S;
+      const r = await runSipp(bed, client, {
+        scenario: 'register.xml',
+        target: target[mode],
+        calls,
+        rate,
+        limit: rate * 3,
+        users: pool,
+        timeoutS: 20,
+      });
+      const failPct = (100 * (calls - r.successful)) / calls;
+      const pass = failPct < 1 && r.callRate >= 0.9 * rate;
+      rows.push([mode, rate, Math.round(r.callRate), round(failPct, 2), pass ? 'pass' : 'FAIL']);
+      if (pass) best[mode] = rate;
+      else alive[mode] = false;
+    }
+    if (!alive.single && !alive.pair) break;
+  }
+  await bed.stop(uasPair.child);
+  await bed.stop(uasSingle.child);
+
+  table('REGISTER ladder', ['set-up', 'target/s', 'achieved/s', 'failed %', 'result'], rows);
+  const figures = {
+    replication_lag_ms_p50: round(lagP50, 3),
+    replication_lag_ms_p99: round(lagP99, 3),
+    lag_load_calls_per_s: 500,
+    lag_load_calls_ok: lagCalls.successful,
+    lag_load_calls_failed: lagCalls.failed,
+    single_register_max_rate: best.single,
+    pair_register_max_rate: best.pair,
+    pair_throughput_ratio: round(best.pair / best.single, 3),
+    single_register_p50_us: round(median(lat.single), 0),
+    pair_register_p50_us: round(median(lat.pair), 0),
+    pair_added_latency_p50_us: round(median(lat.pair) - median(lat.single), 0),
+    replication_mode: 'sync',
+  };
+  table(
+    'replication: the pair (sync) vs one Kamailio behind the edge proxy',
+    ['figure', 'single', 'pair', 'pair/single'],
+    [
+      ['REGISTER max rate /s', best.single, best.pair, figures.pair_throughput_ratio],
+      [
+        'REGISTER p50 µs (wire)',
+        figures.single_register_p50_us,
+        figures.pair_register_p50_us,
+        round(figures.pair_register_p50_us / figures.single_register_p50_us, 2),
+      ],
+      [
+        'replication lag p50 / p99 ms at 500 cps',
+        '-',
+        `${figures.replication_lag_ms_p50} / ${figures.replication_lag_ms_p99}`,
+        '-',
+      ],
+    ],
+  );
+  writeFigures('replication', figures);
+} finally {
+  await bed.destroy();
+}

@@ -1,0 +1,69 @@
+/**
+ * The local server monitor's second half: a SIP OPTIONS to the local server
+ * over the link every `intervalMs`. A server whose process died is seen at
+ * once by the link (its sockets close); a server that is alive but hung
+ * holds its sockets and is seen here, after `misses` unanswered probes.
+ * Probes are never replicated and their answers never leave the pod.
+ */
+import type { SipMessage } from '../sip/message.ts';
+
+export const PROBE_BRANCH_PREFIX = 'z9hG4bK-sipha-probe-';
+
+export interface ProbeLink {
+  sendOn(index: number, slices: Buffer[]): boolean;
+}
+
+export class ServerProbe {
+  private n = 0;
+  private answered = 0;
+  private sent = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private healthy = true;
+  private readonly link: ProbeLink;
+  private readonly intervalMs: number;
+  private readonly misses: number;
+  private readonly onHealth: (healthy: boolean) => void;
+
+  constructor(link: ProbeLink, intervalMs: number, misses: number, onHealth: (healthy: boolean) => void) {
+    this.link = link;
+    this.intervalMs = intervalMs;
+    this.misses = misses;
+    this.onHealth = onHealth;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.tick(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** True when `m` is the answer to one of our probes (it is consumed here). */
+  consume(m: SipMessage): boolean {
+    const branch = m.topVia.branch;
+    if (m.isRequest || branch === undefined || !branch.startsWith(PROBE_BRANCH_PREFIX)) return false;
+    const k = Number(branch.slice(PROBE_BRANCH_PREFIX.length));
+    if (Number.isInteger(k) && k > this.answered) this.answered = k;
+    if (!this.healthy) {
+      this.healthy = true;
+      this.onHealth(true);
+    }
+    return true;
+  }
+
+  private tick(): void {
+    if (this.healthy && this.sent - this.answered >= this.misses) {
+      this.healthy = false;
+      this.onHealth(false);
+    }
+    this.n++;
+    this.sent = this.n;
+    const msg =
+      `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=${PROBE_BRANCH_PREFIX}${this.n}\r\n` +
+      `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${this.n}\r\nCSeq: ${this.n} OPTIONS\r\n` +
+      'Max-Forwards: 1\r\nContent-Length: 0\r\n\r\n';
+    this.link.sendOn(0, [Buffer.from(msg, 'latin1')]);
+  }
+}

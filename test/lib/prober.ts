@@ -1,0 +1,71 @@
+/**
+ * OPTIONS prober: run inside a bed host as
+ *   node prober.ts TARGET_IP PORT INTERVAL_MS DURATION_MS OUT.json
+ * Sends one OPTIONS every INTERVAL_MS (bounded by DURATION_MS), and writes
+ * the send and answer times of every probe (process.hrtime, CLOCK_MONOTONIC:
+ * the same clock in every process on the machine) to OUT.json.
+ */
+import dgram from 'node:dgram';
+import { writeFileSync } from 'node:fs';
+
+export interface ProbeLog {
+  sentNs: string[];
+  answeredNs: Array<string | null>;
+}
+
+/** Milliseconds from `faultNs` to the first answer to a probe sent after it (null: never answered). */
+export function gapMs(log: ProbeLog, faultNs: bigint): number | null {
+  for (let i = 0; i < log.sentNs.length; i++) {
+    if (BigInt(log.sentNs[i] as string) < faultNs) continue;
+    const a = log.answeredNs[i];
+    if (a) {
+      // The first answered probe sent after the fault; earlier probes after the fault went unanswered.
+      let best = BigInt(a);
+      for (let j = i + 1; j < log.sentNs.length; j++) {
+        const aj = log.answeredNs[j];
+        if (aj && BigInt(aj) < best) best = BigInt(aj);
+        if (BigInt(log.sentNs[j] as string) > best) break;
+      }
+      return Number(best - faultNs) / 1e6;
+    }
+  }
+  return null;
+}
+
+if (process.argv[1]?.endsWith('prober.ts')) {
+  const [target, portText, intervalText, durationText, out] = process.argv.slice(2) as [string, string, string, string, string];
+  const port = Number(portText);
+  const interval = Math.max(1, Number(intervalText));
+  const duration = Math.min(Number(durationText), 600_000);
+  const sock = dgram.createSocket('udp4');
+  const log: ProbeLog = { sentNs: [], answeredNs: [] };
+  sock.on('message', (b) => {
+    const m = /Call-ID: probe-(\d+)/.exec(b.toString('latin1'));
+    if (!m) return;
+    const i = Number(m[1]);
+    if (i < log.answeredNs.length && log.answeredNs[i] === null) log.answeredNs[i] = process.hrtime.bigint().toString();
+  });
+  sock.bind(0, () => {
+    const { address, port: lport } = sock.address();
+    const local = process.env.PROBER_LOCAL_IP ?? address;
+    const started = Date.now();
+    const tick = () => {
+      if (Date.now() - started > duration) {
+        setTimeout(() => {
+          writeFileSync(out, JSON.stringify(log));
+          sock.close();
+        }, 500);
+        return;
+      }
+      const i = log.sentNs.length;
+      const msg =
+        `OPTIONS sip:${target}:${port} SIP/2.0\r\nVia: SIP/2.0/UDP ${local}:${lport};branch=z9hG4bK-probe-${i};rport\r\n` +
+        `From: <sip:prober@${local}>;tag=p${i}\r\nTo: <sip:${target}:${port}>\r\nCall-ID: probe-${i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`;
+      log.sentNs.push(process.hrtime.bigint().toString());
+      log.answeredNs.push(null);
+      sock.send(msg, port, target);
+      setTimeout(tick, interval);
+    };
+    tick();
+  });
+}
