@@ -47,8 +47,25 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
   return n;
 }
 
+/**
+ * In a cluster both pods of a StatefulSet get the same environment: the
+ * ordinal comes from the pod name (<pair>-0 / <pair>-1) and the peer is the
+ * other ordinal behind the headless peers Service (resolved at start).
+ */
+function inCluster(env: Env): { ordinal: 0 | 1; peer: string } | null {
+  const pod = env.SIPHA_POD_NAME;
+  const pair = env.SIPHA_PAIR;
+  const svc = env.SIPHA_PEERS_SERVICE;
+  if (!pod || !pair || !svc) return null;
+  const m = /-(0|1)$/.exec(pod);
+  if (!m) throw new Error(`SIPHA_POD_NAME=${pod}: expected <pair>-0 or <pair>-1`);
+  const ordinal = Number(m[1]) as 0 | 1;
+  return { ordinal, peer: `${pair}-${1 - ordinal}.${svc}` };
+}
+
 function haSettings(env: Env): HaSettings | null {
-  const peer = env.SIPHA_PEER_ADDRESS;
+  const cluster = inCluster(env);
+  const peer = env.SIPHA_PEER_ADDRESS ?? cluster?.peer;
   if (!peer) return null;
   const need = (name: string) => {
     const v = env[name];
@@ -62,7 +79,7 @@ function haSettings(env: Env): HaSettings | null {
   const intervalMs = int(env, 'SIPHA_HEARTBEAT_INTERVAL_MS', 20, 5, 1000);
   const misses = int(env, 'SIPHA_HEARTBEAT_MISSES', 5, 2, 20);
   return {
-    ordinal: int(env, 'SIPHA_ORDINAL', 0, 0, 1) as 0 | 1,
+    ordinal: (env.SIPHA_ORDINAL !== undefined ? int(env, 'SIPHA_ORDINAL', 0, 0, 1) : (cluster?.ordinal ?? 0)) as 0 | 1,
     nodeAddress: need('SIPHA_NODE_ADDRESS'),
     peerAddress: peer,
     heartbeatPort: int(env, 'SIPHA_HEARTBEAT_PORT', 5062, 1, 65535),

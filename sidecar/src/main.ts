@@ -2,9 +2,13 @@
  * sipha sidecar: the data plane that sits in front of the local SIP server.
  * Configured by environment variables (see config.ts and docs/sidecar.md).
  */
+
+import { lookup } from 'node:dns/promises';
+import * as k8s from '@kubernetes/client-node';
 import { loadConfig } from './config.ts';
 import { HaNode } from './ha/ha-node.ts';
 import { startHttp } from './http.ts';
+import { RoleReporter } from './kube/role-reporter.ts';
 import { createLogger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
@@ -28,8 +32,18 @@ async function main(): Promise<void> {
   );
   let ha: HaNode | null = null;
   if (config.ha) {
+    // The peer may be a DNS name (the peers Service): resolve it before starting.
+    let peerAddress = config.ha.peerAddress;
+    for (let i = 0; !/^[0-9.]+$/.test(peerAddress); i++) {
+      try {
+        peerAddress = (await lookup(peerAddress, { family: 4 })).address;
+      } catch (err) {
+        if (i % 20 === 0) log.warn({ peer: config.ha.peerAddress, err: (err as Error).message }, 'peer not resolvable yet');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
     ha = new HaNode(
-      config.ha,
+      { ...config.ha, peerAddress },
       proxy,
       new ArpAnnouncer(config.ha.vip, config.ha.vipInterface, log.child({ room: 'vip' })),
       log.child({ room: 'ha' }),
@@ -43,6 +57,19 @@ async function main(): Promise<void> {
       lagMs: (p: number) => ha?.lagMs(p) ?? Number.NaN,
       takeovers: ha?.takeovers ?? 0,
     }));
+    const pod = process.env.SIPHA_POD_NAME;
+    const namespace = process.env.SIPHA_POD_NAMESPACE;
+    if (pod && namespace && process.env.KUBERNETES_SERVICE_HOST) {
+      // In a cluster: say our role on our pod (the VIP Service selects it) and obey fencing.
+      const kc = new k8s.KubeConfig();
+      kc.loadFromCluster();
+      const reporter = new RoleReporter(kc, namespace, pod);
+      const node = ha;
+      node.report = (r) => reporter.report(r);
+      await reporter
+        .watchFencing((term) => node.fenced(term))
+        .catch((err) => log.warn({ err: (err as Error).message }, 'cannot watch for fencing'));
+    }
     await ha.start();
   } else {
     await proxy.start();

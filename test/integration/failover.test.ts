@@ -131,3 +131,43 @@ describe('failover of a sipha pair (master host down)', { timeout: 300_000 }, ()
     assert.ok(b.host.run('ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0']).includes(` ${VIP}/32`), 'b holds the VIP');
   });
 });
+
+describe('failover of a sipha pair (master Kamailio hung)', { timeout: 120_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('a frozen Kamailio (SIGSTOP: sockets open, no answers) is caught by the OPTIONS probe and the backup takes over', async () => {
+    bed = NetBed.create([
+      { name: 'a', octet: 1 },
+      { name: 'b', octet: 2 },
+      { name: 'client', octet: 10 },
+    ]);
+    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'));
+    const aors = users('hung', 100);
+    assert.equal(
+      (
+        await runSipp(bed, bed.host('client'), {
+          scenario: 'register.xml',
+          target: `${VIP}:5060`,
+          calls: 100,
+          rate: 200,
+          users: aors,
+        })
+      ).successful,
+      100,
+    );
+    const pid = a.kamailio.child.pid as number;
+    process.kill(-pid, 'SIGSTOP');
+    try {
+      await until(() => role(b) === 'master', 10000, 'b takes over from a hung server');
+      assert.equal(role(a), 'resigned');
+      const r = await runSipp(bed, bed.host('client'), { scenario: 'options.xml', target: `${VIP}:5060`, calls: 20, rate: 20 });
+      assert.equal(r.successful, 20, 'the VIP answers again');
+      assert.equal(lookupAll(b.kamailio, aors).size, 100);
+    } finally {
+      process.kill(-pid, 'SIGCONT');
+    }
+  });
+});

@@ -73,3 +73,28 @@ describe('edge proxy edits', () => {
     m.close();
   });
 });
+
+describe('sidecar configuration in a cluster', () => {
+  it('derives the ordinal from the pod name and the peer from the peers Service', async () => {
+    const { loadConfig } = await import('../../sidecar/src/config.ts');
+    const base = {
+      SIPHA_REPLICATION_KEY: Buffer.alloc(32, 7).toString('base64'),
+      SIPHA_NODE_ADDRESS: '198.18.0.1',
+      SIPHA_VIP: '198.18.0.100',
+    };
+    const c = loadConfig({
+      ...base,
+      SIPHA_POD_NAME: 'sip-edge-1',
+      SIPHA_PAIR: 'sip-edge',
+      SIPHA_PEERS_SERVICE: 'sip-edge-peers',
+    });
+    assert.equal(c.ha?.ordinal, 1);
+    assert.equal(c.ha?.peerAddress, 'sip-edge-0.sip-edge-peers');
+    assert.equal(loadConfig({}).ha, null);
+    assert.throws(() => loadConfig({ SIPHA_PEER_ADDRESS: '198.18.0.2' }), /SIPHA_REPLICATION_KEY is required/);
+    assert.throws(
+      () => loadConfig({ ...base, SIPHA_PEER_ADDRESS: 'x', SIPHA_HEARTBEAT_MISSES: '1' }),
+      /SIPHA_HEARTBEAT_MISSES=1: expected an integer from 2 to 20/,
+    );
+  });
+});

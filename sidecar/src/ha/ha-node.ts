@@ -15,6 +15,7 @@ import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
 import { type HaEvent, initialState, type NodeState, step } from './roles.ts';
+import { ServerProbe } from './server-probe.ts';
 
 export interface HaConfig {
   ordinal: 0 | 1;
@@ -49,6 +50,9 @@ export class HaNode {
   private readonly receiver: ReplicationReceiver;
   private readonly barrier: SyncBarrier;
   private startupTimer: NodeJS.Timeout | null = null;
+  private probe: ServerProbe | null = null;
+  private linkUp = false;
+  private probeHealthy = true;
   private readonly cfg: HaConfig;
   private readonly proxy: EdgeProxy;
   private readonly vip: VipAnnouncer;
@@ -87,7 +91,18 @@ export class HaNode {
     if (this.cfg.replicationMode === 'sync') p.hold = (send) => this.barrier.hold(send);
     this.receiver.apply = (link, payload) => p.serverLink.sendOn(link, [payload]);
     this.receiver.accepting = () => this.state.role !== 'master';
-    p.serverLink.onServer = (up) => this.dispatch({ type: 'server', up });
+    // The server is up when its link is (process alive) and it answers OPTIONS (not hung).
+    const serverEvent = () => this.dispatch({ type: 'server', up: this.linkUp && this.probeHealthy });
+    p.serverLink.onServer = (up) => {
+      this.linkUp = up;
+      serverEvent();
+    };
+    this.probe = new ServerProbe(p.serverLink, 1000, 3, (healthy) => {
+      this.log.warn({ healthy }, healthy ? 'SIP server answers OPTIONS again' : 'SIP server stopped answering OPTIONS');
+      this.probeHealthy = healthy;
+      serverEvent();
+    });
+    p.probeAnswer = (m) => this.probe?.consume(m) ?? false;
     this.hb.onMessage = (m) => this.onHeartbeat(m);
 
     await this.receiver.listen(this.cfg.replicationPort, this.cfg.nodeAddress);
@@ -96,7 +111,11 @@ export class HaNode {
     this.tellPeer(false);
     this.startupTimer = setTimeout(() => this.dispatch({ type: 'startup-timeout' }), this.cfg.startupGraceMs);
     this.startupTimer.unref();
-    if (p.serverReady) this.dispatch({ type: 'server', up: true });
+    this.probe.start();
+    if (p.serverReady) {
+      this.linkUp = true;
+      this.dispatch({ type: 'server', up: true });
+    }
   }
 
   get replicationLag(): number {
@@ -114,6 +133,7 @@ export class HaNode {
 
   async stop(): Promise<void> {
     if (this.startupTimer) clearTimeout(this.startupTimer);
+    this.probe?.stop();
     this.sender.stop();
     this.receiver.close();
     await this.hb.stop();

@@ -51,6 +51,8 @@ export class EdgeProxy {
   gate: EgressGate = () => null;
   tap: InboundTap | null = null;
   hold: EgressHold | null = null;
+  /** Consumes answers to the sidecar's own probes of its server (they never leave). */
+  probeAnswer: ((m: SipMessage) => boolean) | null = null;
 
   private udp: dgram.Socket | null = null;
   private publicBound = false;
@@ -170,6 +172,7 @@ export class EdgeProxy {
       this.log.warn({ reason: m.reason, detail: m.detail }, 'dropped malformed message from the SIP server');
       return;
     }
+    if (this.probeAnswer?.(m)) return;
     const withheld = this.gate(m);
     if (withheld !== null) {
       this.metrics.drop('egress', withheld);
