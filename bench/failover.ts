@@ -185,7 +185,7 @@ async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: nu
       rate,
       limit: rate * 3,
       users: users('load', 20000),
-      timeoutS: 30,
+      timeoutS: seconds + 60,
     });
     const takeovers = b.sidecar.metric('sipha_takeovers', {}) + a.sidecar.metric('sipha_takeovers', {});
     const stillRoles = `${role(a)}/${role(b)}`;

@@ -92,6 +92,21 @@ export function createMetrics() {
     },
   });
   new Gauge({
+    name: 'sipha_replication_lag_ms',
+    help: 'Replication send->ack time over the last 8192 messages, by quantile',
+    labelNames: ['quantile'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const v = haView?.();
+      if (!v) return;
+      for (const q of [50, 99]) {
+        const x = v.lagMs(q);
+        if (Number.isFinite(x)) this.set({ quantile: String(q / 100) }, x);
+      }
+    },
+  });
+  new Gauge({
     name: 'sipha_takeovers',
     help: 'Takeovers by this sidecar since start',
     registers: [registry],

@@ -121,7 +121,7 @@ describe('role state machine: safety', () => {
           const [a, b] = nodes as [NodeState, NodeState];
           if (a.role === 'master' && b.role === 'master') assert.notEqual(a.term, b.term, JSON.stringify(nodes));
           // Terms never go down.
-          assert.ok(nodes[e.node]!.term >= me.term);
+          assert.ok((nodes[e.node] as NodeState).term >= me.term);
         }
       }),
       { numRuns: 20000, seed: 3 },

@@ -83,7 +83,7 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return same(s);
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'peer-is-master');
-      if (p && p.serverUp && (p.role === 'starting' || p.role === 'backup')) {
+      if (p?.serverUp && (p.role === 'starting' || p.role === 'backup')) {
         // Both ready: the lower ordinal is preferred as the first master.
         return s.ordinal < peerOrdinal(s) ? become(s, 'master', 'elected', true) : same(s);
       }
