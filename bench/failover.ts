@@ -16,7 +16,6 @@
  * accepts (VRRPv3, advert_int 0.01), with a 1 s track script on Kamailio.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readSip, startCapture } from '../test/lib/capture.ts';
@@ -24,7 +23,7 @@ import { lookupAll } from '../test/lib/kamailio.ts';
 import { FASTEST_ADVERT_S, holdsVip, startKeepalivedPair } from '../test/lib/keepalived.ts';
 import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { role, startPair, VIP } from '../test/lib/pair.ts';
-import { gapMs, type ProbeLog } from '../test/lib/prober.ts';
+import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
@@ -40,7 +39,6 @@ const { values } = parseArgs({
   },
 });
 const TRIALS = Number(values.trials ?? (values.quick ? 2 : 5));
-const PROBER = fileURLToPath(new URL('../test/lib/prober.ts', import.meta.url));
 const USERS = users('fo', 1000);
 type Fault = 'host_down' | 'kamailio_kill';
 type System = 'sipha' | 'keepalived' | 'keepalived_fast';
@@ -130,15 +128,10 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
         timeoutS: 60,
       });
     }
-    const probeOut = join(bed.subdir('probe'), 'probe.json');
-    const prober = client.spawn(process.execPath, [PROBER, VIP, '5060', '10', '9000', probeOut], {
-      env: { ...process.env, PROBER_LOCAL_IP: client.ip },
-    });
+    const prober = startProber(bed, client, VIP, 10, 9000);
     await sleep(4000);
     const { ns: faultNs, wall: faultWall } = await killMaster();
-    await new Promise((r) => prober.once('exit', r));
-    const log = JSON.parse(readFileSync(probeOut, 'utf8')) as ProbeLog;
-    const gap = gapMs(log, faultNs);
+    const gap = gapMs(await prober.done, faultNs);
 
     let callsFailed: number | null = null;
     if (calls) {

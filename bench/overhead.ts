@@ -19,7 +19,8 @@ import { readSip, startCapture, transactionLatenciesUs } from '../test/lib/captu
 import { startKamailio } from '../test/lib/kamailio.ts';
 import { NetBed } from '../test/lib/netbed.ts';
 import { startSidecar } from '../test/lib/sidecar.ts';
-import { runSipp, type SippRun, startUas, users } from '../test/lib/sipp.ts';
+import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { maxRateLadder } from './lib/ladder.ts';
 import { median, percentile, round, table, writeFigures } from './lib/report.ts';
 
 const quick = process.argv.includes('--quick');
@@ -95,43 +96,20 @@ try {
   }
 
   // ---- max rate at < 1% failures ----
-  async function ladder(name: string, rates: number[], base: Omit<SippRun, 'calls' | 'rate' | 'target'>) {
-    const best: Record<Mode, number> = { direct: 0, sidecar: 0 };
-    const alive: Record<Mode, boolean> = { direct: true, sidecar: true };
-    const rows: Array<Array<string | number>> = [];
-    for (const rate of rates) {
-      for (const mode of MODES) {
-        if (!alive[mode]) continue;
-        const calls = rate * STEP_S;
-        const r = await runSipp(bed, client, {
-          ...base,
-          target: target[mode],
-          rate,
-          calls,
-          limit: Math.max(rate * 3, 100),
-          timeoutS: 20,
-        });
-        const total = r.successful + r.failed;
-        const failPct = total === 0 ? 100 : (100 * (r.failed + (calls - total))) / calls;
-        // REGISTER: sipp's own count of requests created per second falls behind the
-        // target when the system cannot keep up. Calls last ~0.5 s, which that
-        // count (total / elapsed) would also charge: for calls, the system keeps up
-        // when the whole step ends within its length + call length + 2 s of slack.
-        const achieved = base.scenario === 'uac-call.xml' ? calls / Math.max(STEP_S, r.elapsedMs / 1000 - 0.5 - 2) : r.callRate;
-        const pass = failPct < 1 && achieved >= 0.9 * rate;
-        rows.push([name, mode, rate, Math.round(achieved), round(failPct, 2), pass ? 'pass' : 'FAIL']);
-        console.log(
-          `${name} ${mode} ${rate}/s: achieved ${Math.round(achieved)}/s, failed ${round(failPct, 2)}% -> ${pass ? 'pass' : 'FAIL'}`,
-        );
-        if (pass) best[mode] = rate;
-        else alive[mode] = false;
-      }
-      if (!alive.direct && !alive.sidecar) break;
-    }
-    return { best, rows };
-  }
-  const reg = await ladder('REGISTER', REGISTER_LADDER, { scenario: 'register.xml', users: pool });
-  const calls = await ladder('call', CALL_LADDER, { scenario: 'uac-call.xml', service: 'uas', holdMs: HOLD_MS });
+  const reg = await maxRateLadder(bed, client, {
+    label: 'REGISTER',
+    targets: target,
+    rates: REGISTER_LADDER,
+    stepS: STEP_S,
+    base: { scenario: 'register.xml', users: pool },
+  });
+  const calls = await maxRateLadder(bed, client, {
+    label: 'call',
+    targets: target,
+    rates: CALL_LADDER,
+    stepS: STEP_S,
+    base: { scenario: 'uac-call.xml', service: 'uas', holdMs: HOLD_MS },
+  });
   await bed.stop(uas.child);
 
   table(

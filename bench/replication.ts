@@ -16,6 +16,7 @@ import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { startPair, VIP } from '../test/lib/pair.ts';
 import { startSidecar } from '../test/lib/sidecar.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { maxRateLadder } from './lib/ladder.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 
 const quick = process.argv.includes('--quick');
@@ -56,48 +57,33 @@ try {
     });
   const uasPair = startUas(uasHost, 5060);
   const uasSingle = startUas(uasHost, 5062);
+  /** Calls (INVITE, 180, 200, ACK, hold re-INVITE, 200 ms, BYE) at `rate` per second. */
+  const callLoad = (to: string, rate: number, calls: number) =>
+    runSipp(bed, client, {
+      scenario: 'uac-call.xml',
+      target: to,
+      calls,
+      rate,
+      limit: rate * 4,
+      service: 'uas',
+      holdMs: 200,
+      timeoutS: 60,
+    });
   // Context: the lag at half the rate, where this 2-core machine is not saturated.
-  const halfCalls = await runSipp(bed, client, {
-    scenario: 'uac-call.xml',
-    target: target.pair,
-    calls: quick ? 750 : 2500,
-    rate: 250,
-    limit: 1000,
-    service: 'uas',
-    holdMs: 200,
-    timeoutS: 60,
-  });
+  const halfCalls = await callLoad(target.pair, 250, quick ? 750 : 2500);
   const half50 = master.sidecar.metric('sipha_replication_lag_ms', { quantile: '0.5' });
   const half99 = master.sidecar.metric('sipha_replication_lag_ms', { quantile: '0.99' });
   console.log(
     `lag at 250 cps: p50 ${half50.toFixed(3)} ms, p99 ${half99.toFixed(3)} ms (${halfCalls.successful} calls ok, ${halfCalls.failed} failed)`,
   );
-  const lagCalls = await runSipp(bed, client, {
-    scenario: 'uac-call.xml',
-    target: target.pair,
-    calls: quick ? 1500 : 5000,
-    rate: 500,
-    limit: 2000,
-    service: 'uas',
-    holdMs: 200,
-    timeoutS: 60,
-  });
+  const lagCalls = await callLoad(target.pair, 500, quick ? 1500 : 5000);
   const lagP50 = master.sidecar.metric('sipha_replication_lag_ms', { quantile: '0.5' });
   const lagP99 = master.sidecar.metric('sipha_replication_lag_ms', { quantile: '0.99' });
   console.log(
     `lag at 500 cps: p50 ${lagP50.toFixed(3)} ms, p99 ${lagP99.toFixed(3)} ms (${lagCalls.successful} calls ok, ${lagCalls.failed} failed)`,
   );
   // The same call load through one Kamailio behind the edge proxy: failures there are the machine's, not replication's.
-  const singleCalls = await runSipp(bed, client, {
-    scenario: 'uac-call.xml',
-    target: target.single,
-    calls: quick ? 1500 : 5000,
-    rate: 500,
-    limit: 2000,
-    service: 'uas',
-    holdMs: 200,
-    timeoutS: 60,
-  });
+  const singleCalls = await callLoad(target.single, 500, quick ? 1500 : 5000);
   console.log(`same load through a single Kamailio + sidecar: ${singleCalls.successful} calls ok, ${singleCalls.failed} failed`);
 
   // ---- response time: single vs pair, wire capture ----
@@ -118,34 +104,17 @@ try {
   }
 
   // ---- max REGISTER rate ----
-  const best = { single: 0, pair: 0 };
-  const alive = { single: true, pair: true };
-  const rows: Array<Array<string | number>> = [];
-  for (const rate of LADDER) {
-    for (const mode of modes) {
-      if (!alive[mode]) continue;
-      const calls = rate * STEP_S;
-      const r = await runSipp(bed, client, {
-        scenario: 'register.xml',
-        target: target[mode],
-        calls,
-        rate,
-        limit: rate * 3,
-        users: pool,
-        timeoutS: 20,
-      });
-      const failPct = (100 * (calls - r.successful)) / calls;
-      const pass = failPct < 1 && r.callRate >= 0.9 * rate;
-      rows.push([mode, rate, Math.round(r.callRate), round(failPct, 2), pass ? 'pass' : 'FAIL']);
-      if (pass) best[mode] = rate;
-      else alive[mode] = false;
-    }
-    if (!alive.single && !alive.pair) break;
-  }
+  const { best, rows } = await maxRateLadder(bed, client, {
+    label: 'REGISTER',
+    targets: target,
+    rates: LADDER,
+    stepS: STEP_S,
+    base: { scenario: 'register.xml', users: pool },
+  });
   await bed.stop(uasPair.child);
   await bed.stop(uasSingle.child);
 
-  table('REGISTER ladder', ['set-up', 'target/s', 'achieved/s', 'failed %', 'result'], rows);
+  table('REGISTER ladder', ['scenario', 'set-up', 'target/s', 'achieved/s', 'failed %', 'result'], rows);
   const figures = {
     replication_lag_ms_p50: round(lagP50, 3),
     replication_lag_ms_p99: round(lagP99, 3),

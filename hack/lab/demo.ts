@@ -1,22 +1,10 @@
-/**
- * The lab demo (npm run lab): a sipha pair on a netns bed. Hosts a and b
- * each run stock Kamailio behind a sipha sidecar; a holds the VIP. Users
- * register through the VIP, calls run, an OPTIONS prober pings every 10 ms,
- * then the master fails and the demo prints the failover timeline, the
- * registrations kept and the calls that survived.
- *
- *   npm run lab -- [--users N] [--calls N] [--fault kamailio_kill|host_down]
- */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REJECT_REASONS } from '../../sidecar/src/sip/reasons.ts';
 import { GARBAGE_SCRIPT } from '../../test/lib/garbage-path.ts';
 import { lookupAll, usrlocStat } from '../../test/lib/kamailio.ts';
 import { NetBed } from '../../test/lib/netbed.ts';
 import { role, startPair, VIP } from '../../test/lib/pair.ts';
-import { gapMs, type ProbeLog } from '../../test/lib/prober.ts';
+import { gapMs, startProber } from '../../test/lib/prober.ts';
 import { until } from '../../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../../test/lib/sipp.ts';
 
@@ -30,7 +18,6 @@ const { values } = parseArgs({
 const nUsers = Math.max(1, Math.min(Number(values.users), 5000));
 const nCalls = Math.max(1, Math.min(Number(values.calls), 500));
 const fault = values.fault === 'host_down' ? 'host_down' : 'kamailio_kill';
-const PROBER = fileURLToPath(new URL('../../test/lib/prober.ts', import.meta.url));
 
 const step = (s: string) => console.log(`\n\u25b6 ${s}`);
 const bed = NetBed.create([
@@ -95,10 +82,7 @@ try {
     holdMs: 8000,
     timeoutS: 90,
   });
-  const probeOut = join(bed.subdir('probe'), 'probe.json');
-  const prober = alice.spawn(process.execPath, [PROBER, VIP, '5060', '10', '12000', probeOut], {
-    env: { ...process.env, PROBER_LOCAL_IP: alice.ip },
-  });
+  const prober = startProber(bed, alice, VIP, 10, 12000);
   alice.run(process.execPath, [GARBAGE_SCRIPT, VIP, '5060', '200', '2']);
   await new Promise((r) => setTimeout(r, 4000));
   const backupEgressBefore = b.sidecar.metric('sipha_messages_total', { path: 'to_client' });
@@ -113,8 +97,7 @@ try {
     ...(fault === 'host_down' ? [bed.stop(a.sidecar.child, 'SIGKILL')] : []),
   ]);
   await until(() => role(b) === 'master', 10000, 'b takes over');
-  await new Promise((r) => prober.once('exit', r));
-  const gap = gapMs(JSON.parse(readFileSync(probeOut, 'utf8')) as ProbeLog, faultNs);
+  const gap = gapMs(await prober.done, faultNs);
   const callResult = await calls;
   await bed.stop(uas.child);
 

@@ -6,7 +6,10 @@
  * the same clock in every process on the machine) to OUT.json.
  */
 import dgram from 'node:dgram';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Host, NetBed } from './netbed.ts';
 
 export interface ProbeLog {
   sentNs: string[];
@@ -30,6 +33,37 @@ export function gapMs(log: ProbeLog, faultNs: bigint): number | null {
     }
   }
   return null;
+}
+
+/**
+ * Starts the prober in `host` against target:5060 for `durationMs`; `done`
+ * resolves with its log once it has finished (bounded by the duration).
+ */
+export function startProber(
+  bed: NetBed,
+  host: Host,
+  target: string,
+  intervalMs: number,
+  durationMs: number,
+): { done: Promise<ProbeLog> } {
+  const out = join(bed.subdir(`probe-${host.name}-${Date.now()}`), 'probe.json');
+  const child = host.spawn(
+    process.execPath,
+    [fileURLToPath(import.meta.url), target, '5060', String(intervalMs), String(durationMs), out],
+    {
+      env: { ...process.env, PROBER_LOCAL_IP: host.ip },
+    },
+  );
+  const done = new Promise<ProbeLog>((resolve, reject) => {
+    child.once('exit', () => {
+      try {
+        resolve(JSON.parse(readFileSync(out, 'utf8')) as ProbeLog);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+  return { done };
 }
 
 if (process.argv[1]?.endsWith('prober.ts')) {
