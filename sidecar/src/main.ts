@@ -12,6 +12,7 @@ import { RoleReporter } from './kube/role-reporter.ts';
 import { createLogger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
+import { EgressDigest } from './proxy/egress-digest.ts';
 import { ArpAnnouncer } from './vip/arp.ts';
 
 async function main(): Promise<void> {
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
     log.child({ room: 'edge' }),
     metrics,
   );
+  if (process.env.SIPHA_EGRESS_DIGEST_FILE) proxy.digest = new EgressDigest(process.env.SIPHA_EGRESS_DIGEST_FILE);
   let ha: HaNode | null = null;
   if (config.ha) {
     // The peer may be a DNS name (the peers Service): resolve it before starting.

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { readSip, startCapture } from '../lib/capture.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
-import { type PairNode, role, startPair, VIP } from '../lib/pair.ts';
+import { digests, type PairNode, role, startPair, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
 import { runSipp, startUas, users } from '../lib/sipp.ts';
 
@@ -31,7 +31,7 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
     ]);
     client = bed.host('client');
     uasHost = bed.host('uas');
-    [a, b] = await startPair(bed, bed.host('a'), bed.host('b'));
+    [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), {}, { digest: true });
   });
   after(async () => {
     await bed?.destroy();
@@ -52,6 +52,40 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
       b.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'role-backup' }) >= 1000,
       'backup withheld its replies',
     );
+  });
+
+  it("the backup's Kamailio produced byte-identical replies and relayed requests (same state, not just same messages)", async () => {
+    assert.equal(
+      (await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] })).successful,
+      1,
+    );
+    const uas = startUas(uasHost);
+    const r = await runSipp(bed, client, {
+      scenario: 'uac-call.xml',
+      target,
+      calls: 20,
+      rate: 10,
+      limit: 20,
+      service: 'uas',
+      holdMs: 300,
+      timeoutS: 30,
+    });
+    await bed.stop(uas.child);
+    assert.equal(r.successful, 20);
+    let sent: string[] = [];
+    let withheld: string[] = [];
+    await until(
+      () => {
+        sent = digests(a, 'sent');
+        withheld = digests(b, 'withheld');
+        return sent.length > 0 && sent.length === withheld.length;
+      },
+      5000,
+      'digest files complete',
+    );
+    // 1000 REGISTER 200s, the UAS's 200, and per call: 100/180/200 replies and the relayed INVITE/ACK/re-INVITE/BYE...
+    assert.ok(sent.length > 1000 + 20 * 8, `only ${sent.length} egress messages`);
+    assert.deepEqual(withheld, sent);
   });
 
   it('kill -9 of the master Kamailio: the backup takes over, registrations kept, established calls end with BYE answered 200', async () => {

@@ -1,5 +1,7 @@
 /** A sipha pair on the netns bed: two hosts, each stock Kamailio + a sidecar in HA mode, one VIP. */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { type Kamailio, startKamailio } from './kamailio.ts';
 import type { Host, NetBed } from './netbed.ts';
 import { until } from './procs.ts';
@@ -11,12 +13,21 @@ export interface PairNode {
   host: Host;
   kamailio: Kamailio;
   sidecar: Sidecar;
+  /** Egress digest file (see sidecar/src/proxy/egress-digest.ts), when asked for. */
+  digestFile?: string;
 }
 
-export async function startPair(bed: NetBed, a: Host, b: Host, env: Record<string, string> = {}): Promise<[PairNode, PairNode]> {
+export async function startPair(
+  bed: NetBed,
+  a: Host,
+  b: Host,
+  env: Record<string, string> = {},
+  opts: { digest?: boolean } = {},
+): Promise<[PairNode, PairNode]> {
   const key = randomBytes(32).toString('base64');
   const start = async (host: Host, peer: Host, ordinal: number): Promise<PairNode> => {
     const kamailio = await startKamailio(bed, host, { sipha: true, publicIp: VIP });
+    const digestFile = opts.digest ? join(bed.subdir('digest'), `${host.name}.log`) : undefined;
     const sidecar = await startSidecar(host, {
       SIPHA_ORDINAL: String(ordinal),
       SIPHA_NODE_ADDRESS: host.ip,
@@ -25,9 +36,10 @@ export async function startPair(bed: NetBed, a: Host, b: Host, env: Record<strin
       SIPHA_VIP: VIP,
       SIPHA_VIP_INTERFACE: host.iface,
       SIPHA_LOG_LEVEL: 'info',
+      ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
       ...env,
     });
-    return { host, kamailio, sidecar };
+    return { host, kamailio, sidecar, ...(digestFile ? { digestFile } : {}) };
   };
   const [na, nb] = await Promise.all([start(a, b, 0), start(b, a, 1)]);
   await until(() => role(na) === 'master' && role(nb) === 'backup', 15000, 'a is master and b backup');
@@ -39,4 +51,20 @@ export function role(n: PairNode): string {
     if (n.sidecar.metric('sipha_role', { role: r }) === 1) return r;
   }
   return 'unknown';
+}
+
+/** The digest lines with a given fate, without the fate: "<status|method> <cseq> <call-id> <sha1>". */
+export function digests(n: PairNode, fate: 'sent' | 'withheld'): string[] {
+  if (!n.digestFile) throw new Error('pair started without digests');
+  let text = '';
+  try {
+    text = readFileSync(n.digestFile, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${fate} `))
+    .map((l) => l.slice(fate.length + 1))
+    .sort();
 }

@@ -17,6 +17,7 @@ import { Hdr } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 import { parseMessage } from '../sip/scanner.ts';
 import { type Destination, replyDestination, uriDestination } from './destination.ts';
+import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
 import { ServerLink, write } from './server-link.ts';
 import { type Flow, TcpFlows } from './tcp-flows.ts';
@@ -51,6 +52,8 @@ export class EdgeProxy {
   gate: EgressGate = () => null;
   tap: InboundTap | null = null;
   hold: EgressHold | null = null;
+  /** Optional determinism audit (see egress-digest.ts). */
+  digest: EgressDigest | null = null;
   /** Consumes answers to the sidecar's own probes of its server (they never leave). */
   probeAnswer: ((m: SipMessage) => boolean) | null = null;
 
@@ -174,6 +177,7 @@ export class EdgeProxy {
     }
     if (this.probeAnswer?.(m)) return;
     const withheld = this.gate(m);
+    this.digest?.record(m, withheld === null ? 'sent' : 'withheld');
     if (withheld !== null) {
       this.metrics.drop('egress', withheld);
       return;
