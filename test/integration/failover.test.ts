@@ -205,3 +205,42 @@ describe('failover of a sipha pair (master Kamailio hung)', { timeout: 120_000 }
     }
   });
 });
+
+describe('a backup that joins late gets the state by burst', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it("the backup is killed and restarted empty, receives the master's registrations as a burst, and keeps them through a takeover", async () => {
+    bed = NetBed.create([
+      { name: 'a', octet: 1 },
+      { name: 'b', octet: 2 },
+      { name: 'client', octet: 10 },
+    ]);
+    const [a, b0] = await startPair(bed, bed.host('a'), bed.host('b'));
+    const client = bed.host('client');
+    const aors = users('late', 500);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target: `${VIP}:5060`, calls: 500, rate: 500, users: aors }))
+        .successful,
+      500,
+    );
+    // The backup dies (both processes) and comes back with an empty location table.
+    await Promise.all([bed.stop(b0.kamailio.child, 'SIGKILL'), bed.stop(b0.sidecar.child, 'SIGKILL')]);
+    const b = await b0.restart();
+    await until(() => role(b) === 'backup', 10000, 'the restarted node rejoins as backup');
+    await until(() => usrlocStat(b.kamailio, 'registered_users') === 500, 10000, 'burst applied');
+    // Registrations made after the rejoin arrive through the live stream.
+    const more = users('later', 100);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target: `${VIP}:5060`, calls: 100, rate: 100, users: more }))
+        .successful,
+      100,
+    );
+    await until(() => usrlocStat(b.kamailio, 'registered_users') === 600, 5000, 'live stream applied');
+    await bed.stop(a.kamailio.child, 'SIGKILL');
+    await until(() => role(b) === 'master', 5000, 'b takes over');
+    assert.equal(lookupAll(b.kamailio, [...aors, ...more]).size, 600);
+  });
+});

@@ -15,6 +15,8 @@ export interface PairNode {
   sidecar: Sidecar;
   /** Egress digest file (see sidecar/src/proxy/egress-digest.ts), when asked for. */
   digestFile?: string;
+  /** Starts this node again (new Kamailio, new sidecar, same key and settings), e.g. after it was killed. */
+  restart: () => Promise<PairNode>;
 }
 
 export async function startPair(
@@ -39,7 +41,7 @@ export async function startPair(
       ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
       ...env,
     });
-    return { host, kamailio, sidecar, ...(digestFile ? { digestFile } : {}) };
+    return { host, kamailio, sidecar, ...(digestFile ? { digestFile } : {}), restart: () => start(host, peer, ordinal) };
   };
   const [na, nb] = await Promise.all([start(a, b, 0), start(b, a, 1)]);
   await until(() => role(na) === 'master' && role(nb) === 'backup', 15000, 'a is master and b backup');

@@ -10,12 +10,14 @@ import type { RoleReport } from '../kube/role-reporter.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { EdgeProxy } from '../proxy/edge-proxy.ts';
+import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
 import { type HaEvent, initialState, type NodeState, step } from './roles.ts';
 import { ServerProbe } from './server-probe.ts';
+import { StateCache } from './state-cache.ts';
 
 export interface HaConfig {
   ordinal: 0 | 1;
@@ -49,6 +51,7 @@ export class HaNode {
   private readonly sender: ReplicationSender;
   private readonly receiver: ReplicationReceiver;
   private readonly barrier: SyncBarrier;
+  private readonly cache = new StateCache();
   private startupTimer: NodeJS.Timeout | null = null;
   private probe: ServerProbe | null = null;
   private linkUp = false;
@@ -85,11 +88,32 @@ export class HaNode {
     const p = this.proxy;
     // Only a serving master lets anything out; everything else is counted and dropped.
     p.gate = () => (this.serving ? null : `role-${this.state.role}`);
-    p.tap = (link, slices) => {
-      if (this.serving) this.sender.replicate(link, slices);
+    p.tap = (m, link, slices) => {
+      if (!this.serving) return;
+      this.sender.replicate(link, slices);
+      this.cache.observe(m, link, slices);
+    };
+    // A backup that connects gets the state cache as a burst, before any live message.
+    const barrierOnConnected = this.sender.onConnected;
+    this.sender.onConnected = (up) => {
+      barrierOnConnected(up);
+      if (!up) return;
+      let n = 0;
+      for (const e of this.cache.burst()) {
+        this.sender.replicate(e.link, [e.bytes]);
+        n++;
+      }
+      this.log.info({ messages: n }, 'state cache replayed to the backup');
     };
     if (this.cfg.replicationMode === 'sync') p.hold = (send) => this.barrier.hold(send);
-    this.receiver.apply = (link, payload) => p.serverLink.sendOn(link, [payload]);
+    this.receiver.apply = (link, payload) => {
+      p.serverLink.sendOn(link, [payload]);
+      // Keep a cache here too: after a takeover this node resyncs whoever joins next.
+      if (payload.subarray(0, 9).toString('latin1') === 'REGISTER ') {
+        const m = parseMessage(payload);
+        if (m.ok) this.cache.observe(m, link, [payload]);
+      }
+    };
     this.receiver.accepting = () => this.state.role !== 'master';
     // The server is up when its link is (process alive) and it answers OPTIONS (not hung).
     const serverEvent = () => this.dispatch({ type: 'server', up: this.linkUp && this.probeHealthy });

@@ -31,7 +31,7 @@ export interface Source {
 /** Says why a message must not leave, or null to let it go. */
 export type EgressGate = (msg: SipMessage) => string | null;
 /** Sees every well-formed inbound message as handed to the server, with its link connection (replication hooks in here). */
-export type InboundTap = (link: number, slices: Buffer[]) => void;
+export type InboundTap = (m: SipMessage, link: number, slices: Buffer[]) => void;
 /** Decides when an allowed egress message may leave (sync replication holds it until the backup acked). */
 export type EgressHold = (send: () => void) => void;
 
@@ -158,7 +158,7 @@ export class EdgeProxy {
     const slices = toServer(m, src);
     const link = this.link.indexFor(m.callId);
     // Replicate first: under sync replication the barrier then covers this message.
-    this.tap?.(link, slices);
+    this.tap?.(m, link, slices);
     if (!this.link.sendOn(link, slices)) {
       this.metrics.drop('inbound', 'server-unavailable');
       return;
