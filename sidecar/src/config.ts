@@ -33,6 +33,7 @@ export interface HaSettings {
   readonly key: Buffer;
   readonly vip: string;
   readonly vipInterface: string;
+  readonly natKeepaliveMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -91,6 +92,7 @@ function haSettings(env: Env): HaSettings | null {
     key,
     vip: need('SIPHA_VIP'),
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',
+    natKeepaliveMs: int(env, 'SIPHA_NAT_KEEPALIVE_MS', 20000, 0, 3600000),
   };
 }
 

@@ -13,11 +13,12 @@ export interface HotCounters {
   toServer: number;
   fromServer: number;
   toClient: number;
+  keepalives: number;
 }
 
 export function createMetrics() {
   const registry = new Registry();
-  const hot: HotCounters = { inbound: 0, toServer: 0, fromServer: 0, toClient: 0 };
+  const hot: HotCounters = { inbound: 0, toServer: 0, fromServer: 0, toClient: 0, keepalives: 0 };
   const drops = new Map<string, number>(); // "path|reason" -> count
   for (const path of ['inbound', 'from_server', 'egress'] as const) {
     for (const reason of REJECT_REASONS) drops.set(`${path}|${reason}`, 0);
@@ -33,6 +34,7 @@ export function createMetrics() {
       this.inc({ path: 'to_server' }, hot.toServer);
       this.inc({ path: 'from_server' }, hot.fromServer);
       this.inc({ path: 'to_client' }, hot.toClient);
+      this.inc({ path: 'nat_keepalive' }, hot.keepalives);
     },
   });
   new Counter({

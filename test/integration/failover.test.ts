@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { readSip, startCapture } from '../lib/capture.ts';
+import { countPackets, readSip, startCapture } from '../lib/capture.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
 import { digests, type PairNode, role, startPair, VIP } from '../lib/pair.ts';
@@ -242,5 +242,42 @@ describe('a backup that joins late gets the state by burst', { timeout: 180_000 
     await bed.stop(a.kamailio.child, 'SIGKILL');
     await until(() => role(b) === 'master', 5000, 'b takes over');
     assert.equal(lookupAll(b.kamailio, [...aors, ...more]).size, 600);
+  });
+});
+
+describe('NAT keepalives come from the master only', { timeout: 120_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('registered UDP clients get double-CRLF keepalives from the VIP; the backup sends none', async () => {
+    bed = NetBed.create([
+      { name: 'a', octet: 1 },
+      { name: 'b', octet: 2 },
+      { name: 'client', octet: 10 },
+    ]);
+    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), { SIPHA_NAT_KEEPALIVE_MS: '300' });
+    const client = bed.host('client');
+    assert.equal(
+      (
+        await runSipp(bed, client, {
+          scenario: 'register.xml',
+          target: `${VIP}:5060`,
+          calls: 5,
+          rate: 50,
+          users: users('nat', 5),
+        })
+      ).successful,
+      5,
+    );
+    const ping = 'udp and udp[8:4] = 0x0d0a0d0a';
+    const atClient = await startCapture(bed, client, `${ping} and src host ${VIP} and src port 5060 and dst port 5060`);
+    const fromBackup = await startCapture(bed, b.host, `${ping} and src host ${b.host.ip}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(countPackets(await atClient.stop()) >= 2, 'keepalives reach the client from the VIP');
+    assert.equal(countPackets(await fromBackup.stop()), 0, 'the backup pings nobody');
+    assert.ok(a.sidecar.metric('sipha_messages_total', { path: 'nat_keepalive' }) >= 2);
+    assert.equal(b.sidecar.metric('sipha_messages_total', { path: 'nat_keepalive' }), 0);
   });
 });

@@ -109,3 +109,12 @@ export function transactionLatenciesUs(packets: SipPacket[], from: string, metho
   }
   return result;
 }
+
+/** Number of packets in a capture file. */
+export function countPackets(path: string): number {
+  const out = execFileSync('tshark', ['-r', path, '-n', '-T', 'fields', '-e', 'frame.number'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  return out.split('\n').filter((l) => l.trim() !== '').length;
+}

@@ -31,6 +31,8 @@ export interface HaConfig {
   startupGraceMs: number;
   replicationMode: 'sync' | 'async';
   key: Buffer;
+  /** NAT keepalives to registered UDP clients, sent by the serving master only; 0 disables. */
+  natKeepaliveMs: number;
 }
 
 export interface Timeline {
@@ -54,6 +56,7 @@ export class HaNode {
   private readonly cache = new StateCache();
   private startupTimer: NodeJS.Timeout | null = null;
   private probe: ServerProbe | null = null;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
   private linkUp = false;
   private probeHealthy = true;
   private readonly cfg: HaConfig;
@@ -136,6 +139,13 @@ export class HaNode {
     this.startupTimer = setTimeout(() => this.dispatch({ type: 'startup-timeout' }), this.cfg.startupGraceMs);
     this.startupTimer.unref();
     this.probe.start();
+    if (this.cfg.natKeepaliveMs > 0) {
+      this.keepaliveTimer = setInterval(() => {
+        if (!this.serving) return;
+        for (const f of this.cache.udpFlows()) p.keepalive(f.address, f.port);
+      }, this.cfg.natKeepaliveMs);
+      this.keepaliveTimer.unref();
+    }
     if (p.serverReady) {
       this.linkUp = true;
       this.dispatch({ type: 'server', up: true });
@@ -158,6 +168,7 @@ export class HaNode {
   async stop(): Promise<void> {
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.probe?.stop();
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     this.sender.stop();
     this.receiver.close();
     await this.hb.stop();

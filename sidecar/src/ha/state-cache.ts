@@ -18,6 +18,9 @@ interface Entry {
   expiresAt: number;
 }
 
+// The sidecar stamps the client's source as the first header (contract/link.ts).
+const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)\r\n/;
+
 export class StateCache {
   private readonly entries = new Map<string, Entry>();
   private readonly now: () => number;
@@ -44,6 +47,21 @@ export class StateCache {
       bytes: slices.length === 1 ? Buffer.from(slices[0] as Buffer) : Buffer.concat(slices),
       expiresAt: this.now() + seconds * 1000,
     });
+  }
+
+  /**
+   * Distinct UDP sources of live registrations: where the master sends NAT
+   * keepalives (the registered client's binding on its NAT).
+   */
+  udpFlows(): Array<{ address: string; port: number }> {
+    const seen = new Map<string, { address: string; port: number }>();
+    const now = this.now();
+    for (const e of this.entries.values()) {
+      if (e.expiresAt <= now) continue;
+      const m = SOURCE.exec(e.bytes.toString('latin1', 0, Math.min(e.bytes.length, 512)));
+      if (m && m[1] === 'udp') seen.set(`${m[2]}:${m[3]}`, { address: m[2] as string, port: Number(m[3]) });
+    }
+    return [...seen.values()];
   }
 
   /** What a joining backup must be told, oldest first; expired entries are dropped on the way. */

@@ -45,6 +45,7 @@ export interface EdgeProxyOptions {
   maxMessageBytes: number;
 }
 
+const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
 // Transactions live at most ~3 min (INVITE with provisionals); 2 generations of 120 s.
 const TRANSACTION_MS = 120_000;
 
@@ -229,6 +230,15 @@ export class EdgeProxy {
     }
     write(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
     this.metrics.hot.toClient++;
+  }
+
+  /**
+   * A NAT keepalive (RFC 5626 4.4.1 style double CRLF) from the public
+   * socket to a registered UDP client. Only the serving master calls this.
+   */
+  keepalive(address: string, port: number): void {
+    this.udp?.send(DOUBLE_CRLF, port, address);
+    this.metrics.hot.keepalives++;
   }
 
   private sendUdp(slices: Buffer[], dst: Destination): void {
