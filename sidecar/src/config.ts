@@ -34,6 +34,8 @@ export interface HaSettings {
   readonly vip: string;
   readonly vipInterface: string;
   readonly natKeepaliveMs: number;
+  /** arp: this node adds the VIP; metallb / kube-vip: a LoadBalancer Service follows the master label. */
+  readonly vipMode: 'arp' | 'metallb' | 'kube-vip';
 }
 
 type Env = Record<string, string | undefined>;
@@ -93,6 +95,7 @@ function haSettings(env: Env): HaSettings | null {
     vip: need('SIPHA_VIP'),
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',
     natKeepaliveMs: int(env, 'SIPHA_NAT_KEEPALIVE_MS', 20000, 0, 3600000),
+    vipMode: vipMode(env.SIPHA_VIP_MODE),
   };
 }
 
@@ -109,4 +112,11 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
     maxMessageBytes: int(env, 'SIPHA_MAX_MESSAGE_BYTES', 65535, 1024, 1 << 20),
     ha: haSettings(env),
   };
+}
+
+function vipMode(raw: string | undefined): 'arp' | 'metallb' | 'kube-vip' {
+  const m = raw ?? 'arp';
+  if (m !== 'arp' && m !== 'metallb' && m !== 'kube-vip')
+    throw new Error(`SIPHA_VIP_MODE=${m}: expected arp, metallb or kube-vip`);
+  return m;
 }

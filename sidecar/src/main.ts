@@ -14,6 +14,7 @@ import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
 import { EgressDigest } from './proxy/egress-digest.ts';
 import { ArpAnnouncer } from './vip/arp.ts';
+import { LabelAnnouncer } from './vip/label.ts';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -27,7 +28,8 @@ async function main(): Promise<void> {
   const metrics = createMetrics();
   // In a pair the public address is the VIP: only the serving master binds it.
   const proxy = new EdgeProxy(
-    config.ha ? { ...config, publicAddress: config.ha.vip } : config,
+    // arp: only the serving master binds the VIP. LB modes: the Service forwards to the pod's own address.
+    config.ha ? { ...config, publicAddress: config.ha.vipMode === 'arp' ? config.ha.vip : config.ha.nodeAddress } : config,
     log.child({ room: 'edge' }),
     metrics,
   );
@@ -47,7 +49,9 @@ async function main(): Promise<void> {
     ha = new HaNode(
       { ...config.ha, peerAddress },
       proxy,
-      new ArpAnnouncer(config.ha.vip, config.ha.vipInterface, log.child({ room: 'vip' })),
+      config.ha.vipMode === 'arp'
+        ? new ArpAnnouncer(config.ha.vip, config.ha.vipInterface, log.child({ room: 'vip' }))
+        : new LabelAnnouncer(config.ha.vipMode, log.child({ room: 'vip' })),
       log.child({ room: 'ha' }),
       metrics,
     );

@@ -90,6 +90,8 @@ describe('sidecar configuration in a cluster', () => {
     });
     assert.equal(c.ha?.ordinal, 1);
     assert.equal(c.ha?.peerAddress, 'sip-edge-0.sip-edge-peers');
+    assert.equal(c.ha?.vipMode, 'arp');
+    assert.throws(() => loadConfig({ ...base, SIPHA_PEER_ADDRESS: 'x', SIPHA_VIP_MODE: 'bgp' }), /SIPHA_VIP_MODE=bgp/);
     assert.equal(loadConfig({}).ha, null);
     assert.throws(() => loadConfig({ SIPHA_PEER_ADDRESS: '198.18.0.2' }), /SIPHA_REPLICATION_KEY is required/);
     assert.throws(
