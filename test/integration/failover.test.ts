@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { countPackets, readSip, startCapture } from '../lib/capture.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
-import { digests, type PairNode, role, startPair, VIP } from '../lib/pair.ts';
+import { digests, type PairNode, pairBed, role, startPair, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
 import { runSipp, startUas, users } from '../lib/sipp.ts';
 
@@ -124,13 +124,9 @@ describe('failover of a sipha pair (master host down)', { timeout: 300_000 }, ()
   });
 
   it('link down + processes killed on the master: the backup takes the VIP with registrations and calls intact', async () => {
-    bed = NetBed.create([
-      { name: 'a', octet: 1 },
-      { name: 'b', octet: 2 },
-      { name: 'client', octet: 10 },
-      { name: 'uas', octet: 20 },
-    ]);
-    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'));
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b } = pb;
     const client = bed.host('client');
     const target = `${VIP}:5060`;
     const aors = users('hd', 300);
@@ -173,12 +169,9 @@ describe('failover of a sipha pair (master Kamailio hung)', { timeout: 120_000 }
   });
 
   it('a frozen Kamailio (SIGSTOP: sockets open, no answers) is caught by the OPTIONS probe and the backup takes over', async () => {
-    bed = NetBed.create([
-      { name: 'a', octet: 1 },
-      { name: 'b', octet: 2 },
-      { name: 'client', octet: 10 },
-    ]);
-    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'));
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b } = pb;
     const aors = users('hung', 100);
     assert.equal(
       (
@@ -213,13 +206,9 @@ describe('a backup that joins late gets the state by burst', { timeout: 180_000 
   });
 
   it("the backup is killed and restarted empty, receives the master's registrations as a burst, and keeps them through a takeover", async () => {
-    bed = NetBed.create([
-      { name: 'a', octet: 1 },
-      { name: 'b', octet: 2 },
-      { name: 'client', octet: 10 },
-    ]);
-    const [a, b0] = await startPair(bed, bed.host('a'), bed.host('b'));
-    const client = bed.host('client');
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b: b0, client } = pb;
     const aors = users('late', 500);
     assert.equal(
       (await runSipp(bed, client, { scenario: 'register.xml', target: `${VIP}:5060`, calls: 500, rate: 500, users: aors }))
@@ -252,12 +241,9 @@ describe('NAT keepalives come from the master only', { timeout: 120_000 }, () =>
   });
 
   it('registered UDP clients get double-CRLF keepalives from the VIP; the backup sends none', async () => {
-    bed = NetBed.create([
-      { name: 'a', octet: 1 },
-      { name: 'b', octet: 2 },
-      { name: 'client', octet: 10 },
-    ]);
-    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), { SIPHA_NAT_KEEPALIVE_MS: '300' });
+    const pb = await pairBed({ SIPHA_NAT_KEEPALIVE_MS: '300' });
+    bed = pb.bed;
+    const { a, b } = pb;
     const client = bed.host('client');
     assert.equal(
       (

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Kamailio, startKamailio } from './kamailio.ts';
-import type { Host, NetBed } from './netbed.ts';
+import { type Host, NetBed } from './netbed.ts';
 import { until } from './procs.ts';
 import { type Sidecar, startSidecar } from './sidecar.ts';
 
@@ -69,4 +69,32 @@ export function digests(n: PairNode, fate: 'sent' | 'withheld'): string[] {
     .filter((l) => l.startsWith(`${fate} `))
     .map((l) => l.slice(fate.length + 1))
     .sort();
+}
+
+export interface PairBed {
+  bed: NetBed;
+  a: PairNode;
+  b: PairNode;
+  client: Host;
+  uas: Host;
+}
+
+/**
+ * A fresh bed with hosts a (.1), b (.2), client (.10) and uas (.20), and a
+ * pair on a and b (a master). The bed is destroyed if the pair fails to start.
+ */
+export async function pairBed(env: Record<string, string> = {}, opts: { digest?: boolean } = {}): Promise<PairBed> {
+  const bed = NetBed.create([
+    { name: 'a', octet: 1 },
+    { name: 'b', octet: 2 },
+    { name: 'client', octet: 10 },
+    { name: 'uas', octet: 20 },
+  ]);
+  try {
+    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), env, opts);
+    return { bed, a, b, client: bed.host('client'), uas: bed.host('uas') };
+  } catch (err) {
+    await bed.destroy();
+    throw err;
+  }
 }
