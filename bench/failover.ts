@@ -40,6 +40,8 @@ const { values } = parseArgs({
     systems: { type: 'string', default: 'sipha,keepalived,keepalived_fast' },
     faults: { type: 'string', default: 'kamailio_kill,host_down' },
     'skip-load': { type: 'boolean', default: false },
+    // Overlay this run's keys on bench/out/failover.json instead of replacing it (for narrowed runs).
+    merge: { type: 'boolean', default: false },
   },
 });
 const TRIALS = Number(values.trials ?? (values.quick ? 2 : 5));
@@ -305,7 +307,11 @@ table(
   ['fault', 'system', 'gap min', 'gap p50', 'gap max', 'no answer', 'regs lost (of 1000)', 'calls failed', 'backup egress'],
   rows,
 );
+const previous = values.merge
+  ? (JSON.parse(readFileSync(fileURLToPath(new URL('./out/failover.json', import.meta.url)), 'utf8')) as Record<string, unknown>)
+  : {};
 writeFigures('failover', {
+  ...previous,
   ...figures,
   trials: TRIALS,
   keepalived_fast_advert_s: FASTEST_ADVERT_S,

@@ -54,6 +54,7 @@ export class HaNode {
   private readonly receiver: ReplicationReceiver;
   private readonly barrier: SyncBarrier;
   private readonly cache = new StateCache();
+  private burstOwed = false;
   private startupTimer: NodeJS.Timeout | null = null;
   private probe: ServerProbe | null = null;
   private keepaliveTimer: NodeJS.Timeout | null = null;
@@ -101,6 +102,13 @@ export class HaNode {
     this.sender.onConnected = (up) => {
       barrierOnConnected(up);
       if (!up) return;
+      // A peer whose server is down can use none of it (and replaying would stall
+      // this new master): owe it the burst, reconnect when its server is back.
+      if (!this.state.peer?.serverUp) {
+        this.burstOwed = true;
+        return;
+      }
+      this.burstOwed = false;
       let n = 0;
       for (const e of this.cache.burst()) {
         this.sender.replicate(e.link, [e.bytes]);
@@ -108,7 +116,9 @@ export class HaNode {
       }
       this.log.info({ messages: n }, 'state cache replayed to the backup');
     };
-    if (this.cfg.replicationMode === 'sync') p.hold = (send) => this.barrier.hold(send);
+    // Sync: egress waits for the backup's ack, but only while there is a backup
+    // that can apply (a peer that resigned or whose server is down never will).
+    if (this.cfg.replicationMode === 'sync') p.hold = (send) => (this.peerCanApply() ? this.barrier.hold(send) : send());
     this.receiver.apply = (link, payload) => {
       p.serverLink.sendOn(link, [payload]);
       // Keep a cache here too: after a takeover this node resyncs whoever joins next.
@@ -187,10 +197,24 @@ export class HaNode {
     } else if (m.type === 'drop') this.metrics.drop('egress', `heartbeat-${m.reason}`);
   }
 
+  /** True while the peer is a backup with a live server: only then is an ack worth waiting for. */
+  private peerCanApply(): boolean {
+    const p = this.state.peer;
+    return p !== null && p.role === 'backup' && p.serverUp;
+  }
+
   dispatch(e: HaEvent): void {
     const before = this.state;
     const d = step(before, e);
     this.state = d.state;
+    // Nothing may stay held for a peer that will not ack.
+    if (!this.peerCanApply() && this.barrier.waiting > 0) this.barrier.flush(true);
+    if (this.serving && this.burstOwed && this.state.peer?.serverUp) {
+      // The peer's server is back: a fresh stream starts with the burst.
+      this.burstOwed = false;
+      this.sender.stop();
+      this.sender.start(this.state.term);
+    }
     if (d.reason === null) {
       if (e.type === 'server') this.tellPeer(true);
       return;
