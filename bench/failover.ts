@@ -152,6 +152,8 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
             .slice(-24)
             .join('\n'),
         );
+        // And what sipp saw: the unexpected message and the call it broke.
+        console.log(r.errors.slice(0, 4000));
       }
       if (uas) await bed.stop(uas.child);
     }

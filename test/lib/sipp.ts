@@ -36,6 +36,8 @@ export interface SippResult {
   rttMs: number[];
   elapsedMs: number;
   output: string;
+  /** Start of sipp's error log (-trace_err): which message was unexpected, and why a call was aborted. */
+  errors: string;
 }
 
 let seq = 0;
@@ -72,6 +74,8 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
     '1',
     '-max_socket',
     '1000',
+    // Unexpected messages and aborted calls go to <scenario>_<pid>_errors.log.
+    '-trace_err',
   ];
   if (run.users) {
     const csv = join(dir, 'users.csv');
@@ -97,7 +101,9 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
       }
     }
   }
-  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text() };
+  let errors = '';
+  for (const f of readdirSync(dir)) if (f.endsWith('_errors.log')) errors += readFileSync(join(dir, f), 'utf8').slice(0, 8000);
+  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text(), errors };
 }
 
 /** Starts the called party (uas-call.xml); stop it with bed.stop(). */
