@@ -22,7 +22,7 @@ import { readSip, startCapture } from '../test/lib/capture.ts';
 import { lookupAll } from '../test/lib/kamailio.ts';
 import { FASTEST_ADVERT_S, holdsVip, startKeepalivedPair } from '../test/lib/keepalived.ts';
 import { type Host, NetBed } from '../test/lib/netbed.ts';
-import { role, startPair, VIP } from '../test/lib/pair.ts';
+import { PAIR_BED_HOSTS, role, startPair, VIP } from '../test/lib/pair.ts';
 import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
@@ -69,12 +69,7 @@ async function injectFault(fault: Fault, master: Host): Promise<{ ns: bigint; wa
 }
 
 async function trial(system: System, fault: Fault): Promise<Trial> {
-  const bed = NetBed.create([
-    { name: 'a', octet: 1 },
-    { name: 'b', octet: 2 },
-    { name: 'client', octet: 10 },
-    { name: 'uas', octet: 20 },
-  ]);
+  const bed = NetBed.create(PAIR_BED_HOSTS);
   try {
     const [ha, hb, client, uasHost] = ['a', 'b', 'client', 'uas'].map((n) => bed.host(n)) as [Host, Host, Host, Host];
     const target = `${VIP}:5060`;

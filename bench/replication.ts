@@ -1,22 +1,9 @@
-/**
- * npm run bench -- replication   [--quick]
- *
- * What replication costs, on the netns bed, in one run:
- * - replication lag (master sends a message -> backup acks it) p50/p99 at
- *   500 calls/s, read from the master's sipha_replication_lag_ms gauges;
- * - throughput (REGISTER max rate at < 1% failures, sipp ladder) and response
- *   time p50 (wire capture at the client) of the pair (sync replication)
- *   against a single Kamailio behind the same edge proxy (the baseline).
- * Both set-ups run on the same bed, steps alternated. sipp, two Kamailio,
- * two sidecars share 2 cores: ratios matter more than absolute rates.
- */
-import { readSip, startCapture, transactionLatenciesUs } from '../test/lib/capture.ts';
 import { startKamailio } from '../test/lib/kamailio.ts';
 import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { startPair, VIP } from '../test/lib/pair.ts';
 import { startSidecar } from '../test/lib/sidecar.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
-import { maxRateLadder } from './lib/ladder.ts';
+import { maxRateLadder, registerLatenciesUs } from './lib/ladder.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 
 const quick = process.argv.includes('--quick');
@@ -90,16 +77,7 @@ try {
   const lat: Record<(typeof modes)[number], number[]> = { single: [], pair: [] };
   for (let round_ = 0; round_ < (quick ? 1 : 3); round_++) {
     for (const mode of modes) {
-      const cap = await startCapture(bed, client, 'udp port 5060');
-      await runSipp(bed, client, {
-        scenario: 'register.xml',
-        target: target[mode],
-        calls: 2000,
-        rate: 500,
-        users: pool,
-        timeoutS: 30,
-      });
-      lat[mode].push(...transactionLatenciesUs(readSip(await cap.stop()), client.ip, 'REGISTER'));
+      lat[mode].push(...(await registerLatenciesUs(bed, client, target[mode], pool, 'udp port 5060')));
     }
   }
 

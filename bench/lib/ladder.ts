@@ -4,6 +4,8 @@
  * first failed step. A step passes when < 1% of its calls fail (or never
  * finish) and the system kept up with the target rate.
  */
+
+import { readSip, startCapture, transactionLatenciesUs } from '../../test/lib/capture.ts';
 import type { Host, NetBed } from '../../test/lib/netbed.ts';
 import { runSipp, type SippRun } from '../../test/lib/sipp.ts';
 import { round } from './report.ts';
@@ -59,4 +61,20 @@ export async function maxRateLadder<M extends string>(
     if (alive.size === 0) break;
   }
   return { best, rows };
+}
+
+/**
+ * REGISTER response times (µs) seen on the client's wire: 2000 REGISTERs at
+ * 500/s under a capture, each paired with its final response.
+ */
+export async function registerLatenciesUs(
+  bed: NetBed,
+  client: Host,
+  target: string,
+  users: string[],
+  filter: string,
+): Promise<number[]> {
+  const cap = await startCapture(bed, client, filter);
+  await runSipp(bed, client, { scenario: 'register.xml', target, calls: 2000, rate: 500, users, timeoutS: 30 });
+  return transactionLatenciesUs(readSip(await cap.stop()), client.ip, 'REGISTER');
 }

@@ -71,6 +71,14 @@ export function digests(n: PairNode, fate: 'sent' | 'withheld'): string[] {
     .sort();
 }
 
+/** Hosts of a pair bed: the two SIP hosts, a client and a called party. */
+export const PAIR_BED_HOSTS = [
+  { name: 'a', octet: 1 },
+  { name: 'b', octet: 2 },
+  { name: 'client', octet: 10 },
+  { name: 'uas', octet: 20 },
+];
+
 export interface PairBed {
   bed: NetBed;
   a: PairNode;
@@ -84,12 +92,7 @@ export interface PairBed {
  * pair on a and b (a master). The bed is destroyed if the pair fails to start.
  */
 export async function pairBed(env: Record<string, string> = {}, opts: { digest?: boolean } = {}): Promise<PairBed> {
-  const bed = NetBed.create([
-    { name: 'a', octet: 1 },
-    { name: 'b', octet: 2 },
-    { name: 'client', octet: 10 },
-    { name: 'uas', octet: 20 },
-  ]);
+  const bed = NetBed.create(PAIR_BED_HOSTS);
   try {
     const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), env, opts);
     return { bed, a, b, client: bed.host('client'), uas: bed.host('uas') };
