@@ -1,5 +1,7 @@
 /**
  * npm run bench -- failover   [--trials N] [--quick]
+ *   [--call-rate N --hold-ms MS]   stress: more calls in flight at the fault
+ *                                  (keys get a _<N>cps suffix; defaults 10/s, 10 s hold)
  *
  * Failover on the netns bed, sipha against keepalived in the same run with
  * the same Kamailio build and configuration, for two faults:
@@ -42,10 +44,18 @@ const { values } = parseArgs({
     'skip-load': { type: 'boolean', default: false },
     // Overlay this run's keys on bench/out/failover.json instead of replacing it (for narrowed runs).
     merge: { type: 'boolean', default: false },
+    // Calls during a sipha trial: rate * 6 calls at this rate, the fault 4 s in.
+    'call-rate': { type: 'string', default: '10' },
+    'hold-ms': { type: 'string', default: '10000' },
   },
 });
 const TRIALS = Number(values.trials ?? (values.quick ? 2 : 5));
 const USERS = users('fo', 1000);
+const CALL_RATE = Number(values['call-rate']);
+const CALLS = CALL_RATE * 6;
+const HOLD_MS = Number(values['hold-ms']);
+/** The issue's keys are for 10 calls/s with 10 s hold; a stress run's keys say their rate. */
+const SUFFIX = CALL_RATE === 10 && HOLD_MS === 10_000 ? '' : `_${CALL_RATE}cps`;
 type Fault = 'host_down' | 'kamailio_kill';
 type System = 'sipha' | 'keepalived' | 'keepalived_fast';
 
@@ -121,11 +131,11 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
       calls = runSipp(bed, client, {
         scenario: 'uac-call.xml',
         target,
-        calls: 60,
-        rate: 10,
-        limit: 200,
+        calls: CALLS,
+        rate: CALL_RATE,
+        limit: Math.max(200, Math.ceil(CALL_RATE * (HOLD_MS / 1000 + 2) * 2)),
         service: 'uas',
-        holdMs: 10_000,
+        holdMs: HOLD_MS,
         timeoutS: 60,
       });
     }
@@ -137,7 +147,7 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
     let callsFailed: number | null = null;
     if (calls) {
       const r = await calls;
-      callsFailed = r.failed + (60 - r.successful - r.failed);
+      callsFailed = r.failed + (CALLS - r.successful - r.failed);
       if (callsFailed > 0) {
         // Say which message the failed calls stopped at (sipp's per-message counters).
         console.log(
@@ -260,7 +270,7 @@ for (const [key, ts] of Object.entries(results)) {
   const [fault, ...rest] = key.split(/_(?=sipha|keepalived)/);
   const system = rest.join('_');
   const f = (name: string, v: number | null) => {
-    figures[`${fault}_${system}_${name}`] = v;
+    figures[`${fault}_${system}_${name}${SUFFIX}`] = v;
   };
   f('gap_ms_p50', gaps.length ? round(median(gaps), 1) : null);
   f('gap_ms_min', gaps.length ? Math.min(...gaps) : null);
@@ -271,6 +281,7 @@ for (const [key, ts] of Object.entries(results)) {
       'calls_failed',
       ts.reduce((n, t) => n + (t.callsFailed ?? 0), 0),
     );
+    f('calls', CALLS * ts.length);
     f(
       'backup_egress_packets',
       ts.reduce((n, t) => n + (t.backupEgress ?? 0), 0),
@@ -298,7 +309,7 @@ if (!values['skip-load']) {
   figures.false_takeover_load_failed_pct = lp.failedPct;
 }
 table(
-  `failover: sipha vs keepalived on the same bed (${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP, 10 ms prober)`,
+  `failover: sipha vs keepalived on the same bed (${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP, 10 ms prober; sipha: ${CALLS} calls per trial at ${CALL_RATE}/s, ${HOLD_MS} ms hold)`,
   ['fault', 'system', 'gap min', 'gap p50', 'gap max', 'no answer', 'regs lost (of 1000)', 'calls failed', 'backup egress'],
   rows,
 );
@@ -308,7 +319,8 @@ const previous = values.merge
 writeFigures('failover', {
   ...previous,
   ...figures,
-  trials: TRIALS,
+  [`trials${SUFFIX}`]: TRIALS,
+  ...(SUFFIX ? { [`call_hold_ms${SUFFIX}`]: HOLD_MS } : {}),
   keepalived_fast_advert_s: FASTEST_ADVERT_S,
   sipha_heartbeat: '20 ms x 5 misses (defaults)',
 });
