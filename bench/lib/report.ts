@@ -47,3 +47,32 @@ export function writeFigures(name: string, figures: Figures): string {
   console.log(`\nwrote ${path}`);
   return path;
 }
+
+/**
+ * Quantile q (0..1) of what a Prometheus histogram counted between two scrapes
+ * (cumulative buckets, as Sidecar.histogram returns them), interpolated linearly
+ * inside its bucket as PromQL's histogram_quantile does. Returns the estimate and
+ * the bucket's upper bound (the estimate is only as fine as the buckets).
+ */
+export function histogramQuantile(
+  before: Array<[number, number]>,
+  after: Array<[number, number]>,
+  q: number,
+): { value: number; upTo: number; count: number } {
+  const prev = new Map(before);
+  const buckets = after.map(([le, n]) => [le, n - (prev.get(le) ?? 0)] as [number, number]);
+  const total = buckets.at(-1)?.[1] ?? 0;
+  if (total === 0) return { value: Number.NaN, upTo: Number.NaN, count: 0 };
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const [le, n] of buckets) {
+    if (n >= rank) {
+      if (le === Number.POSITIVE_INFINITY) return { value: lower, upTo: le, count: total };
+      return { value: lower + ((le - lower) * (rank - below)) / Math.max(n - below, 1), upTo: le, count: total };
+    }
+    lower = le;
+    below = n;
+  }
+  return { value: lower, upTo: Number.POSITIVE_INFINITY, count: total };
+}

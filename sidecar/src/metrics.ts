@@ -3,7 +3,7 @@
  * (`hot`); prom-client reads them at scrape time through `collect()`, so
  * counting a message costs an add, not a label hash.
  */
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { REJECT_REASONS } from './sip/reasons.ts';
 
 export type DropPath = 'inbound' | 'from_server' | 'egress';
@@ -102,7 +102,7 @@ export function createMetrics() {
       this.reset();
       const v = haView?.();
       if (!v) return;
-      for (const q of [50, 99]) {
+      for (const q of [50, 90, 99]) {
         const x = v.lagMs(q);
         if (Number.isFinite(x)) this.set({ quantile: String(q / 100) }, x);
       }
@@ -116,7 +116,16 @@ export function createMetrics() {
       this.set(haView?.().takeovers ?? 0);
     },
   });
+  // Every replicated message's send->ack time since start: the gauge above is a
+  // recent window; this is what rates and long-run percentiles are computed from.
+  const replicationLag = new Histogram({
+    name: 'sipha_replication_lag_seconds',
+    help: 'Replication send->ack time of every replicated message',
+    buckets: [0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
   return {
+    replicationLag,
     /** Exposes the HA state through the role/term/lag gauges. */
     ha(
       view: () => { role: string; term: number; lag: number; applied: number; takeovers: number; lagMs: (p: number) => number },

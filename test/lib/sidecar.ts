@@ -11,10 +11,16 @@ export interface Sidecar {
   readonly output: () => string;
   /** Scrapes /metrics inside the host and returns one series' value (0 if absent). */
   metric(name: string, labels?: Record<string, string>): number;
+  /** A histogram's cumulative bucket counts (upper bound -> count, +Inf included), in bound order. */
+  histogram(name: string): Array<[number, number]>;
 }
 
 export async function startSidecar(host: Host, env: Record<string, string> = {}): Promise<Sidecar> {
-  const child = host.spawn(process.execPath, [MAIN], {
+  // SIPHA_TEST_NODE_ARGS: extra node flags for the sidecars a test or bench starts,
+  // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc-nvp" (how the
+  // replication lag was profiled; see docs/benchmarks.md).
+  const nodeArgs = process.env.SIPHA_TEST_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = host.spawn(process.execPath, [...nodeArgs, MAIN], {
     env: {
       ...process.env,
       SIPHA_PUBLIC_ADDRESS: host.ip,
@@ -51,6 +57,15 @@ export async function startSidecar(host: Host, env: Record<string, string> = {})
         if (want.every((w) => rest.includes(w))) return Number(line.slice(line.lastIndexOf(' ') + 1));
       }
       return 0;
+    },
+    histogram: (name) => {
+      const text = host.run('curl', ['-sf', 'http://127.0.0.1:9090/metrics']);
+      const out: Array<[number, number]> = [];
+      for (const line of text.split('\n')) {
+        const m = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`).exec(line);
+        if (m) out.push([m[1] === '+Inf' ? Number.POSITIVE_INFINITY : Number(m[1]), Number(m[2])]);
+      }
+      return out.sort((x, y) => x[0] - y[0]);
     },
   };
 }

@@ -86,6 +86,7 @@ export class HaNode {
     this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log);
     this.receiver = new ReplicationReceiver(cfg.key, cfg.peerAddress, log);
     this.barrier = new SyncBarrier(this.sender);
+    this.sender.lag.onLag = (ms) => metrics.replicationLag.observe(ms / 1000);
   }
 
   async start(): Promise<void> {

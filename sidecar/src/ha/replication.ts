@@ -12,6 +12,7 @@
 import net from 'node:net';
 import { encodeAck, encodeData, encodeHello, FrameReader, FrameType } from '../../../contract/wire.ts';
 import type { Logger } from '../log.ts';
+import { writeInTurn } from '../proxy/turn-writer.ts';
 
 /** Send->ack times of the most recent frames (a ring: no allocation per message). */
 export class LagWindow {
@@ -22,13 +23,17 @@ export class LagWindow {
     this.sentAt = new Float64Array(size);
     this.lags = new Float64Array(size);
   }
+  /** Called with each acked message's lag (ms), e.g. to feed a histogram. */
+  onLag: (ms: number) => void = () => {};
   sent(seq: number): void {
     this.sentAt[seq % this.sentAt.length] = performance.now();
   }
   acked(from: number, to: number): void {
     const now = performance.now();
     for (let s = Math.max(from, to - this.sentAt.length + 1); s <= to; s++) {
-      this.lags[this.n++ % this.lags.length] = now - (this.sentAt[s % this.sentAt.length] as number);
+      const lag = now - (this.sentAt[s % this.sentAt.length] as number);
+      this.lags[this.n++ % this.lags.length] = lag;
+      this.onLag(lag);
     }
   }
   /** Percentile (ms) over the window, NaN when empty. */
@@ -84,8 +89,7 @@ export class ReplicationSender {
     if (!this.connected || this.socket === null) return 0;
     this.seq++;
     this.lag.sent(this.seq);
-    const frame = encodeData(this.key, this.seq, this.term, link, slices);
-    this.socket.write(Buffer.concat(frame));
+    writeInTurn(this.socket, encodeData(this.key, this.seq, this.term, link, slices));
     return this.seq;
   }
 

@@ -13,6 +13,7 @@ import net from 'node:net';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
+import { writeInTurn } from './turn-writer.ts';
 
 export interface ServerLinkOptions {
   host: string;
@@ -140,12 +141,12 @@ export class ServerLink {
 }
 
 /**
- * One write per message: for SIP-sized messages, joining the slices (a
- * memcpy of a few hundred bytes) is cheaper than a corked writev, which
- * costs a stream request per slice.
+ * Writes one message. Messages of the same turn are joined into one write per
+ * socket (turn-writer.ts): joining SIP-sized slices (a memcpy of a few hundred
+ * bytes) is cheaper than a corked writev, which costs a stream request per slice.
  */
 export function write(socket: net.Socket, slices: Buffer[]): void {
-  socket.write(slices.length === 1 ? (slices[0] as Buffer) : Buffer.concat(slices));
+  writeInTurn(socket, slices);
 }
 
 /** FNV-1a over the Call-ID's UTF-16 code units; stable, cheap, well spread. */
