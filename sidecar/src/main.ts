@@ -4,11 +4,9 @@
  */
 
 import { lookup } from 'node:dns/promises';
-import * as k8s from '@kubernetes/client-node';
 import { loadConfig } from './config.ts';
 import { HaNode } from './ha/ha-node.ts';
 import { startHttp } from './http.ts';
-import { RoleReporter } from './kube/role-reporter.ts';
 import { createLogger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
@@ -67,6 +65,10 @@ async function main(): Promise<void> {
     const namespace = process.env.SIPHA_POD_NAMESPACE;
     if (pod && namespace && process.env.KUBERNETES_SERVICE_HOST) {
       // In a cluster: say our role on our pod (the VIP Service selects it) and obey fencing.
+      // Loaded only here: client-node is ~40 MB of heap (source and code) that a
+      // sidecar outside Kubernetes never needs, and every major GC walks the heap.
+      const k8s = await import('@kubernetes/client-node');
+      const { RoleReporter } = await import('./kube/role-reporter.ts');
       const kc = new k8s.KubeConfig();
       kc.loadFromCluster();
       const reporter = new RoleReporter(kc, namespace, pod);
