@@ -1,10 +1,15 @@
 /** The sipha sidecar as a real process in a bed host. */
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Host } from './netbed.ts';
 import { until, watchOutput } from './procs.ts';
 
 const MAIN = fileURLToPath(new URL('../../sidecar/src/main.ts', import.meta.url));
+/** The node flags the sidecar runs with, as its image does (sidecar/Dockerfile). */
+export const SIDECAR_NODE_FLAGS = JSON.parse(
+  readFileSync(fileURLToPath(new URL('../../sidecar/node-flags.json', import.meta.url)), 'utf8'),
+) as string[];
 
 export interface Sidecar {
   readonly child: ChildProcess;
@@ -20,7 +25,7 @@ export async function startSidecar(host: Host, env: Record<string, string> = {})
   // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc-nvp" (how the
   // replication lag was profiled; see docs/benchmarks.md).
   const nodeArgs = process.env.SIPHA_TEST_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = host.spawn(process.execPath, [...nodeArgs, MAIN], {
+  const child = host.spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...nodeArgs, MAIN], {
     env: {
       ...process.env,
       SIPHA_PUBLIC_ADDRESS: host.ip,

@@ -139,7 +139,10 @@ export class ReplicationSender {
 
 /** Holds egress until the backup acked what the master's server had seen when it produced it. */
 export class SyncBarrier {
-  private readonly queue: Array<{ need: number; send: () => void }> = [];
+  // Sent entries are cleared at once: each holds a parsed message, and keeping
+  // a thousand of them until the next compaction made them survive V8's young-
+  // generation GCs (about 1.5 MB copied per scavenge at 500 calls/s).
+  private readonly queue: Array<{ need: number; send: () => void } | undefined> = [];
   private head = 0;
   private readonly sender: ReplicationSender;
 
@@ -170,10 +173,13 @@ export class SyncBarrier {
     while (this.head < this.queue.length) {
       const e = this.queue[this.head] as { need: number; send: () => void };
       if (!all && e.need > acked) break;
-      this.head++;
+      this.queue[this.head++] = undefined;
       e.send();
     }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
