@@ -142,36 +142,18 @@ try {
     quick,
     note: 'sipp, Kamailio and the sidecar share the same 2 cores; ratios matter, absolute rates are this machine',
   };
+  /** A table row: label, direct, sidecar, and their ratio. */
+  const ratioRow = (label: string, direct: number, sidecar: number) => [label, direct, sidecar, round(sidecar / direct, 2)];
   table(
     'overhead: Kamailio direct vs behind the sipha sidecar (same bed, same run)',
     ['figure', 'direct', 'sidecar', 'sidecar/direct'],
     [
       ['REGISTER max rate /s (<1% fail)', reg.best.direct, reg.best.sidecar, figures.throughput_ratio],
       ['calls max cps (<1% fail)', calls.best.direct, calls.best.sidecar, figures.calls_throughput_ratio],
-      [
-        'REGISTER p50 µs',
-        figures.register_direct_p50_us,
-        figures.register_sidecar_p50_us,
-        round(figures.register_sidecar_p50_us / figures.register_direct_p50_us, 2),
-      ],
-      [
-        'REGISTER p99 µs',
-        figures.register_direct_p99_us,
-        figures.register_sidecar_p99_us,
-        round(figures.register_sidecar_p99_us / figures.register_direct_p99_us, 2),
-      ],
-      [
-        'INVITE->200 p50 µs',
-        figures.invite_direct_p50_us,
-        figures.invite_sidecar_p50_us,
-        round(figures.invite_sidecar_p50_us / figures.invite_direct_p50_us, 2),
-      ],
-      [
-        'INVITE->200 p99 µs',
-        figures.invite_direct_p99_us,
-        figures.invite_sidecar_p99_us,
-        round(figures.invite_sidecar_p99_us / figures.invite_direct_p99_us, 2),
-      ],
+      ratioRow('REGISTER p50 µs', figures.register_direct_p50_us, figures.register_sidecar_p50_us),
+      ratioRow('REGISTER p99 µs', figures.register_direct_p99_us, figures.register_sidecar_p99_us),
+      ratioRow('INVITE->200 p50 µs', figures.invite_direct_p50_us, figures.invite_sidecar_p50_us),
+      ratioRow('INVITE->200 p99 µs', figures.invite_direct_p99_us, figures.invite_sidecar_p99_us),
     ],
   );
   console.log(

@@ -58,7 +58,7 @@ async function main(): Promise<void> {
       term: ha?.state.term ?? 0,
       lag: ha?.replicationLag ?? 0,
       applied: ha?.appliedSeq ?? 0,
-      lagMs: (p: number) => ha?.lagMs(p) ?? Number.NaN,
+      lagMs: (ps: readonly number[]) => ha?.lagMs(ps) ?? ps.map(() => Number.NaN),
       takeovers: ha?.takeovers ?? 0,
     }));
     const pod = process.env.SIPHA_POD_NAME;

@@ -16,6 +16,17 @@ export interface HotCounters {
   keepalives: number;
 }
 
+/** What the HA node shows the metrics (read at scrape time). */
+export interface HaView {
+  role: string;
+  term: number;
+  lag: number;
+  applied: number;
+  takeovers: number;
+  /** Replication lag percentiles (ms) over recent messages, one sort for all. */
+  lagMs: (ps: readonly number[]) => number[];
+}
+
 export function createMetrics() {
   const registry = new Registry();
   const hot: HotCounters = { inbound: 0, toServer: 0, fromServer: 0, toClient: 0, keepalives: 0 };
@@ -56,9 +67,7 @@ export function createMetrics() {
     registers: [registry],
   });
   const flows = new Gauge({ name: 'sipha_tcp_flows', help: 'Open TCP connections with SIP peers', registers: [registry] });
-  let haView:
-    | (() => { role: string; term: number; lag: number; applied: number; takeovers: number; lagMs: (p: number) => number })
-    | null = null;
+  let haView: (() => HaView) | null = null;
   new Gauge({
     name: 'sipha_role',
     help: '1 for the role this sidecar holds',
@@ -102,10 +111,10 @@ export function createMetrics() {
       this.reset();
       const v = haView?.();
       if (!v) return;
-      for (const q of [50, 90, 99]) {
-        const x = v.lagMs(q);
-        if (Number.isFinite(x)) this.set({ quantile: String(q / 100) }, x);
-      }
+      const qs = [50, 90, 99];
+      v.lagMs(qs).forEach((x, i) => {
+        if (Number.isFinite(x)) this.set({ quantile: String((qs[i] as number) / 100) }, x);
+      });
     },
   });
   new Gauge({
@@ -127,9 +136,7 @@ export function createMetrics() {
   return {
     replicationLag,
     /** Exposes the HA state through the role/term/lag gauges. */
-    ha(
-      view: () => { role: string; term: number; lag: number; applied: number; takeovers: number; lagMs: (p: number) => number },
-    ): void {
+    ha(view: () => HaView): void {
       haView = view;
     },
     registry,

@@ -167,9 +167,9 @@ export class HaNode {
     return this.sender.seq - this.sender.acked;
   }
 
-  /** Replication send->ack time percentile (ms) over recent messages. */
-  lagMs(p: number): number {
-    return this.sender.lag.percentile(p);
+  /** Replication send->ack time percentiles (ms) over recent messages. */
+  lagMs(ps: readonly number[]): number[] {
+    return this.sender.lag.percentiles(ps);
   }
 
   get appliedSeq(): number {

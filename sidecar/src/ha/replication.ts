@@ -40,12 +40,16 @@ export class LagWindow {
   }
   /** Percentile (ms) over the window, NaN when empty. */
   percentile(p: number): number {
+    return this.percentiles([p])[0] as number;
+  }
+  /** Several percentiles (ms) from one sort of the window; NaN when empty. */
+  percentiles(ps: readonly number[]): number[] {
     const k = Math.min(this.n, this.lags.length);
-    if (k === 0) return Number.NaN;
+    if (k === 0) return ps.map(() => Number.NaN);
     // A typed copy sorts numerically in place: no 8192 boxed numbers per scrape
     // (the Array.from version was the master's largest allocation site).
     const a = this.lags.slice(0, k).sort();
-    return a[Math.min(k - 1, Math.ceil((p / 100) * k) - 1)] as number;
+    return ps.map((p) => a[Math.min(k - 1, Math.ceil((p / 100) * k) - 1)] as number);
   }
 }
 

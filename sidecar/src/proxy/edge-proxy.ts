@@ -19,8 +19,9 @@ import { parseMessage } from '../sip/scanner.ts';
 import { type Destination, replyDestination, uriDestination } from './destination.ts';
 import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
-import { ServerLink, write } from './server-link.ts';
+import { ServerLink } from './server-link.ts';
 import { type Flow, TcpFlows } from './tcp-flows.ts';
+import { writeInTurn } from './turn-writer.ts';
 
 export interface Source {
   readonly transport: Transport;
@@ -196,7 +197,7 @@ export class EdgeProxy {
     }
     const branch = m.topVia.branch;
     const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? this.flows.getOrOpen(dst.host, dst.port);
-    write(flow.socket, [m.buf]);
+    writeInTurn(flow.socket, [m.buf]);
     this.metrics.hot.toClient++;
   }
 
@@ -228,7 +229,7 @@ export class EdgeProxy {
       this.sendUdp(slices, dst);
       return;
     }
-    write(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
+    writeInTurn(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
     this.metrics.hot.toClient++;
   }
 

@@ -77,7 +77,7 @@ export class ServerLink {
       c.queue.push(slices);
       return true;
     }
-    write(c.socket, slices);
+    writeInTurn(c.socket, slices);
     return true;
   }
 
@@ -114,7 +114,7 @@ export class ServerLink {
       c.retryMs = 0;
       this.metrics.linkUp.inc();
       this.log.info({ index }, 'link to the SIP server is up');
-      for (const slices of c.queue) write(socket, slices);
+      for (const slices of c.queue) writeInTurn(socket, slices);
       c.queue = [];
       this.setServer(this.ready);
     });
@@ -138,15 +138,6 @@ export class ServerLink {
       setTimeout(() => this.connect(c, index), delay).unref();
     });
   }
-}
-
-/**
- * Writes one message. Messages of the same turn are joined into one write per
- * socket (turn-writer.ts): joining SIP-sized slices (a memcpy of a few hundred
- * bytes) is cheaper than a corked writev, which costs a stream request per slice.
- */
-export function write(socket: net.Socket, slices: Buffer[]): void {
-  writeInTurn(socket, slices);
 }
 
 /** FNV-1a over the Call-ID's UTF-16 code units; stable, cheap, well spread. */

@@ -8,6 +8,8 @@
  * sidecar's CPU (profiled at 250 calls/s). Here the buffers a turn produces for a
  * socket are joined and written once, by setImmediate: right after the poll
  * phase that produced them, so a lone message waits for nothing.
+ * Joining SIP-sized slices (a memcpy of a few hundred bytes) is cheaper than a
+ * corked writev, which costs a stream request per slice.
  *
  * Every write to a socket must go through here (or come before its first use
  * here), or bytes could overtake each other.
