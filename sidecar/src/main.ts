@@ -73,7 +73,9 @@ async function main(): Promise<void> {
       kc.loadFromCluster();
       const reporter = new RoleReporter(kc, namespace, pod);
       const node = ha;
-      node.report = (r) => reporter.report(r);
+      node.report = (r) => {
+        reporter.report(r).catch((err) => log.warn({ err }, 'could not report the role on the pod'));
+      };
       await reporter
         .watchFencing((term) => node.fenced(term))
         .catch((err) => log.warn({ err: (err as Error).message }, 'cannot watch for fencing'));

@@ -47,7 +47,12 @@ export class HaNode {
   serving = false;
   takeovers = 0;
   lastTimeline: Timeline = {};
-  report: ((r: RoleReport) => Promise<void>) | null = null;
+  /**
+   * Says the role on the pod (in a cluster). Fire and forget: the reporter
+   * keeps the latest report and retries it, so a slow or absent API server
+   * never delays the VIP or the next role change.
+   */
+  report: ((r: RoleReport) => void) | null = null;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
   private readonly sender: ReplicationSender;
@@ -186,6 +191,15 @@ export class HaNode {
     if (this.serving) await this.vip.release().catch(() => {});
   }
 
+  /**
+   * Raises the highest term this node knows of before it starts (terms read
+   * back from where they were recorded, e.g. the pods' term annotations), so
+   * a pair whose sidecars both restarted never reuses a term.
+   */
+  seedTerm(term: number): void {
+    if (term > this.state.seenTerm) this.state = { ...this.state, seenTerm: term };
+  }
+
   fenced(term: number): void {
     this.dispatch({ type: 'fenced', term });
   }
@@ -255,12 +269,12 @@ export class HaNode {
       } else if (before.role === 'master' && to !== 'master') {
         await this.vip.release();
       }
-      await this.report?.({
+      this.report?.({
         role: to,
         term,
         reason: d.reason as string,
         ...(timeline.servingAt !== undefined ? { gapMs: timeline.servingAt - now } : {}),
-      }).catch((err) => this.log.warn({ err: (err as Error).message }, 'could not report the role on the pod'));
+      });
     });
   }
 
