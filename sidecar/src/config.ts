@@ -22,6 +22,8 @@ export interface SidecarConfig {
 
 export interface HaSettings {
   readonly ordinal: 0 | 1;
+  /** Elected first when both start ready together (spec.preferredMaster; default 0). */
+  readonly preferredMaster: 0 | 1;
   readonly nodeAddress: string;
   readonly peerAddress: string;
   readonly heartbeatPort: number;
@@ -83,6 +85,7 @@ function haSettings(env: Env): HaSettings | null {
   const misses = int(env, 'SIPHA_HEARTBEAT_MISSES', 5, 2, 20);
   return {
     ordinal: (env.SIPHA_ORDINAL !== undefined ? int(env, 'SIPHA_ORDINAL', 0, 0, 1) : (cluster?.ordinal ?? 0)) as 0 | 1,
+    preferredMaster: int(env, 'SIPHA_PREFERRED_MASTER', 0, 0, 1) as 0 | 1,
     nodeAddress: need('SIPHA_NODE_ADDRESS'),
     peerAddress: peer,
     heartbeatPort: int(env, 'SIPHA_HEARTBEAT_PORT', 5062, 1, 65535),

@@ -133,8 +133,22 @@ export function createMetrics() {
     buckets: [0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [registry],
   });
+  const effectFailures = new Counter({
+    name: 'sipha_role_effect_failures_total',
+    help: 'Side effects of a role change that failed (VIP, public sockets), by reason',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const resyncs = new Counter({
+    name: 'sipha_replication_resyncs_total',
+    help: 'Replication streams restarted with a full state burst, by reason (master side)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
   return {
     replicationLag,
+    effectFailures,
+    resyncs,
     /** Exposes the HA state through the role/term/lag gauges. */
     ha(view: () => HaView): void {
       haView = view;

@@ -17,6 +17,10 @@ export interface PairNode {
   digestFile?: string;
   /** Starts this node again (new Kamailio, new sidecar, same key and settings), e.g. after it was killed. */
   restart: () => Promise<PairNode>;
+  /** Starts a new sidecar beside the running Kamailio (as a kubelet restarts a crashed container). */
+  restartSidecar: () => Promise<PairNode>;
+  /** Starts a new Kamailio beside the running sidecar (as a kubelet restarts the server container). */
+  restartKamailio: () => Promise<PairNode>;
 }
 
 export async function startPair(
@@ -27,25 +31,45 @@ export async function startPair(
   opts: { digest?: boolean } = {},
 ): Promise<[PairNode, PairNode]> {
   const key = randomBytes(32).toString('base64');
-  const start = async (host: Host, peer: Host, ordinal: number): Promise<PairNode> => {
-    const kamailio = await startKamailio(bed, host, { sipha: true, publicIp: VIP });
+  let generation = 0;
+  const start = async (host: Host, peer: Host, ordinal: number, keep: Partial<PairNode> = {}): Promise<PairNode> => {
+    // A restarted Kamailio gets a directory of its own (its ctl socket path).
+    const kamailio =
+      keep.kamailio ??
+      (await startKamailio(bed, host, { sipha: true, publicIp: VIP, tag: generation++ ? `-${generation}` : '' }));
     const digestFile = opts.digest ? join(bed.subdir('digest'), `${host.name}.log`) : undefined;
-    const sidecar = await startSidecar(host, {
-      SIPHA_ORDINAL: String(ordinal),
-      SIPHA_NODE_ADDRESS: host.ip,
-      SIPHA_PEER_ADDRESS: peer.ip,
-      SIPHA_REPLICATION_KEY: key,
-      SIPHA_VIP: VIP,
-      SIPHA_VIP_INTERFACE: host.iface,
-      SIPHA_LOG_LEVEL: 'info',
-      ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
-      ...env,
-    });
-    return { host, kamailio, sidecar, ...(digestFile ? { digestFile } : {}), restart: () => start(host, peer, ordinal) };
+    const sidecar =
+      keep.sidecar ??
+      (await startSidecar(host, {
+        SIPHA_ORDINAL: String(ordinal),
+        SIPHA_NODE_ADDRESS: host.ip,
+        SIPHA_PEER_ADDRESS: peer.ip,
+        SIPHA_REPLICATION_KEY: key,
+        SIPHA_VIP: VIP,
+        SIPHA_VIP_INTERFACE: host.iface,
+        SIPHA_LOG_LEVEL: 'info',
+        ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
+        ...env,
+      }));
+    const node: PairNode = {
+      host,
+      kamailio,
+      sidecar,
+      ...(digestFile ? { digestFile } : {}),
+      restart: () => start(host, peer, ordinal),
+      restartSidecar: () => start(host, peer, ordinal, { kamailio }),
+      restartKamailio: () => start(host, peer, ordinal, { sidecar }),
+    };
+    return node;
   };
   const [na, nb] = await Promise.all([start(a, b, 0), start(b, a, 1)]);
   await until(() => role(na) === 'master' && role(nb) === 'backup', 15000, 'a is master and b backup');
   return [na, nb];
+}
+
+/** Does this host have the VIP configured on its interface? */
+export function holdsVip(n: PairNode): boolean {
+  return n.host.run('ip', ['-4', '-o', 'addr', 'show', 'dev', n.host.iface]).includes(` ${VIP}/32`);
 }
 
 export function role(n: PairNode): string {

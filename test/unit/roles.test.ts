@@ -95,6 +95,33 @@ describe('role state machine: transitions', () => {
   });
 });
 
+describe('role state machine: faults around the happy path (issue 8)', () => {
+  it('a master that cannot take the VIP or open its sockets resigns with the reason (item 6)', () => {
+    const d = step(master(0, 2), { type: 'serve-failed', reason: 'vip-acquire-failed' });
+    assert.deepEqual([d.state.role, d.reason], ['resigned', 'vip-acquire-failed']);
+    assert.equal(step(backup(1, 2), { type: 'serve-failed', reason: 'x' }).reason, null);
+  });
+
+  it('resigned: leaves the takeover to a peer that can serve, stands again only when nobody can', () => {
+    const r: NodeState = { ...master(0, 2), role: 'resigned' };
+    const healthy = step(r, { type: 'peer', peer: { role: 'backup', term: 2, serverUp: true } });
+    assert.deepEqual([healthy.state.role, healthy.reason], ['resigned', null]);
+    const stuck = step(r, { type: 'peer', peer: { role: 'resigned', term: 2, serverUp: true } });
+    assert.deepEqual([stuck.state.role, stuck.reason], ['starting', 'no-master-around']);
+  });
+
+  it('backup: a peer that restarted (starting) means nobody serves: take over', () => {
+    const d = step(backup(0, 3), { type: 'peer', peer: { role: 'starting', term: 0, serverUp: true } });
+    assert.deepEqual([d.state.role, d.reason], ['master', 'peer-not-master']);
+  });
+
+  it('preferredMaster: the preferred ordinal is elected when both start ready (item 9)', () => {
+    const peer = { role: 'starting' as const, term: 0, serverUp: true };
+    assert.equal(step(up(initialState(1, 1)), { type: 'peer', peer }).state.role, 'master');
+    assert.equal(step(up(initialState(0, 1)), { type: 'peer', peer }).state.role, 'starting');
+  });
+});
+
 describe('role state machine: safety', () => {
   it('no sequence of events makes two masters of the same term', () => {
     // Events for node 0 or 1; "tell" delivers the other node's current view (a heartbeat).
@@ -125,6 +152,42 @@ describe('role state machine: safety', () => {
         }
       }),
       { numRuns: 20000, seed: 3 },
+    );
+  });
+
+  it('whatever happened before, two healthy nodes that hear each other end with exactly one master', () => {
+    const ev = fc.oneof(
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('tell' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('lost' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('serve-failed' as const) }),
+    );
+    fc.assert(
+      fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), (events, preferred) => {
+        const nodes: NodeState[] = [initialState(0, preferred as 0 | 1), initialState(1, preferred as 0 | 1)];
+        const deliver = (n: number, x: HaEvent) => {
+          nodes[n] = step(nodes[n] as NodeState, x).state;
+        };
+        const tell = (n: number) => {
+          const o = nodes[1 - n] as NodeState;
+          deliver(n, { type: 'peer', peer: { role: o.role, term: o.term, serverUp: o.serverUp } });
+        };
+        for (const e of events) {
+          if (e.kind === 'tell') tell(e.node);
+          else if (e.kind === 'lost') deliver(e.node, { type: 'peer-lost' });
+          else if (e.kind === 'server') deliver(e.node, { type: 'server', up: e.up });
+          else if (e.kind === 'serve-failed') deliver(e.node, { type: 'serve-failed', reason: 'test' });
+          else deliver(e.node, { type: 'startup-timeout' });
+        }
+        // Then the faults end: both servers up, heartbeats both ways.
+        deliver(0, { type: 'server', up: true });
+        deliver(1, { type: 'server', up: true });
+        for (let i = 0; i < 8; i++) tell(i % 2);
+        const masters = nodes.filter((n) => n.role === 'master').length;
+        assert.equal(masters, 1, JSON.stringify(nodes));
+      }),
+      { numRuns: 20000, seed: 5 },
     );
   });
 });

@@ -15,12 +15,14 @@ import type { VipAnnouncer } from '../vip/announcer.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
-import { type HaEvent, initialState, type NodeState, step } from './roles.ts';
+import { type Decision, type HaEvent, initialState, type NodeState, step } from './roles.ts';
 import { ServerProbe } from './server-probe.ts';
 import { StateCache } from './state-cache.ts';
 
 export interface HaConfig {
   ordinal: 0 | 1;
+  /** The ordinal elected when both start ready together (spec.preferredMaster). */
+  preferredMaster: 0 | 1;
   /** This node's own address (heartbeats and replication bind here). */
   nodeAddress: string;
   peerAddress: string;
@@ -77,7 +79,7 @@ export class HaNode {
     this.vip = vip;
     this.log = log;
     this.metrics = metrics;
-    this.state = initialState(cfg.ordinal);
+    this.state = initialState(cfg.ordinal, cfg.preferredMaster);
     this.hb = new Heartbeats({
       key: cfg.key,
       ordinal: cfg.ordinal,
@@ -148,6 +150,10 @@ export class HaNode {
     p.probeAnswer = (m) => this.probe?.consume(m) ?? false;
     this.hb.onMessage = (m) => this.onHeartbeat(m);
 
+    // A VIP found gone while serving (e.g. its lifetime ran out in a stall) means: stop claiming it.
+    this.vip.onLost = (reason) => this.dispatch({ type: 'serve-failed', reason });
+    // Whatever an earlier incarnation left (kill -9, OOM) goes before anything else.
+    await this.vip.reset();
     await this.receiver.listen(this.cfg.replicationPort, this.cfg.nodeAddress);
     await p.start(true);
     await this.hb.ready();
@@ -188,7 +194,8 @@ export class HaNode {
     this.sender.stop();
     this.receiver.close();
     await this.hb.stop();
-    if (this.serving) await this.vip.release().catch(() => {});
+    if (this.serving) await this.vip.release().catch((err) => this.log.warn({ err }, 'could not release the VIP'));
+    this.vip.close();
   }
 
   /**
@@ -247,35 +254,60 @@ export class HaNode {
     this.tellPeer(true);
     const to = d.state.role;
     const term = d.state.term;
-    this.effects = this.effects.then(async () => {
-      if (to === 'master' && this.state.role === 'master' && this.state.term === term) {
-        await this.vip.acquire();
-        timeline.vipAt = performance.now();
-        await this.proxy.openPublic();
-        this.sender.start(term);
-        this.serving = true;
-        timeline.servingAt = performance.now();
-        if (before.role === 'backup') this.takeovers++;
-        this.lastTimeline = timeline;
-        this.log.info(
-          {
-            term,
-            reason: d.reason,
-            detectToVipMs: round(timeline.vipAt - now),
-            detectToServingMs: round(timeline.servingAt - now),
-          },
-          'serving as master',
-        );
-      } else if (before.role === 'master' && to !== 'master') {
-        await this.vip.release();
-      }
-      this.report?.({
-        role: to,
-        term,
-        reason: d.reason as string,
-        ...(timeline.servingAt !== undefined ? { gapMs: timeline.servingAt - now } : {}),
-      });
+    this.effects = this.effects.then(() => this.carryOut(before, d, timeline, now));
+  }
+
+  /**
+   * The side effects of one role change, in order. Every failure ends here as
+   * a role event with its reason (a master that cannot take the VIP resigns,
+   * so the peer can), never as an unhandled rejection.
+   */
+  private async carryOut(before: NodeState, d: Decision, timeline: Timeline, now: number): Promise<void> {
+    const to = d.state.role;
+    const term = d.state.term;
+    if (to === 'master' && this.state.role === 'master' && this.state.term === term) {
+      const failed = await this.attempt('vip-acquire-failed', () => this.vip.acquire());
+      if (failed) return;
+      timeline.vipAt = performance.now();
+      if (await this.attempt('public-sockets-failed', () => this.proxy.openPublic())) return;
+      if (this.state.role !== 'master' || this.state.term !== term) return; // superseded meanwhile
+      this.sender.start(term);
+      this.serving = true;
+      timeline.servingAt = performance.now();
+      if (before.role === 'backup') this.takeovers++;
+      this.lastTimeline = timeline;
+      this.log.info(
+        {
+          term,
+          reason: d.reason,
+          detectToVipMs: round(timeline.vipAt - now),
+          detectToServingMs: round(timeline.servingAt - now),
+        },
+        'serving as master',
+      );
+    } else if (before.role === 'master' && to !== 'master') {
+      // A failed removal is not fatal: the address lifetime runs out by itself.
+      await this.attempt(null, () => this.vip.release());
+    }
+    this.report?.({
+      role: to,
+      term,
+      reason: d.reason as string,
+      ...(timeline.servingAt !== undefined ? { gapMs: timeline.servingAt - now } : {}),
     });
+  }
+
+  /** Runs one effect; on failure logs and counts it and, with a reason, resigns. True when it failed. */
+  private async attempt(reason: string | null, effect: () => Promise<void>): Promise<boolean> {
+    try {
+      await effect();
+      return false;
+    } catch (err) {
+      this.log.error({ err, reason }, 'role change effect failed');
+      this.metrics.effectFailures.inc({ reason: reason ?? 'vip-release-failed' });
+      if (reason !== null) this.dispatch({ type: 'serve-failed', reason });
+      return true;
+    }
   }
 
   private tellPeer(urgent: boolean): void {

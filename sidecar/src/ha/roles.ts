@@ -17,6 +17,8 @@ export interface NodeState {
   /** Highest term seen from anyone (own or peer). */
   readonly seenTerm: number;
   readonly ordinal: 0 | 1;
+  /** The ordinal elected when both start ready together (spec.preferredMaster); never a reason to take over later. */
+  readonly preferred: 0 | 1;
   readonly serverUp: boolean;
   /** What the peer last said, if it is alive. */
   readonly peer: PeerView | null;
@@ -34,7 +36,9 @@ export type HaEvent =
   | { type: 'server'; up: boolean }
   /** Nothing heard from the peer within the start-up grace period. */
   | { type: 'startup-timeout' }
-  | { type: 'fenced'; term: number };
+  | { type: 'fenced'; term: number }
+  /** This master cannot serve after all: taking the VIP or opening the public sockets failed, or the VIP was lost. */
+  | { type: 'serve-failed'; reason: string };
 
 export interface Decision {
   readonly state: NodeState;
@@ -42,8 +46,8 @@ export interface Decision {
   readonly reason: string | null;
 }
 
-export function initialState(ordinal: 0 | 1): NodeState {
-  return { role: 'starting', term: 0, seenTerm: 0, ordinal, serverUp: false, peer: null };
+export function initialState(ordinal: 0 | 1, preferred: 0 | 1 = 0): NodeState {
+  return { role: 'starting', term: 0, seenTerm: 0, ordinal, preferred, serverUp: false, peer: null };
 }
 
 /** The smallest term above everything seen that belongs to this node. */
@@ -77,17 +81,18 @@ export function step(s0: NodeState, e: HaEvent): Decision {
     if (s.role === 'master' && e.term >= s.term) return become(s, 'fenced', 'fenced-by-operator');
     return same(s);
   }
+  if (e.type === 'serve-failed') return s.role === 'master' ? become(s, 'resigned', e.reason) : same(s);
 
   switch (s.role) {
     case 'starting': {
       if (!s.serverUp) return same(s);
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'peer-is-master');
-      if (p?.serverUp && (p.role === 'starting' || p.role === 'backup')) {
-        // Both ready: the lower ordinal is preferred as the first master.
-        return s.ordinal < peerOrdinal(s) ? become(s, 'master', 'elected', true) : same(s);
+      if (p && !canServe(p)) return become(s, 'master', 'peer-cannot-serve', true);
+      if (p) {
+        // Both ready: the preferred ordinal becomes the first master.
+        return s.ordinal === s.preferred ? become(s, 'master', 'elected', true) : same(s);
       }
-      if (p && !p.serverUp) return become(s, 'master', 'peer-server-down', true);
       if (e.type === 'startup-timeout' && !p) return become(s, 'master', 'no-peer-at-startup', true);
       return same(s);
     }
@@ -95,8 +100,9 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return become(s, 'resigned', 'server-dead');
       const p = s.peer;
       if (e.type === 'peer-lost') return become(s, 'master', 'peer-heartbeat-lost', true);
-      if (p && (p.role === 'resigned' || p.role === 'fenced' || !p.serverUp))
-        return become(s, 'master', 'peer-server-dead', true);
+      if (p && !canServe(p)) return become(s, 'master', 'peer-server-dead', true);
+      // A peer that restarted (starting) or waits as backup too: nobody serves.
+      if (p && p.role !== 'master') return become(s, 'master', 'peer-not-master', true);
       return same(s);
     }
     case 'master': {
@@ -113,10 +119,17 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return same(s);
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'rejoined');
-      if (e.type === 'peer-lost' || p) return become(s, 'starting', 'no-master-around');
+      // A peer that can serve takes over from us (it sees us resigned); only
+      // when nobody else can does this node stand for election again.
+      if (e.type === 'peer-lost' || (p && !canServe(p))) return become(s, 'starting', 'no-master-around');
       return same(s);
     }
   }
+}
+
+/** A peer that could be master: its server is up and it has not stepped down. */
+function canServe(p: PeerView): boolean {
+  return p.serverUp && p.role !== 'resigned' && p.role !== 'fenced';
 }
 
 function peerOrdinal(s: NodeState): 0 | 1 {

@@ -9,6 +9,7 @@ import type { Logger } from '../log.ts';
 import type { VipAnnouncer } from './announcer.ts';
 
 export class LabelAnnouncer implements VipAnnouncer {
+  onLost: (reason: string) => void = () => {};
   private readonly mode: string;
   private readonly log: Logger;
 
@@ -16,6 +17,11 @@ export class LabelAnnouncer implements VipAnnouncer {
     this.mode = mode;
     this.log = log;
   }
+
+  /** Nothing on the host to clean: the label is rewritten with the role. */
+  async reset(): Promise<void> {}
+
+  close(): void {}
 
   async acquire(): Promise<void> {
     this.log.info({ mode: this.mode }, 'VIP follows the master label (LoadBalancer Service)');
