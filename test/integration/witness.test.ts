@@ -1,0 +1,262 @@
+/**
+ * The UDP witness as it runs: the real arbiter process (sidecar/src/witness/
+ * main.ts) on 127.0.0.1 with a port the kernel picked, and the sidecar's real
+ * client (UdpWitness) for each side of a pair. Side 1 talks through a small
+ * UDP relay, so a test can record its traffic and replay it. Every wait is
+ * bounded; the arbiter is ended by its PID.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { encodeAnswer, encodeClaim, witnessPairId } from '../../contract/witness-wire.ts';
+import type { WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
+import { UdpWitness } from '../../sidecar/src/ha/witness-udp.ts';
+import { sleep, watchOutput } from '../lib/procs.ts';
+
+const MAIN = fileURLToPath(new URL('../../sidecar/src/witness/main.ts', import.meta.url));
+const HOST = '127.0.0.1';
+const TTL_MS = 400;
+
+interface Arbiter {
+  child: ChildProcess;
+  port: number;
+  /** One series of /metrics; fails when the series is absent (never reads 0 for "not found"). */
+  metric(name: string, labels: Record<string, string>): Promise<number>;
+}
+
+/** The JSON log line with this msg, waited for. */
+async function logLine(out: ReturnType<typeof watchOutput>, msg: string): Promise<Record<string, unknown>> {
+  await out.waitFor(new RegExp(`"msg":"${msg}"`), 15000);
+  const line = out
+    .text()
+    .split('\n')
+    .find((l) => l.includes(`"msg":"${msg}"`));
+  return JSON.parse(line as string);
+}
+
+async function startArbiter(key: Buffer): Promise<Arbiter> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: {
+      ...process.env,
+      SIPHA_WITNESS_LISTEN: `${HOST}:0`,
+      SIPHA_WITNESS_HTTP: `${HOST}:0`,
+      SIPHA_REPLICATION_KEY: key.toString('base64'),
+      SIPHA_LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out = watchOutput(child);
+  const udp = await logLine(out, 'witness listening');
+  const web = await logLine(out, 'witness http listening');
+  return {
+    child,
+    port: udp.port as number,
+    metric: async (name, labels) => {
+      const text = await (await fetch(`http://${HOST}:${web.port}/metrics`)).text();
+      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+      for (const l of text.split('\n')) {
+        if (l.startsWith(`${name}{`) && want.every((w) => l.includes(w))) return Number(l.slice(l.lastIndexOf(' ') + 1));
+      }
+      throw new Error(`no series ${name}${JSON.stringify(labels)} in:\n${text}`);
+    },
+  };
+}
+
+/** A UDP relay between one client and the arbiter that records both directions and can answer with an old answer. */
+class Relay {
+  readonly sock = dgram.createSocket('udp4');
+  readonly claims: Buffer[] = [];
+  readonly answers: Buffer[] = [];
+  private client: dgram.RemoteInfo | null = null;
+  /** When set, the next claim is not forwarded: this answer goes back instead. */
+  replayNext: Buffer | null = null;
+  private readonly arbiterPort: number;
+
+  constructor(arbiterPort: number) {
+    this.arbiterPort = arbiterPort;
+    this.sock.on('message', (b, r) => {
+      if (r.port === this.arbiterPort) {
+        this.answers.push(b);
+        if (this.client) this.sock.send(b, this.client.port, this.client.address);
+        return;
+      }
+      this.client = r;
+      if (this.replayNext) {
+        this.sock.send(this.replayNext, r.port, r.address);
+        this.replayNext = null;
+        return;
+      }
+      this.claims.push(b);
+      this.sock.send(b, this.arbiterPort, HOST);
+    });
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve) => this.sock.bind(0, HOST, () => resolve(this.sock.address().port)));
+  }
+}
+
+/** Sends datagrams from a fresh socket and returns whatever came back within `ms`. */
+async function sendRaw(port: number, datagrams: Buffer[], ms: number): Promise<Buffer[]> {
+  const s = dgram.createSocket('udp4');
+  const got: Buffer[] = [];
+  s.on('message', (b) => got.push(b));
+  await new Promise<void>((r) => s.bind(0, HOST, () => r()));
+  for (const d of datagrams) s.send(d, port, HOST);
+  await sleep(ms);
+  s.close();
+  return got;
+}
+
+function expectVerdict<V extends WitnessVerdict['verdict']>(
+  v: WitnessVerdict,
+  verdict: V,
+): Extract<WitnessVerdict, { verdict: V }> {
+  assert.equal(v.verdict, verdict, JSON.stringify(v));
+  return v as Extract<WitnessVerdict, { verdict: V }>;
+}
+
+describe('UDP witness: the arbiter process and two sidecar clients on loopback', { timeout: 60_000 }, () => {
+  const key = randomBytes(32);
+  let arb: Arbiter;
+  let relay: Relay;
+  let a: UdpWitness; // side 0, direct
+  let b: UdpWitness; // side 1, through the relay
+
+  before(async () => {
+    arb = await startArbiter(key);
+    relay = new Relay(arb.port);
+    const relayPort = await relay.listen();
+    a = await UdpWitness.open({ key, ordinal: 0, address: HOST, port: arb.port, ttlMs: TTL_MS, bindAddress: HOST });
+    b = await UdpWitness.open({ key, ordinal: 1, address: HOST, port: relayPort, ttlMs: TTL_MS, bindAddress: HOST });
+  });
+
+  after(() => {
+    a?.close();
+    b?.close();
+    relay?.sock.close();
+    const pid = arb?.child.pid;
+    if (pid !== undefined && arb.child.exitCode === null && arb.child.signalCode === null) process.kill(pid, 'SIGKILL');
+  });
+
+  it('grants the first claimant, refuses the other side naming the holder and its term, and renews', async () => {
+    const t0 = performance.now();
+    const g = expectVerdict(await a.claim(2), 'granted');
+    assert.equal(g.reason, 'free');
+    assert.equal(g.term, 2);
+    assert.ok(g.validUntil > performance.now() && g.validUntil <= t0 + TTL_MS + 1, `validUntil ${g.validUntil - t0}`);
+    const r = expectVerdict(await b.claim(1), 'refused');
+    assert.equal(r.reason, 'held');
+    assert.equal(r.holder, 0);
+    assert.equal(r.holderTerm, 2);
+    assert.ok(r.remainingMs > 0 && r.remainingMs <= TTL_MS);
+    assert.equal(expectVerdict(await a.claim(2), 'granted').reason, 'renewal');
+  });
+
+  it('a higher term supersedes an unexpired lease; the old holder is then refused', async () => {
+    assert.equal(expectVerdict(await b.claim(3), 'granted').reason, 'higher-term');
+    const r = expectVerdict(await a.claim(2), 'refused');
+    assert.deepEqual([r.holder, r.holderTerm], [1, 3]);
+  });
+
+  it('a silent holder’s lease expires after its ttl, not before: then the lower term gets it', async () => {
+    expectVerdict(await b.claim(3), 'granted');
+    const since = performance.now();
+    let granted: WitnessVerdict | null = null;
+    while (performance.now() - since < 2000) {
+      const v = await a.claim(2);
+      if (v.verdict === 'granted') {
+        granted = v;
+        break;
+      }
+      expectVerdict(v, 'refused');
+      await sleep(40);
+    }
+    const waited = performance.now() - since;
+    assert.equal(expectVerdict(granted as WitnessVerdict, 'granted').reason, 'expired');
+    assert.ok(waited >= TTL_MS - 50 && waited < TTL_MS + 400, `granted after ${Math.round(waited)} ms`);
+  });
+
+  it('an old answer replayed to a client is rejected by its nonce; the retry gets the truth', async () => {
+    assert.equal(expectVerdict(await b.claim(5), 'granted').reason, 'higher-term');
+    const oldGrant = relay.answers.at(-1) as Buffer;
+    expectVerdict(await a.claim(6), 'granted');
+    const before = b.drops.get('nonce') ?? 0;
+    relay.replayNext = oldGrant; // b's first attempt is "answered" with its old grant
+    const v = expectVerdict(await b.claim(5), 'refused');
+    assert.deepEqual([v.holder, v.holderTerm], [0, 6]);
+    assert.equal(b.drops.get('nonce'), before + 1);
+  });
+
+  it('a recorded claim sent again to the arbiter is dropped unanswered and counted (replay), and renews nothing', async () => {
+    const got = await sendRaw(arb.port, [relay.claims.at(-1) as Buffer], 300);
+    assert.equal(got.length, 0);
+    assert.equal(await arb.metric('sipha_witness_dropped_total', { reason: 'replay' }), 1);
+    assert.equal(expectVerdict(await a.claim(6), 'granted').reason, 'renewal', 'side 0 still holds it');
+  });
+
+  it('forged and foreign datagrams are counted and ignored by the arbiter; a forged answer by the client', async () => {
+    const wrong = randomBytes(32);
+    const claim = (k: Buffer, pair: number) =>
+      encodeClaim(k, { ordinal: 1, pair, term: 99, ttlMs: 60_000, incarnation: Date.now(), seq: 1, nonce: randomBytes(16) });
+    const got = await sendRaw(
+      arb.port,
+      [
+        Buffer.alloc(0),
+        Buffer.from('INVITE sip:x SIP/2.0\r\n\r\n'),
+        claim(wrong, witnessPairId(key)),
+        claim(wrong, witnessPairId(wrong)),
+      ],
+      300,
+    );
+    assert.equal(got.length, 0, 'nothing forged is answered');
+    assert.equal(await arb.metric('sipha_witness_dropped_total', { reason: 'size' }), 2);
+    assert.equal(await arb.metric('sipha_witness_dropped_total', { reason: 'hmac' }), 1);
+    assert.equal(await arb.metric('sipha_witness_dropped_total', { reason: 'pair' }), 1);
+    assert.equal(expectVerdict(await a.claim(6), 'granted').reason, 'renewal', 'the forged term-99 claim took nothing');
+
+    const forged = encodeAnswer(wrong, {
+      verdict: 'granted',
+      reason: 'free',
+      holder: 0,
+      pair: witnessPairId(key),
+      holderTerm: 6,
+      remainingMs: 60_000,
+      nonce: randomBytes(16),
+    });
+    await sendRaw(a.localPort, [forged], 100);
+    assert.equal(a.drops.get('hmac'), 1);
+  });
+
+  it('survives a flood of hostile datagrams and keeps answering', async () => {
+    const junk: Buffer[] = [];
+    for (let i = 0; i < 300; i++) {
+      const d = randomBytes(i % 3 === 0 ? 62 : i % 200);
+      if (i % 2 === 0 && d.length >= 5) {
+        d.write('SPWC', 0, 'latin1');
+        d[4] = 1;
+      }
+      junk.push(d);
+    }
+    assert.equal((await sendRaw(arb.port, junk, 300)).length, 0);
+    assert.equal(arb.child.exitCode, null, 'the arbiter is still running');
+    assert.equal(expectVerdict(await a.claim(6), 'granted').reason, 'renewal');
+    assert.equal((await arb.metric('sipha_witness_claims_total', { outcome: 'granted', reason: 'renewal' })) >= 4, true);
+  });
+
+  it('is unreachable when the arbiter is stopped: two silent attempts, then the verdict', async () => {
+    const pid = arb.child.pid as number;
+    const exited = new Promise((r) => arb.child.once('exit', r));
+    process.kill(pid, 'SIGTERM');
+    await Promise.race([exited, sleep(5000)]);
+    assert.notEqual(arb.child.exitCode ?? arb.child.signalCode, null, 'the arbiter exited');
+    const t0 = performance.now();
+    const v = expectVerdict(await a.claim(6), 'unreachable');
+    const took = performance.now() - t0;
+    assert.equal(v.reason, 'timeout');
+    assert.ok(took >= 2 * 150 - 5 && took < 1000, `unreachable after ${Math.round(took)} ms`);
+  });
+});

@@ -1,0 +1,153 @@
+/**
+ * The UDP witness's decision core with no socket: what it answers, what it
+ * drops and why, that a replayed claim cannot renew a lease, and that no
+ * input makes it throw or grow.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { type AnswerMessage, decodeAnswer, encodeClaim, witnessPairId } from '../../contract/witness-wire.ts';
+import { Arbiter } from '../../sidecar/src/witness/arbiter.ts';
+
+const key = randomBytes(32);
+const pair = witnessPairId(key);
+
+function claimBytes(ordinal: 0 | 1, term: number, o: { incarnation?: number; seq: number; ttlMs?: number; k?: Buffer }) {
+  const nonce = randomBytes(16);
+  const bytes = encodeClaim(o.k ?? key, {
+    ordinal,
+    pair,
+    term,
+    ttlMs: o.ttlMs ?? 1000,
+    incarnation: o.incarnation ?? 1,
+    seq: o.seq,
+    nonce,
+  });
+  return { bytes, nonce };
+}
+
+function answerOf(a: Arbiter, b: Buffer, now: number): AnswerMessage {
+  const r = a.handle(b, now);
+  assert.equal(r.kind, 'answer', r.kind === 'drop' ? r.reason : '');
+  const ans = decodeAnswer(key, (r as Extract<typeof r, { kind: 'answer' }>).answer);
+  assert.notEqual(typeof ans, 'string');
+  return ans as AnswerMessage;
+}
+
+describe('arbiter', () => {
+  it('answers with the verdict, the holder and the claim’s own nonce', () => {
+    const a = new Arbiter(key);
+    const c0 = claimBytes(0, 2, { seq: 1 });
+    const g = answerOf(a, c0.bytes, 0);
+    assert.deepEqual(
+      { ...g, nonce: Buffer.from(g.nonce) },
+      {
+        verdict: 'granted',
+        reason: 'free',
+        holder: 0,
+        pair,
+        holderTerm: 2,
+        remainingMs: 1000,
+        nonce: c0.nonce,
+      },
+    );
+    const c1 = claimBytes(1, 1, { seq: 1 });
+    const r = answerOf(a, c1.bytes, 400);
+    assert.equal(r.verdict, 'refused');
+    assert.equal(r.holder, 0);
+    assert.equal(r.holderTerm, 2);
+    assert.equal(r.remainingMs, 600);
+    assert.deepEqual(Buffer.from(r.nonce), c1.nonce);
+    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 2 }).bytes, 500).reason, 'higher-term');
+    assert.deepEqual(a.lease, { holder: 1, term: 3, expiresAt: 1500 });
+  });
+
+  it('reports when the holder changes (the process logs it), not on renewals or refusals', () => {
+    const a = new Arbiter(key);
+    const changed = (b: Buffer, now: number) => {
+      const r = a.handle(b, now);
+      return r.kind === 'answer' && r.holderChanged;
+    };
+    assert.equal(changed(claimBytes(0, 2, { seq: 1 }).bytes, 0), true);
+    assert.equal(changed(claimBytes(0, 2, { seq: 2 }).bytes, 10), false);
+    assert.equal(changed(claimBytes(1, 1, { seq: 1 }).bytes, 20), false);
+    assert.equal(changed(claimBytes(1, 3, { seq: 2 }).bytes, 30), true);
+  });
+
+  it('drops a replayed claim (same or older seq, older incarnation), so a recorded claim cannot renew a dead holder', () => {
+    const a = new Arbiter(key);
+    const first = claimBytes(0, 2, { incarnation: 100, seq: 7 });
+    answerOf(a, first.bytes, 0);
+    assert.deepEqual(a.handle(first.bytes, 2000), { kind: 'drop', reason: 'replay' });
+    assert.deepEqual(a.handle(claimBytes(0, 2, { incarnation: 100, seq: 6 }).bytes, 2000), { kind: 'drop', reason: 'replay' });
+    assert.deepEqual(a.handle(claimBytes(0, 2, { incarnation: 99, seq: 50 }).bytes, 2000), { kind: 'drop', reason: 'replay' });
+    // The lease was not renewed by any of them: it expired at 1000, the other side gets it.
+    assert.equal(answerOf(a, claimBytes(1, 1, { seq: 1 }).bytes, 2000).reason, 'expired');
+    // A restarted client (later incarnation) starts its seq again.
+    assert.equal(answerOf(a, claimBytes(0, 4, { incarnation: 101, seq: 1 }).bytes, 2001).reason, 'higher-term');
+  });
+
+  it('replay marks are per side: one side’s sequence does not block the other', () => {
+    const a = new Arbiter(key);
+    answerOf(a, claimBytes(0, 2, { seq: 50 }).bytes, 0);
+    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 1 }).bytes, 1).verdict, 'granted');
+  });
+
+  it('drops another pair’s claim before the HMAC, and a forged one with this pair’s id by the HMAC', () => {
+    const a = new Arbiter(key);
+    const other = randomBytes(32);
+    const foreign = encodeClaim(other, {
+      ordinal: 0,
+      pair: witnessPairId(other),
+      term: 9,
+      ttlMs: 1000,
+      incarnation: 1,
+      seq: 1,
+      nonce: randomBytes(16),
+    });
+    assert.deepEqual(a.handle(foreign, 0), { kind: 'drop', reason: 'pair' });
+    assert.deepEqual(a.handle(claimBytes(0, 9, { seq: 1, k: other }).bytes, 0), { kind: 'drop', reason: 'hmac' });
+    assert.equal(a.lease, null, 'nothing forged changed the lease');
+    // A forged claim does not advance the replay mark either: the real seq 1 still counts.
+    assert.equal(answerOf(a, claimBytes(0, 2, { seq: 1 }).bytes, 0).verdict, 'granted');
+  });
+
+  it('never throws, and only authentic claims change its (single) record, whatever arrives', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(
+            fc.uint8Array({ maxLength: 100 }).map((u) => ({ kind: 'junk' as const, b: Buffer.from(u) })),
+            fc
+              .record({ ord: fc.constantFrom<0 | 1>(0, 1), term: fc.nat(20), flip: fc.nat(61) })
+              .map((x) => ({ kind: 'flipped' as const, ...x })),
+            fc.record({ ord: fc.constantFrom<0 | 1>(0, 1), term: fc.nat(20) }).map((x) => ({ kind: 'real' as const, ...x })),
+          ),
+          { maxLength: 40 },
+        ),
+        (inputs) => {
+          const a = new Arbiter(key);
+          let seq = 0;
+          let now = 0;
+          for (const i of inputs) {
+            now += 7;
+            const before = a.lease;
+            if (i.kind === 'junk') {
+              assert.equal(a.handle(i.b, now).kind, 'drop');
+            } else if (i.kind === 'flipped') {
+              const b = Buffer.from(claimBytes(i.ord, i.term, { seq: ++seq }).bytes);
+              b[i.flip] = (b[i.flip] as number) ^ 0x01;
+              assert.equal(a.handle(b, now).kind, 'drop');
+            } else {
+              assert.equal(a.handle(claimBytes(i.ord, i.term, { seq: ++seq }).bytes, now).kind, 'answer');
+              continue;
+            }
+            assert.deepEqual(a.lease, before);
+          }
+        },
+      ),
+      { numRuns: 500, seed: 31 },
+    );
+  });
+});
