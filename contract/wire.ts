@@ -12,6 +12,8 @@
  *   DATA  body: seq u48 | term u32 | link u8 | payload (the bytes the master wrote to its server)
  *   ACK   body: seq u48 (highest seq applied by the backup)
  *   HELLO body: ordinal u8 | term u32 | incarnation u32
+ *   SYNCED body: seq u48 (master -> backup: messages up to seq carry the full
+ *                state; once it has applied them the backup is in sync)
  */
 import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { ROLES, type Role } from './names.ts';
@@ -90,11 +92,12 @@ export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
   };
 }
 
-export const FrameType = { Data: 1, Ack: 2, Hello: 3 } as const;
+export const FrameType = { Data: 1, Ack: 2, Hello: 3, Synced: 4 } as const;
 
 export type Frame =
   | { type: typeof FrameType.Data; seq: number; term: number; link: number; payload: Buffer }
   | { type: typeof FrameType.Ack; seq: number }
+  | { type: typeof FrameType.Synced; seq: number }
   | { type: typeof FrameType.Hello; ordinal: 0 | 1; term: number; incarnation: number };
 
 /** A DATA frame as a list of buffers (the payload is not copied). */
@@ -112,9 +115,17 @@ export function encodeData(key: Buffer, seq: number, term: number, link: number,
 }
 
 export function encodeAck(key: Buffer, seq: number): Buffer {
+  return encodeSeqFrame(key, FrameType.Ack, seq);
+}
+
+export function encodeSynced(key: Buffer, seq: number): Buffer {
+  return encodeSeqFrame(key, FrameType.Synced, seq);
+}
+
+function encodeSeqFrame(key: Buffer, type: number, seq: number): Buffer {
   const b = Buffer.allocUnsafe(4 + 1 + 6 + MAC);
   b.writeUInt32BE(1 + 6 + MAC, 0);
-  b[4] = FrameType.Ack;
+  b[4] = type;
   b.writeUIntBE(seq, 5, 6);
   mac(key, b.subarray(4, 11)).copy(b, 11);
   return b;
@@ -167,7 +178,7 @@ export class FrameReader {
           link: body[11] as number,
           payload: body.subarray(12),
         });
-      } else if (t === FrameType.Ack && body.length === 7) {
+      } else if ((t === FrameType.Ack || t === FrameType.Synced) && body.length === 7) {
         this.on({ type: t, seq: body.readUIntBE(1, 6) });
       } else if (t === FrameType.Hello && body.length === 10 && (body[1] === 0 || body[1] === 1)) {
         this.on({ type: t, ordinal: body[1] as 0 | 1, term: body.readUInt32BE(2), incarnation: body.readUInt32BE(6) });

@@ -32,6 +32,7 @@ export interface HaSettings {
   readonly misses: number;
   readonly startupGraceMs: number;
   readonly replicationMode: 'sync' | 'async';
+  readonly ackDeadlineMs: number;
   readonly key: Buffer;
   readonly vip: string;
   readonly vipInterface: string;
@@ -94,6 +95,7 @@ function haSettings(env: Env): HaSettings | null {
     misses,
     startupGraceMs: int(env, 'SIPHA_STARTUP_GRACE_MS', Math.max(1000, intervalMs * misses * 4), 100, 600000),
     replicationMode: mode,
+    ackDeadlineMs: int(env, 'SIPHA_ACK_DEADLINE_MS', 500, 20, 60000),
     key,
     vip: need('SIPHA_VIP'),
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',

@@ -60,6 +60,7 @@ async function main(): Promise<void> {
       applied: ha?.appliedSeq ?? 0,
       lagMs: (ps: readonly number[]) => ha?.lagMs(ps) ?? ps.map(() => Number.NaN),
       takeovers: ha?.takeovers ?? 0,
+      inSync: ha?.inSync ?? false,
     }));
     const pod = process.env.SIPHA_POD_NAME;
     const namespace = process.env.SIPHA_POD_NAMESPACE;

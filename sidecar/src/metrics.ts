@@ -23,6 +23,8 @@ export interface HaView {
   lag: number;
   applied: number;
   takeovers: number;
+  /** Master: its backup holds the full state. Backup: its server holds the master's. */
+  inSync: boolean;
   /** Replication lag percentiles (ms) over recent messages, one sort for all. */
   lagMs: (ps: readonly number[]) => number[];
 }
@@ -115,6 +117,14 @@ export function createMetrics() {
       v.lagMs(qs).forEach((x, i) => {
         if (Number.isFinite(x)) this.set({ quantile: String((qs[i] as number) / 100) }, x);
       });
+    },
+  });
+  new Gauge({
+    name: 'sipha_in_sync',
+    help: "1 when the pair is in sync as this sidecar sees it (master: its backup acked the full state; backup: its server holds the master's)",
+    registers: [registry],
+    collect() {
+      this.set(haView?.().inSync ? 1 : 0);
     },
   });
   new Gauge({

@@ -58,3 +58,70 @@ describe('a crashed sidecar restarted beside its running Kamailio (OOM kill, kub
     assert.ok(holdsVip(pb.b));
   });
 });
+
+describe('a backup whose Kamailio restarted (item 2)', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('the restarted server is resynced before the backup claims to be in sync, and a master crash then loses nothing', async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b: b0, client } = pb;
+    const aors = users('brst', 300);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 300, rate: 500, users: aors })).successful,
+      300,
+    );
+    await until(() => usrlocStat(b0.kamailio, 'registered_users') === 300, 5000, 'backup has them');
+    // Only the backup's Kamailio restarts (as a kubelet restarts a crashed server container): empty location table.
+    await bed.stop(b0.kamailio.child, 'SIGKILL');
+    const b = await b0.restartKamailio();
+    await until(() => role(b) === 'backup', 10000, 'b is backup again');
+    await until(() => b.sidecar.metric('sipha_in_sync') === 1 && a.sidecar.metric('sipha_in_sync') === 1, 10000, 'in sync again');
+    assert.equal(usrlocStat(b.kamailio, 'registered_users'), 300, 'in sync means the restarted server holds every registration');
+    await bed.stop(a.kamailio.child, 'SIGKILL');
+    await until(() => role(b) === 'master', 5000, 'b takes over');
+    assert.equal(lookupAll(b.kamailio, aors).size, 300, 'no registration lost at the next failover');
+  });
+});
+
+describe('a stalled replication stream while heartbeats flow (item 3)', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it("the master's egress is released after the ack deadline, the backup is out of sync, and the stream resyncs when it heals", async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const first = users('stall', 100);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 100, rate: 200, users: first })).successful,
+      100,
+    );
+    await until(() => a.sidecar.metric('sipha_in_sync') === 1, 5000, 'in sync before the stall');
+    // A black hole for the replication port only (firewall, MTU): heartbeats still say "backup, server up".
+    b.host.run(
+      'nft',
+      ['-f', '-'],
+      'table inet stall {\n chain in {\n  type filter hook input priority 0;\n  tcp dport 5063 drop\n }\n}\n',
+    );
+    const more = users('held', 50);
+    const r = await runSipp(bed, client, { scenario: 'register.xml', target, calls: 50, rate: 50, users: more, timeoutS: 30 });
+    assert.equal(
+      r.successful,
+      50,
+      `registrations during the stall are answered (held at most the deadline): ${r.output.slice(-1500)}`,
+    );
+    assert.ok(a.sidecar.metric('sipha_replication_resyncs_total', { reason: 'ack-deadline' }) >= 1, 'the stall was seen');
+    assert.equal(a.sidecar.metric('sipha_in_sync'), 0, 'the master says its backup is out of sync');
+    assert.equal(role(a), 'master');
+    assert.equal(role(b), 'backup', 'no takeover: the master is healthy');
+    b.host.run('nft', ['delete', 'table', 'inet', 'stall']);
+    await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'resynced after the heal');
+    await until(() => usrlocStat(b.kamailio, 'registered_users') === 150, 5000, 'the backup holds all 150');
+  });
+});

@@ -32,6 +32,8 @@ export interface HaConfig {
   misses: number;
   startupGraceMs: number;
   replicationMode: 'sync' | 'async';
+  /** Sync mode: an ack later than this ends the stream (held traffic released, backup out of sync, resync). */
+  ackDeadlineMs: number;
   key: Buffer;
   /** NAT keepalives to registered UDP clients, sent by the serving master only; 0 disables. */
   natKeepaliveMs: number;
@@ -90,8 +92,10 @@ export class HaNode {
       intervalMs: cfg.intervalMs,
       misses: cfg.misses,
     });
-    this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log);
-    this.receiver = new ReplicationReceiver(cfg.key, cfg.peerAddress, log);
+    this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
+      ackDeadlineMs: cfg.ackDeadlineMs,
+    });
+    this.receiver = new ReplicationReceiver(cfg.key, log);
     this.barrier = new SyncBarrier(this.sender);
     this.sender.lag.onLag = (ms) => metrics.replicationLag.observe(ms / 1000);
   }
@@ -122,20 +126,34 @@ export class HaNode {
         this.sender.replicate(e.link, [e.bytes]);
         n++;
       }
+      this.sender.synced();
       this.log.info({ messages: n }, 'state cache replayed to the backup');
+    };
+    this.sender.onStall = (reason) => {
+      this.metrics.resyncs.inc({ reason });
+      this.log.error(
+        { reason, ackDeadlineMs: this.cfg.ackDeadlineMs },
+        'backup stopped acknowledging: held traffic released, resyncing',
+      );
     };
     // Sync: egress waits for the backup's ack, but only while there is a backup
     // that can apply (a peer that resigned or whose server is down never will).
     if (this.cfg.replicationMode === 'sync') p.hold = (send) => (this.peerCanApply() ? this.barrier.hold(send) : send());
     this.receiver.apply = (link, payload) => {
-      p.serverLink.sendOn(link, [payload]);
+      if (!p.serverLink.writeNow(link, [payload])) return false;
       // Keep a cache here too: after a takeover this node resyncs whoever joins next.
       if (payload.subarray(0, 9).toString('latin1') === 'REGISTER ') {
         const m = parseMessage(payload);
         if (m.ok) this.cache.observe(m, link, [payload]);
       }
+      return true;
     };
     this.receiver.accepting = () => this.state.role !== 'master';
+    // A server connection that closed may be a server that restarted empty: a
+    // backup then asks for the full state again instead of claiming to hold it.
+    p.serverLink.onReset = () => {
+      if (this.state.role !== 'master') this.receiver.drop('server-restarted');
+    };
     // The server is up when its link is (process alive) and it answers OPTIONS (not hung).
     const serverEvent = () => this.dispatch({ type: 'server', up: this.linkUp && this.probeHealthy });
     p.serverLink.onServer = (up) => {
@@ -185,6 +203,11 @@ export class HaNode {
 
   get appliedSeq(): number {
     return this.receiver.applied;
+  }
+
+  /** Master: its backup holds the full state now. Anyone else: this node's server does. */
+  get inSync(): boolean {
+    return this.serving ? this.sender.inSync : this.receiver.inSync;
   }
 
   async stop(): Promise<void> {
@@ -252,8 +275,6 @@ export class HaNode {
       this.barrier.flush(true);
     }
     this.tellPeer(true);
-    const to = d.state.role;
-    const term = d.state.term;
     this.effects = this.effects.then(() => this.carryOut(before, d, timeline, now));
   }
 

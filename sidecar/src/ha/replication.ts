@@ -7,10 +7,15 @@
  *
  * Sync mode: egress the master's server produced after message N is held
  * until the backup acked N (`SyncBarrier`), so no client is told "OK" about
- * state the backup lacks.
+ * state the backup lacks. The backup acks only what it wrote to a live
+ * connection to its server; if it cannot, it closes the stream instead.
+ * An ack that does not come within the deadline (a stalled stream: MTU black
+ * hole, firewall, frozen backup) ends the stream: held traffic is released,
+ * the backup is out of sync, and the next connection starts with a full
+ * state burst.
  */
 import net from 'node:net';
-import { encodeAck, encodeData, encodeHello, FrameReader, FrameType } from '../../../contract/wire.ts';
+import { encodeAck, encodeData, encodeHello, encodeSynced, FrameReader, FrameType } from '../../../contract/wire.ts';
 import type { Logger } from '../log.ts';
 import { writeInTurn } from '../proxy/turn-writer.ts';
 
@@ -19,7 +24,7 @@ export class LagWindow {
   private readonly sentAt: Float64Array;
   private readonly lags: Float64Array;
   private n = 0;
-  private readonly now: () => number;
+  readonly now: () => number;
   constructor(size = 8192, now: () => number = () => performance.now()) {
     this.sentAt = new Float64Array(size);
     this.lags = new Float64Array(size);
@@ -29,6 +34,13 @@ export class LagWindow {
   onLag: (ms: number) => void = () => {};
   sent(seq: number): void {
     this.sentAt[seq % this.sentAt.length] = this.now();
+  }
+  /** When `seq` was sent (valid while fewer than the window's size are outstanding). */
+  sentTime(seq: number): number {
+    return this.sentAt[seq % this.sentAt.length] as number;
+  }
+  get size(): number {
+    return this.sentAt.length;
   }
   acked(from: number, to: number): void {
     const now = this.now();
@@ -53,6 +65,13 @@ export class LagWindow {
   }
 }
 
+export interface SenderOptions {
+  /** An ack older than this ends the stream (held egress is released; the backup resyncs). */
+  ackDeadlineMs: number;
+  /** A connection attempt that takes longer is abandoned and retried. */
+  connectTimeoutMs?: number;
+}
+
 export class ReplicationSender {
   seq = 0;
   acked = 0;
@@ -61,22 +80,58 @@ export class ReplicationSender {
   private socket: net.Socket | null = null;
   private connected = false;
   private stopped = true;
+  /** The last message of the state burst on this stream (0: none sent yet). */
+  private syncedSeq = 0;
+  private watchdog: NodeJS.Timeout | null = null;
   private readonly key: Buffer;
-  private readonly peer: { host: string; port: number };
+  private readonly opts: Required<SenderOptions>;
   private readonly ordinal: 0 | 1;
   private readonly log: Logger;
+  peer: { host: string; port: number };
   onAck: (seq: number) => void = () => {};
   onConnected: (up: boolean) => void = () => {};
+  /** The stream was ended because the backup stopped acknowledging (the reason is a metric label). */
+  onStall: (reason: string) => void = () => {};
 
-  constructor(key: Buffer, peer: { host: string; port: number }, ordinal: 0 | 1, log: Logger) {
+  constructor(key: Buffer, peer: { host: string; port: number }, ordinal: 0 | 1, log: Logger, opts: SenderOptions) {
     this.key = key;
     this.peer = peer;
     this.ordinal = ordinal;
     this.log = log;
+    this.opts = { connectTimeoutMs: 1000, ...opts };
   }
 
   get isConnected(): boolean {
     return this.connected;
+  }
+
+  /** The backup has applied the full state burst of this stream and everything since. */
+  get inSync(): boolean {
+    return this.connected && this.syncedSeq > 0 && this.acked >= this.syncedSeq;
+  }
+
+  /** Marks the end of the state burst: once acked, the backup is in sync. */
+  synced(): void {
+    if (!this.connected || this.socket === null) return;
+    this.syncedSeq = Math.max(1, this.seq);
+    writeInTurn(this.socket, [encodeSynced(this.key, this.syncedSeq)]);
+  }
+
+  /** Ends the current stream (it reconnects unless stopped). */
+  restart(reason: string): void {
+    this.log.warn({ reason, seq: this.seq, acked: this.acked }, 'replication stream restarted');
+    this.socket?.destroy();
+  }
+
+  /** Oldest unacknowledged message older than the deadline, or too many outstanding: a stalled stream. */
+  private checkAcks(): void {
+    if (!this.connected || this.seq === this.acked) return;
+    let reason: string | null = null;
+    if (this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
+    else if (this.lag.now() - this.lag.sentTime(this.acked + 1) > this.opts.ackDeadlineMs) reason = 'ack-deadline';
+    if (reason === null) return;
+    this.onStall(reason);
+    this.restart(reason);
   }
 
   start(term: number): void {
@@ -88,8 +143,15 @@ export class ReplicationSender {
 
   stop(): void {
     this.stopped = true;
-    this.socket?.destroy();
-    this.socket = null;
+    const s = this.socket;
+    this.socket = null; // its close event is then ignored: a later start() owns the next socket
+    s?.destroy();
+    if (this.connected) {
+      this.connected = false;
+      this.onConnected(false);
+    }
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
   }
 
   /** Sends one inbound message; returns its sequence number (0 when no backup is connected). */
@@ -103,8 +165,15 @@ export class ReplicationSender {
 
   private connect(): void {
     if (this.stopped) return;
+    if (this.watchdog === null) {
+      this.watchdog = setInterval(() => this.checkAcks(), Math.max(5, this.opts.ackDeadlineMs / 4));
+      this.watchdog.unref();
+    }
     const s = net.connect({ host: this.peer.host, port: this.peer.port, noDelay: true });
     this.socket = s;
+    // A SYN into a black hole would otherwise wait for the kernel's ~2 min of retries.
+    const connectTimer = setTimeout(() => s.destroy(), this.opts.connectTimeoutMs);
+    connectTimer.unref();
     const reader = new FrameReader(this.key, (f) => {
       if (f.type === FrameType.Ack && f.seq > this.acked) {
         this.lag.acked(this.acked + 1, f.seq);
@@ -113,9 +182,11 @@ export class ReplicationSender {
       }
     });
     s.on('connect', () => {
+      clearTimeout(connectTimer);
       // A new stream starts its own numbering: the backup acks what it applied of this one.
       this.seq = 0;
       this.acked = 0;
+      this.syncedSeq = 0;
       s.write(encodeHello(this.key, this.ordinal, this.term, 0));
       this.connected = true;
       this.log.info({ peer: this.peer }, 'replicating to the backup');
@@ -130,6 +201,9 @@ export class ReplicationSender {
     });
     s.on('error', (err) => this.log.debug({ err: err.message }, 'replication connection error'));
     s.on('close', () => {
+      clearTimeout(connectTimer);
+      if (this.socket !== s) return; // stopped, and maybe started again since
+      this.socket = null;
       const was = this.connected;
       this.connected = false;
       if (was) {
@@ -190,30 +264,47 @@ export class SyncBarrier {
   }
 }
 
-/** The backup's end: accepts the master's stream, applies each message, acks. */
+/**
+ * The backup's end: accepts the master's stream, applies each message, acks.
+ * The peer is known by the pair's key, not by its address (a rescheduled pod
+ * has a new one): a connection becomes the stream only after a valid HELLO,
+ * so a stranger's connection cannot end the live stream.
+ */
 export class ReplicationReceiver {
   applied = 0;
   private readonly server: net.Server;
   private current: net.Socket | null = null;
+  /** Last message of the master's state burst on the current stream (0: not announced yet). */
+  private syncedSeq = 0;
   private readonly key: Buffer;
-  private readonly peerAddress: string;
   private readonly log: Logger;
-  /** Writes the payload to the local server on link connection `link`. */
-  apply: (link: number, payload: Buffer) => void = () => {};
+  /**
+   * Writes the payload to the local server on link connection `link`; false
+   * when it cannot (the server is down or restarting): nothing is acked then.
+   */
+  apply: (link: number, payload: Buffer) => boolean = () => true;
   /** False while this node must not apply (it is master itself). */
   accepting: () => boolean = () => true;
 
-  constructor(key: Buffer, peerAddress: string, log: Logger) {
+  constructor(key: Buffer, log: Logger) {
     this.key = key;
-    this.peerAddress = peerAddress;
     this.log = log;
     this.server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
+  }
+
+  /** This node's server holds the master's full state: the burst and everything since were applied. */
+  get inSync(): boolean {
+    return this.current !== null && this.syncedSeq > 0 && this.applied >= this.syncedSeq;
   }
 
   listen(port: number, host: string): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen({ port, host }, () => resolve());
+      this.server.listen({ port, host }, () => {
+        this.server.off('error', reject);
+        this.server.on('error', (err) => this.log.error({ err }, 'replication listener error'));
+        resolve();
+      });
     });
   }
 
@@ -222,25 +313,50 @@ export class ReplicationReceiver {
     this.current?.destroy();
   }
 
+  /** Ends the live stream (the master reconnects and resyncs this node with a burst). */
+  drop(reason: string): void {
+    if (this.current === null) return;
+    this.log.warn({ reason, applied: this.applied }, 'replication stream dropped; the master will resync');
+    this.current.destroy();
+    this.current = null;
+    this.syncedSeq = 0;
+  }
+
   private adopt(s: net.Socket): void {
     const from = (s.remoteAddress ?? '').replace(/^::ffff:/, '');
-    if (from !== this.peerAddress) {
-      this.log.warn({ from }, 'replication connection from a stranger refused');
-      s.destroy();
-      return;
-    }
-    this.current?.destroy(); // one stream at a time: the newest
-    this.current = s;
-    this.applied = 0;
+    s.on('error', () => {});
+    // Until its HELLO checks out, a connection is nobody's stream; bounded in time.
+    const helloTimer = setTimeout(() => s.destroy(), 2000);
+    helloTimer.unref();
+    let live = false;
     let pendingAck = false;
     const ack = () => {
       pendingAck = false;
       if (!s.destroyed) s.write(encodeAck(this.key, this.applied));
     };
     const reader = new FrameReader(this.key, (f) => {
+      if (!live) {
+        if (f.type !== FrameType.Hello) return;
+        clearTimeout(helloTimer);
+        live = true;
+        this.current?.destroy(); // one stream at a time: the newest authenticated one
+        this.current = s;
+        this.applied = 0;
+        this.syncedSeq = 0;
+        this.log.info({ from, term: f.term }, 'replication stream from the master');
+        return;
+      }
+      if (f.type === FrameType.Synced) {
+        this.syncedSeq = f.seq;
+        return;
+      }
       if (f.type !== FrameType.Data) return;
       if (f.seq <= this.applied || !this.accepting()) return;
-      this.apply(f.link, f.payload);
+      if (!this.apply(f.link, f.payload)) {
+        // Never ack what the server did not get: end the stream; the master resyncs us later.
+        this.drop('server-unavailable');
+        return;
+      }
       this.applied = f.seq;
       if (!pendingAck) {
         // One ack per burst of frames read together.
@@ -251,13 +367,16 @@ export class ReplicationReceiver {
     s.on('data', (chunk: Buffer) => {
       const bad = reader.push(chunk);
       if (bad) {
-        this.log.error({ reason: bad }, 'bad replication frame; closing');
+        this.log.error({ reason: bad, from }, 'bad replication frame; closing');
         s.destroy();
       }
     });
-    s.on('error', () => {});
     s.on('close', () => {
-      if (this.current === s) this.current = null;
+      clearTimeout(helloTimer);
+      if (this.current === s) {
+        this.current = null;
+        this.syncedSeq = 0;
+      }
     });
   }
 }

@@ -40,6 +40,12 @@ export class ServerLink {
   private readonly onMessage: (bytes: Buffer) => void;
   /** Called when the server is seen to go away (a reconnect is refused) or to come back. */
   onServer: (up: boolean) => void = () => {};
+  /**
+   * Called when an established connection closes: the server may have
+   * restarted (and lost its state) even if it is back before anyone sees a
+   * refused reconnect.
+   */
+  onReset: (index: number) => void = () => {};
   private serverUp = false;
 
   constructor(opts: ServerLinkOptions, log: Logger, metrics: Metrics, onMessage: (bytes: Buffer) => void) {
@@ -77,6 +83,18 @@ export class ServerLink {
       c.queue.push(slices);
       return true;
     }
+    writeInTurn(c.socket, slices);
+    return true;
+  }
+
+  /**
+   * Writes on connection `index` only if it is up now (never queues): what a
+   * backup acknowledges must have reached its server, not a queue that a
+   * restarted server will never see in full.
+   */
+  writeNow(index: number, slices: Buffer[]): boolean {
+    const c = this.conns[index % this.conns.length] as Conn;
+    if (!c.ready || c.socket === null) return false;
     writeInTurn(c.socket, slices);
     return true;
   }
@@ -125,12 +143,14 @@ export class ServerLink {
       if (err.code === 'ECONNREFUSED') this.setServer(false);
     });
     socket.on('close', () => {
-      if (c.ready) {
+      const was = c.ready;
+      if (was) {
         this.metrics.linkUp.dec();
         this.log.warn({ index }, 'link to the SIP server closed');
       }
       c.ready = false;
       c.socket = null;
+      if (was && !this.closed) this.onReset(index);
       if (this.closed) return;
       // First retry at once: a refused reconnect is how a dead server shows.
       const delay = c.retryMs;

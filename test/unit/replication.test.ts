@@ -1,0 +1,136 @@
+/**
+ * The replication stream's safety rules (issue 8 items 3 and 4), with real
+ * TCP on loopback: the backup acks only what reached its server, a stalled
+ * stream cannot hold the master's egress past the ack deadline, a stranger's
+ * connection cannot end the live stream, and "in sync" means the full state
+ * burst was applied.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { afterEach, describe, it } from 'node:test';
+import { ReplicationReceiver, ReplicationSender, SyncBarrier } from '../../sidecar/src/ha/replication.ts';
+import { createLogger } from '../../sidecar/src/log.ts';
+import { until } from '../lib/procs.ts';
+
+const key = randomBytes(32);
+const log = createLogger('silent', 'test');
+const msg = (n: number) => Buffer.from(`REGISTER sip:x SIP/2.0\r\nCall-ID: ${n}\r\n\r\n`);
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+async function pair(opts: { ackDeadlineMs?: number; apply?: (link: number, p: Buffer) => boolean } = {}) {
+  const port = await freePort();
+  const receiver = new ReplicationReceiver(key, log);
+  const applied: Buffer[] = [];
+  receiver.apply =
+    opts.apply ??
+    ((_l, p) => {
+      applied.push(p);
+      return true;
+    });
+  await receiver.listen(port, '127.0.0.1');
+  const sender = new ReplicationSender(key, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: opts.ackDeadlineMs ?? 500 });
+  const connections: boolean[] = [];
+  const barrier = new SyncBarrier(sender);
+  const barrierOnConnected = sender.onConnected;
+  sender.onConnected = (up) => {
+    barrierOnConnected(up);
+    connections.push(up);
+  };
+  sender.start(2);
+  cleanups.push(() => {
+    sender.stop();
+    receiver.close();
+  });
+  await until(() => sender.isConnected, 3000, 'stream connected');
+  return { receiver, sender, barrier, applied, connections, port };
+}
+
+describe('replication stream: acks mean stored (item 4)', () => {
+  it('a backup whose server cannot take a message acks nothing and ends the stream', async () => {
+    const { sender, connections } = await pair({ apply: () => false });
+    sender.replicate(0, [msg(1)]);
+    await until(() => connections.includes(false), 3000, 'the backup ended the stream');
+    assert.equal(sender.acked, 0, 'nothing was acknowledged');
+  });
+
+  it('what the server took is acked, in order', async () => {
+    const { sender, applied } = await pair();
+    for (let i = 1; i <= 5; i++) sender.replicate(i % 2, [msg(i)]);
+    await until(() => sender.acked === 5, 3000, 'all acked');
+    assert.deepEqual(
+      applied.map((b) => b.toString()),
+      [1, 2, 3, 4, 5].map((i) => msg(i).toString()),
+    );
+  });
+});
+
+describe('replication stream: the ack deadline (item 3)', () => {
+  it('a backup that stops acking cannot hold egress past the deadline; the stream restarts', async () => {
+    // A stalled backup: it stores nothing and never answers (as a frozen main thread or a black hole).
+    const stalled = net.createServer((s) => s.on('data', () => {}));
+    await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', r));
+    const port = (stalled.address() as net.AddressInfo).port;
+    const accepted: net.Socket[] = [];
+    stalled.on('connection', (s) => accepted.push(s));
+    const sender = new ReplicationSender(key, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 150 });
+    const barrier = new SyncBarrier(sender);
+    const stalls: string[] = [];
+    sender.onStall = (r) => stalls.push(r);
+    sender.start(2);
+    cleanups.push(() => {
+      sender.stop();
+      for (const s of accepted) s.destroy();
+      stalled.close();
+    });
+    await until(() => sender.isConnected, 3000, 'connected');
+    sender.replicate(0, [msg(1)]);
+    let sent = false;
+    barrier.hold(() => {
+      sent = true;
+    });
+    assert.equal(sent, false, 'held while the ack is due');
+    await until(() => sent, 3000, 'released after the deadline');
+    assert.deepEqual(stalls, ['ack-deadline']);
+    await until(() => accepted.length >= 2, 3000, 'the stream reconnected');
+  });
+});
+
+describe('replication stream: who may be the stream', () => {
+  it("a stranger's connection without a valid HELLO does not end the live stream", async () => {
+    const { sender, port } = await pair();
+    const stranger = net.connect({ host: '127.0.0.1', port });
+    cleanups.push(() => stranger.destroy());
+    await new Promise<void>((r) => stranger.once('connect', () => r()));
+    stranger.write(Buffer.alloc(64, 7));
+    await new Promise((r) => setTimeout(r, 100));
+    sender.replicate(0, [msg(1)]);
+    await until(() => sender.acked === 1, 3000, 'the live stream still acks');
+    assert.ok(sender.isConnected);
+  });
+});
+
+describe('replication stream: in sync', () => {
+  it('both ends say in sync only once the burst is applied, and not after the backup drops the stream', async () => {
+    const { sender, receiver } = await pair();
+    sender.replicate(0, [msg(1)]);
+    assert.equal(sender.inSync, false);
+    sender.synced();
+    await until(() => sender.inSync && receiver.inSync, 3000, 'in sync');
+    receiver.drop('test');
+    await until(() => !sender.inSync, 3000, 'master sees the backup out of sync');
+    assert.equal(receiver.inSync, false);
+  });
+});
