@@ -178,13 +178,16 @@ export class EdgeProxy {
       return;
     }
     if (this.probeAnswer?.(m)) return;
+    // Before the gate: a backup withholds its requests but must know where its
+    // INVITEs went, for the CANCEL/ACK it builds after a takeover.
+    const hop = m.isRequest ? this.nextHop(m) : null;
     const withheld = this.gate(m);
     this.digest?.record(m, withheld === null ? 'sent' : 'withheld');
     if (withheld !== null) {
       this.metrics.drop('egress', withheld);
       return;
     }
-    const send = () => (m.isRequest ? this.sendRequest(m) : this.sendReply(m));
+    const send = () => (hop !== null ? this.sendRequest(m, hop) : this.sendReply(m));
     if (this.hold) this.hold(send);
     else send();
   }
@@ -201,23 +204,32 @@ export class EdgeProxy {
     this.metrics.hot.toClient++;
   }
 
-  private sendRequest(m: SipMessage): void {
-    const edits: Edit[] = [];
+  /**
+   * Where a request from the server goes: the X-Sipha-Nh it names, else (CANCEL,
+   * ACK) where its INVITE went, else the first Route or the Request-URI. An
+   * INVITE's hop is remembered by branch.
+   */
+  private nextHop(m: SipMessage): { dst: Destination | string; nh: number } {
     let dst: Destination | string | undefined;
     const nh = m.find(Hdr.SiphaNextHop);
-    if (nh >= 0) {
-      dst = uriDestination(m.valueAt(nh));
-      edits.push(removeHeader(m, nh));
-    } else if (m.method === 'CANCEL' || m.method === 'ACK') {
+    if (nh >= 0) dst = uriDestination(m.valueAt(nh));
+    else if (m.method === 'CANCEL' || m.method === 'ACK') {
       dst = m.topVia.branch !== undefined ? this.inviteHops.get(m.topVia.branch) : undefined;
     }
     dst ??= firstRouteOrUri(m);
+    if (typeof dst !== 'string' && m.method === 'INVITE' && m.topVia.branch !== undefined) {
+      this.inviteHops.set(m.topVia.branch, dst);
+    }
+    return { dst, nh };
+  }
+
+  private sendRequest(m: SipMessage, { dst, nh }: { dst: Destination | string; nh: number }): void {
     if (typeof dst === 'string') {
       this.metrics.drop('egress', 'no-next-hop');
       this.log.warn({ method: m.method, problem: dst }, 'request from the SIP server has no usable next hop');
       return;
     }
-    if (m.method === 'INVITE' && m.topVia.branch !== undefined) this.inviteHops.set(m.topVia.branch, dst);
+    const edits: Edit[] = nh >= 0 ? [removeHeader(m, nh)] : [];
     // The server sent it to us over UDP, so its Via says UDP; say what really carries it.
     const want = dst.transport === 'udp' ? 'UDP' : 'TCP';
     const via = m.topVia;
