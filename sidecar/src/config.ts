@@ -33,6 +33,7 @@ export interface HaSettings {
   readonly startupGraceMs: number;
   readonly replicationMode: 'sync' | 'async';
   readonly ackDeadlineMs: number;
+  readonly mainHungMs: number;
   readonly key: Buffer;
   readonly vip: string;
   readonly vipInterface: string;
@@ -96,6 +97,8 @@ function haSettings(env: Env): HaSettings | null {
     startupGraceMs: int(env, 'SIPHA_STARTUP_GRACE_MS', Math.max(1000, intervalMs * misses * 4), 100, 600000),
     replicationMode: mode,
     ackDeadlineMs: int(env, 'SIPHA_ACK_DEADLINE_MS', 500, 20, 60000),
+    // Far above a major GC pause (tens of ms with the 128 MB old space), far below a liveness probe.
+    mainHungMs: int(env, 'SIPHA_MAIN_HUNG_MS', 1000, 200, 60000),
     key,
     vip: need('SIPHA_VIP'),
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',

@@ -10,6 +10,7 @@ import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { NetBed } from '../lib/netbed.ts';
 import { holdsVip, pairBed, role, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
+import { hangMainThread } from '../lib/sidecar.ts';
 import { runSipp, users } from '../lib/sipp.ts';
 
 const target = `${VIP}:5060`;
@@ -123,5 +124,32 @@ describe('a stalled replication stream while heartbeats flow (item 3)', { timeou
     b.host.run('nft', ['delete', 'table', 'inet', 'stall']);
     await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'resynced after the heal');
     await until(() => usrlocStat(b.kamailio, 'registered_users') === 150, 5000, 'the backup holds all 150');
+  });
+});
+
+describe('a hung sidecar main thread (item 7)', { timeout: 120_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('the heartbeat worker stops beating for a hung main thread, so the peer takes over long before a liveness probe', async () => {
+    const pb = await pairBed({}, { nodeArgs: ['--inspect=127.0.0.1:9229'] });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const aors = users('hung', 100);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 100, rate: 200, users: aors })).successful,
+      100,
+    );
+    // 6 s of a busy main thread in a's sidecar (its heartbeat worker keeps running).
+    hangMainThread(a.host, 6000);
+    await until(() => role(b) === 'master', 4000, 'b takes over while a is still hung');
+    const opt = await runSipp(bed, client, { scenario: 'options.xml', target, calls: 10, rate: 20 });
+    assert.equal(opt.successful, 10, 'the VIP answers from b');
+    // a wakes up, finds a higher-term master, and steps down: one master, one VIP holder.
+    await until(() => role(a) !== 'master' && !holdsVip(a), 10000, 'a stepped down after the hang');
+    assert.ok(holdsVip(b));
+    assert.equal(lookupAll(b.kamailio, aors).size, 100);
   });
 });

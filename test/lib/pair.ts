@@ -9,6 +9,13 @@ import { type Sidecar, startSidecar } from './sidecar.ts';
 
 export const VIP = '198.18.0.100';
 
+export interface PairOptions {
+  /** Egress digests (see sidecar/src/proxy/egress-digest.ts). */
+  digest?: boolean;
+  /** Extra node flags for both sidecars (e.g. --inspect=127.0.0.1:9229: each host is its own netns). */
+  nodeArgs?: string[];
+}
+
 export interface PairNode {
   host: Host;
   kamailio: Kamailio;
@@ -28,7 +35,7 @@ export async function startPair(
   a: Host,
   b: Host,
   env: Record<string, string> = {},
-  opts: { digest?: boolean } = {},
+  opts: PairOptions = {},
 ): Promise<[PairNode, PairNode]> {
   const key = randomBytes(32).toString('base64');
   let generation = 0;
@@ -40,17 +47,21 @@ export async function startPair(
     const digestFile = opts.digest ? join(bed.subdir('digest'), `${host.name}.log`) : undefined;
     const sidecar =
       keep.sidecar ??
-      (await startSidecar(host, {
-        SIPHA_ORDINAL: String(ordinal),
-        SIPHA_NODE_ADDRESS: host.ip,
-        SIPHA_PEER_ADDRESS: peer.ip,
-        SIPHA_REPLICATION_KEY: key,
-        SIPHA_VIP: VIP,
-        SIPHA_VIP_INTERFACE: host.iface,
-        SIPHA_LOG_LEVEL: 'info',
-        ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
-        ...env,
-      }));
+      (await startSidecar(
+        host,
+        {
+          SIPHA_ORDINAL: String(ordinal),
+          SIPHA_NODE_ADDRESS: host.ip,
+          SIPHA_PEER_ADDRESS: peer.ip,
+          SIPHA_REPLICATION_KEY: key,
+          SIPHA_VIP: VIP,
+          SIPHA_VIP_INTERFACE: host.iface,
+          SIPHA_LOG_LEVEL: 'info',
+          ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
+          ...env,
+        },
+        opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {},
+      ));
     const node: PairNode = {
       host,
       kamailio,
@@ -115,7 +126,7 @@ export interface PairBed {
  * A fresh bed with hosts a (.1), b (.2), client (.10) and uas (.20), and a
  * pair on a and b (a master). The bed is destroyed if the pair fails to start.
  */
-export async function pairBed(env: Record<string, string> = {}, opts: { digest?: boolean } = {}): Promise<PairBed> {
+export async function pairBed(env: Record<string, string> = {}, opts: PairOptions = {}): Promise<PairBed> {
   const bed = NetBed.create(PAIR_BED_HOSTS);
   try {
     const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), env, opts);

@@ -20,11 +20,15 @@ export interface Sidecar {
   histogram(name: string): Array<[number, number]>;
 }
 
-export async function startSidecar(host: Host, env: Record<string, string> = {}): Promise<Sidecar> {
+export async function startSidecar(
+  host: Host,
+  env: Record<string, string> = {},
+  opts: { nodeArgs?: string[] } = {},
+): Promise<Sidecar> {
   // SIPHA_TEST_NODE_ARGS: extra node flags for the sidecars a test or bench starts,
   // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc-nvp" (how the
   // replication lag was profiled; see docs/benchmarks.md).
-  const nodeArgs = process.env.SIPHA_TEST_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const nodeArgs = [...(process.env.SIPHA_TEST_NODE_ARGS?.split(' ').filter(Boolean) ?? []), ...(opts.nodeArgs ?? [])];
   const child = host.spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...nodeArgs, MAIN], {
     env: {
       ...process.env,
@@ -73,4 +77,21 @@ export async function startSidecar(host: Host, env: Record<string, string> = {})
       return out.sort((x, y) => x[0] - y[0]);
     },
   };
+}
+
+/**
+ * Hangs the sidecar's main thread for `ms` (a busy loop evaluated through the
+ * inspector, as an infinite loop in a handler would), leaving its worker
+ * threads running. The sidecar must have been started with --inspect=127.0.0.1:9229.
+ */
+export function hangMainThread(host: Host, ms: number): void {
+  const script = `
+    const list = await (await fetch('http://127.0.0.1:9229/json/list')).json();
+    const ws = new WebSocket(list[0].webSocketDebuggerUrl);
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression: '{ const t = Date.now(); while (Date.now() - t < ${ms}) {} }' } }));
+      setTimeout(() => process.exit(0), 100);
+    };
+    setTimeout(() => process.exit(3), 3000);`;
+  host.run(process.execPath, ['--input-type=module', '-e', script]);
 }

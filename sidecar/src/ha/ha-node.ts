@@ -32,6 +32,8 @@ export interface HaConfig {
   misses: number;
   startupGraceMs: number;
   replicationMode: 'sync' | 'async';
+  /** A main thread silent this long is hung: the heartbeat worker stops beating for it. */
+  mainHungMs: number;
   /** Sync mode: an ack later than this ends the stream (held traffic released, backup out of sync, resync). */
   ackDeadlineMs: number;
   key: Buffer;
@@ -91,6 +93,7 @@ export class HaNode {
       peerPort: cfg.heartbeatPort,
       intervalMs: cfg.intervalMs,
       misses: cfg.misses,
+      mainHungMs: cfg.mainHungMs,
     });
     this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
       ackDeadlineMs: cfg.ackDeadlineMs,
@@ -240,6 +243,7 @@ export class HaNode {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
       this.dispatch({ type: 'peer-lost' });
     } else if (m.type === 'drop') this.metrics.drop('egress', `heartbeat-${m.reason}`);
+    else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
   }
 
   /** True while the peer is a backup with a live server: only then is an ack worth waiting for. */

@@ -18,15 +18,24 @@ export interface HeartbeatConfig {
   peerPort: number;
   intervalMs: number;
   misses: number;
+  /**
+   * The main thread must say it is alive at least this often; past it the
+   * worker stops beating, so the peer takes over from a hung proxy instead of
+   * trusting beats from a thread that is not the one carrying SIP.
+   */
+  mainHungMs: number;
 }
 
 export type ToWorker =
   | { type: 'state'; role: Role; term: number; serverUp: boolean; appliedSeq: number; urgent?: boolean }
+  | { type: 'alive' }
   | { type: 'stop' };
 export type FromWorker =
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number }
   | { type: 'peer-lost'; silentMs: number }
   | { type: 'drop'; reason: string }
+  /** Beats were withheld because the main thread was silent this long (read once it answers again). */
+  | { type: 'main-hung'; silentMs: number }
   | { type: 'ready' };
 
 const cfg = workerData as HeartbeatConfig;
@@ -82,19 +91,31 @@ sock.on('message', (b, rinfo) => {
   }
 });
 
+let mainAliveAt = performance.now();
+let mainHung = false;
+
 port.on('message', (m: ToWorker) => {
+  mainAliveAt = performance.now();
   if (m.type === 'stop') {
     clearInterval(tick);
     sock.close();
     return;
   }
+  if (m.type === 'alive') return;
   me = m;
   if (m.urgent) send(); // a role change or a dead server is told at once, not at the next beat
 });
 
 const deadline = cfg.intervalMs * cfg.misses;
 const tick = setInterval(() => {
-  send();
+  const mainSilent = performance.now() - mainAliveAt;
+  if (mainSilent > cfg.mainHungMs) {
+    if (!mainHung) port.postMessage({ type: 'main-hung', silentMs: Math.round(mainSilent) } satisfies FromWorker);
+    mainHung = true;
+  } else {
+    mainHung = false;
+    send();
+  }
   const silent = performance.now() - lastHeard;
   if (!lost && silent > deadline) {
     lost = true;

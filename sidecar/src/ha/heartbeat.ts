@@ -2,12 +2,19 @@
 import { Worker } from 'node:worker_threads';
 import type { FromWorker, HeartbeatConfig, ToWorker } from './heartbeat-worker.ts';
 
+/** How often the main thread tells the worker it is alive (well inside any sane mainHungMs). */
+const ALIVE_EVERY_MS = 100;
+
 export class Heartbeats {
   private readonly worker: Worker;
+  private readonly alive: NodeJS.Timeout;
   onMessage: (m: FromWorker) => void = () => {};
 
   constructor(cfg: HeartbeatConfig) {
     this.worker = new Worker(new URL('./heartbeat-worker.ts', import.meta.url), { workerData: cfg });
+    // Proof of life for the worker: a main thread that stops sending this stops our beats.
+    this.alive = setInterval(() => this.worker.postMessage({ type: 'alive' } satisfies ToWorker), ALIVE_EVERY_MS);
+    this.alive.unref();
     this.worker.on('message', (m: FromWorker) => this.onMessage(m));
     this.worker.on('error', (err) => {
       throw err;
@@ -32,6 +39,7 @@ export class Heartbeats {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.alive);
     this.worker.postMessage({ type: 'stop' } satisfies ToWorker);
     await this.worker.terminate();
   }
