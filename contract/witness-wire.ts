@@ -1,7 +1,8 @@
 /**
  * Wire format between a sidecar and the UDP witness (arbiter). Same rules as
  * wire.ts: big-endian, versioned, a magic per direction, and a 16-byte
- * HMAC-SHA256 (key: the pair's replication Secret) over everything before it.
+ * HMAC-SHA256 over everything before it, keyed with `witnessKey(pair key)`
+ * (derived from the pair's replication Secret; `key` below is that one).
  * Pure: no sockets, no clock.
  *
  * Claim (sidecar -> witness), 62 bytes:
@@ -86,7 +87,16 @@ function macOk(key: Buffer, body: Buffer, tag: Buffer): boolean {
   return tag.length === MAC && timingSafeEqual(mac(key, body), tag);
 }
 
-/** The pair's id on the witness wire: 32 bits of HMAC(key, label). Not secret, not a key. */
+/**
+ * The key of the witness wire, derived from the pair's replication key. The
+ * witness host needs only this one: holding it, it cannot forge heartbeats or
+ * replication frames for the pair (those use the replication key itself).
+ */
+export function witnessKey(pairKey: Buffer): Buffer {
+  return createHmac('sha256', keyObject(pairKey)).update('sipha-witness-key-v1').digest();
+}
+
+/** The pair's id on the witness wire: 32 bits of HMAC(witness key, label). Not secret, not a key. */
 export function witnessPairId(key: Buffer): number {
   return createHmac('sha256', keyObject(key)).update('sipha-witness-pair-id').digest().readUInt32BE(0);
 }

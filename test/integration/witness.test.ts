@@ -6,12 +6,12 @@
  * bounded; the arbiter is ended by its PID.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { encodeAnswer, encodeClaim, witnessPairId } from '../../contract/witness-wire.ts';
+import { encodeAnswer, encodeClaim, witnessKey, witnessPairId } from '../../contract/witness-wire.ts';
 import type { WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
 import { UdpWitness } from '../../sidecar/src/ha/witness-udp.ts';
 import { sleep, watchOutput } from '../lib/procs.ts';
@@ -37,14 +37,15 @@ async function logLine(out: ReturnType<typeof watchOutput>, msg: string): Promis
   return JSON.parse(line as string);
 }
 
-async function startArbiter(key: Buffer): Promise<Arbiter> {
+/** `keyEnv`: SIPHA_REPLICATION_KEY (the pair's key) or SIPHA_WITNESS_KEY (the key derived from it). */
+async function startArbiter(keyEnv: Record<string, string>): Promise<Arbiter> {
   const child = spawn(process.execPath, [MAIN], {
     env: {
       ...process.env,
       SIPHA_WITNESS_LISTEN: `${HOST}:0`,
       SIPHA_WITNESS_HTTP: `${HOST}:0`,
-      SIPHA_REPLICATION_KEY: key.toString('base64'),
       SIPHA_LOG_LEVEL: 'info',
+      ...keyEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -120,14 +121,15 @@ function expectVerdict<V extends WitnessVerdict['verdict']>(
 }
 
 describe('UDP witness: the arbiter process and two sidecar clients on loopback', { timeout: 60_000 }, () => {
-  const key = randomBytes(32);
+  const key = randomBytes(32); // the pair's replication key
+  const pair = witnessPairId(witnessKey(key));
   let arb: Arbiter;
   let relay: Relay;
   let a: UdpWitness; // side 0, direct
   let b: UdpWitness; // side 1, through the relay
 
   before(async () => {
-    arb = await startArbiter(key);
+    arb = await startArbiter({ SIPHA_REPLICATION_KEY: key.toString('base64') });
     relay = new Relay(arb.port);
     const relayPort = await relay.listen();
     a = await UdpWitness.open({ key, ordinal: 0, address: HOST, port: arb.port, ttlMs: TTL_MS, bindAddress: HOST });
@@ -200,16 +202,11 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
 
   it('forged and foreign datagrams are counted and ignored by the arbiter; a forged answer by the client', async () => {
     const wrong = randomBytes(32);
-    const claim = (k: Buffer, pair: number) =>
-      encodeClaim(k, { ordinal: 1, pair, term: 99, ttlMs: 60_000, incarnation: Date.now(), seq: 1, nonce: randomBytes(16) });
+    const claim = (k: Buffer, id: number) =>
+      encodeClaim(k, { ordinal: 1, pair: id, term: 99, ttlMs: 60_000, incarnation: Date.now(), seq: 1, nonce: randomBytes(16) });
     const got = await sendRaw(
       arb.port,
-      [
-        Buffer.alloc(0),
-        Buffer.from('INVITE sip:x SIP/2.0\r\n\r\n'),
-        claim(wrong, witnessPairId(key)),
-        claim(wrong, witnessPairId(wrong)),
-      ],
+      [Buffer.alloc(0), Buffer.from('INVITE sip:x SIP/2.0\r\n\r\n'), claim(wrong, pair), claim(wrong, witnessPairId(wrong))],
       300,
     );
     assert.equal(got.length, 0, 'nothing forged is answered');
@@ -222,7 +219,7 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
       verdict: 'granted',
       reason: 'free',
       holder: 0,
-      pair: witnessPairId(key),
+      pair,
       holderTerm: 6,
       remainingMs: 60_000,
       nonce: randomBytes(16),
@@ -258,5 +255,29 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
     const took = performance.now() - t0;
     assert.equal(v.reason, 'timeout');
     assert.ok(took >= 2 * 150 - 5 && took < 1000, `unreachable after ${Math.round(took)} ms`);
+  });
+});
+
+describe('UDP witness: a witness host given only the derived key (SIPHA_WITNESS_KEY)', { timeout: 30_000 }, () => {
+  const key = randomBytes(32);
+  let arb: Arbiter;
+  let a: UdpWitness;
+
+  after(() => {
+    a?.close();
+    const pid = arb?.child.pid;
+    if (pid !== undefined && arb.child.exitCode === null && arb.child.signalCode === null) process.kill(pid, 'SIGKILL');
+  });
+
+  it('--derive-key prints it; the sidecar, holding the pair key, is answered', async () => {
+    const derived = execFileSync(process.execPath, [MAIN, '--derive-key'], {
+      env: { ...process.env, SIPHA_REPLICATION_KEY: key.toString('base64') },
+      encoding: 'utf8',
+    }).trim();
+    assert.equal(derived, witnessKey(key).toString('base64'));
+    assert.notEqual(derived, key.toString('base64'));
+    arb = await startArbiter({ SIPHA_WITNESS_KEY: derived });
+    a = await UdpWitness.open({ key, ordinal: 1, address: HOST, port: arb.port, ttlMs: TTL_MS, bindAddress: HOST });
+    assert.equal(expectVerdict(await a.claim(1), 'granted').reason, 'free');
   });
 });

@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { type AnswerMessage, decodeAnswer, encodeClaim, witnessPairId } from '../../contract/witness-wire.ts';
+import { type AnswerMessage, decodeAnswer, encodeClaim, witnessKey, witnessPairId } from '../../contract/witness-wire.ts';
 import { Arbiter } from '../../sidecar/src/witness/arbiter.ts';
+import { loadWitnessConfig } from '../../sidecar/src/witness/config.ts';
 
-const key = randomBytes(32);
+const key = randomBytes(32); // the witness key (what the arbiter holds)
 const pair = witnessPairId(key);
 
 function claimBytes(ordinal: 0 | 1, term: number, o: { incarnation?: number; seq: number; ttlMs?: number; k?: Buffer }) {
@@ -149,5 +150,31 @@ describe('arbiter', () => {
       ),
       { numRuns: 500, seed: 31 },
     );
+  });
+});
+
+describe('arbiter configuration', () => {
+  const pairKey = randomBytes(32);
+  const base = { SIPHA_WITNESS_LISTEN: '127.0.0.1:7000' };
+
+  it('holds the derived witness key whether given the pair key or the derived one', () => {
+    const fromPair = loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: pairKey.toString('base64') });
+    const fromDerived = loadWitnessConfig({ ...base, SIPHA_WITNESS_KEY: witnessKey(pairKey).toString('base64') });
+    assert.deepEqual(fromPair.key, witnessKey(pairKey));
+    assert.deepEqual(fromDerived.key, witnessKey(pairKey));
+    assert.notDeepEqual(fromPair.key, pairKey);
+    assert.deepEqual(fromPair.listen, { address: '127.0.0.1', port: 7000 });
+    assert.equal(fromPair.http, null);
+  });
+
+  it('refuses bad settings with the variable’s name', () => {
+    const k = pairKey.toString('base64');
+    assert.throws(() => loadWitnessConfig({ SIPHA_REPLICATION_KEY: k }), /SIPHA_WITNESS_LISTEN is required/);
+    assert.throws(() => loadWitnessConfig({ ...base }), /SIPHA_WITNESS_KEY or SIPHA_REPLICATION_KEY is required/);
+    assert.throws(() => loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: k, SIPHA_WITNESS_KEY: k }), /not both/);
+    assert.throws(() => loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: `${k},${k}` }), /one pair per witness/);
+    assert.throws(() => loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: 'c2hvcnQ=' }), /at least 16 bytes/);
+    assert.throws(() => loadWitnessConfig({ SIPHA_WITNESS_LISTEN: 'localhost:7000', SIPHA_REPLICATION_KEY: k }), /ipv4:port/);
+    assert.throws(() => loadWitnessConfig({ SIPHA_WITNESS_LISTEN: '127.0.0.1:70000', SIPHA_REPLICATION_KEY: k }), /ipv4:port/);
   });
 });

@@ -8,11 +8,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { decodeAnswer, encodeClaim, NONCE_BYTES, witnessPairId } from '../../../contract/witness-wire.ts';
+import { decodeAnswer, encodeClaim, NONCE_BYTES, witnessKey, witnessPairId } from '../../../contract/witness-wire.ts';
 import type { Witness, WitnessVerdict } from './witness.ts';
 
 export interface UdpWitnessOptions {
-  /** The pair's replication key (the witness holds the same). */
+  /** The pair's replication key; the wire uses the key derived from it (witnessKey), as the witness does. */
   readonly key: Buffer;
   readonly ordinal: 0 | 1;
   /** The witness's address and UDP port. */
@@ -38,6 +38,7 @@ interface Attempt {
 
 export class UdpWitness implements Witness {
   private readonly opts: Required<Omit<UdpWitnessOptions, 'bindAddress'>>;
+  private readonly key: Buffer;
   private readonly pair: number;
   private readonly sock: dgram.Socket;
   /** Nonce (hex) -> the attempt waiting for its answer. Bounded by MAX_IN_FLIGHT x attempts. */
@@ -52,7 +53,8 @@ export class UdpWitness implements Witness {
 
   private constructor(opts: UdpWitnessOptions, sock: dgram.Socket) {
     this.opts = { timeoutMs: 150, attempts: 2, ...opts };
-    this.pair = witnessPairId(opts.key);
+    this.key = witnessKey(opts.key);
+    this.pair = witnessPairId(this.key);
     this.sock = sock;
     sock.on('message', (b) => {
       const dropped = this.onAnswer(b);
@@ -105,7 +107,7 @@ export class UdpWitness implements Witness {
             );
           const nonce = randomBytes(NONCE_BYTES);
           this.seq = (this.seq + 1) >>> 0;
-          const datagram = encodeClaim(this.opts.key, {
+          const datagram = encodeClaim(this.key, {
             ordinal: this.opts.ordinal,
             pair: this.pair,
             term,
@@ -145,7 +147,7 @@ export class UdpWitness implements Witness {
 
   /** Settles the claim the answer belongs to; a reason when the datagram is dropped. */
   private onAnswer(b: Buffer): string | null {
-    const a = decodeAnswer(this.opts.key, b);
+    const a = decodeAnswer(this.key, b);
     if (typeof a === 'string') return a;
     if (a.pair !== this.pair) return 'pair';
     const hex = a.nonce.toString('hex');

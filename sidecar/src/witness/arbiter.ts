@@ -28,6 +28,7 @@ export class Arbiter {
   private record: WitnessRecord | null = null;
   private readonly marks: [ReplayMark | null, ReplayMark | null] = [null, null];
 
+  /** `key`: the witness key (contract/witness-wire.ts witnessKey), not the pair's replication key. */
   constructor(key: Buffer) {
     this.key = key;
     this.pair = witnessPairId(key);

@@ -2,11 +2,13 @@
  * The UDP witness's settings, read once from the environment. Bad values
  * stop the process with a message that names the variable.
  */
+import { witnessKey } from '../../../contract/witness-wire.ts';
+
 export interface WitnessConfig {
   readonly listen: { readonly address: string; readonly port: number };
   /** /metrics and /healthz; null: no HTTP. */
   readonly http: { readonly address: string; readonly port: number } | null;
-  /** The one pair's replication key (the pair's Secret). */
+  /** The one pair's witness key (derived from its replication key: witnessKey()). */
   readonly key: Buffer;
   readonly logLevel: string;
 }
@@ -24,15 +26,28 @@ function endpoint(name: string, raw: string): { address: string; port: number } 
 export function loadWitnessConfig(env: Env = process.env): WitnessConfig {
   const listen = env.SIPHA_WITNESS_LISTEN;
   if (!listen) throw new Error('SIPHA_WITNESS_LISTEN is required (ip:port)');
-  const rawKey = env.SIPHA_REPLICATION_KEY;
-  if (!rawKey) throw new Error('SIPHA_REPLICATION_KEY is required (base64 key of the pair this witness serves)');
-  if (rawKey.includes(',')) throw new Error('SIPHA_REPLICATION_KEY: one pair per witness for now (no list)');
-  const key = Buffer.from(rawKey, 'base64');
-  if (key.length < 16) throw new Error('SIPHA_REPLICATION_KEY must be base64 of at least 16 bytes');
   return {
     listen: endpoint('SIPHA_WITNESS_LISTEN', listen),
     http: env.SIPHA_WITNESS_HTTP ? endpoint('SIPHA_WITNESS_HTTP', env.SIPHA_WITNESS_HTTP) : null,
-    key,
+    key: keyOf(env),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
   };
+}
+
+/**
+ * SIPHA_WITNESS_KEY (base64 of witnessKey(pair key), printed by `main.ts --derive-key`)
+ * keeps the pair's own key off the witness host; SIPHA_REPLICATION_KEY (the pair's
+ * key) is accepted and derived here. One pair per witness for now.
+ */
+export function keyOf(env: Env): Buffer {
+  const derived = env.SIPHA_WITNESS_KEY;
+  const pairKey = env.SIPHA_REPLICATION_KEY;
+  if (derived && pairKey) throw new Error('set SIPHA_WITNESS_KEY or SIPHA_REPLICATION_KEY, not both');
+  const raw = derived ?? pairKey;
+  const name = derived ? 'SIPHA_WITNESS_KEY' : 'SIPHA_REPLICATION_KEY';
+  if (!raw) throw new Error('SIPHA_WITNESS_KEY or SIPHA_REPLICATION_KEY is required (base64)');
+  if (raw.includes(',')) throw new Error(`${name}: one pair per witness for now (no list)`);
+  const key = Buffer.from(raw, 'base64');
+  if (key.length < 16) throw new Error(`${name} must be base64 of at least 16 bytes`);
+  return derived ? key : witnessKey(key);
 }

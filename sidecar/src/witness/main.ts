@@ -3,8 +3,11 @@
  * serve when the two sidecars cannot hear each other (docs/decisions/0005).
  * One process, one pair (one key), one lease record in memory.
  *
- *   SIPHA_WITNESS_LISTEN=ip:port SIPHA_REPLICATION_KEY=<base64> \
+ *   SIPHA_WITNESS_LISTEN=ip:port SIPHA_WITNESS_KEY=<base64> (or SIPHA_REPLICATION_KEY=<base64>) \
  *   [SIPHA_WITNESS_HTTP=ip:port] [SIPHA_LOG_LEVEL=info] node sidecar/src/witness/main.ts
+ *
+ *   SIPHA_REPLICATION_KEY=<base64> node sidecar/src/witness/main.ts --derive-key
+ *     prints the SIPHA_WITNESS_KEY to give the witness host instead of the pair's key.
  *
  * A restart forgets the lease: the next claimant is granted ('free'). That is
  * safe because a takeover always claims with a higher term than the master it
@@ -16,10 +19,14 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { createLogger } from '../log.ts';
 import { Arbiter } from './arbiter.ts';
-import { loadWitnessConfig, type WitnessConfig } from './config.ts';
+import { keyOf, loadWitnessConfig, type WitnessConfig } from './config.ts';
 
 let config: WitnessConfig;
 try {
+  if (process.argv.includes('--derive-key')) {
+    console.log(keyOf({ SIPHA_REPLICATION_KEY: process.env.SIPHA_REPLICATION_KEY }).toString('base64'));
+    process.exit(0);
+  }
   config = loadWitnessConfig();
 } catch (err) {
   console.error(`sipha-witness: ${(err as Error).message}`);
