@@ -34,13 +34,17 @@ async function main(): Promise<void> {
   if (process.env.SIPHA_EGRESS_DIGEST_FILE) proxy.digest = new EgressDigest(process.env.SIPHA_EGRESS_DIGEST_FILE);
   let ha: HaNode | null = null;
   if (config.ha) {
-    // The peer may be a DNS name (the peers Service): resolve it before starting.
-    let peerAddress = config.ha.peerAddress;
-    for (let i = 0; !/^[0-9.]+$/.test(peerAddress); i++) {
+    // The peer may be a DNS name (the peers Service): resolve it before starting,
+    // and again whenever the peer goes silent (HaNode.resolvePeer).
+    const peerName = config.ha.peerAddress;
+    const byName = !/^[0-9.]+$/.test(peerName);
+    const resolvePeer = async () => (await lookup(peerName, { family: 4 })).address;
+    let peerAddress = peerName;
+    for (let i = 0; byName && peerAddress === peerName; i++) {
       try {
-        peerAddress = (await lookup(peerAddress, { family: 4 })).address;
+        peerAddress = await resolvePeer();
       } catch (err) {
-        if (i % 20 === 0) log.warn({ peer: config.ha.peerAddress, err: (err as Error).message }, 'peer not resolvable yet');
+        if (i % 20 === 0) log.warn({ peer: peerName, err }, 'peer not resolvable yet');
         await new Promise((r) => setTimeout(r, 500));
       }
     }
@@ -53,6 +57,7 @@ async function main(): Promise<void> {
       log.child({ room: 'ha' }),
       metrics,
     );
+    if (byName) ha.resolvePeer = resolvePeer;
     metrics.ha(() => ({
       role: ha?.state.role ?? 'starting',
       term: ha?.state.term ?? 0,

@@ -5,6 +5,7 @@
  * ends with exactly one master, nothing lost and nothing held.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { NetBed } from '../lib/netbed.ts';
@@ -150,6 +151,54 @@ describe('a hung sidecar main thread (item 7)', { timeout: 120_000 }, () => {
     // a wakes up, finds a higher-term master, and steps down: one master, one VIP holder.
     await until(() => role(a) !== 'master' && !holdsVip(a), 10000, 'a stepped down after the hang');
     assert.ok(holdsVip(b));
+    assert.equal(lookupAll(b.kamailio, aors).size, 100);
+  });
+});
+
+describe('a peer rescheduled to a new address (item 1)', { timeout: 120_000 }, () => {
+  let bed: NetBed;
+  let etc = '';
+  after(async () => {
+    await bed?.destroy();
+    if (etc) rmSync(etc, { recursive: true, force: true });
+  });
+
+  it('the master finds the restarted peer at its new address by name; the pair ends with one master and the state resynced', async () => {
+    // a knows its peer by name, as a pod knows <pair>-1.<peers Service>: `ip netns exec`
+    // bind-mounts /etc/netns/<ns>/hosts over /etc/hosts, so the name resolves per host.
+    let hostsFile = '';
+    const pb = await pairBed(
+      {},
+      {
+        envFor: (ordinal): Record<string, string> => (ordinal === 0 ? { SIPHA_PEER_ADDRESS: 'peer-b.sipha.test' } : {}),
+        beforeStart: (b) => {
+          etc = `/etc/netns/${b.host('a').ns}`;
+          mkdirSync(etc, { recursive: true });
+          hostsFile = `${etc}/hosts`;
+          writeFileSync(hostsFile, '127.0.0.1 localhost\n198.18.0.2 peer-b.sipha.test\n');
+        },
+      },
+    );
+    bed = pb.bed;
+    const { a, b: b0, client } = pb;
+    const aors = users('moved', 100);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 100, rate: 200, users: aors })).successful,
+      100,
+    );
+    // b's pod is deleted and recreated on another node: a new address under the same name.
+    await Promise.all([bed.stop(b0.kamailio.child, 'SIGKILL'), bed.stop(b0.sidecar.child, 'SIGKILL')]);
+    b0.host.run('ip', ['addr', 'del', '198.18.0.2/24', 'dev', 'eth0']);
+    b0.host.run('ip', ['addr', 'add', '198.18.0.3/24', 'dev', 'eth0']);
+    writeFileSync(hostsFile, '127.0.0.1 localhost\n198.18.0.3 peer-b.sipha.test\n'); // in place: the bind mount sees it
+    const b = await b0.restart({ SIPHA_NODE_ADDRESS: '198.18.0.3' });
+    await until(() => role(b) === 'backup', 10000, 'b rejoins as backup at its new address');
+    assert.equal(role(a), 'master');
+    await until(() => usrlocStat(b.kamailio, 'registered_users') === 100, 10000, 'b got the state by burst');
+    assert.ok(holdsVip(a) && !holdsVip(b), 'one VIP holder');
+    // And the pair works both ways: a failover to the moved peer.
+    await bed.stop(a.kamailio.child, 'SIGKILL');
+    await until(() => role(b) === 'master', 5000, 'b takes over');
     assert.equal(lookupAll(b.kamailio, aors).size, 100);
   });
 });

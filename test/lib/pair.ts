@@ -14,6 +14,10 @@ export interface PairOptions {
   digest?: boolean;
   /** Extra node flags for both sidecars (e.g. --inspect=127.0.0.1:9229: each host is its own netns). */
   nodeArgs?: string[];
+  /** Settings for one sidecar only (by ordinal), over the shared ones. */
+  envFor?: (ordinal: number) => Record<string, string>;
+  /** pairBed only: runs on the new bed before the pair starts (e.g. per-host files under /etc/netns). */
+  beforeStart?: (bed: NetBed) => void;
 }
 
 export interface PairNode {
@@ -23,7 +27,7 @@ export interface PairNode {
   /** Egress digest file (see sidecar/src/proxy/egress-digest.ts), when asked for. */
   digestFile?: string;
   /** Starts this node again (new Kamailio, new sidecar, same key and settings), e.g. after it was killed. */
-  restart: () => Promise<PairNode>;
+  restart: (env?: Record<string, string>) => Promise<PairNode>;
   /** Starts a new sidecar beside the running Kamailio (as a kubelet restarts a crashed container). */
   restartSidecar: () => Promise<PairNode>;
   /** Starts a new Kamailio beside the running sidecar (as a kubelet restarts the server container). */
@@ -39,7 +43,13 @@ export async function startPair(
 ): Promise<[PairNode, PairNode]> {
   const key = randomBytes(32).toString('base64');
   let generation = 0;
-  const start = async (host: Host, peer: Host, ordinal: number, keep: Partial<PairNode> = {}): Promise<PairNode> => {
+  const start = async (
+    host: Host,
+    peer: Host,
+    ordinal: number,
+    keep: Partial<PairNode> = {},
+    extra: Record<string, string> = {},
+  ): Promise<PairNode> => {
     // A restarted Kamailio gets a directory of its own (its ctl socket path).
     const kamailio =
       keep.kamailio ??
@@ -59,6 +69,8 @@ export async function startPair(
           SIPHA_LOG_LEVEL: 'info',
           ...(digestFile ? { SIPHA_EGRESS_DIGEST_FILE: digestFile } : {}),
           ...env,
+          ...opts.envFor?.(ordinal),
+          ...extra,
         },
         opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {},
       ));
@@ -67,7 +79,7 @@ export async function startPair(
       kamailio,
       sidecar,
       ...(digestFile ? { digestFile } : {}),
-      restart: () => start(host, peer, ordinal),
+      restart: (more = {}) => start(host, peer, ordinal, {}, more),
       restartSidecar: () => start(host, peer, ordinal, { kamailio }),
       restartKamailio: () => start(host, peer, ordinal, { sidecar }),
     };
@@ -129,6 +141,7 @@ export interface PairBed {
 export async function pairBed(env: Record<string, string> = {}, opts: PairOptions = {}): Promise<PairBed> {
   const bed = NetBed.create(PAIR_BED_HOSTS);
   try {
+    opts.beforeStart?.(bed);
     const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), env, opts);
     return { bed, a, b, client: bed.host('client'), uas: bed.host('uas') };
   } catch (err) {

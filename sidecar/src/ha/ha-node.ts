@@ -59,6 +59,14 @@ export class HaNode {
    * never delays the VIP or the next role change.
    */
   report: ((r: RoleReport) => void) | null = null;
+  /**
+   * Looks the peer's name up again (set when the peer is configured by name,
+   * e.g. <pair>-1.<peers Service>). Called while the peer is silent: a
+   * rescheduled pod comes back under the same name at a new address.
+   */
+  resolvePeer: (() => Promise<string>) | null = null;
+  private peerAddress: string;
+  private resolveTimer: NodeJS.Timeout | null = null;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
   private readonly sender: ReplicationSender;
@@ -84,6 +92,7 @@ export class HaNode {
     this.log = log;
     this.metrics = metrics;
     this.state = initialState(cfg.ordinal, cfg.preferredMaster);
+    this.peerAddress = cfg.peerAddress;
     this.hb = new Heartbeats({
       key: cfg.key,
       ordinal: cfg.ordinal,
@@ -182,6 +191,11 @@ export class HaNode {
     this.startupTimer = setTimeout(() => this.dispatch({ type: 'startup-timeout' }), this.cfg.startupGraceMs);
     this.startupTimer.unref();
     this.probe.start();
+    // While the peer is silent (never heard, or lost), look its name up again every second.
+    this.resolveTimer = setInterval(() => {
+      if (this.state.peer === null) void this.reresolvePeer();
+    }, 1000);
+    this.resolveTimer.unref();
     if (this.cfg.natKeepaliveMs > 0) {
       this.keepaliveTimer = setInterval(() => {
         if (!this.serving) return;
@@ -213,7 +227,24 @@ export class HaNode {
     return this.serving ? this.sender.inSync : this.receiver.inSync;
   }
 
+  private async reresolvePeer(): Promise<void> {
+    if (this.resolvePeer === null) return;
+    let address: string;
+    try {
+      address = await this.resolvePeer();
+    } catch (err) {
+      this.log.debug({ err }, 'peer name not resolvable');
+      return;
+    }
+    if (address === this.peerAddress) return;
+    this.log.warn({ from: this.peerAddress, to: address }, 'peer found at a new address');
+    this.peerAddress = address;
+    this.hb.setPeerAddress(address);
+    this.sender.peer = { host: address, port: this.cfg.replicationPort };
+  }
+
   async stop(): Promise<void> {
+    if (this.resolveTimer) clearInterval(this.resolveTimer);
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.probe?.stop();
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);

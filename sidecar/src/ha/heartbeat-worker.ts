@@ -29,6 +29,8 @@ export interface HeartbeatConfig {
 export type ToWorker =
   | { type: 'state'; role: Role; term: number; serverUp: boolean; appliedSeq: number; urgent?: boolean }
   | { type: 'alive' }
+  /** The peer was found at a new address (re-resolved by name). */
+  | { type: 'peer-address'; address: string }
   | { type: 'stop' };
 export type FromWorker =
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number }
@@ -64,11 +66,15 @@ const send = () => {
     beat,
     appliedSeq: me.appliedSeq,
   });
-  sock.send(b, cfg.peerPort, cfg.peerAddress);
+  sock.send(b, cfg.peerPort, peerAddress);
 };
 
-sock.on('message', (b, rinfo) => {
-  if (rinfo.address !== cfg.peerAddress) return port.postMessage({ type: 'drop', reason: 'stranger' } satisfies FromWorker);
+// Where our beats go; the main thread moves it when the peer's name resolves elsewhere.
+let peerAddress = cfg.peerAddress;
+
+// The peer is known by the pair's key, not by its address: a rescheduled pod
+// has a new one, and an address allowlist would make it a stranger for good.
+sock.on('message', (b) => {
   const hb = decodeHeartbeat(key, b);
   if (typeof hb === 'string') return port.postMessage({ type: 'drop', reason: hb } satisfies FromWorker);
   if (hb.ordinal === cfg.ordinal) return port.postMessage({ type: 'drop', reason: 'same-ordinal' } satisfies FromWorker);
@@ -102,6 +108,10 @@ port.on('message', (m: ToWorker) => {
     return;
   }
   if (m.type === 'alive') return;
+  if (m.type === 'peer-address') {
+    peerAddress = m.address;
+    return;
+  }
   me = m;
   if (m.urgent) send(); // a role change or a dead server is told at once, not at the next beat
 });

@@ -38,6 +38,11 @@ export class Heartbeats {
     this.worker.postMessage({ type: 'state', ...state } satisfies ToWorker);
   }
 
+  /** Sends our beats to a new peer address from now on. */
+  setPeerAddress(address: string): void {
+    this.worker.postMessage({ type: 'peer-address', address } satisfies ToWorker);
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.alive);
     this.worker.postMessage({ type: 'stop' } satisfies ToWorker);
