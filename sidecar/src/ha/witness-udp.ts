@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { decodeAnswer, encodeClaim, NONCE_BYTES, witnessKey, witnessPairId } from '../../../contract/witness-wire.ts';
+import { decodeAnswer, encodeClaim, MAX_TTL_MS, NONCE_BYTES, witnessKey, witnessPairId } from '../../../contract/witness-wire.ts';
 import type { Witness, WitnessVerdict } from './witness.ts';
 
 export interface UdpWitnessOptions {
@@ -62,7 +62,12 @@ export class UdpWitness implements Witness {
     });
   }
 
+  /** Binds the client's socket. Rejects on bad options (a configuration error), never later. */
   static open(opts: UdpWitnessOptions): Promise<UdpWitness> {
+    if (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1 || opts.ttlMs > MAX_TTL_MS)
+      return Promise.reject(new RangeError(`witness ttlMs=${opts.ttlMs}: expected 1..${MAX_TTL_MS}`));
+    if ((opts.attempts ?? 2) < 1 || (opts.timeoutMs ?? 150) <= 0)
+      return Promise.reject(new RangeError('witness attempts >= 1 and timeoutMs > 0'));
     const sock = dgram.createSocket('udp4');
     // Kept for the socket's whole life: a send error must never become an uncaught exception.
     sock.on('error', () => {});
@@ -121,13 +126,20 @@ export class UdpWitness implements Witness {
           // An answer to an earlier attempt still counts (it was only late).
           this.pending.set(hex, { sentAt: performance.now(), done });
           timer = setTimeout(() => attempt(n + 1), this.opts.timeoutMs);
-          this.sock.send(datagram, this.opts.port, this.opts.address, (err) => {
-            if (err && !settled) {
-              sendErr = err;
-              clearTimeout(timer);
-              timer = setTimeout(() => attempt(n + 1), 0);
-            }
-          });
+          // A failed send (async, or thrown for a bad address) moves on to the next attempt at once.
+          const failed = (err: Error) => {
+            if (settled) return;
+            sendErr = err;
+            clearTimeout(timer);
+            timer = setTimeout(() => attempt(n + 1), 0);
+          };
+          try {
+            this.sock.send(datagram, this.opts.port, this.opts.address, (err) => {
+              if (err) failed(err);
+            });
+          } catch (err) {
+            failed(err as Error);
+          }
         };
         attempt(0);
       });
