@@ -5,11 +5,11 @@
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { ResilientWatch } from '../../contract/kube-watch.ts';
 import { API_VERSION, PAIR_LABEL, PLURAL } from '../../contract/names.ts';
 import { errorText, type Kube } from './kube.ts';
 import { KeyedQueue } from './queue.ts';
 import type { Reconciler } from './reconcile.ts';
-import { ResilientWatch } from './watch.ts';
 
 const OWNED: Array<{ apiVersion: string; kind: string; group: string; plural: string }> = [
   { apiVersion: 'v1', kind: 'Pod', group: '', plural: 'pods' },

@@ -3,7 +3,7 @@
  * the reconciler server-side-applies. No I/O here; tested without a cluster.
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { API_VERSION, APP_LABELS, KIND, PAIR_LABEL, ROLE_LABEL } from '../../contract/names.ts';
+import { API_VERSION, APP_LABELS, GROUP, KIND, PAIR_LABEL, PLURAL, ROLE_LABEL } from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 
 export type Obj = KubernetesObject & Record<string, unknown>;
@@ -103,8 +103,9 @@ export function statefulSet(p: SipHaPair): Obj {
         metadata: { labels: { ...APP_LABELS, ...selectorLabels(p) } },
         spec: {
           serviceAccountName: n.serviceAccount,
-          // The sidecar watches the SIP server's process (local server monitor).
-          shareProcessNamespace: true,
+          // No shareProcessNamespace: the sidecar watches its server over the link and
+          // by SIP, and a shared PID namespace would show the server the sidecar's
+          // environment (its replication key) through /proc.
           ...(arp ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
           affinity: {
             podAntiAffinity: {
@@ -165,7 +166,11 @@ export function serviceAccount(p: SipHaPair): Obj {
   return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(p, names(p.metadata.name).serviceAccount) };
 }
 
-/** The sidecar may read its pair's pods and patch only those two pods (its role label and term). */
+/**
+ * The sidecar may read its pair's pods, patch only those two pods (its role
+ * label and term) and read its own SipHaPair (status.term, read back at start
+ * so terms never restart).
+ */
 export function role(p: SipHaPair): Obj {
   const n = names(p.metadata.name);
   return {
@@ -175,6 +180,7 @@ export function role(p: SipHaPair): Obj {
     rules: [
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
       { apiGroups: [''], resources: ['pods'], resourceNames: n.pods, verbs: ['patch'] },
+      { apiGroups: [GROUP], resources: [PLURAL], resourceNames: [p.metadata.name], verbs: ['get'] },
     ],
   };
 }

@@ -1,7 +1,8 @@
 /**
  * One level-based, idempotent reconcile of one SipHaPair (kopf's shape):
  * read the pair, server-side-apply everything it owns with one field
- * manager, make the replication key once, fence a second master, derive
+ * manager, make the replication key once, fence a second master (and lift
+ * the fence once it served), derive
  * the status from the pods and write it only when it changed (optimistic
  * lock on resourceVersion; a conflict retries the whole reconcile).
  */
@@ -14,7 +15,7 @@ import { appliedObjects, names, replicationSecret, vipService } from './desired.
 import type { EventRecorder } from './events.ts';
 import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
-import { fencingVictim, nextStatus, observe, sameStatus } from './status.ts';
+import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus } from './status.ts';
 
 export interface ReconcileMetrics {
   applied: number;
@@ -63,6 +64,7 @@ export class Reconciler {
 
     const podList = await this.kube.core.listNamespacedPod({ namespace, labelSelector: `${PAIR_LABEL}=${name}` });
     const pods = observe(podList.items);
+    await this.liftFences(pair, pods);
     const victim = fencingVictim(pods);
     if (victim) {
       await this.kube.core.patchNamespacedPod(
@@ -108,6 +110,32 @@ export class Reconciler {
       for (const t of transitions) await this.events.record(pair, t.type, t.reason, t.message);
     }
     return undefined;
+  }
+
+  /**
+   * A fence lives until the fenced pod stood down or moved to a newer term
+   * (status.ts `liftableFences`); left on the pod, it would shut out a later
+   * master. Lifting never changes who claims master: a lifted pod either
+   * claims nothing or already outgrew the fence.
+   */
+  private async liftFences(pair: SipHaPair, pods: PodView[]): Promise<void> {
+    for (const { pod, reason } of liftableFences(pods)) {
+      await this.kube.core.patchNamespacedPod(
+        {
+          namespace: pair.metadata.namespace,
+          name: pod.name,
+          body: { metadata: { annotations: { [FENCED_ANNOTATION]: null } } },
+        },
+        mergePatch,
+      );
+      await this.events.record(
+        pair,
+        'Normal',
+        'FenceLifted',
+        `lifted the fence on ${pod.name} (term ${pod.fencedTerm}): ${reason}`,
+      );
+      pod.fencedTerm = undefined;
+    }
   }
 
   /** The replication key is created once, with random bytes, and never applied again. */

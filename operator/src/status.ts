@@ -3,7 +3,8 @@
  * annotation, written by each sidecar on its own pod). Pure functions:
  * `observe` reads pods, `nextStatus` derives phase, conditions and the
  * failover record, `fencingVictim` names the pod to shut out when two claim
- * master. Ready derives from the phase in one place.
+ * master, `liftableFences` the fences to remove once they served. Ready
+ * derives from the phase in one place.
  */
 import type { V1Pod } from '@kubernetes/client-node';
 import {
@@ -65,6 +66,26 @@ export function fencingVictim(pods: PodView[]): PodView | undefined {
   const c = claimants(pods);
   if (c.length < 2) return undefined;
   return [...c].sort((a, b) => a.term - b.term || b.ordinal - a.ordinal)[0];
+}
+
+/** Roles only the sidecar itself writes that say it is not serving (the operator writes `fenced`). */
+const STOOD_DOWN: ReadonlySet<Role | undefined> = new Set<Role | undefined>(['backup', 'starting', 'resigned']);
+
+/**
+ * Fences that have done their job and must go, so that an old fence can
+ * never shut out a later, legitimate master: the fenced pod has since said
+ * it stood down (a non-master role it wrote itself), or it reports a term
+ * newer than the one it was fenced at (re-elected after the fence). The
+ * string is the reason, for the Event.
+ */
+export function liftableFences(pods: PodView[]): Array<{ pod: PodView; reason: string }> {
+  const out: Array<{ pod: PodView; reason: string }> = [];
+  for (const p of pods) {
+    if (p.fencedTerm === undefined) continue;
+    if (p.term > p.fencedTerm) out.push({ pod: p, reason: `it is at term ${p.term} now` });
+    else if (STOOD_DOWN.has(p.role)) out.push({ pod: p, reason: `it reports ${p.role}` });
+  }
+  return out;
 }
 
 function phaseOf(master: PodView | undefined, backup: PodView | undefined, split: boolean, podCount: number): [Phase, string] {

@@ -70,21 +70,31 @@ async function main(): Promise<void> {
     const pod = process.env.SIPHA_POD_NAME;
     const namespace = process.env.SIPHA_POD_NAMESPACE;
     if (pod && namespace && process.env.KUBERNETES_SERVICE_HOST) {
-      // In a cluster: say our role on our pod (the VIP Service selects it) and obey fencing.
-      // Loaded only here: client-node is ~40 MB of heap (source and code) that a
-      // sidecar outside Kubernetes never needs, and every major GC walks the heap.
+      // In a cluster: say our role on our pod (the VIP Service selects it), obey fencing
+      // and never reuse a term. Loaded only here: client-node is ~40 MB of heap (source and
+      // code) that a sidecar outside Kubernetes never needs, and every major GC walks the heap.
       const k8s = await import('@kubernetes/client-node');
       const { RoleReporter } = await import('./kube/role-reporter.ts');
+      const { FencingWatch } = await import('./kube/fencing-watch.ts');
+      const { readPairTerm } = await import('./kube/term-seed.ts');
       const kc = new k8s.KubeConfig();
       kc.loadFromCluster();
-      const reporter = new RoleReporter(kc, namespace, pod);
+      const kubeLog = log.child({ room: 'kube' });
       const node = ha;
-      node.report = (r) => {
-        reporter.report(r).catch((err) => log.warn({ err }, 'could not report the role on the pod'));
-      };
-      await reporter
-        .watchFencing((term) => node.fenced(term))
-        .catch((err) => log.warn({ err: (err as Error).message }, 'cannot watch for fencing'));
+      // The reporter keeps the latest report and retries it until it lands; it never throws.
+      const reporter = new RoleReporter(kc, namespace, pod, {
+        failed: (r, err, attempt) =>
+          kubeLog.warn({ err, role: r.role, term: r.term, attempt }, 'could not report the role on the pod; retrying'),
+      });
+      node.report = (r) => reporter.report(r);
+      new FencingWatch(kc, namespace, pod, (term) => node.fenced(term), kubeLog).start();
+      // Terms recorded before a restart of both sidecars (bounded wait: the SIP service must start).
+      const seed = await readPairTerm(kc, namespace, pod, {
+        failed: (source, err) => kubeLog.info({ err, source }, 'recorded term not read yet'),
+      });
+      if (seed.missing.length > 0)
+        kubeLog.warn({ missing: seed.missing, term: seed.term }, 'starting without every recorded term');
+      node.seedTerm(seed.term);
     }
     await ha.start();
   } else {

@@ -93,6 +93,9 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
     const mine = startReporter({ ...cp, kubeconfig }, 'default', 'rbac-pair-0');
     const other = startReporter({ ...cp, kubeconfig }, 'default', 'bystander');
     try {
+      // It reads back the pair's recorded terms (both pods, the pair's status) with nothing missing.
+      await mine.waitFor(/^seeded term \d+.*$/m, 20000);
+      assert.match(mine.output(), /^seeded term \d+$/m, mine.output());
       await mine.report('master', 1, 'rbac-test');
       assert.equal(
         JSON.parse(cp.kubectl(['get', 'pod', 'rbac-pair-0', '-o', 'json'])).metadata.labels['sipha.io/role'],

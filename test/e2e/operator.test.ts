@@ -126,6 +126,8 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         ['sip-server', 'sipha-sidecar'],
       );
       assert.equal(tpl.hostNetwork, true, 'arp mode runs on the host network');
+      // No shared PID namespace: it would show the SIP server the sidecar's environment (the replication key).
+      assert.equal(tpl.shareProcessNamespace, undefined);
       assert.equal(
         tpl.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey,
         'kubernetes.io/hostname',
@@ -136,6 +138,13 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         resources: ['pods'],
         resourceNames: ['sip-edge-0', 'sip-edge-1'],
         verbs: ['patch'],
+      });
+      // Read back at start so terms never restart: the sidecar's own pair only.
+      assert.deepEqual(role.rules[2], {
+        apiGroups: ['sipha.io'],
+        resources: ['siphapairs'],
+        resourceNames: ['sip-edge'],
+        verbs: ['get'],
       });
       await until(
         () => exists('pod', 'sip-edge-0') && exists('pod', 'sip-edge-1'),
@@ -259,6 +268,36 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         cp.kubectl(['describe', 'shp', 'sip-edge']),
         /Fenced\s+\S+\s+sipha-operator\s+two pods claimed master: fenced sip-edge-0 \(term 1\)/,
       );
+    });
+
+    it('keeps a fence while it is needed and lifts it once the fenced pod stood down or moved to a newer term', async () => {
+      const fence = (pod: string) => json(['get', 'pod', pod]).metadata.annotations?.['sipha.io/fenced-term'];
+      // The fenced sidecar says so itself: still fenced, the fence stays.
+      await r0.report('fenced', 1, 'fenced-by-operator');
+      await r1.report('master', 2, 'peer-heartbeat-lost'); // a pod event: the operator reconciles again
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(fence('sip-edge-0'), '1');
+      // It rejoins as backup: the fence has done its job.
+      await r0.report('backup', 1, 'rejoined');
+      await until(() => fence('sip-edge-0') === undefined, 10000, 'fence on sip-edge-0 lifted');
+      await until(
+        () =>
+          /FenceLifted\s+\S+\s+sipha-operator\s+lifted the fence on sip-edge-0 \(term 1\): it reports backup/.test(
+            cp.kubectl(['describe', 'shp', 'sip-edge']),
+          ),
+        10000,
+        'FenceLifted event',
+      );
+      // A later split: sip-edge-1 (term 2) is fenced; it is then re-elected at a newer term,
+      // so its fence goes and the now-lower sip-edge-0 is fenced; its sidecar hears the new fence.
+      await r0.report('master', 4, 'peer-heartbeat-lost');
+      await until(() => /^fenced 2$/m.test(r1.output()), 10000, 'pod 1 told it is fenced at 2');
+      await r1.report('master', 5, 'peer-heartbeat-lost');
+      await until(() => fence('sip-edge-1') === undefined, 10000, 'fence on sip-edge-1 lifted (newer term)');
+      await until(() => /^fenced 4$/m.test(r0.output()), 10000, 'pod 0 told it is fenced at 4');
+      assert.equal(fence('sip-edge-0'), '4');
+      const s = await waitStatus('sip-edge', (x) => x.master === 'sip-edge-1' && x.phase !== 'Fencing');
+      assert.equal(s.term, 5);
     });
   });
 

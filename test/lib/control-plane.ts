@@ -25,6 +25,10 @@ export interface ControlPlane {
   kubectl(args: string[], input?: string): string;
   /** kubectl that does not throw: exit code, stdout and stderr. */
   kubectlTry(args: string[], input?: string): { code: number; out: string; err: string };
+  /** Stops kube-apiserver only (etcd keeps the data): clients see connection refused. */
+  stopApiServer(): Promise<void>;
+  /** Starts it again on the same port and waits until it is ready. */
+  startApiServer(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -48,22 +52,23 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
   const bin = k8sBinDir();
   const dir = mkdtempSync(join(tmpdir(), 'sipha-cp-'));
   const children: ChildProcess[] = [];
-  const stop = async () => {
-    for (const c of children.reverse()) {
-      if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) {
-        const exited = new Promise((r) => c.once('exit', r));
+  const end = async (c: ChildProcess) => {
+    if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) {
+      const exited = new Promise((r) => c.once('exit', r));
+      try {
+        process.kill(c.pid, 'SIGTERM');
+      } catch {}
+      const t = setTimeout(() => {
         try {
-          process.kill(c.pid, 'SIGTERM');
+          process.kill(c.pid as number, 'SIGKILL');
         } catch {}
-        const t = setTimeout(() => {
-          try {
-            process.kill(c.pid as number, 'SIGKILL');
-          } catch {}
-        }, 5000);
-        await exited;
-        clearTimeout(t);
-      }
+      }, 5000);
+      await exited;
+      clearTimeout(t);
     }
+  };
+  const stop = async () => {
+    for (const c of [...children].reverse()) await end(c);
     rmSync(dir, { recursive: true, force: true });
   };
   const exitHook = () => {
@@ -124,7 +129,7 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
       'etcd /health',
     );
 
-    const api = start('kube-apiserver', [
+    const apiArgs = [
       '--etcd-servers',
       `http://127.0.0.1:${etcdClient}`,
       '--bind-address',
@@ -150,7 +155,8 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
       '198.19.0.0/16',
       '--allow-privileged=true',
       '--v=0',
-    ]);
+    ];
+    let api = start('kube-apiserver', apiArgs);
     const server = `https://127.0.0.1:${apiPort}`;
     const kubeconfig = join(dir, 'kubeconfig');
     writeFileSync(
@@ -181,14 +187,16 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
         return { code: err.status ?? 1, out: err.stdout ?? '', err: err.stderr ?? '' };
       }
     };
-    await until(
-      () => {
-        if (api.child.exitCode !== null) throw new Error(`kube-apiserver exited:\n${api.out.text().slice(-3000)}`);
-        return kubectlTry(['get', '--raw', '/readyz']).out.trim() === 'ok';
-      },
-      90000,
-      'kube-apiserver /readyz',
-    );
+    const apiReady = () =>
+      until(
+        () => {
+          if (api.child.exitCode !== null) throw new Error(`kube-apiserver exited:\n${api.out.text().slice(-3000)}`);
+          return kubectlTry(['get', '--raw', '/readyz']).out.trim() === 'ok';
+        },
+        90000,
+        'kube-apiserver /readyz',
+      );
+    await apiReady();
     if (opts.controllerManager !== false) {
       const kcm = start('kube-controller-manager', [
         '--kubeconfig',
@@ -222,6 +230,12 @@ export async function startControlPlane(opts: { controllerManager?: boolean } = 
       dir,
       server,
       kubectlTry,
+      stopApiServer: () => end(api.child),
+      startApiServer: async () => {
+        if (api.child.exitCode === null && api.child.signalCode === null) return;
+        api = start('kube-apiserver', apiArgs);
+        await apiReady();
+      },
       kubectl: (args, input) => {
         const r = kubectlTry(args, input);
         if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${r.code}): ${r.err}`);

@@ -1,5 +1,7 @@
 /** The sipha operator and the sidecar's role reporter as real processes against a test control plane. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ControlPlane } from './control-plane.ts';
 import { until, watchOutput } from './procs.ts';
@@ -82,29 +84,51 @@ export async function startOperator(
 }
 
 export interface Reporter extends Proc {
-  /** Sends "role term reason [gap]" and waits for the patch to be made. */
+  /** Sends "role term reason [gap]" and waits for the patch to be made; rejects on the first failed attempt. */
   report(role: string, term: number, reason: string, gapMs?: number): Promise<void>;
+  /** Sends a report without waiting (the reporter retries it until it lands). */
+  send(role: string, term: number, reason: string): void;
 }
 
-export function startReporter(cp: ControlPlane, namespace: string, pod: string): Reporter {
+/**
+ * The sidecar's Kubernetes side as a process (sidecar/src/kube/reporter-main.ts):
+ * role reports on stdin; "seeded term", "reported", "error:" and "fenced" lines out.
+ */
+export function startReporter(cp: ControlPlane, namespace: string, pod: string, env: Record<string, string> = {}): Reporter {
   const child = spawn(process.execPath, [REPORTER], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, KUBECONFIG: cp.kubeconfig, SIPHA_POD_NAME: pod, SIPHA_POD_NAMESPACE: namespace },
+    env: { ...process.env, KUBECONFIG: cp.kubeconfig, SIPHA_POD_NAME: pod, SIPHA_POD_NAMESPACE: namespace, ...env },
   });
   const p = proc(child);
+  const send = (role: string, term: number, reason: string, gapMs?: number) => {
+    child.stdin?.write(`${role} ${term} ${reason}${gapMs !== undefined ? ` ${gapMs}` : ''}\n`);
+  };
   return {
     ...p,
+    send,
     report: async (role, term, reason, gapMs) => {
-      const before = (p.output().match(/^reported /gm) ?? []).length;
-      child.stdin?.write(`${role} ${term} ${reason}${gapMs !== undefined ? ` ${gapMs}` : ''}\n`);
+      const from = p.output().length;
+      send(role, term, reason, gapMs);
+      const fresh = () => p.output().slice(from);
       await until(
         () => {
-          if (/^error: /m.test(p.output())) throw new Error(`reporter: ${p.output()}`);
-          return (p.output().match(/^reported /gm) ?? []).length > before;
+          if (/^error: /m.test(fresh())) throw new Error(`reporter: ${fresh()}`);
+          return new RegExp(`^reported ${role} ${term}$`, 'm').test(fresh());
         },
-        10000,
+        15000,
         `reporter ${pod} reports ${role}`,
       );
     },
   };
+}
+
+/** A kubeconfig that authenticates as a ServiceAccount (TokenRequest API). */
+export function kubeconfigFor(cp: ControlPlane, namespace: string, sa: string): string {
+  const token = cp.kubectl(['create', 'token', sa, '-n', namespace, '--duration=1h']).trim();
+  const path = join(cp.dir, `kubeconfig-${namespace}-${sa}`);
+  writeFileSync(
+    path,
+    `apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: ${cp.server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: ${token}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n    namespace: ${namespace}\ncurrent-context: x\n`,
+  );
+  return path;
 }

@@ -1,16 +1,24 @@
 /**
- * Runs the role reporter as its own process, driven by lines on stdin:
- *   master <term> <reason> [gapMs]  |  backup <term> <reason>  |  ...
- * Prints "reported <role> <term>" after each patch and "fenced <term>" when
- * the operator fences this pod. The sidecar's role machine drives the same
- * class in-process; this entry lets tests and operators exercise it alone.
+ * Runs the sidecar's Kubernetes side as its own process, driven by lines on
+ * stdin:  master <term> <reason> [gapMs]  |  backup <term> <reason>  |  ...
+ * The sidecar's role machine drives the same classes in-process; this entry
+ * lets tests and operators exercise them alone. It prints:
+ *   seeded term <n> [missing <sources>]  once at start (the terms read back)
+ *   reported <role> <term>                when a report landed on the pod
+ *   error: <role> <term> <message>        after each failed attempt (retried)
+ *   fenced <term>                         when the operator fences this pod
+ * Structured logs (the watch's) go to stderr.
  *
  *   SIPHA_POD_NAME=... SIPHA_POD_NAMESPACE=... [KUBECONFIG=...] node reporter-main.ts
+ * Test knobs: SIPHA_REPORT_TIMEOUT_MS, SIPHA_REPORT_MAX_BACKOFF_MS, SIPHA_SEED_DEADLINE_MS.
  */
 import { createInterface } from 'node:readline';
 import * as k8s from '@kubernetes/client-node';
+import pino from 'pino';
 import { ROLES, type Role } from '../../../contract/names.ts';
+import { FencingWatch } from './fencing-watch.ts';
 import { RoleReporter } from './role-reporter.ts';
+import { readPairTerm } from './term-seed.ts';
 
 const pod = process.env.SIPHA_POD_NAME;
 const namespace = process.env.SIPHA_POD_NAMESPACE;
@@ -18,10 +26,33 @@ if (!pod || !namespace) {
   console.error('reporter: SIPHA_POD_NAME and SIPHA_POD_NAMESPACE are required');
   process.exit(2);
 }
+const num = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
+const message = (err: unknown) => {
+  const e = err as { body?: unknown; message?: string };
+  return `${e.message ?? String(err)} ${typeof e.body === 'string' ? e.body : ''}`.replace(/\s+/g, ' ').trim();
+};
+
 const kc = new k8s.KubeConfig();
 kc.loadFromDefault();
-const reporter = new RoleReporter(kc, namespace, pod);
-await reporter.watchFencing((term) => console.log(`fenced ${term}`));
+const log = pino({ name: 'sipha-reporter' }, pino.destination(2));
+
+const reporter = new RoleReporter(kc, namespace, pod, {
+  ...(num('SIPHA_REPORT_TIMEOUT_MS') !== undefined ? { attemptTimeoutMs: num('SIPHA_REPORT_TIMEOUT_MS') } : {}),
+  ...(num('SIPHA_REPORT_MAX_BACKOFF_MS') !== undefined ? { maxBackoffMs: num('SIPHA_REPORT_MAX_BACKOFF_MS') } : {}),
+  reported: (r) => console.log(`reported ${r.role} ${r.term}`),
+  failed: (r, err) => console.log(`error: ${r.role} ${r.term} ${message(err)}`),
+});
+const fencing = new FencingWatch(kc, namespace, pod, (term) => console.log(`fenced ${term}`), log);
+fencing.start();
+
+// Only a pod of a pair (<pair>-0 / <pair>-1) has terms to read back.
+if (/-[01]$/.test(pod)) {
+  const seed = await readPairTerm(kc, namespace, pod, {
+    ...(num('SIPHA_SEED_DEADLINE_MS') !== undefined ? { deadlineMs: num('SIPHA_SEED_DEADLINE_MS') } : {}),
+    failed: (source, err) => log.info({ err, source }, 'term not read yet'),
+  });
+  console.log(`seeded term ${seed.term}${seed.missing.length ? ` missing ${seed.missing.join(',')}` : ''}`);
+}
 
 const rl = createInterface({ input: process.stdin });
 for await (const line of rl) {
@@ -31,16 +62,12 @@ for await (const line of rl) {
     console.log(`error: bad line: ${line}`);
     continue;
   }
-  try {
-    await reporter.report({
-      role: role as Role,
-      term: Number(termText),
-      reason: reason ?? 'unspecified',
-      ...(gap ? { gapMs: Number(gap) } : {}),
-    });
-    console.log(`reported ${role} ${termText}`);
-  } catch (err) {
-    console.log(`error: ${(err as Error).message}`);
-  }
+  reporter.report({
+    role: role as Role,
+    term: Number(termText),
+    reason: reason ?? 'unspecified',
+    ...(gap ? { gapMs: Number(gap) } : {}),
+  });
 }
 reporter.stop();
+fencing.stop();

@@ -1,12 +1,17 @@
 /**
- * The sidecar's only Kubernetes duty: say on its own pod what role it holds
- * (the ONE role label, which the VIP Service selects) and at which term, and
- * notice when the operator fenced it. It never touches another pod (its Role
- * allows patching only the pair's two pods by name).
+ * The sidecar's main Kubernetes duty: say on its own pod what role it holds
+ * (the ONE role label, which the VIP Service selects in LB modes) and at
+ * which term. It never touches another pod (its Role allows patching only
+ * the pair's two pods by name).
+ *
+ * `report` is fire and forget: the latest report is kept and retried with
+ * jittered backoff until the API server takes it, each attempt cut off after
+ * a timeout, a newer report replacing one not yet made. So one failed or
+ * hung patch can never leave the label (and the Service) on the old master,
+ * and the role machine never waits for the API server.
  */
 import * as k8s from '@kubernetes/client-node';
 import {
-  FENCED_ANNOTATION,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
   ROLE_SINCE_ANNOTATION,
@@ -14,6 +19,7 @@ import {
   TAKEOVER_GAP_ANNOTATION,
   TERM_ANNOTATION,
 } from '../../../contract/names.ts';
+import { LatestRetry } from './latest-retry.ts';
 
 export interface RoleReport {
   role: Role;
@@ -22,57 +28,82 @@ export interface RoleReport {
   gapMs?: number;
 }
 
+export interface ReporterOptions {
+  /** Default 5 s: a patch is small; longer means the API server is in trouble. */
+  attemptTimeoutMs?: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** The label and annotations landed. */
+  reported?: (r: RoleReport) => void;
+  /** One attempt failed; it will be retried unless a newer report replaced it. */
+  failed?: (r: RoleReport, err: unknown, attempt: number) => void;
+}
+
+/** One merge patch: label and annotations change together. */
+export function rolePatch(
+  r: RoleReport,
+  now: Date,
+): { metadata: { labels: Record<string, string>; annotations: Record<string, string> } } {
+  const annotations: Record<string, string> = {
+    [TERM_ANNOTATION]: String(r.term),
+    [ROLE_REASON_ANNOTATION]: r.reason,
+    [ROLE_SINCE_ANNOTATION]: now.toISOString(),
+  };
+  if (r.gapMs !== undefined) annotations[TAKEOVER_GAP_ANNOTATION] = String(Math.round(r.gapMs));
+  return { metadata: { labels: { [ROLE_LABEL]: r.role }, annotations } };
+}
+
+/** Request options that make a client-node call abortable (it has no signal parameter). */
+export function withSignal(signal: AbortSignal, contentType?: string): k8s.ConfigurationOptions {
+  // The object API runs observable-style middleware (as setHeaderOptions makes).
+  const abortable: k8s.ObservableMiddleware = {
+    pre: (ctx) => {
+      ctx.setSignal(signal);
+      return new k8s.Observable(Promise.resolve(ctx));
+    },
+    post: (res) => new k8s.Observable(Promise.resolve(res)),
+  };
+  const base = contentType ? k8s.setHeaderOptions('Content-Type', contentType) : {};
+  return { ...base, middleware: [...(base.middleware ?? []), abortable], middlewareMergeStrategy: 'append' };
+}
+
 export class RoleReporter {
   private readonly core: k8s.CoreV1Api;
-  private readonly kc: k8s.KubeConfig;
   private readonly namespace: string;
   private readonly pod: string;
-  private abort: AbortController | null = null;
+  private readonly retry: LatestRetry<RoleReport>;
 
-  constructor(kc: k8s.KubeConfig, namespace: string, pod: string) {
-    this.kc = kc;
+  constructor(kc: k8s.KubeConfig, namespace: string, pod: string, opts: ReporterOptions = {}) {
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.namespace = namespace;
     this.pod = pod;
+    this.retry = new LatestRetry((r, signal) => this.patch(r, signal), {
+      attemptTimeoutMs: opts.attemptTimeoutMs ?? 5000,
+      minBackoffMs: opts.minBackoffMs ?? 250,
+      maxBackoffMs: opts.maxBackoffMs ?? 5000,
+      ...(opts.reported ? { delivered: opts.reported } : {}),
+      ...(opts.failed ? { failed: opts.failed } : {}),
+    });
   }
 
-  /** One merge patch: label and annotations change together. */
-  async report(r: RoleReport): Promise<void> {
-    const annotations: Record<string, string> = {
-      [TERM_ANNOTATION]: String(r.term),
-      [ROLE_REASON_ANNOTATION]: r.reason,
-      [ROLE_SINCE_ANNOTATION]: new Date().toISOString(),
-    };
-    if (r.gapMs !== undefined) annotations[TAKEOVER_GAP_ANNOTATION] = String(Math.round(r.gapMs));
-    await this.core.patchNamespacedPod(
-      { namespace: this.namespace, name: this.pod, body: { metadata: { labels: { [ROLE_LABEL]: r.role }, annotations } } },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-    );
+  /** Fire and forget; never throws. */
+  report(r: RoleReport): void {
+    this.retry.offer(r);
   }
 
-  /** Calls `onFenced(term)` when the operator fences this pod. */
-  async watchFencing(onFenced: (term: number) => void): Promise<void> {
-    const w = new k8s.Watch(this.kc);
-    let seen = -1;
-    this.abort = await w.watch(
-      `/api/v1/namespaces/${this.namespace}/pods`,
-      { fieldSelector: `metadata.name=${this.pod}` },
-      (_type, obj: k8s.V1Pod) => {
-        const t = obj.metadata?.annotations?.[FENCED_ANNOTATION];
-        if (t !== undefined && Number(t) !== seen) {
-          seen = Number(t);
-          onFenced(seen);
-        }
-      },
-      () => {
-        if (this.abort) setTimeout(() => void this.watchFencing(onFenced), 1000).unref();
-      },
-    );
+  /** True while a report waits to be made. */
+  get pending(): boolean {
+    return this.retry.busy;
   }
 
   stop(): void {
-    const a = this.abort;
-    this.abort = null;
-    a?.abort();
+    this.retry.stop();
+  }
+
+  private async patch(r: RoleReport, signal: AbortSignal): Promise<void> {
+    await this.core.patchNamespacedPod(
+      { namespace: this.namespace, name: this.pod, body: rolePatch(r, new Date()) },
+      withSignal(signal, k8s.PatchStrategy.MergePatch),
+    );
   }
 }

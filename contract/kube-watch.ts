@@ -1,9 +1,14 @@
 /**
- * A watch that heals itself (the operator's watch layer owns restarts:
- * client-node's ListWatch does not restart on every error, see
- * kubernetes-client/javascript#795): list, then watch from the list's
- * resourceVersion; on 410 Gone relist; on any end or error reconnect with
- * jittered backoff; a watchdog restarts a watch that has been silent too long.
+ * A watch that heals itself, shared by the operator (its controller's
+ * watches) and the sidecar (its fencing watch): one implementation. The
+ * watch layer owns restarts because client-node's ListWatch does not restart
+ * on every error (kubernetes-client/javascript#795): list, then watch from
+ * the list's resourceVersion; on 410 Gone relist; on any end or error
+ * reconnect with jittered backoff; a watchdog restarts a watch that has been
+ * silent too long. A watch started while the API server is unreachable
+ * simply keeps retrying until it can list.
+ *
+ * Loads @kubernetes/client-node: the sidecar imports this module only in a pod.
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -19,9 +24,16 @@ export interface WatchSpec {
   /** Collection path, e.g. /api/v1/namespaces/ns/pods or /apis/sipha.io/v1alpha1/siphapairs */
   path: string;
   labelSelector?: string;
+  /** e.g. metadata.name=<pod>: one object, with list/watch rights only. */
+  fieldSelector?: string;
   /** Restart a watch that delivered nothing for this long (server bookmarks keep a healthy one alive). */
   silenceMs?: number;
+  /** Ceiling of the reconnect backoff (it starts at 200 ms and doubles). */
+  maxBackoffMs?: number;
 }
+
+/** A list that hangs (a stalled API server) must not hold the watch forever. */
+const LIST_TIMEOUT_MS = 30_000;
 
 export class ResilientWatch {
   private stopped = false;
@@ -67,17 +79,25 @@ export class ResilientWatch {
   }
 
   private async list(): Promise<void> {
-    const body = await this.objects.list(
-      this.spec.apiVersion,
-      this.spec.kind,
-      this.spec.namespace,
-      undefined,
-      undefined,
-      undefined,
-      undefined,
-      this.spec.labelSelector,
-    );
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`list timed out after ${LIST_TIMEOUT_MS} ms`)), LIST_TIMEOUT_MS);
+    });
+    const body = await Promise.race([
+      this.objects.list(
+        this.spec.apiVersion,
+        this.spec.kind,
+        this.spec.namespace,
+        undefined,
+        undefined,
+        undefined,
+        this.spec.fieldSelector,
+        this.spec.labelSelector,
+      ),
+      timeout,
+    ]).finally(() => clearTimeout(timer));
     this.resourceVersion = body.metadata?.resourceVersion ?? '';
+    this.lastEvent = Date.now();
     for (const item of body.items) {
       item.apiVersion ??= this.spec.apiVersion;
       item.kind ??= this.spec.kind;
@@ -94,10 +114,12 @@ export class ResilientWatch {
         if (ended === 'gone') relist = true;
         this.backoffMs = 200;
       } catch (err) {
-        this.log.info({ err: (err as Error).message }, 'watch failed; retrying');
-        relist = (err as { code?: number }).code === 410 || relist;
+        if (this.stopped) return;
+        this.log.info({ err }, 'watch failed; retrying');
+        const code = (err as { code?: number; statusCode?: number }).code ?? (err as { statusCode?: number }).statusCode;
+        relist = code === 410 || relist;
         const wait = this.backoffMs * (0.5 + Math.random());
-        this.backoffMs = Math.min(this.backoffMs * 2, 10_000);
+        this.backoffMs = Math.min(this.backoffMs * 2, this.spec.maxBackoffMs ?? 10_000);
         await new Promise((r) => setTimeout(r, wait));
       }
     }
@@ -114,6 +136,7 @@ export class ResilientWatch {
           resourceVersion: this.resourceVersion,
           allowWatchBookmarks: true,
           labelSelector: this.spec.labelSelector,
+          fieldSelector: this.spec.fieldSelector,
         },
         (type, obj) => {
           this.lastEvent = Date.now();
@@ -131,7 +154,9 @@ export class ResilientWatch {
           if (rv) this.resourceVersion = rv; // moves only after the handler ran
         },
         (err) => {
-          if (err && !gone && !this.stopped && (err as Error).name !== 'AbortError') reject(err);
+          // client-node ends a quiet stream after 30 s (TimeoutError): a normal end, reconnect at once.
+          const name = (err as Error | null)?.name;
+          if (err && !gone && !this.stopped && name !== 'AbortError' && name !== 'TimeoutError') reject(err);
           else resolve(gone ? 'gone' : 'ended');
         },
       )
