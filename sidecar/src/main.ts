@@ -100,9 +100,23 @@ async function main(): Promise<void> {
   } else {
     await proxy.start();
   }
-  const http = await startHttp(config.httpPort, metrics.registry, () => proxy.serverReady);
+  const node = ha;
+  const http = await startHttp(
+    config.httpPort,
+    metrics.registry,
+    node
+      ? // In a pair, ready means useful: serving, or a backup that holds the master's state
+        // (a rolling upgrade waits for exactly this before it switches over).
+        { notReady: () => node.notReady(), switchover: () => node.switchover() }
+      : { notReady: () => (proxy.serverReady ? null : 'no link to the SIP server') },
+  );
   const stop = async (signal: string) => {
     log.info({ signal }, 'stopping');
+    // A master that is asked to stop (pod deleted, drained, upgraded) hands over first.
+    if (node?.state.role === 'master') {
+      const r = await node.switchover();
+      log.info(r, r.ok ? 'handed over before stopping' : 'stopping without a handover');
+    }
     await ha?.stop();
     proxy.close();
     http.close();

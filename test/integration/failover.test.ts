@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { countPackets, readSip, startCapture } from '../lib/capture.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
-import { digests, type PairNode, pairBed, role, startPair, VIP } from '../lib/pair.ts';
+import { digests, type PairNode, pairBed, role, roleStory, startPair, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
 import { runSipp, startUas, users } from '../lib/sipp.ts';
 
@@ -46,7 +46,11 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
     const onB = lookupAll(b.kamailio, aors);
     assert.equal(onB.size, 1000);
     for (const x of onB.values()) assert.equal(x.received, `sip:${client.ip}:5060`);
-    assert.equal(b.sidecar.metric('sipha_messages_total', { path: 'to_client' }), 0, 'backup emitted nothing');
+    assert.equal(
+      b.sidecar.metric('sipha_messages_total', { path: 'to_client' }),
+      0,
+      `backup emitted nothing\n${roleStory(a, b)}`,
+    );
     assert.equal(readSip(await cap.stop()).length, 0, 'tcpdump on the backup saw no SIP packet from it');
     assert.ok(
       b.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'role-backup' }) >= 1000,
@@ -84,7 +88,7 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
       'digest files complete',
     );
     // 1000 REGISTER 200s, the UAS's 200, and per call: 100/180/200 replies and the relayed INVITE/ACK/re-INVITE/BYE...
-    assert.ok(sent.length > 1000 + 20 * 8, `only ${sent.length} egress messages`);
+    assert.ok(sent.length > 1000 + 20 * 8, `only ${sent.length} egress messages\n${roleStory(a, b)}`);
     assert.deepEqual(withheld, sent);
   });
 

@@ -9,10 +9,10 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { NetBed } from '../lib/netbed.ts';
-import { holdsVip, pairBed, role, VIP } from '../lib/pair.ts';
+import { holdsVip, type PairNode, pairBed, role, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
 import { hangMainThread } from '../lib/sidecar.ts';
-import { runSipp, users } from '../lib/sipp.ts';
+import { runSipp, startUas, users } from '../lib/sipp.ts';
 
 const target = `${VIP}:5060`;
 
@@ -200,5 +200,56 @@ describe('a peer rescheduled to a new address (item 1)', { timeout: 120_000 }, (
     await bed.stop(a.kamailio.child, 'SIGKILL');
     await until(() => role(b) === 'master', 5000, 'b takes over');
     assert.equal(lookupAll(b.kamailio, aors).size, 100);
+  });
+});
+
+describe('planned switchover', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+  const post = (n: PairNode) =>
+    n.host.run('curl', ['-s', '-m', '10', '-X', 'POST', '-w', ' %{http_code}', 'http://127.0.0.1:9090/switchover']).trim();
+
+  it('POST /switchover and SIGTERM of the master both hand over with calls in progress: no call fails, nothing lost', async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b, client, uas } = pb;
+    const aors = users('swo', 300);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 300, rate: 300, users: aors })).successful,
+      300,
+    );
+    assert.equal(
+      (await runSipp(bed, uas, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] })).successful,
+      1,
+    );
+    assert.match(post(b), /refused: not-master\s+409$/, 'a backup refuses');
+    const callee = startUas(uas);
+    // 20 calls/s for 8 s, 2 s hold: calls are being set up, held and ended across both handovers.
+    const calls = runSipp(bed, client, {
+      scenario: 'uac-call.xml',
+      target,
+      calls: 160,
+      rate: 20,
+      limit: 80,
+      service: 'uas',
+      holdMs: 2000,
+      timeoutS: 60,
+    });
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.match(post(a), /switched over: switchover\s+200$/);
+    assert.equal(role(b), 'master');
+    await until(() => role(a) === 'backup' && a.sidecar.metric('sipha_in_sync') === 1, 10000, 'a is an in-sync backup');
+    await new Promise((r) => setTimeout(r, 1500));
+    // The new master is asked to stop (a pod deleted, a drain): it hands back first.
+    await bed.stop(b.sidecar.child, 'SIGTERM');
+    await until(() => role(a) === 'master', 5000, 'a serves again');
+    const r = await calls;
+    await bed.stop(callee.child);
+    assert.equal(r.failed, 0, r.output.slice(-3000));
+    assert.equal(r.successful, 160);
+    assert.equal(lookupAll(a.kamailio, aors).size, 300, 'no registration lost');
+    assert.equal(a.sidecar.metric('sipha_role_effect_failures_total'), 0);
   });
 });

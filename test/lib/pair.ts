@@ -149,3 +149,16 @@ export async function pairBed(env: Record<string, string> = {}, opts: PairOption
     throw err;
   }
 }
+
+/** The role changes and warnings both sidecars logged: what a failed assertion about roles should show. */
+export function roleStory(...nodes: PairNode[]): string {
+  return nodes
+    .map((n) => {
+      const lines = n.sidecar
+        .output()
+        .split('\n')
+        .filter((l) => /role change|"level":(40|50)/.test(l));
+      return `${n.host.name}:\n${lines.slice(-30).join('\n')}`;
+    })
+    .join('\n');
+}

@@ -115,6 +115,16 @@ describe('role state machine: faults around the happy path (issue 8)', () => {
     assert.deepEqual([d.state.role, d.reason], ['master', 'peer-not-master']);
   });
 
+  it('switchover: a master hands over (resigns), its backup takes over, and the old master rejoins as backup', () => {
+    const m = step(master(0, 2), { type: 'handover' });
+    assert.deepEqual([m.state.role, m.reason], ['resigned', 'switchover']);
+    const b = step(backup(1, 2), { type: 'peer', peer: { role: 'resigned', term: 2, serverUp: true } });
+    assert.deepEqual([b.state.role, b.state.term, b.reason], ['master', 3, 'peer-resigned']);
+    const back = step(m.state, { type: 'peer', peer: { role: 'master', term: 3, serverUp: true } });
+    assert.deepEqual([back.state.role, back.reason], ['backup', 'rejoined']);
+    assert.equal(step(backup(1, 2), { type: 'handover' }).reason, null, 'only a master hands over');
+  });
+
   it('preferredMaster: the preferred ordinal is elected when both start ready (item 9)', () => {
     const peer = { role: 'starting' as const, term: 0, serverUp: true };
     assert.equal(step(up(initialState(1, 1)), { type: 'peer', peer }).state.role, 'master');

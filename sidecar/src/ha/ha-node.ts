@@ -264,6 +264,40 @@ export class HaNode {
     if (term > this.state.seenTerm) this.state = { ...this.state, seenTerm: term };
   }
 
+  /** Why this node is not useful yet (null: serving, or a backup whose server holds the master's state). */
+  notReady(): string | null {
+    if (this.serving) return null;
+    if (this.state.role === 'backup') return this.receiver.inSync ? null : 'backup not in sync yet';
+    return `role ${this.state.role}`;
+  }
+
+  /**
+   * Planned switchover: only a serving master with an in-sync backup hands
+   * over. It stops taking inbound messages (clients retransmit them to the new
+   * master), waits until the backup acked everything (bounded by the ack
+   * deadline), then resigns; the backup sees that at once and takes the VIP.
+   * Resolves once the peer serves, or with the reason it did not happen.
+   */
+  async switchover(): Promise<{ ok: boolean; reason: string }> {
+    if (this.state.role !== 'master' || !this.serving) return { ok: false, reason: 'not-master' };
+    if (!this.peerCanApply() || !this.sender.inSync) return { ok: false, reason: 'backup-not-in-sync' };
+    const started = performance.now();
+    this.proxy.inboundPaused = true;
+    try {
+      const drained = await waitFor(
+        () => this.sender.acked >= this.sender.seq && this.barrier.waiting === 0,
+        this.cfg.ackDeadlineMs,
+      );
+      if (!drained) return { ok: false, reason: 'backup-did-not-ack' };
+      this.log.info({ drainMs: round(performance.now() - started), seq: this.sender.seq }, 'switchover: drained, handing over');
+      this.dispatch({ type: 'handover' });
+    } finally {
+      this.proxy.inboundPaused = false;
+    }
+    const took = await waitFor(() => this.state.peer?.role === 'master', 5000);
+    return took ? { ok: true, reason: 'switchover' } : { ok: false, reason: 'peer-did-not-take-over' };
+  }
+
   fenced(term: number): void {
     this.dispatch({ type: 'fenced', term });
   }
@@ -373,3 +407,13 @@ export class HaNode {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+
+/** Polls `check` every 2 ms until it holds (true) or `ms` pass (false). */
+async function waitFor(check: () => boolean, ms: number): Promise<boolean> {
+  const until = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return true;
+}

@@ -80,8 +80,8 @@ export class ReplicationSender {
   private socket: net.Socket | null = null;
   private connected = false;
   private stopped = true;
-  /** The last message of the state burst on this stream (0: none sent yet). */
-  private syncedSeq = 0;
+  /** The last message of the state burst on this stream (-1: not announced yet; 0: an empty burst). */
+  private syncedSeq = -1;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly key: Buffer;
   private readonly opts: Required<SenderOptions>;
@@ -107,13 +107,13 @@ export class ReplicationSender {
 
   /** The backup has applied the full state burst of this stream and everything since. */
   get inSync(): boolean {
-    return this.connected && this.syncedSeq > 0 && this.acked >= this.syncedSeq;
+    return this.connected && this.syncedSeq >= 0 && this.acked >= this.syncedSeq;
   }
 
   /** Marks the end of the state burst: once acked, the backup is in sync. */
   synced(): void {
     if (!this.connected || this.socket === null) return;
-    this.syncedSeq = Math.max(1, this.seq);
+    this.syncedSeq = this.seq;
     writeInTurn(this.socket, [encodeSynced(this.key, this.syncedSeq)]);
   }
 
@@ -186,7 +186,7 @@ export class ReplicationSender {
       // A new stream starts its own numbering: the backup acks what it applied of this one.
       this.seq = 0;
       this.acked = 0;
-      this.syncedSeq = 0;
+      this.syncedSeq = -1;
       s.write(encodeHello(this.key, this.ordinal, this.term, 0));
       this.connected = true;
       this.log.info({ peer: this.peer }, 'replicating to the backup');
@@ -274,8 +274,8 @@ export class ReplicationReceiver {
   applied = 0;
   private readonly server: net.Server;
   private current: net.Socket | null = null;
-  /** Last message of the master's state burst on the current stream (0: not announced yet). */
-  private syncedSeq = 0;
+  /** Last message of the master's state burst on the current stream (-1: not announced yet). */
+  private syncedSeq = -1;
   private readonly key: Buffer;
   private readonly log: Logger;
   /**
@@ -294,7 +294,7 @@ export class ReplicationReceiver {
 
   /** This node's server holds the master's full state: the burst and everything since were applied. */
   get inSync(): boolean {
-    return this.current !== null && this.syncedSeq > 0 && this.applied >= this.syncedSeq;
+    return this.current !== null && this.syncedSeq >= 0 && this.applied >= this.syncedSeq;
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -319,7 +319,7 @@ export class ReplicationReceiver {
     this.log.warn({ reason, applied: this.applied }, 'replication stream dropped; the master will resync');
     this.current.destroy();
     this.current = null;
-    this.syncedSeq = 0;
+    this.syncedSeq = -1;
   }
 
   private adopt(s: net.Socket): void {
@@ -342,7 +342,7 @@ export class ReplicationReceiver {
         this.current?.destroy(); // one stream at a time: the newest authenticated one
         this.current = s;
         this.applied = 0;
-        this.syncedSeq = 0;
+        this.syncedSeq = -1;
         this.log.info({ from, term: f.term }, 'replication stream from the master');
         return;
       }
@@ -375,7 +375,7 @@ export class ReplicationReceiver {
       clearTimeout(helloTimer);
       if (this.current === s) {
         this.current = null;
-        this.syncedSeq = 0;
+        this.syncedSeq = -1;
       }
     });
   }

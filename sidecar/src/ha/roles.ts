@@ -38,7 +38,9 @@ export type HaEvent =
   | { type: 'startup-timeout' }
   | { type: 'fenced'; term: number }
   /** This master cannot serve after all: taking the VIP or opening the public sockets failed, or the VIP was lost. */
-  | { type: 'serve-failed'; reason: string };
+  | { type: 'serve-failed'; reason: string }
+  /** Planned switchover: this master has drained and hands over to its in-sync backup. */
+  | { type: 'handover' };
 
 export interface Decision {
   readonly state: NodeState;
@@ -82,6 +84,7 @@ export function step(s0: NodeState, e: HaEvent): Decision {
     return same(s);
   }
   if (e.type === 'serve-failed') return s.role === 'master' ? become(s, 'resigned', e.reason) : same(s);
+  if (e.type === 'handover') return s.role === 'master' ? become(s, 'resigned', 'switchover') : same(s);
 
   switch (s.role) {
     case 'starting': {
@@ -100,7 +103,7 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return become(s, 'resigned', 'server-dead');
       const p = s.peer;
       if (e.type === 'peer-lost') return become(s, 'master', 'peer-heartbeat-lost', true);
-      if (p && !canServe(p)) return become(s, 'master', 'peer-server-dead', true);
+      if (p && !canServe(p)) return become(s, 'master', whyPeerCannotServe(p), true);
       // A peer that restarted (starting) or waits as backup too: nobody serves.
       if (p && p.role !== 'master') return become(s, 'master', 'peer-not-master', true);
       return same(s);
@@ -125,6 +128,11 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       return same(s);
     }
   }
+}
+
+function whyPeerCannotServe(p: PeerView): string {
+  if (!p.serverUp) return 'peer-server-dead';
+  return p.role === 'fenced' ? 'peer-fenced' : 'peer-resigned';
 }
 
 /** A peer that could be master: its server is up and it has not stepped down. */

@@ -58,6 +58,12 @@ export class EdgeProxy {
   digest: EgressDigest | null = null;
   /** Consumes answers to the sidecar's own probes of its server (they never leave). */
   probeAnswer: ((m: SipMessage) => boolean) | null = null;
+  /**
+   * Set during a planned switchover: inbound messages are dropped (clients
+   * retransmit them to the new master) while what the server already has
+   * drains out; egress still flows.
+   */
+  inboundPaused = false;
 
   private udp: dgram.Socket | null = null;
   private publicBound = false;
@@ -150,6 +156,10 @@ export class EdgeProxy {
   /** A message from the network: check it, stamp its source, hand it to the server. */
   fromClient(bytes: Buffer, src: Source, flow: Flow | null): void {
     this.metrics.hot.inbound++;
+    if (this.inboundPaused) {
+      this.metrics.drop('inbound', 'switchover');
+      return;
+    }
     const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes, requireContentLength: src.transport === 'tcp' });
     if (!m.ok) {
       this.metrics.drop('inbound', m.reason);
