@@ -38,11 +38,42 @@ export interface HaSettings {
   readonly vip: string;
   readonly vipInterface: string;
   readonly natKeepaliveMs: number;
+  /** Who decides self-elections on silence (decision 0005); null: nobody (split-brain possible in a partition). */
+  readonly witness: WitnessSettings | null;
   /** arp: this node adds the VIP; metallb / kube-vip: a LoadBalancer Service follows the master label. */
   readonly vipMode: 'arp' | 'metallb' | 'kube-vip';
 }
 
+export interface WitnessSettings {
+  /** udp: the sipha witness process at address:port; lease: a Kubernetes Lease <pair>-witness (in a cluster). */
+  readonly kind: 'udp' | 'lease';
+  readonly address: string;
+  readonly port: number;
+  /** Lease asked for by each claim. */
+  readonly ttlMs: number;
+  /** Claims are repeated this often while the peer is silent. */
+  readonly renewMs: number;
+  /** A master with a silent peer and no grant for this long stands down. */
+  readonly confirmMs: number;
+}
+
 type Env = Record<string, string | undefined>;
+
+function witnessSettings(env: Env): WitnessSettings | null {
+  const raw = env.SIPHA_WITNESS;
+  if (!raw) return null;
+  const timing = {
+    ttlMs: int(env, 'SIPHA_WITNESS_TTL_MS', 1000, 100, 60000),
+    renewMs: int(env, 'SIPHA_WITNESS_RENEW_MS', 20, 5, 10000),
+    confirmMs: int(env, 'SIPHA_WITNESS_CONFIRM_MS', 500, 50, 60000),
+  };
+  if (raw === 'lease') return { kind: 'lease', address: '', port: 0, ...timing };
+  const m = /^udp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(raw);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new Error(`SIPHA_WITNESS=${raw}: expected udp:<ipv4>:<port> or lease`);
+  }
+  return { kind: 'udp', address: m[1] as string, port: Number(m[2]), ...timing };
+}
 
 function int(env: Env, name: string, def: number, min: number, max: number): number {
   const raw = env[name];
@@ -104,6 +135,7 @@ function haSettings(env: Env): HaSettings | null {
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',
     natKeepaliveMs: int(env, 'SIPHA_NAT_KEEPALIVE_MS', 20000, 0, 3600000),
     vipMode: vipMode(env.SIPHA_VIP_MODE),
+    witness: witnessSettings(env),
   };
 }
 

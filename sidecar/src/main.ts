@@ -58,6 +58,18 @@ async function main(): Promise<void> {
       metrics,
     );
     if (byName) ha.resolvePeer = resolvePeer;
+    const w = config.ha.witness;
+    if (w?.kind === 'udp') {
+      const { UdpWitness } = await import('./ha/witness-udp.ts');
+      ha.witness = await UdpWitness.open({
+        key: config.ha.key,
+        ordinal: config.ha.ordinal,
+        address: w.address,
+        port: w.port,
+        ttlMs: w.ttlMs,
+        bindAddress: config.ha.nodeAddress,
+      });
+    }
     metrics.ha(() => ({
       role: ha?.state.role ?? 'starting',
       term: ha?.state.term ?? 0,
@@ -95,6 +107,14 @@ async function main(): Promise<void> {
       if (seed.missing.length > 0)
         kubeLog.warn({ missing: seed.missing, term: seed.term }, 'starting without every recorded term');
       node.seedTerm(seed.term);
+      if (w?.kind === 'lease') {
+        const { LeaseWitness } = await import('./kube/lease-witness.ts');
+        const pair = pod.replace(/-[01]$/, '');
+        node.witness = new LeaseWitness({ kc, namespace, pair, pod, ordinal: config.ha.ordinal, ttlMs: w.ttlMs });
+      }
+    } else if (w?.kind === 'lease') {
+      log.fatal('SIPHA_WITNESS=lease needs a pod (SIPHA_POD_NAME, SIPHA_POD_NAMESPACE, in-cluster credentials)');
+      process.exit(2);
     }
     await ha.start();
   } else {

@@ -155,8 +155,15 @@ export function createMetrics() {
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  const witnessClaims = new Counter({
+    name: 'sipha_witness_claims_total',
+    help: 'Claims to the witness while the peer was silent, by verdict (granted, refused, unreachable)',
+    labelNames: ['verdict'] as const,
+    registers: [registry],
+  });
   return {
     replicationLag,
+    witnessClaims,
     effectFailures,
     resyncs,
     /** Exposes the HA state through the role/term/lag gauges. */

@@ -7,9 +7,10 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
+import { dropInput, heal, partition, removeDrop } from '../lib/firewall.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { NetBed } from '../lib/netbed.ts';
-import { holdsVip, type PairNode, pairBed, role, VIP } from '../lib/pair.ts';
+import { holdsVip, type PairNode, pairBed, role, roleStory, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
 import { hangMainThread } from '../lib/sidecar.ts';
 import { runSipp, startUas, users } from '../lib/sipp.ts';
@@ -106,11 +107,7 @@ describe('a stalled replication stream while heartbeats flow (item 3)', { timeou
     );
     await until(() => a.sidecar.metric('sipha_in_sync') === 1, 5000, 'in sync before the stall');
     // A black hole for the replication port only (firewall, MTU): heartbeats still say "backup, server up".
-    b.host.run(
-      'nft',
-      ['-f', '-'],
-      'table inet stall {\n chain in {\n  type filter hook input priority 0;\n  tcp dport 5063 drop\n }\n}\n',
-    );
+    dropInput(b.host, 'stall', 'tcp dport 5063');
     const more = users('held', 50);
     const r = await runSipp(bed, client, { scenario: 'register.xml', target, calls: 50, rate: 50, users: more, timeoutS: 30 });
     assert.equal(
@@ -122,7 +119,7 @@ describe('a stalled replication stream while heartbeats flow (item 3)', { timeou
     assert.equal(a.sidecar.metric('sipha_in_sync'), 0, 'the master says its backup is out of sync');
     assert.equal(role(a), 'master');
     assert.equal(role(b), 'backup', 'no takeover: the master is healthy');
-    b.host.run('nft', ['delete', 'table', 'inet', 'stall']);
+    removeDrop(b.host, 'stall');
     await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'resynced after the heal');
     await until(() => usrlocStat(b.kamailio, 'registered_users') === 150, 5000, 'the backup holds all 150');
   });
@@ -251,5 +248,62 @@ describe('planned switchover', { timeout: 180_000 }, () => {
     assert.equal(r.successful, 160);
     assert.equal(lookupAll(a.kamailio, aors).size, 300, 'no registration lost');
     assert.equal(a.sidecar.metric('sipha_role_effect_failures_total'), 0);
+  });
+});
+
+describe('a witness decides when the two sides cannot hear each other (item 5)', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+  const masters = (...n: PairNode[]) => n.filter((x) => role(x) === 'master').length;
+
+  it('a full partition of the two nodes (clients and witness reach both) ends with one master, and one after the heal', async () => {
+    const pb = await pairBed({}, { witness: true });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const aors = users('part', 100);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 100, rate: 200, users: aors })).successful,
+      100,
+    );
+    partition(a.host, b.host);
+    // Without a witness both would serve for the whole partition; with it one stands down within its renewals.
+    await until(() => role(b) === 'master', 3000, 'b took over (it cannot tell a partition from a dead master)');
+    await until(() => role(a) !== 'master', 1500, `a stood down\n${roleStory(a, b)}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(masters(a, b), 1, `one master during the partition\n${roleStory(a, b)}`);
+    assert.ok(holdsVip(b) && !holdsVip(a));
+    heal(a.host, b.host);
+    await until(() => role(a) === 'backup' && a.sidecar.metric('sipha_in_sync') === 1, 10000, 'a rejoined as an in-sync backup');
+    assert.equal(masters(a, b), 1);
+    assert.equal(lookupAll(b.kamailio, aors).size, 100);
+  });
+
+  it('a backup cut off from both its master and the witness never serves; the master keeps serving', async () => {
+    await bed?.destroy();
+    const pb = await pairBed({}, { witness: true });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    dropInput(b.host, 'isolated', `ip saddr { ${a.host.ip}, ${bed.host('witness').ip} }`);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(role(a), 'master', `the master serves on\n${roleStory(a, b)}`);
+    assert.notEqual(role(b), 'master', 'the isolated backup did not self-elect');
+    assert.ok(b.sidecar.metric('sipha_witness_claims_total', { verdict: 'unreachable' }) >= 1, 'it asked the witness');
+    const opt = await runSipp(bed, client, { scenario: 'options.xml', target, calls: 10, rate: 20 });
+    assert.equal(opt.successful, 10);
+    removeDrop(b.host, 'isolated');
+    await until(() => role(b) === 'backup', 5000, 'b is backup again');
+  });
+
+  it('with a witness, a dead master host still fails over at once', async () => {
+    await bed?.destroy();
+    const pb = await pairBed({}, { witness: true });
+    bed = pb.bed;
+    const { a, b } = pb;
+    a.host.run('ip', ['link', 'set', 'eth0', 'down']);
+    await Promise.all([bed.stop(a.kamailio.child, 'SIGKILL'), bed.stop(a.sidecar.child, 'SIGKILL')]);
+    await until(() => role(b) === 'master', 3000, 'b takes over with the witness grant');
+    assert.ok(b.sidecar.metric('sipha_witness_claims_total', { verdict: 'granted' }) >= 1);
   });
 });

@@ -2,9 +2,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Kamailio, startKamailio } from './kamailio.ts';
 import { type Host, NetBed } from './netbed.ts';
-import { until } from './procs.ts';
+import { until, watchOutput } from './procs.ts';
 import { type Sidecar, startSidecar } from './sidecar.ts';
 
 export const VIP = '198.18.0.100';
@@ -16,6 +17,8 @@ export interface PairOptions {
   nodeArgs?: string[];
   /** Settings for one sidecar only (by ordinal), over the shared ones. */
   envFor?: (ordinal: number) => Record<string, string>;
+  /** A UDP witness (sidecar/src/witness/main.ts) on a host of its own, `witness` (.30); pairBed adds the host. */
+  witness?: boolean;
   /** pairBed only: runs on the new bed before the pair starts (e.g. per-host files under /etc/netns). */
   beforeStart?: (bed: NetBed) => void;
 }
@@ -42,6 +45,10 @@ export async function startPair(
   opts: PairOptions = {},
 ): Promise<[PairNode, PairNode]> {
   const key = randomBytes(32).toString('base64');
+  if (opts.witness) {
+    const witness = await startWitness(bed.host('witness'), key);
+    env = { SIPHA_WITNESS: `udp:${witness}`, ...env };
+  }
   let generation = 0;
   const start = async (
     host: Host,
@@ -119,6 +126,19 @@ export function digests(n: PairNode, fate: 'sent' | 'withheld'): string[] {
 }
 
 /** Hosts of a pair bed: the two SIP hosts, a client and a called party. */
+export const WITNESS_HOST = { name: 'witness', octet: 30 };
+const WITNESS_MAIN = fileURLToPath(new URL('../../sidecar/src/witness/main.ts', import.meta.url));
+
+/** Starts the UDP witness for the pair with `key` in `host` (the bed ends it); returns its ip:port. */
+export async function startWitness(host: Host, key: string): Promise<string> {
+  const listen = `${host.ip}:5064`;
+  const child = host.spawn(process.execPath, [WITNESS_MAIN], {
+    env: { ...process.env, SIPHA_WITNESS_LISTEN: listen, SIPHA_REPLICATION_KEY: key, SIPHA_LOG_LEVEL: 'info' },
+  });
+  await watchOutput(child).waitFor(/witness listening/, 10000);
+  return listen;
+}
+
 export const PAIR_BED_HOSTS = [
   { name: 'a', octet: 1 },
   { name: 'b', octet: 2 },
@@ -139,7 +159,7 @@ export interface PairBed {
  * pair on a and b (a master). The bed is destroyed if the pair fails to start.
  */
 export async function pairBed(env: Record<string, string> = {}, opts: PairOptions = {}): Promise<PairBed> {
-  const bed = NetBed.create(PAIR_BED_HOSTS);
+  const bed = NetBed.create(opts.witness ? [...PAIR_BED_HOSTS, WITNESS_HOST] : PAIR_BED_HOSTS);
   try {
     opts.beforeStart?.(bed);
     const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), env, opts);

@@ -6,7 +6,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { type HaEvent, initialState, type NodeState, nextOwnTerm, outranks, step } from '../../sidecar/src/ha/roles.ts';
+import {
+  claimTerm,
+  type HaEvent,
+  initialState,
+  type NodeState,
+  nextOwnTerm,
+  outranks,
+  step,
+  wantsWitness,
+} from '../../sidecar/src/ha/roles.ts';
 
 const up = (s: NodeState) => step(s, { type: 'server', up: true }).state;
 const master = (ordinal: 0 | 1, term: number): NodeState => ({
@@ -127,8 +136,57 @@ describe('role state machine: faults around the happy path (issue 8)', () => {
 
   it('preferredMaster: the preferred ordinal is elected when both start ready (item 9)', () => {
     const peer = { role: 'starting' as const, term: 0, serverUp: true };
-    assert.equal(step(up(initialState(1, 1)), { type: 'peer', peer }).state.role, 'master');
-    assert.equal(step(up(initialState(0, 1)), { type: 'peer', peer }).state.role, 'starting');
+    assert.equal(step(up(initialState(1, { preferred: 1 })), { type: 'peer', peer }).state.role, 'master');
+    assert.equal(step(up(initialState(0, { preferred: 1 })), { type: 'peer', peer }).state.role, 'starting');
+  });
+});
+
+describe('role state machine: the witness decides on silence (item 5)', () => {
+  const w = (s: NodeState): NodeState => ({ ...s, witness: true });
+  const granted: HaEvent = { type: 'witness', granted: true };
+  const refused: HaEvent = { type: 'witness', granted: false };
+
+  it('a backup that loses the peer claims first and takes over only when granted', () => {
+    const lost = step(w(backup(1, 2)), { type: 'peer-lost' });
+    assert.deepEqual([lost.state.role, lost.reason], ['backup', null]);
+    assert.ok(wantsWitness(lost.state));
+    assert.equal(claimTerm(lost.state), 3);
+    assert.equal(step(lost.state, refused).state.role, 'backup');
+    const d = step(lost.state, granted);
+    assert.deepEqual([d.state.role, d.state.term, d.reason], ['master', 3, 'peer-heartbeat-lost']);
+  });
+
+  it('evidence from the peer itself needs no witness: its server died, it resigned', () => {
+    const d = step(w(backup(1, 2)), { type: 'peer', peer: { role: 'resigned', term: 2, serverUp: false } });
+    assert.deepEqual([d.state.role, d.reason], ['master', 'peer-server-dead']);
+  });
+
+  it('a master with a silent peer stands down when refused or unconfirmed; never while the peer is heard', () => {
+    const lost = step(w(master(0, 2)), { type: 'peer-lost' }).state;
+    assert.equal(lost.role, 'master');
+    assert.deepEqual(step(lost, refused).reason, 'witness-refused');
+    assert.deepEqual(step(lost, { type: 'witness-lapsed' }).reason, 'witness-unconfirmed');
+    const heard = step(lost, { type: 'peer', peer: { role: 'backup', term: 2, serverUp: true } }).state;
+    assert.equal(step(heard, { type: 'witness-lapsed' }).state.role, 'master');
+    assert.equal(wantsWitness(heard), false, 'the witness is not asked while heartbeats flow');
+  });
+
+  it('alone at start: master only with a grant; a grant that arrives after the peer spoke decides nothing', () => {
+    const alone = step(w(up(initialState(1))), { type: 'startup-timeout' }).state;
+    assert.equal(alone.role, 'starting');
+    assert.ok(wantsWitness(alone));
+    assert.equal(step(alone, granted).state.role, 'master');
+    const heard = step(alone, { type: 'peer', peer: { role: 'backup', term: 2, serverUp: true } }).state;
+    assert.equal(step(heard, granted).reason, null);
+  });
+
+  it('a resigned node whose server is back and who hears nobody serves again (with a grant, when a witness is set)', () => {
+    const r: NodeState = { ...master(0, 2), role: 'resigned', peer: null };
+    assert.deepEqual(step(r, { type: 'server', up: true }).state.role, 'master');
+    assert.equal(step(w(r), { type: 'server', up: true }).state.role, 'resigned');
+    assert.equal(step(w(r), granted).state.role, 'master');
+    const f: NodeState = { ...r, role: 'fenced' };
+    assert.equal(step(f, { type: 'server', up: true }).state.role, 'fenced', 'a fence holds while the peer is silent');
   });
 });
 
@@ -141,10 +199,11 @@ describe('role state machine: safety', () => {
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('fenced' as const), term: fc.nat({ max: 12 }) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('witness' as const), granted: fc.boolean() }),
     );
     fc.assert(
-      fc.property(fc.array(ev, { maxLength: 80 }), (events) => {
-        const nodes: NodeState[] = [initialState(0), initialState(1)];
+      fc.property(fc.array(ev, { maxLength: 80 }), fc.boolean(), (events, witness) => {
+        const nodes: NodeState[] = [initialState(0, { witness }), initialState(1, { witness })];
         for (const e of events) {
           const me = nodes[e.node] as NodeState;
           const other = nodes[1 - e.node] as NodeState;
@@ -153,6 +212,7 @@ describe('role state machine: safety', () => {
           else if (e.kind === 'lost') x = { type: 'peer-lost' };
           else if (e.kind === 'server') x = { type: 'server', up: e.up };
           else if (e.kind === 'fenced') x = { type: 'fenced', term: e.term };
+          else if (e.kind === 'witness') x = { type: 'witness', granted: e.granted };
           else x = { type: 'startup-timeout' };
           nodes[e.node] = step(me, x).state;
           const [a, b] = nodes as [NodeState, NodeState];
@@ -172,10 +232,12 @@ describe('role state machine: safety', () => {
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('serve-failed' as const) }),
+      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('witness' as const), granted: fc.boolean() }),
     );
     fc.assert(
-      fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), (events, preferred) => {
-        const nodes: NodeState[] = [initialState(0, preferred as 0 | 1), initialState(1, preferred as 0 | 1)];
+      fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), fc.boolean(), (events, preferred, witness) => {
+        const opts = { preferred: preferred as 0 | 1, witness };
+        const nodes: NodeState[] = [initialState(0, opts), initialState(1, opts)];
         const deliver = (n: number, x: HaEvent) => {
           nodes[n] = step(nodes[n] as NodeState, x).state;
         };
@@ -188,6 +250,7 @@ describe('role state machine: safety', () => {
           else if (e.kind === 'lost') deliver(e.node, { type: 'peer-lost' });
           else if (e.kind === 'server') deliver(e.node, { type: 'server', up: e.up });
           else if (e.kind === 'serve-failed') deliver(e.node, { type: 'serve-failed', reason: 'test' });
+          else if (e.kind === 'witness') deliver(e.node, { type: 'witness', granted: e.granted });
           else deliver(e.node, { type: 'startup-timeout' });
         }
         // Then the faults end: both servers up, heartbeats both ways.

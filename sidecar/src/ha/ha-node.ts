@@ -15,9 +15,10 @@ import type { VipAnnouncer } from '../vip/announcer.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
-import { type Decision, type HaEvent, initialState, type NodeState, step } from './roles.ts';
+import { claimTerm, type Decision, type HaEvent, initialState, type NodeState, step, wantsWitness } from './roles.ts';
 import { ServerProbe } from './server-probe.ts';
 import { StateCache } from './state-cache.ts';
+import type { Witness } from './witness.ts';
 
 export interface HaConfig {
   ordinal: 0 | 1;
@@ -39,6 +40,8 @@ export interface HaConfig {
   key: Buffer;
   /** NAT keepalives to registered UDP clients, sent by the serving master only; 0 disables. */
   natKeepaliveMs: number;
+  /** Witness timings (decision 0005), when a witness decides self-elections on silence. */
+  witness: { renewMs: number; confirmMs: number } | null;
 }
 
 export interface Timeline {
@@ -67,6 +70,14 @@ export class HaNode {
   resolvePeer: (() => Promise<string>) | null = null;
   private peerAddress: string;
   private resolveTimer: NodeJS.Timeout | null = null;
+  /** Set before start() when cfg.witness is: the UDP witness or the pair's Lease. */
+  witness: Witness | null = null;
+  private witnessTimer: NodeJS.Timeout | null = null;
+  private claimInFlight = false;
+  /** Our witness lease runs until then (performance.now() ms); 0: none. */
+  private witnessValidUntil = 0;
+  /** When the peer went silent (performance.now() ms). */
+  private silentSince = 0;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
   private readonly sender: ReplicationSender;
@@ -91,7 +102,7 @@ export class HaNode {
     this.vip = vip;
     this.log = log;
     this.metrics = metrics;
-    this.state = initialState(cfg.ordinal, cfg.preferredMaster);
+    this.state = initialState(cfg.ordinal, { preferred: cfg.preferredMaster, witness: cfg.witness !== null });
     this.peerAddress = cfg.peerAddress;
     this.hb = new Heartbeats({
       key: cfg.key,
@@ -188,7 +199,16 @@ export class HaNode {
     await p.start(true);
     await this.hb.ready();
     this.tellPeer(false);
-    this.startupTimer = setTimeout(() => this.dispatch({ type: 'startup-timeout' }), this.cfg.startupGraceMs);
+    if (this.cfg.witness && !this.witness) throw new Error('a witness is configured but none was given');
+    if (this.cfg.witness) {
+      this.silentSince = performance.now();
+      this.witnessTimer = setInterval(() => this.askWitness(), this.cfg.witness.renewMs);
+      this.witnessTimer.unref();
+    }
+    this.startupTimer = setTimeout(() => {
+      this.dispatch({ type: 'startup-timeout' });
+      this.askWitness();
+    }, this.cfg.startupGraceMs);
     this.startupTimer.unref();
     this.probe.start();
     // While the peer is silent (never heard, or lost), look its name up again every second.
@@ -227,6 +247,40 @@ export class HaNode {
     return this.serving ? this.sender.inSync : this.receiver.inSync;
   }
 
+  /**
+   * While the peer is silent and silence would decide (roles.wantsWitness),
+   * claim the witness lease at the term this node holds or would take, and
+   * feed the verdict to the role machine. A master that has neither a grant
+   * nor its peer for the confirm time stands down.
+   */
+  private askWitness(): void {
+    const w = this.witness;
+    const timing = this.cfg.witness;
+    if (w === null || timing === null || !wantsWitness(this.state)) return;
+    const now = performance.now();
+    if (this.state.role === 'master' && now > Math.max(this.witnessValidUntil, this.silentSince + timing.confirmMs)) {
+      this.dispatch({ type: 'witness-lapsed' });
+      return;
+    }
+    if (this.claimInFlight) return;
+    this.claimInFlight = true;
+    const term = claimTerm(this.state);
+    void w.claim(term).then((v) => {
+      this.claimInFlight = false;
+      this.metrics.witnessClaims.inc({ verdict: v.verdict });
+      if (!wantsWitness(this.state) || claimTerm(this.state) !== term) return; // the peer spoke, or things moved on
+      if (v.verdict === 'granted') {
+        this.witnessValidUntil = v.validUntil;
+        this.dispatch({ type: 'witness', granted: true });
+      } else if (v.verdict === 'refused') {
+        this.log.warn({ term, holder: v.holder, holderTerm: v.holderTerm }, 'the witness refused this node');
+        this.dispatch({ type: 'witness', granted: false });
+      } else {
+        this.log.debug({ reason: v.reason, err: v.err }, 'witness unreachable');
+      }
+    });
+  }
+
   private async reresolvePeer(): Promise<void> {
     if (this.resolvePeer === null) return;
     let address: string;
@@ -245,6 +299,8 @@ export class HaNode {
 
   async stop(): Promise<void> {
     if (this.resolveTimer) clearInterval(this.resolveTimer);
+    if (this.witnessTimer) clearInterval(this.witnessTimer);
+    this.witness?.close();
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.probe?.stop();
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
@@ -306,7 +362,9 @@ export class HaNode {
     if (m.type === 'peer') this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
     else if (m.type === 'peer-lost') {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
+      this.silentSince = performance.now();
       this.dispatch({ type: 'peer-lost' });
+      this.askWitness(); // at once: the takeover waits for this answer
     } else if (m.type === 'drop') this.metrics.drop('egress', `heartbeat-${m.reason}`);
     else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
   }

@@ -8,6 +8,15 @@
  * of its own parity (term % 2 === ordinal). Two nodes can therefore never be
  * master in the same term, even when a partition lets both self-elect; when
  * they meet again, the higher term wins.
+ *
+ * Witness (optional, decision 0005): silence is not evidence that the peer
+ * is dead. With a witness, a node that has only silence to go on (a backup
+ * that lost the peer's heartbeats, a node alone at start) becomes master only
+ * once the witness granted it the lease, and a master whose peer is silent
+ * stands down when the witness refuses it or cannot confirm it in time. While
+ * the peer is heard the witness is never consulted, so its outage alone
+ * changes nothing. Evidence the peer gives itself (its server died, it
+ * resigned) still means an immediate takeover.
  */
 import type { Role } from '../../../contract/names.ts';
 
@@ -22,6 +31,10 @@ export interface NodeState {
   readonly serverUp: boolean;
   /** What the peer last said, if it is alive. */
   readonly peer: PeerView | null;
+  /** A witness decides self-elections on silence (decision 0005). */
+  readonly witness: boolean;
+  /** The start-up grace period ran out with nobody heard: this node may stand alone (with the witness's grant). */
+  readonly alone: boolean;
 }
 
 export interface PeerView {
@@ -40,7 +53,11 @@ export type HaEvent =
   /** This master cannot serve after all: taking the VIP or opening the public sockets failed, or the VIP was lost. */
   | { type: 'serve-failed'; reason: string }
   /** Planned switchover: this master has drained and hands over to its in-sync backup. */
-  | { type: 'handover' };
+  | { type: 'handover' }
+  /** The witness's answer to this node's claim, made while the peer was silent. */
+  | { type: 'witness'; granted: boolean }
+  /** A master with a silent peer could not get the witness's confirmation in time (unreachable). */
+  | { type: 'witness-lapsed' };
 
 export interface Decision {
   readonly state: NodeState;
@@ -48,8 +65,29 @@ export interface Decision {
   readonly reason: string | null;
 }
 
-export function initialState(ordinal: 0 | 1, preferred: 0 | 1 = 0): NodeState {
-  return { role: 'starting', term: 0, seenTerm: 0, ordinal, preferred, serverUp: false, peer: null };
+export function initialState(ordinal: 0 | 1, opts: { preferred?: 0 | 1; witness?: boolean } = {}): NodeState {
+  return {
+    role: 'starting',
+    term: 0,
+    seenTerm: 0,
+    ordinal,
+    preferred: opts.preferred ?? 0,
+    serverUp: false,
+    peer: null,
+    witness: opts.witness ?? false,
+    alone: false,
+  };
+}
+
+/** The term this node would take now (what it claims from the witness before a self-election). */
+export function claimTerm(s: NodeState): number {
+  return s.role === 'master' ? s.term : nextOwnTerm(s.seenTerm, s.ordinal);
+}
+
+/** Is this node asking the witness now? Only while the peer is silent and silence would decide. */
+export function wantsWitness(s: NodeState): boolean {
+  if (!s.witness || s.peer !== null || !s.serverUp) return false;
+  return s.role === 'master' || s.role === 'backup' || s.role === 'resigned' || (s.role === 'starting' && s.alone);
 }
 
 /** The smallest term above everything seen that belongs to this node. */
@@ -77,6 +115,10 @@ export function step(s0: NodeState, e: HaEvent): Decision {
   if (e.type === 'peer') s = { ...s, peer: e.peer, seenTerm: Math.max(s.seenTerm, e.peer.term) };
   if (e.type === 'peer-lost') s = { ...s, peer: null };
   if (e.type === 'server') s = { ...s, serverUp: e.up };
+  if (e.type === 'startup-timeout' && s.peer === null) s = { ...s, alone: true };
+  if (e.type === 'peer') s = { ...s, alone: false };
+  // A grant answers silence: once the peer is heard again it decides nothing.
+  const granted = e.type === 'witness' && e.granted && s.peer === null;
 
   if (e.type === 'fenced') {
     // The operator shut this pod out at `term`: stop serving unless we have moved past it.
@@ -85,6 +127,10 @@ export function step(s0: NodeState, e: HaEvent): Decision {
   }
   if (e.type === 'serve-failed') return s.role === 'master' ? become(s, 'resigned', e.reason) : same(s);
   if (e.type === 'handover') return s.role === 'master' ? become(s, 'resigned', 'switchover') : same(s);
+  if (s.role === 'master' && s.peer === null) {
+    if (e.type === 'witness' && !e.granted) return become(s, 'resigned', 'witness-refused');
+    if (e.type === 'witness-lapsed') return become(s, 'resigned', 'witness-unconfirmed');
+  }
 
   switch (s.role) {
     case 'starting': {
@@ -96,13 +142,16 @@ export function step(s0: NodeState, e: HaEvent): Decision {
         // Both ready: the preferred ordinal becomes the first master.
         return s.ordinal === s.preferred ? become(s, 'master', 'elected', true) : same(s);
       }
-      if (e.type === 'startup-timeout' && !p) return become(s, 'master', 'no-peer-at-startup', true);
+      if (!p && s.alone && (s.witness ? granted : e.type === 'startup-timeout')) {
+        return become(s, 'master', 'no-peer-at-startup', true);
+      }
       return same(s);
     }
     case 'backup': {
       if (!s.serverUp) return become(s, 'resigned', 'server-dead');
       const p = s.peer;
-      if (e.type === 'peer-lost') return become(s, 'master', 'peer-heartbeat-lost', true);
+      if (!s.witness && e.type === 'peer-lost') return become(s, 'master', 'peer-heartbeat-lost', true);
+      if (granted) return become(s, 'master', 'peer-heartbeat-lost', true);
       if (p && !canServe(p)) return become(s, 'master', whyPeerCannotServe(p), true);
       // A peer that restarted (starting) or waits as backup too: nobody serves.
       if (p && p.role !== 'master') return become(s, 'master', 'peer-not-master', true);
@@ -122,6 +171,9 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return same(s);
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'rejoined');
+      // Nobody heard and our server is up again: nobody else serves. A fenced
+      // node waits for the operator or its peer (the fence is for exactly this).
+      if (!p && s.role === 'resigned' && (s.witness ? granted : true)) return become(s, 'master', 'no-master-around', true);
       // A peer that can serve takes over from us (it sees us resigned); only
       // when nobody else can does this node stand for election again.
       if (e.type === 'peer-lost' || (p && !canServe(p))) return become(s, 'starting', 'no-master-around');
