@@ -34,3 +34,8 @@ export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned'] as const;
 export type ConditionType = (typeof CONDITIONS)[number];
 
 export const FIELD_MANAGER = 'sipha-operator';
+
+/** The Lease that is the in-cluster witness of a pair (docs/decisions/0005). */
+export function witnessLeaseName(pair: string): string {
+  return `${pair}-witness`;
+}

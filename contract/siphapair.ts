@@ -3,6 +3,7 @@ import type { ConditionType, Phase } from './names.ts';
 
 export type VipMode = 'arp' | 'metallb' | 'kube-vip';
 export type ReplicationMode = 'sync' | 'async';
+export type WitnessMode = 'lease' | 'udp' | 'none';
 
 export interface SipHaPairSpec {
   sipServer: {
@@ -19,6 +20,8 @@ export interface SipHaPairSpec {
   vip: { address: string; mode: VipMode; interface?: string };
   heartbeat: { intervalMs: number; misses: number };
   replication: { mode: ReplicationMode };
+  /** Who decides when the sidecars cannot hear each other (decision 0005); defaulted to lease by the CRD. */
+  witness?: { mode: WitnessMode; address?: string };
   /** Ordinal (0 or 1) preferred as master when both start. */
   preferredMaster?: number;
 }

@@ -3,7 +3,7 @@
  * the reconciler server-side-applies. No I/O here; tested without a cluster.
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { API_VERSION, APP_LABELS, GROUP, KIND, PAIR_LABEL, PLURAL, ROLE_LABEL } from '../../contract/names.ts';
+import { API_VERSION, APP_LABELS, GROUP, KIND, PAIR_LABEL, PLURAL, ROLE_LABEL, witnessLeaseName } from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 
 export type Obj = KubernetesObject & Record<string, unknown>;
@@ -17,6 +17,7 @@ export const names = (pair: string) => ({
   role: `${pair}-sidecar`,
   pdb: pair,
   pods: [`${pair}-0`, `${pair}-1`],
+  witness: witnessLeaseName(pair),
 });
 
 export function selectorLabels(p: SipHaPair): Record<string, string> {
@@ -77,6 +78,7 @@ export function statefulSet(p: SipHaPair): Obj {
       env('SIPHA_VIP_MODE', s.vip.mode),
       ...(s.vip.interface ? [env('SIPHA_VIP_INTERFACE', s.vip.interface)] : []),
       ...(s.preferredMaster !== undefined ? [env('SIPHA_PREFERRED_MASTER', s.preferredMaster)] : []),
+      ...witnessEnv(s),
       { name: 'SIPHA_REPLICATION_KEY', valueFrom: { secretKeyRef: { name: n.secret, key: 'hmac-key' } } },
     ],
     ports: [
@@ -181,8 +183,22 @@ export function role(p: SipHaPair): Obj {
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
       { apiGroups: [''], resources: ['pods'], resourceNames: n.pods, verbs: ['patch'] },
       { apiGroups: [GROUP], resources: [PLURAL], resourceNames: [p.metadata.name], verbs: ['get'] },
+      ...((p.spec.witness?.mode ?? 'lease') === 'lease'
+        ? [
+            // The witness Lease: read and renewed by name; create cannot be limited by name.
+            { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [n.witness], verbs: ['get', 'update'] },
+            { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+          ]
+        : []),
     ],
   };
+}
+
+/** SIPHA_WITNESS for the sidecar: lease (the default), udp:<ip:port>, or nothing for none. */
+function witnessEnv(s: SipHaPair['spec']): Array<{ name: string; value: string }> {
+  const w = s.witness ?? { mode: 'lease' };
+  if (w.mode === 'none') return [];
+  return [{ name: 'SIPHA_WITNESS', value: w.mode === 'lease' ? 'lease' : `udp:${w.address}` }];
 }
 
 export function roleBinding(p: SipHaPair): Obj {

@@ -89,6 +89,12 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         /spec\.replication\.mode: Unsupported value: "eventual"/,
       ],
       [
+        'a udp witness without an address',
+        `${VALID}  witness:\n    mode: udp\n`,
+        /witness\.address \(ipv4:port\) is required when witness\.mode is udp/,
+      ],
+      ['an unknown witness mode', `${VALID}  witness:\n    mode: etcd\n`, /spec\.witness\.mode: Unsupported value: "etcd"/],
+      [
         'a config map without a mount path',
         `  sipServer:\n    image: k\n    configMap: cfg\n  vip:\n    address: 198.18.0.100\n`,
         /configMountPath is required when sipServer\.configMap is set/,
@@ -146,6 +152,19 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         resourceNames: ['sip-edge'],
         verbs: ['get'],
       });
+      // The witness (decision 0005) defaults to the pair's Lease: the sidecar renews that one Lease only.
+      const sidecarEnv = tpl.containers[1].env as Array<{ name: string; value?: string }>;
+      assert.equal(sidecarEnv.find((e) => e.name === 'SIPHA_WITNESS')?.value, 'lease');
+      assert.deepEqual(role.rules[3], {
+        apiGroups: ['coordination.k8s.io'],
+        resources: ['leases'],
+        resourceNames: ['sip-edge-witness'],
+        verbs: ['get', 'update'],
+      });
+      // The sidecar's identity may do exactly that (the operator could grant it: it holds the same rights).
+      const asSidecar = ['--as', 'system:serviceaccount:default:sip-edge-sidecar'];
+      assert.equal(cp.kubectlTry(['auth', 'can-i', 'update', 'leases/sip-edge-witness', ...asSidecar]).code, 0);
+      assert.notEqual(cp.kubectlTry(['auth', 'can-i', 'update', 'leases/other', ...asSidecar]).code, 0);
       await until(
         () => exists('pod', 'sip-edge-0') && exists('pod', 'sip-edge-1'),
         30000,

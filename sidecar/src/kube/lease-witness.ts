@@ -19,7 +19,7 @@
  * dynamic import (as main.ts does for the role reporter).
  */
 import * as k8s from '@kubernetes/client-node';
-import { TERM_ANNOTATION } from '../../../contract/names.ts';
+import { TERM_ANNOTATION, witnessLeaseName } from '../../../contract/names.ts';
 import { decideClaim, type Witness, type WitnessRecord, type WitnessVerdict } from '../ha/witness.ts';
 
 export interface LeaseWitnessOptions {
@@ -41,9 +41,7 @@ const MAX_ROUNDS = 3;
 /** Claims waiting behind the one in flight; more answer `unreachable` ('busy') at once. */
 const MAX_QUEUED = 2;
 
-export function witnessLeaseName(pair: string): string {
-  return `${pair}-witness`;
-}
+export { witnessLeaseName };
 
 class Timeout extends Error {}
 
