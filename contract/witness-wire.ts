@@ -41,7 +41,7 @@ export interface ClaimMessage {
 }
 
 /** Why a claim was granted or refused; the index is the byte on the wire. */
-export const GRANT_REASONS = ['free', 'renewal', 'expired', 'higher-term'] as const;
+export const GRANT_REASONS = ['free', 'renewal', 'expired'] as const;
 export type GrantReason = (typeof GRANT_REASONS)[number];
 export const REFUSE_REASONS = ['held'] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];

@@ -158,18 +158,18 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
     assert.equal(expectVerdict(await a.claim(2), 'granted').reason, 'renewal');
   });
 
-  it('a higher term supersedes an unexpired lease; the old holder is then refused', async () => {
-    assert.equal(expectVerdict(await b.claim(3), 'granted').reason, 'higher-term');
-    const r = expectVerdict(await a.claim(2), 'refused');
-    assert.deepEqual([r.holder, r.holderTerm], [1, 3]);
+  it('a higher term does not take an unexpired lease; the holder keeps renewing', async () => {
+    const r = expectVerdict(await b.claim(3), 'refused');
+    assert.deepEqual([r.holder, r.holderTerm], [0, 2]);
+    assert.equal(expectVerdict(await a.claim(2), 'granted').reason, 'renewal');
   });
 
-  it('a silent holder’s lease expires after its ttl, not before: then the lower term gets it', async () => {
-    expectVerdict(await b.claim(3), 'granted');
+  it('a silent holder’s lease expires after its ttl, not before: then the other side gets it', async () => {
+    expectVerdict(await a.claim(2), 'granted');
     const since = performance.now();
     let granted: WitnessVerdict | null = null;
     while (performance.now() - since < 2000) {
-      const v = await a.claim(2);
+      const v = await b.claim(3);
       if (v.verdict === 'granted') {
         granted = v;
         break;
@@ -183,9 +183,10 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
   });
 
   it('an old answer replayed to a client is rejected by its nonce; the retry gets the truth', async () => {
-    assert.equal(expectVerdict(await b.claim(5), 'granted').reason, 'higher-term');
+    assert.equal(expectVerdict(await b.claim(5), 'granted').reason, 'renewal');
     const oldGrant = relay.answers.at(-1) as Buffer;
-    expectVerdict(await a.claim(6), 'granted');
+    await sleep(TTL_MS + 50); // b goes silent: its lease runs out, a takes it
+    assert.equal(expectVerdict(await a.claim(6), 'granted').reason, 'expired');
     const before = b.drops.get('nonce') ?? 0;
     relay.replayNext = oldGrant; // b's first attempt is "answered" with its old grant
     const v = expectVerdict(await b.claim(5), 'refused');

@@ -102,9 +102,14 @@ export function holdsVip(n: PairNode): boolean {
   return n.host.run('ip', ['-4', '-o', 'addr', 'show', 'dev', n.host.iface]).includes(` ${VIP}/32`);
 }
 
+/** The role the sidecar reports; 'down' when it does not answer (dead, or its host is cut off). */
 export function role(n: PairNode): string {
-  for (const r of ['master', 'backup', 'starting', 'resigned', 'fenced']) {
-    if (n.sidecar.metric('sipha_role', { role: r }) === 1) return r;
+  try {
+    for (const r of ['master', 'backup', 'starting', 'resigned', 'fenced']) {
+      if (n.sidecar.metric('sipha_role', { role: r }) === 1) return r;
+    }
+  } catch {
+    return 'down';
   }
   return 'unknown';
 }

@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Host, NetBed } from './netbed.ts';
+import { watchOutput } from './procs.ts';
 
 export interface ProbeLog {
   sentNs: string[];
@@ -54,12 +55,17 @@ export function startProber(
       env: { ...process.env, PROBER_LOCAL_IP: host.ip },
     },
   );
+  const output = watchOutput(child);
   const done = new Promise<ProbeLog>((resolve, reject) => {
-    child.once('exit', () => {
+    child.once('exit', (code, signal) => {
       try {
         resolve(JSON.parse(readFileSync(out, 'utf8')) as ProbeLog);
       } catch (err) {
-        reject(err);
+        reject(
+          new Error(
+            `prober in ${host.name} left no log (exit ${code ?? signal}): ${(err as Error).message}\n${output.text().slice(-2000)}`,
+          ),
+        );
       }
     });
   });
@@ -73,6 +79,8 @@ if (process.argv[1]?.endsWith('prober.ts')) {
   const duration = Math.min(Number(durationText), 600_000);
   const sock = dgram.createSocket('udp4');
   const log: ProbeLog = { sentNs: [], answeredNs: [] };
+  // A send that fails (no route while an address moves) is a lost probe, not the prober's end.
+  sock.on('error', () => {});
   sock.on('message', (b) => {
     const m = /Call-ID: probe-(\d+)/.exec(b.toString('latin1'));
     if (!m) return;
@@ -97,7 +105,7 @@ if (process.argv[1]?.endsWith('prober.ts')) {
         `From: <sip:prober@${local}>;tag=p${i}\r\nTo: <sip:${target}:${port}>\r\nCall-ID: probe-${i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`;
       log.sentNs.push(process.hrtime.bigint().toString());
       log.answeredNs.push(null);
-      sock.send(msg, port, target);
+      sock.send(msg, port, target, () => {});
       setTimeout(tick, interval);
     };
     tick();

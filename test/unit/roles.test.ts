@@ -144,7 +144,7 @@ describe('role state machine: faults around the happy path (issue 8)', () => {
 describe('role state machine: the witness decides on silence (item 5)', () => {
   const w = (s: NodeState): NodeState => ({ ...s, witness: true });
   const granted: HaEvent = { type: 'witness', granted: true };
-  const refused: HaEvent = { type: 'witness', granted: false };
+  const refused: HaEvent = { type: 'witness', granted: false, holderTerm: 99 };
 
   it('a backup that loses the peer claims first and takes over only when granted', () => {
     const lost = step(w(backup(1, 2)), { type: 'peer-lost' });
@@ -165,6 +165,8 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
     const lost = step(w(master(0, 2)), { type: 'peer-lost' }).state;
     assert.equal(lost.role, 'master');
     assert.deepEqual(step(lost, refused).reason, 'witness-refused');
+    // A lease the peer took at an older term (during an earlier silence) is stale, not a newer master.
+    assert.equal(step(lost, { type: 'witness', granted: false, holderTerm: 1 }).state.role, 'master');
     assert.deepEqual(step(lost, { type: 'witness-lapsed' }).reason, 'witness-unconfirmed');
     const heard = step(lost, { type: 'peer', peer: { role: 'backup', term: 2, serverUp: true } }).state;
     assert.equal(step(heard, { type: 'witness-lapsed' }).state.role, 'master');
@@ -199,7 +201,12 @@ describe('role state machine: safety', () => {
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('fenced' as const), term: fc.nat({ max: 12 }) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('witness' as const), granted: fc.boolean() }),
+      fc.record({
+        node: fc.constantFrom(0, 1),
+        kind: fc.constant('witness' as const),
+        granted: fc.boolean(),
+        holderTerm: fc.nat({ max: 12 }),
+      }),
     );
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 80 }), fc.boolean(), (events, witness) => {
@@ -212,7 +219,8 @@ describe('role state machine: safety', () => {
           else if (e.kind === 'lost') x = { type: 'peer-lost' };
           else if (e.kind === 'server') x = { type: 'server', up: e.up };
           else if (e.kind === 'fenced') x = { type: 'fenced', term: e.term };
-          else if (e.kind === 'witness') x = { type: 'witness', granted: e.granted };
+          else if (e.kind === 'witness')
+            x = e.granted ? { type: 'witness', granted: true } : { type: 'witness', granted: false, holderTerm: e.holderTerm };
           else x = { type: 'startup-timeout' };
           nodes[e.node] = step(me, x).state;
           const [a, b] = nodes as [NodeState, NodeState];
@@ -232,7 +240,12 @@ describe('role state machine: safety', () => {
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
       fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('serve-failed' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('witness' as const), granted: fc.boolean() }),
+      fc.record({
+        node: fc.constantFrom(0, 1),
+        kind: fc.constant('witness' as const),
+        granted: fc.boolean(),
+        holderTerm: fc.nat({ max: 12 }),
+      }),
     );
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), fc.boolean(), (events, preferred, witness) => {
@@ -250,7 +263,11 @@ describe('role state machine: safety', () => {
           else if (e.kind === 'lost') deliver(e.node, { type: 'peer-lost' });
           else if (e.kind === 'server') deliver(e.node, { type: 'server', up: e.up });
           else if (e.kind === 'serve-failed') deliver(e.node, { type: 'serve-failed', reason: 'test' });
-          else if (e.kind === 'witness') deliver(e.node, { type: 'witness', granted: e.granted });
+          else if (e.kind === 'witness')
+            deliver(
+              e.node,
+              e.granted ? { type: 'witness', granted: true } : { type: 'witness', granted: false, holderTerm: e.holderTerm },
+            );
           else deliver(e.node, { type: 'startup-timeout' });
         }
         // Then the faults end: both servers up, heartbeats both ways.

@@ -60,8 +60,10 @@ describe('arbiter', () => {
     assert.equal(r.holderTerm, 2);
     assert.equal(r.remainingMs, 600);
     assert.deepEqual(Buffer.from(r.nonce), c1.nonce);
-    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 2 }).bytes, 500).reason, 'higher-term');
-    assert.deepEqual(a.lease, { holder: 1, term: 3, expiresAt: 1500 });
+    // A higher term does not take the unexpired lease; once it ran out (1000), the other side gets it.
+    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 2 }).bytes, 500).verdict, 'refused');
+    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 3 }).bytes, 1000).reason, 'expired');
+    assert.deepEqual(a.lease, { holder: 1, term: 3, expiresAt: 2000 });
   });
 
   it('reports when the holder changes (the process logs it), not on renewals or refusals', () => {
@@ -73,7 +75,8 @@ describe('arbiter', () => {
     assert.equal(changed(claimBytes(0, 2, { seq: 1 }).bytes, 0), true);
     assert.equal(changed(claimBytes(0, 2, { seq: 2 }).bytes, 10), false);
     assert.equal(changed(claimBytes(1, 1, { seq: 1 }).bytes, 20), false);
-    assert.equal(changed(claimBytes(1, 3, { seq: 2 }).bytes, 30), true);
+    assert.equal(changed(claimBytes(1, 3, { seq: 2 }).bytes, 30), false);
+    assert.equal(changed(claimBytes(1, 3, { seq: 3 }).bytes, 5000), true);
   });
 
   it('drops a replayed claim (same or older seq, older incarnation), so a recorded claim cannot renew a dead holder', () => {
@@ -85,14 +88,15 @@ describe('arbiter', () => {
     assert.deepEqual(a.handle(claimBytes(0, 2, { incarnation: 99, seq: 50 }).bytes, 2000), { kind: 'drop', reason: 'replay' });
     // The lease was not renewed by any of them: it expired at 1000, the other side gets it.
     assert.equal(answerOf(a, claimBytes(1, 1, { seq: 1 }).bytes, 2000).reason, 'expired');
-    // A restarted client (later incarnation) starts its seq again.
-    assert.equal(answerOf(a, claimBytes(0, 4, { incarnation: 101, seq: 1 }).bytes, 2001).reason, 'higher-term');
+    // A restarted client (later incarnation) starts its seq again (refused here: side 1 holds the lease now).
+    assert.equal(answerOf(a, claimBytes(0, 4, { incarnation: 101, seq: 1 }).bytes, 2001).verdict, 'refused');
   });
 
   it('replay marks are per side: one side’s sequence does not block the other', () => {
     const a = new Arbiter(key);
     answerOf(a, claimBytes(0, 2, { seq: 50 }).bytes, 0);
-    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 1 }).bytes, 1).verdict, 'granted');
+    // Answered (refused: side 0 holds it), not dropped as a replay.
+    assert.equal(answerOf(a, claimBytes(1, 3, { seq: 1 }).bytes, 1).verdict, 'refused');
   });
 
   it('drops another pair’s claim before the HMAC, and a forged one with this pair’s id by the HMAC', () => {

@@ -78,6 +78,8 @@ export class HaNode {
   private witnessValidUntil = 0;
   /** When the peer went silent (performance.now() ms). */
   private silentSince = 0;
+  /** A lease left by an older term blocks our claims until then (performance.now() ms). */
+  private staleLeaseUntil = 0;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
   private readonly sender: ReplicationSender;
@@ -159,9 +161,12 @@ export class HaNode {
         'backup stopped acknowledging: held traffic released, resyncing',
       );
     };
-    // Sync: egress waits for the backup's ack, but only while there is a backup
-    // that can apply (a peer that resigned or whose server is down never will).
-    if (this.cfg.replicationMode === 'sync') p.hold = (send) => (this.peerCanApply() ? this.barrier.hold(send) : send());
+    // Sync: egress waits for the backup's ack, but only while the backup is in
+    // sync (a peer that resigned or whose server is down never acks; one that is
+    // still taking the state burst holds no guarantee yet, and waiting behind a
+    // burst of N registrations would hold every reply for the whole burst).
+    if (this.cfg.replicationMode === 'sync')
+      p.hold = (send) => (this.peerCanApply() && this.sender.inSync ? this.barrier.hold(send) : send());
     this.receiver.apply = (link, payload) => {
       if (!p.serverLink.writeNow(link, [payload])) return false;
       // Keep a cache here too: after a takeover this node resyncs whoever joins next.
@@ -258,7 +263,8 @@ export class HaNode {
     const timing = this.cfg.witness;
     if (w === null || timing === null || !wantsWitness(this.state)) return;
     const now = performance.now();
-    if (this.state.role === 'master' && now > Math.max(this.witnessValidUntil, this.silentSince + timing.confirmMs)) {
+    const confirmBy = Math.max(this.witnessValidUntil, this.silentSince + timing.confirmMs, this.staleLeaseUntil);
+    if (this.state.role === 'master' && now > confirmBy) {
       this.dispatch({ type: 'witness-lapsed' });
       return;
     }
@@ -274,7 +280,9 @@ export class HaNode {
         this.dispatch({ type: 'witness', granted: true });
       } else if (v.verdict === 'refused') {
         this.log.warn({ term, holder: v.holder, holderTerm: v.holderTerm }, 'the witness refused this node');
-        this.dispatch({ type: 'witness', granted: false });
+        // A master refused over a lease from an older term waits for that lease to run out.
+        if (v.holderTerm < term) this.staleLeaseUntil = performance.now() + v.remainingMs + timing.renewMs;
+        this.dispatch({ type: 'witness', granted: false, holderTerm: v.holderTerm });
       } else {
         this.log.debug({ reason: v.reason, err: v.err }, 'witness unreachable');
       }
@@ -359,8 +367,12 @@ export class HaNode {
   }
 
   private onHeartbeat(m: FromWorker): void {
-    if (m.type === 'peer') this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
-    else if (m.type === 'peer-lost') {
+    if (m.type === 'peer') {
+      // Beats from elsewhere than where ours go: the peer moved (a rescheduled pod),
+      // or ours are lost on the way. Its name says where it is now.
+      if (m.from !== this.peerAddress) void this.reresolvePeer();
+      this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
+    } else if (m.type === 'peer-lost') {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
       this.silentSince = performance.now();
       this.dispatch({ type: 'peer-lost' });

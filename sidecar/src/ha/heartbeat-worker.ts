@@ -33,7 +33,8 @@ export type ToWorker =
   | { type: 'peer-address'; address: string }
   | { type: 'stop' };
 export type FromWorker =
-  | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number }
+  /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
+  | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number; from: string }
   | { type: 'peer-lost'; silentMs: number }
   | { type: 'drop'; reason: string }
   /** Beats were withheld because the main thread was silent this long (read once it answers again). */
@@ -74,7 +75,7 @@ let peerAddress = cfg.peerAddress;
 
 // The peer is known by the pair's key, not by its address: a rescheduled pod
 // has a new one, and an address allowlist would make it a stranger for good.
-sock.on('message', (b) => {
+sock.on('message', (b, rinfo) => {
   const hb = decodeHeartbeat(key, b);
   if (typeof hb === 'string') return port.postMessage({ type: 'drop', reason: hb } satisfies FromWorker);
   if (hb.ordinal === cfg.ordinal) return port.postMessage({ type: 'drop', reason: 'same-ordinal' } satisfies FromWorker);
@@ -83,7 +84,7 @@ sock.on('message', (b) => {
   peerIncarnation = hb.incarnation;
   peerBeat = hb.beat;
   lastHeard = performance.now();
-  const view = `${hb.role}|${hb.term}|${hb.serverUp}`;
+  const view = `${hb.role}|${hb.term}|${hb.serverUp}|${rinfo.address}`;
   if (lost || view !== lastPeer) {
     lost = false;
     lastPeer = view;
@@ -93,6 +94,7 @@ sock.on('message', (b) => {
       term: hb.term,
       serverUp: hb.serverUp,
       appliedSeq: hb.appliedSeq,
+      from: rinfo.address,
     } satisfies FromWorker);
   }
 });

@@ -54,8 +54,12 @@ export type HaEvent =
   | { type: 'serve-failed'; reason: string }
   /** Planned switchover: this master has drained and hands over to its in-sync backup. */
   | { type: 'handover' }
-  /** The witness's answer to this node's claim, made while the peer was silent. */
-  | { type: 'witness'; granted: boolean }
+  /**
+   * The witness's answer to this node's claim, made while the peer was silent.
+   * A refusal names the holder's term: only a newer one (a takeover) outranks a master.
+   */
+  | { type: 'witness'; granted: true }
+  | { type: 'witness'; granted: false; holderTerm: number }
   /** A master with a silent peer could not get the witness's confirmation in time (unreachable). */
   | { type: 'witness-lapsed' };
 
@@ -128,7 +132,9 @@ export function step(s0: NodeState, e: HaEvent): Decision {
   if (e.type === 'serve-failed') return s.role === 'master' ? become(s, 'resigned', e.reason) : same(s);
   if (e.type === 'handover') return s.role === 'master' ? become(s, 'resigned', 'switchover') : same(s);
   if (s.role === 'master' && s.peer === null) {
-    if (e.type === 'witness' && !e.granted) return become(s, 'resigned', 'witness-refused');
+    // A lease left by an older term (the peer held it during an earlier silence) is not a
+    // newer master: wait for it to run out (ha-node extends the confirm deadline), do not resign.
+    if (e.type === 'witness' && !e.granted && e.holderTerm > s.term) return become(s, 'resigned', 'witness-refused');
     if (e.type === 'witness-lapsed') return become(s, 'resigned', 'witness-unconfirmed');
   }
 

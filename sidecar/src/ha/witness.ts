@@ -33,11 +33,14 @@ export type ClaimDecision =
 
 /**
  * The grant rule. Granted when nobody holds the lease, the claimant already
- * holds it (a renewal; its term may change), the holder's lease expired, or
- * the claimant's term is higher (a newer takeover supersedes an older one).
- * Refused otherwise: another side holds an unexpired lease at a term >= the
- * claimant's. Terms have per-node parity, so two claimants never tie; if they
- * did, the incumbent would keep the lease.
+ * holds it (a renewal; its term may rise), or the holder's lease expired.
+ * Refused while the other side holds an unexpired lease, whatever the terms:
+ * the side that holds the lease keeps it as long as it renews. (A newer term
+ * taking an unexpired lease made two sides that had both stood down outbid
+ * each other with ever higher terms, each takeover refusing the other's next
+ * renewal: a flap every few tens of ms, found by the faults bench.) A side
+ * that stopped renewing (dead, or cut off from the witness) loses the lease
+ * one ttl after its last grant.
  */
 export function decideClaim(record: WitnessRecord | null, claim: WitnessClaim, now: number): ClaimDecision {
   const granted = (reason: GrantReason, term = claim.term, expiresAt = now + claim.ttlMs): ClaimDecision => ({
@@ -51,7 +54,6 @@ export function decideClaim(record: WitnessRecord | null, claim: WitnessClaim, n
   if (record.holder === claim.ordinal)
     return granted('renewal', Math.max(record.term, claim.term), Math.max(record.expiresAt, now + claim.ttlMs));
   if (now >= record.expiresAt) return granted('expired');
-  if (claim.term > record.term) return granted('higher-term');
   return { outcome: 'refused', reason: 'held', record };
 }
 

@@ -13,7 +13,7 @@
  * another pod's clock: a holder's lease runs `leaseDurationSeconds` from the
  * moment THIS process first saw its current resourceVersion. So a process
  * that just started waits one full duration before it may take the lease from
- * a silent holder whose term is >= its own (a higher term needs no wait).
+ * a silent holder.
  *
  * Imports client-node at the top: load this module only inside a pod, by a
  * dynamic import (as main.ts does for the role reporter).
