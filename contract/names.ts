@@ -20,6 +20,12 @@ export const TERM_ANNOTATION = 'sipha.io/term';
 export const ROLE_REASON_ANNOTATION = 'sipha.io/role-reason';
 export const ROLE_SINCE_ANNOTATION = 'sipha.io/role-since';
 export const TAKEOVER_GAP_ANNOTATION = 'sipha.io/takeover-gap-ms';
+/**
+ * Written by the sidecar on its own pod: "true" when the pair is in sync as it
+ * sees it (master: its backup acked the full state; backup: its server holds the
+ * master's), "false" otherwise. Drives the Replicating condition.
+ */
+export const IN_SYNC_ANNOTATION = 'sipha.io/in-sync';
 /** Written by the operator on a pod it shut out: the sidecar demotes when it sees it. */
 export const FENCED_ANNOTATION = 'sipha.io/fenced-term';
 

@@ -19,7 +19,8 @@ import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'no
 import { ROLES, type Role } from './names.ts';
 
 export const WIRE_VERSION = 1;
-const MAC = 16;
+/** Bytes of the truncated HMAC-SHA256 tag. */
+export const MAC = 16;
 const HB_MAGIC = 0x53504842; // 'SPHB'
 export const HEARTBEAT_BYTES = 4 + 1 + 1 + 1 + 1 + 4 + 4 + 4 + 6 + MAC;
 
@@ -39,7 +40,7 @@ export interface Heartbeat {
  * KeyObject made once it is ~3 us. Callers keep passing the Buffer.
  */
 const keyObjects = new WeakMap<Buffer, KeyObject>();
-function keyObject(key: Buffer): KeyObject {
+export function keyObject(key: Buffer): KeyObject {
   let k = keyObjects.get(key);
   if (k === undefined) {
     k = createSecretKey(key);
@@ -48,13 +49,14 @@ function keyObject(key: Buffer): KeyObject {
   return k;
 }
 
-function mac(key: Buffer, ...parts: Buffer[]): Buffer {
+/** HMAC-SHA256 over the parts, truncated to 16 bytes: the tag of every sipha datagram and frame. */
+export function mac(key: Buffer, ...parts: Buffer[]): Buffer {
   const h = createHmac('sha256', keyObject(key));
   for (const p of parts) h.update(p);
   return h.digest().subarray(0, MAC);
 }
 
-function macOk(key: Buffer, body: Buffer, tag: Buffer): boolean {
+export function macOk(key: Buffer, body: Buffer, tag: Buffer): boolean {
   return tag.length === MAC && timingSafeEqual(mac(key, body), tag);
 }
 

@@ -18,10 +18,10 @@
  * claim) let the arbiter drop a replayed claim; `nonce` binds an answer to
  * the claim it answers, so a replayed answer is worthless.
  */
-import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
+import { keyObject, MAC, mac, macOk } from './wire.ts';
 
 export const WITNESS_WIRE_VERSION = 1;
-const MAC = 16;
 export const NONCE_BYTES = 16;
 const CLAIM_MAGIC = 0x53505743; // 'SPWC'
 const ANSWER_MAGIC = 0x53505741; // 'SPWA'
@@ -68,24 +68,6 @@ export type AnswerMessage =
 
 const VERDICT_GRANTED = 1;
 const VERDICT_REFUSED = 2;
-
-const keyObjects = new WeakMap<Buffer, KeyObject>();
-function keyObject(key: Buffer): KeyObject {
-  let k = keyObjects.get(key);
-  if (k === undefined) {
-    k = createSecretKey(key);
-    keyObjects.set(key, k);
-  }
-  return k;
-}
-
-function mac(key: Buffer, body: Buffer): Buffer {
-  return createHmac('sha256', keyObject(key)).update(body).digest().subarray(0, MAC);
-}
-
-function macOk(key: Buffer, body: Buffer, tag: Buffer): boolean {
-  return tag.length === MAC && timingSafeEqual(mac(key, body), tag);
-}
 
 /**
  * The key of the witness wire, derived from the pair's replication key. The

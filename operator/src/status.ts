@@ -10,6 +10,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import {
   type ConditionType,
   FENCED_ANNOTATION,
+  IN_SYNC_ANNOTATION,
   type Phase,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
@@ -28,6 +29,8 @@ export interface PodView {
   reason: string | undefined;
   gapMs: number | undefined;
   fencedTerm: number | undefined;
+  /** What the sidecar says of the pair's sync (IN_SYNC_ANNOTATION); undefined: not said. */
+  inSync: boolean | undefined;
 }
 
 export function observe(pods: V1Pod[]): PodView[] {
@@ -40,6 +43,7 @@ export function observe(pods: V1Pod[]): PodView[] {
       const term = Number(ann[TERM_ANNOTATION] ?? 0);
       const gap = ann[TAKEOVER_GAP_ANNOTATION];
       const fenced = ann[FENCED_ANNOTATION];
+      const sync = ann[IN_SYNC_ANNOTATION];
       return {
         name,
         ordinal: Number(name.slice(name.lastIndexOf('-') + 1)),
@@ -48,6 +52,7 @@ export function observe(pods: V1Pod[]): PodView[] {
         reason: ann[ROLE_REASON_ANNOTATION],
         gapMs: gap !== undefined && Number.isFinite(Number(gap)) ? Number(gap) : undefined,
         fencedTerm: fenced !== undefined ? Number(fenced) : undefined,
+        inSync: sync === 'true' ? true : sync === 'false' ? false : undefined,
       };
     })
     .sort((a, b) => a.ordinal - b.ordinal);
@@ -162,14 +167,18 @@ export function nextStatus(
       observedGeneration: gen,
     };
   };
+  const [replicating, replReason, replMessage] = replication(master, backup);
+  const oldRepl = prev.conditions?.find((c) => c.type === 'Replicating');
+  if (oldRepl && oldRepl.reason !== replReason && master && backup) {
+    transitions.push(
+      replicating
+        ? { reason: 'BackupInSync', type: 'Normal', message: replMessage }
+        : { reason: 'BackupOutOfSync', type: 'Warning', message: replMessage },
+    );
+  }
   const conditions = [
     cond('Ready', phase === 'Replicating', phase, phaseMessage),
-    cond(
-      'Replicating',
-      Boolean(master && backup),
-      master && backup ? 'BackupInSync' : 'NoBackup',
-      master && backup ? `${backup.name} follows ${master.name}` : 'no pod reports the backup role',
-    ),
+    cond('Replicating', replicating, replReason, replMessage),
     cond('VIPAssigned', vipAssigned.ok, vipAssigned.reason, vipAssigned.message),
   ];
 
@@ -184,6 +193,21 @@ export function nextStatus(
     observedGeneration: gen,
   };
   return { status, transitions };
+}
+
+/**
+ * Replicating: a backup exists and neither sidecar says the pair is out of sync
+ * (the master after a stalled stream or while the backup takes the state burst;
+ * the backup until it holds the master's state). A sidecar that says nothing
+ * (an older version) is taken at the backup role's word.
+ */
+function replication(master: PodView | undefined, backup: PodView | undefined): [boolean, string, string] {
+  if (!master || !backup) return [false, 'NoBackup', 'no pod reports the backup role'];
+  if (master.inSync === false || backup.inSync === false) {
+    const who = master.inSync === false ? master.name : backup.name;
+    return [false, 'BackupOutOfSync', `${backup.name} is backup but not in sync with ${master.name} (${who} says so): resyncing`];
+  }
+  return [true, 'BackupInSync', `${backup.name} follows ${master.name}`];
 }
 
 /** Status equality that ignores key order (skip the write when nothing changed). */

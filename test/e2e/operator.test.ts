@@ -251,6 +251,24 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       assert.equal(json(['get', 'pod', 'sip-edge-0']).metadata.labels['sipha.io/role'], 'master');
     });
 
+    it('tells when the backup falls out of sync (a stalled stream, a resync): the Replicating condition and an Event each way', async () => {
+      const repl = (x: { conditions?: Array<{ type: string; status: string; reason: string }> }) =>
+        x.conditions?.find((c) => c.type === 'Replicating');
+      // The master's sidecar says its backup stopped acking (sipha.io/in-sync=false on its pod).
+      await r0.report('master', 1, 'elected out-of-sync');
+      const out = await waitStatus('sip-edge', (x) => repl(x)?.reason === 'BackupOutOfSync');
+      assert.equal(repl(out)?.status, 'False');
+      assert.equal(json(['get', 'pod', 'sip-edge-0']).metadata.annotations['sipha.io/in-sync'], 'false');
+      await r0.report('master', 1, 'elected in-sync');
+      const back = await waitStatus('sip-edge', (x) => repl(x)?.reason === 'BackupInSync');
+      assert.equal(repl(back)?.status, 'True');
+      await until(
+        () => /BackupOutOfSync[\s\S]*BackupInSync/.test(cp.kubectl(['describe', 'shp', 'sip-edge'])),
+        10000,
+        'both Events',
+      );
+    });
+
     it('records a failover (time, reason, gap, count) and tells it in kubectl describe', async () => {
       await r1.report('master', 2, 'peer-heartbeat-lost', 142);
       await r0.report('resigned', 1, 'server-dead');

@@ -80,6 +80,9 @@ export class HaNode {
   private silentSince = 0;
   /** A lease left by an older term blocks our claims until then (performance.now() ms). */
   private staleLeaseUntil = 0;
+  private lastReport: RoleReport | null = null;
+  private reportedInSync = false;
+  private syncWatch: NodeJS.Timeout | null = null;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
   private readonly sender: ReplicationSender;
@@ -216,6 +219,11 @@ export class HaNode {
     }, this.cfg.startupGraceMs);
     this.startupTimer.unref();
     this.probe.start();
+    // Out of sync (a stalled stream, a resync) is news for the operator too: a condition and an Event.
+    this.syncWatch = setInterval(() => {
+      if (this.inSync !== this.reportedInSync) this.reportState();
+    }, 500);
+    this.syncWatch.unref();
     // While the peer is silent (never heard, or lost), look its name up again every second.
     this.resolveTimer = setInterval(() => {
       if (this.state.peer === null) void this.reresolvePeer();
@@ -307,6 +315,7 @@ export class HaNode {
 
   async stop(): Promise<void> {
     if (this.resolveTimer) clearInterval(this.resolveTimer);
+    if (this.syncWatch) clearInterval(this.syncWatch);
     if (this.witnessTimer) clearInterval(this.witnessTimer);
     this.witness?.close();
     if (this.startupTimer) clearTimeout(this.startupTimer);
@@ -449,12 +458,21 @@ export class HaNode {
       // A failed removal is not fatal: the address lifetime runs out by itself.
       await this.attempt(null, () => this.vip.release());
     }
-    this.report?.({
+    this.lastReport = {
       role: to,
       term,
       reason: d.reason as string,
+      since: new Date().toISOString(),
       ...(timeline.servingAt !== undefined ? { gapMs: timeline.servingAt - now } : {}),
-    });
+    };
+    this.reportState();
+  }
+
+  /** The last role report, with the in-sync state as it is now (re-sent when that changes). */
+  private reportState(): void {
+    if (this.lastReport === null) return;
+    this.reportedInSync = this.inSync;
+    this.report?.({ ...this.lastReport, inSync: this.reportedInSync });
   }
 
   /** Runs one effect; on failure logs and counts it and, with a reason, resigns. True when it failed. */

@@ -12,6 +12,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import {
+  IN_SYNC_ANNOTATION,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
   ROLE_SINCE_ANNOTATION,
@@ -26,6 +27,10 @@ export interface RoleReport {
   term: number;
   reason: string;
   gapMs?: number;
+  /** When this role began (ISO time); default: when the report is made. */
+  since?: string;
+  /** The pair is in sync as this sidecar sees it (IN_SYNC_ANNOTATION). */
+  inSync?: boolean;
 }
 
 export interface ReporterOptions {
@@ -47,9 +52,10 @@ export function rolePatch(
   const annotations: Record<string, string> = {
     [TERM_ANNOTATION]: String(r.term),
     [ROLE_REASON_ANNOTATION]: r.reason,
-    [ROLE_SINCE_ANNOTATION]: now.toISOString(),
+    [ROLE_SINCE_ANNOTATION]: r.since ?? now.toISOString(),
   };
   if (r.gapMs !== undefined) annotations[TAKEOVER_GAP_ANNOTATION] = String(Math.round(r.gapMs));
+  if (r.inSync !== undefined) annotations[IN_SYNC_ANNOTATION] = String(r.inSync);
   return { metadata: { labels: { [ROLE_LABEL]: r.role }, annotations } };
 }
 
