@@ -26,6 +26,18 @@ export const TAKEOVER_GAP_ANNOTATION = 'sipha.io/takeover-gap-ms';
  * master's), "false" otherwise. Drives the Replicating condition.
  */
 export const IN_SYNC_ANNOTATION = 'sipha.io/in-sync';
+/**
+ * A planned switchover, asked for by the user on the SipHaPair:
+ *   kubectl annotate shp NAME sipha.io/switchover=<ordinal of the pod to make master>
+ * The operator passes it on to the master pod as HANDOVER_ANNOTATION (its
+ * term); that pod's sidecar hands over if it is master at that term and its
+ * backup is in sync, or says why not in HANDOVER_REFUSED_ANNOTATION
+ * ("<term> <reason>"). The operator removes the request when it is done or
+ * refused, with an Event either way.
+ */
+export const SWITCHOVER_ANNOTATION = 'sipha.io/switchover';
+export const HANDOVER_ANNOTATION = 'sipha.io/handover';
+export const HANDOVER_REFUSED_ANNOTATION = 'sipha.io/handover-refused';
 /** Written by the operator on a pod it shut out: the sidecar demotes when it sees it. */
 export const FENCED_ANNOTATION = 'sipha.io/fenced-term';
 

@@ -56,6 +56,7 @@ export interface SipHaPair {
     generation?: number;
     resourceVersion?: string;
     creationTimestamp?: string;
+    annotations?: Record<string, string>;
   };
   spec: SipHaPairSpec;
   status?: SipHaPairStatus;

@@ -9,13 +9,24 @@
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { FENCED_ANNOTATION, FIELD_MANAGER, GROUP, PAIR_LABEL, PLURAL, ROLE_LABEL, VERSION } from '../../contract/names.ts';
+import {
+  FENCED_ANNOTATION,
+  FIELD_MANAGER,
+  GROUP,
+  HANDOVER_ANNOTATION,
+  PAIR_LABEL,
+  PLURAL,
+  ROLE_LABEL,
+  SWITCHOVER_ANNOTATION,
+  VERSION,
+} from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
 import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus } from './status.ts';
+import { switchoverPlan } from './switchover.ts';
 
 export interface ReconcileMetrics {
   applied: number;
@@ -85,6 +96,8 @@ export class Reconciler {
       victim.fencedTerm = victim.term;
     }
 
+    await this.switchover(pair, pods);
+
     const vip = await this.vipAssigned(
       pair,
       pods.some((p) => p.role === 'master'),
@@ -136,6 +149,38 @@ export class Reconciler {
       );
       pod.fencedTerm = undefined;
     }
+  }
+
+  /** Passes a user's switchover request on to the master pod, and ends it with an Event (switchover.ts). */
+  private async switchover(pair: SipHaPair, pods: PodView[]): Promise<void> {
+    const { namespace, name } = pair.metadata;
+    const requested = pair.metadata.annotations?.[SWITCHOVER_ANNOTATION];
+    const plan = switchoverPlan(name, requested, pods);
+    const annotatePod = (pod: string, value: string | null) =>
+      this.kube.core.patchNamespacedPod(
+        { namespace, name: pod, body: { metadata: { annotations: { [HANDOVER_ANNOTATION]: value } } } },
+        mergePatch,
+      );
+    if (plan.kind === 'ask') {
+      if (pods.find((p) => p.name === plan.pod)?.handoverTerm !== plan.term) await annotatePod(plan.pod, String(plan.term));
+    } else if (plan.kind === 'end') {
+      for (const pod of plan.clearPods) await annotatePod(pod, null);
+      if (requested !== undefined) {
+        await this.kube.custom.patchNamespacedCustomObject(
+          {
+            group: GROUP,
+            version: VERSION,
+            namespace,
+            plural: PLURAL,
+            name,
+            body: { metadata: { annotations: { [SWITCHOVER_ANNOTATION]: null } } },
+          },
+          mergePatch,
+        );
+      }
+    }
+    if (plan.kind !== 'idle' && plan.event)
+      await this.events.record(pair, plan.event.type, plan.event.reason, plan.event.message);
   }
 
   /** The replication key is created once, with random bytes, and never applied again. */

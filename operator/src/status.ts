@@ -10,6 +10,8 @@ import type { V1Pod } from '@kubernetes/client-node';
 import {
   type ConditionType,
   FENCED_ANNOTATION,
+  HANDOVER_ANNOTATION,
+  HANDOVER_REFUSED_ANNOTATION,
   IN_SYNC_ANNOTATION,
   type Phase,
   ROLE_LABEL,
@@ -31,6 +33,10 @@ export interface PodView {
   fencedTerm: number | undefined;
   /** What the sidecar says of the pair's sync (IN_SYNC_ANNOTATION); undefined: not said. */
   inSync: boolean | undefined;
+  /** The term at which the operator asked this pod to hand over (HANDOVER_ANNOTATION). */
+  handoverTerm: number | undefined;
+  /** "<term> <reason>": a handover this pod's sidecar refused. */
+  handoverRefused: string | undefined;
 }
 
 export function observe(pods: V1Pod[]): PodView[] {
@@ -53,6 +59,8 @@ export function observe(pods: V1Pod[]): PodView[] {
         gapMs: gap !== undefined && Number.isFinite(Number(gap)) ? Number(gap) : undefined,
         fencedTerm: fenced !== undefined ? Number(fenced) : undefined,
         inSync: sync === 'true' ? true : sync === 'false' ? false : undefined,
+        handoverTerm: ann[HANDOVER_ANNOTATION] !== undefined ? Number(ann[HANDOVER_ANNOTATION]) : undefined,
+        handoverRefused: ann[HANDOVER_REFUSED_ANNOTATION],
       };
     })
     .sort((a, b) => a.ordinal - b.ordinal);

@@ -99,7 +99,14 @@ async function main(): Promise<void> {
           kubeLog.warn({ err, role: r.role, term: r.term, attempt }, 'could not report the role on the pod; retrying'),
       });
       node.report = (r) => reporter.report(r);
-      new FencingWatch(kc, namespace, pod, (term) => node.fenced(term), kubeLog).start();
+      new FencingWatch(
+        kc,
+        namespace,
+        pod,
+        (term) => node.fenced(term),
+        kubeLog,
+        (term) => void node.handover(term),
+      ).start();
       // Terms recorded before a restart of both sidecars (bounded wait: the SIP service must start).
       const seed = await readPairTerm(kc, namespace, pod, {
         failed: (source, err) => kubeLog.info({ err, source }, 'recorded term not read yet'),

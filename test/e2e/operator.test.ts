@@ -263,7 +263,11 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       const back = await waitStatus('sip-edge', (x) => repl(x)?.reason === 'BackupInSync');
       assert.equal(repl(back)?.status, 'True');
       await until(
-        () => /BackupOutOfSync[\s\S]*BackupInSync/.test(cp.kubectl(['describe', 'shp', 'sip-edge'])),
+        () => {
+          // Events of the same second may be listed in either order.
+          const d = cp.kubectl(['describe', 'shp', 'sip-edge']);
+          return /Warning\s+BackupOutOfSync\s/.test(d) && /Normal\s+BackupInSync\s/.test(d);
+        },
         10000,
         'both Events',
       );
@@ -363,6 +367,58 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       } finally {
         op = standby; // `after` stops whoever leads now
       }
+    });
+  });
+
+  describe('a planned switchover asked for on the SipHaPair (kubectl annotate shp NAME sipha.io/switchover=<ordinal>)', () => {
+    let r0: Reporter;
+    let r1: Reporter;
+    const events = () => cp.kubectl(['describe', 'shp', 'swo']);
+    const request = () => json(['get', 'shp', 'swo']).metadata.annotations?.['sipha.io/switchover'];
+    before(async () => {
+      cp.kubectl(['apply', '-f', '-'], pair('swo', VALID));
+      await until(() => exists('pod', 'swo-0') && exists('pod', 'swo-1'), 30000, 'the pods exist');
+      r0 = startReporter(cp, 'default', 'swo-0');
+      r1 = startReporter(cp, 'default', 'swo-1');
+      await r0.report('master', 2, 'elected in-sync');
+      await r1.report('backup', 2, 'peer-is-master in-sync');
+      await waitStatus('swo', (x) => x.phase === 'Replicating');
+    });
+    after(async () => {
+      await r0?.stop();
+      await r1?.stop();
+    });
+
+    it('asks the master pod to hand over at its term, and ends the request with an Event once the target is master', async () => {
+      cp.kubectl(['annotate', 'shp', 'swo', 'sipha.io/switchover=1']);
+      await until(() => /^handover 2$/m.test(r0.output()), 15000, 'swo-0 is asked to hand over at term 2');
+      // What the sidecars then do (decision 0006): the master drains and resigns, the backup takes over.
+      await r0.report('resigned', 2, 'switchover in-sync');
+      await r1.report('master', 3, 'peer-resigned in-sync');
+      await r0.report('backup', 2, 'rejoined in-sync');
+      await until(() => request() === undefined, 15000, 'the request is removed');
+      assert.equal(json(['get', 'pod', 'swo-0']).metadata.annotations['sipha.io/handover'], undefined);
+      assert.equal((await waitStatus('swo', (x) => x.master === 'swo-1')).master, 'swo-1');
+      await until(
+        () =>
+          /SwitchoverRequested\s+\S+\s+sipha-operator\s+asked swo-0 \(term 2\) to hand over to swo-1/.test(events()) &&
+          /SwitchoverDone\s+\S+\s+sipha-operator\s+swo-1 is master now \(term 3\)/.test(events()),
+        10000,
+        'both Events',
+      );
+    });
+
+    it('refuses a switchover to a backup that is not in sync, with a Warning Event, and removes the request', async () => {
+      await r0.report('backup', 2, 'rejoined out-of-sync');
+      await waitStatus('swo', (x) => x.conditions?.some((c: { reason: string }) => c.reason === 'BackupOutOfSync'));
+      cp.kubectl(['annotate', 'shp', 'swo', 'sipha.io/switchover=0']);
+      await until(() => request() === undefined, 15000, 'the request is removed');
+      assert.doesNotMatch(r1.output(), /^handover/m, 'the master was never asked');
+      await until(
+        () => /SwitchoverRefused\s+\S+\s+sipha-operator\s+swo-0 is not an in-sync backup/.test(events()),
+        10000,
+        'the refusal Event',
+      );
     });
   });
 

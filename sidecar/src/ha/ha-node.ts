@@ -371,6 +371,22 @@ export class HaNode {
     return took ? { ok: true, reason: 'switchover' } : { ok: false, reason: 'peer-did-not-take-over' };
   }
 
+  /**
+   * The operator passes on a user's switchover request (SWITCHOVER_ANNOTATION):
+   * hand over if this node is master at `term`; otherwise, or if the switchover
+   * is refused, say why on the pod so the operator can tell the user.
+   */
+  async handover(term: number): Promise<void> {
+    const r =
+      this.state.role === 'master' && this.state.term === term
+        ? await this.switchover()
+        : { ok: false, reason: `not-master-at-term-${term}` };
+    this.log.info({ term, ...r }, r.ok ? 'handed over as the operator asked' : 'refused the handover the operator asked for');
+    if (r.ok || this.lastReport === null) return;
+    this.lastReport = { ...this.lastReport, handoverRefused: `${term} ${r.reason}` };
+    this.reportState();
+  }
+
   fenced(term: number): void {
     this.dispatch({ type: 'fenced', term });
   }

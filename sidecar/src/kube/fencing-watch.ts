@@ -10,21 +10,35 @@
 import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ResilientWatch } from '../../../contract/kube-watch.ts';
-import { FENCED_ANNOTATION } from '../../../contract/names.ts';
+import { FENCED_ANNOTATION, HANDOVER_ANNOTATION } from '../../../contract/names.ts';
 
-/** The fence term written on a pod, if any and well-formed. */
-export function fenceTerm(pod: k8s.KubernetesObject): number | undefined {
-  const raw = pod.metadata?.annotations?.[FENCED_ANNOTATION];
+/** A term written in one of a pod's annotations, if any and well-formed. */
+function termIn(pod: k8s.KubernetesObject, annotation: string): number | undefined {
+  const raw = pod.metadata?.annotations?.[annotation];
   if (raw === undefined) return undefined;
   const t = Number(raw);
   return Number.isInteger(t) && t >= 0 ? t : undefined;
 }
 
+/** The fence term written on a pod, if any and well-formed. */
+export function fenceTerm(pod: k8s.KubernetesObject): number | undefined {
+  return termIn(pod, FENCED_ANNOTATION);
+}
+
 export class FencingWatch {
   private readonly watch: ResilientWatch;
   private seen: number | undefined;
+  private seenHandover: number | undefined;
 
-  constructor(kc: k8s.KubeConfig, namespace: string, pod: string, onFenced: (term: number) => void, log: Logger) {
+  /** `onHandover(term)`: the operator asks this pod to hand over (a planned switchover), if it is master at `term`. */
+  constructor(
+    kc: k8s.KubeConfig,
+    namespace: string,
+    pod: string,
+    onFenced: (term: number) => void,
+    log: Logger,
+    onHandover: (term: number) => void = () => {},
+  ) {
     this.watch = new ResilientWatch(
       kc,
       {
@@ -35,6 +49,11 @@ export class FencingWatch {
         fieldSelector: `metadata.name=${pod}`,
       },
       (type, obj) => {
+        const h = type === 'DELETED' ? undefined : termIn(obj, HANDOVER_ANNOTATION);
+        if (h !== this.seenHandover) {
+          this.seenHandover = h;
+          if (h !== undefined) onHandover(h);
+        }
         const t = type === 'DELETED' ? undefined : fenceTerm(obj);
         if (t === this.seen) return;
         this.seen = t;

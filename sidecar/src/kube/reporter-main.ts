@@ -7,6 +7,7 @@
  *   reported <role> <term>                when a report landed on the pod
  *   error: <role> <term> <message>        after each failed attempt (retried)
  *   fenced <term>                         when the operator fences this pod
+ *   handover <term>                       when the operator asks this pod to hand over (a switchover)
  * Structured logs (the watch's) go to stderr.
  *
  *   SIPHA_POD_NAME=... SIPHA_POD_NAMESPACE=... [KUBECONFIG=...] node reporter-main.ts
@@ -42,7 +43,14 @@ const reporter = new RoleReporter(kc, namespace, pod, {
   reported: (r) => console.log(`reported ${r.role} ${r.term}`),
   failed: (r, err) => console.log(`error: ${r.role} ${r.term} ${message(err)}`),
 });
-const fencing = new FencingWatch(kc, namespace, pod, (term) => console.log(`fenced ${term}`), log);
+const fencing = new FencingWatch(
+  kc,
+  namespace,
+  pod,
+  (term) => console.log(`fenced ${term}`),
+  log,
+  (term) => console.log(`handover ${term}`),
+);
 fencing.start();
 
 // Only a pod of a pair (<pair>-0 / <pair>-1) has terms to read back.

@@ -12,6 +12,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import {
+  HANDOVER_REFUSED_ANNOTATION,
   IN_SYNC_ANNOTATION,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
@@ -31,6 +32,8 @@ export interface RoleReport {
   since?: string;
   /** The pair is in sync as this sidecar sees it (IN_SYNC_ANNOTATION). */
   inSync?: boolean;
+  /** "<term> <reason>": a handover the operator asked for and this sidecar refused. */
+  handoverRefused?: string;
 }
 
 export interface ReporterOptions {
@@ -56,6 +59,7 @@ export function rolePatch(
   };
   if (r.gapMs !== undefined) annotations[TAKEOVER_GAP_ANNOTATION] = String(Math.round(r.gapMs));
   if (r.inSync !== undefined) annotations[IN_SYNC_ANNOTATION] = String(r.inSync);
+  if (r.handoverRefused !== undefined) annotations[HANDOVER_REFUSED_ANNOTATION] = r.handoverRefused;
   return { metadata: { labels: { [ROLE_LABEL]: r.role }, annotations } };
 }
 
