@@ -15,10 +15,11 @@ import type { VipAnnouncer } from '../vip/announcer.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
-import { claimTerm, type Decision, type HaEvent, initialState, type NodeState, step, wantsWitness } from './roles.ts';
+import { type Decision, type HaEvent, initialState, type NodeState, step } from './roles.ts';
 import { ServerProbe } from './server-probe.ts';
 import { StateCache } from './state-cache.ts';
 import type { Witness } from './witness.ts';
+import { WitnessClaims } from './witness-claims.ts';
 
 export interface HaConfig {
   ordinal: 0 | 1;
@@ -72,14 +73,7 @@ export class HaNode {
   private resolveTimer: NodeJS.Timeout | null = null;
   /** Set before start() when cfg.witness is: the UDP witness or the pair's Lease. */
   witness: Witness | null = null;
-  private witnessTimer: NodeJS.Timeout | null = null;
-  private claimInFlight = false;
-  /** Our witness lease runs until then (performance.now() ms); 0: none. */
-  private witnessValidUntil = 0;
-  /** When the peer went silent (performance.now() ms). */
-  private silentSince = 0;
-  /** A lease left by an older term blocks our claims until then (performance.now() ms). */
-  private staleLeaseUntil = 0;
+  private claims: WitnessClaims | null = null;
   private lastReport: RoleReport | null = null;
   private reportedInSync = false;
   private syncWatch: NodeJS.Timeout | null = null;
@@ -207,15 +201,21 @@ export class HaNode {
     await p.start(true);
     await this.hb.ready();
     this.tellPeer(false);
-    if (this.cfg.witness && !this.witness) throw new Error('a witness is configured but none was given');
     if (this.cfg.witness) {
-      this.silentSince = performance.now();
-      this.witnessTimer = setInterval(() => this.askWitness(), this.cfg.witness.renewMs);
-      this.witnessTimer.unref();
+      if (!this.witness) throw new Error('a witness is configured but none was given');
+      this.claims = new WitnessClaims(
+        this.witness,
+        this.cfg.witness,
+        () => this.state,
+        (e) => this.dispatch(e),
+        this.metrics,
+        this.log,
+      );
+      this.claims.start();
     }
     this.startupTimer = setTimeout(() => {
       this.dispatch({ type: 'startup-timeout' });
-      this.askWitness();
+      this.claims?.ask();
     }, this.cfg.startupGraceMs);
     this.startupTimer.unref();
     this.probe.start();
@@ -260,43 +260,6 @@ export class HaNode {
     return this.serving ? this.sender.inSync : this.receiver.inSync;
   }
 
-  /**
-   * While the peer is silent and silence would decide (roles.wantsWitness),
-   * claim the witness lease at the term this node holds or would take, and
-   * feed the verdict to the role machine. A master that has neither a grant
-   * nor its peer for the confirm time stands down.
-   */
-  private askWitness(): void {
-    const w = this.witness;
-    const timing = this.cfg.witness;
-    if (w === null || timing === null || !wantsWitness(this.state)) return;
-    const now = performance.now();
-    const confirmBy = Math.max(this.witnessValidUntil, this.silentSince + timing.confirmMs, this.staleLeaseUntil);
-    if (this.state.role === 'master' && now > confirmBy) {
-      this.dispatch({ type: 'witness-lapsed' });
-      return;
-    }
-    if (this.claimInFlight) return;
-    this.claimInFlight = true;
-    const term = claimTerm(this.state);
-    void w.claim(term).then((v) => {
-      this.claimInFlight = false;
-      this.metrics.witnessClaims.inc({ verdict: v.verdict });
-      if (!wantsWitness(this.state) || claimTerm(this.state) !== term) return; // the peer spoke, or things moved on
-      if (v.verdict === 'granted') {
-        this.witnessValidUntil = v.validUntil;
-        this.dispatch({ type: 'witness', granted: true });
-      } else if (v.verdict === 'refused') {
-        this.log.warn({ term, holder: v.holder, holderTerm: v.holderTerm }, 'the witness refused this node');
-        // A master refused over a lease from an older term waits for that lease to run out.
-        if (v.holderTerm < term) this.staleLeaseUntil = performance.now() + v.remainingMs + timing.renewMs;
-        this.dispatch({ type: 'witness', granted: false, holderTerm: v.holderTerm });
-      } else {
-        this.log.debug({ reason: v.reason, err: v.err }, 'witness unreachable');
-      }
-    });
-  }
-
   private async reresolvePeer(): Promise<void> {
     if (this.resolvePeer === null) return;
     let address: string;
@@ -316,8 +279,7 @@ export class HaNode {
   async stop(): Promise<void> {
     if (this.resolveTimer) clearInterval(this.resolveTimer);
     if (this.syncWatch) clearInterval(this.syncWatch);
-    if (this.witnessTimer) clearInterval(this.witnessTimer);
-    this.witness?.close();
+    this.claims?.stop();
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.probe?.stop();
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
@@ -399,9 +361,8 @@ export class HaNode {
       this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
     } else if (m.type === 'peer-lost') {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
-      this.silentSince = performance.now();
       this.dispatch({ type: 'peer-lost' });
-      this.askWitness(); // at once: the takeover waits for this answer
+      this.claims?.peerLost();
     } else if (m.type === 'drop') this.metrics.drop('egress', `heartbeat-${m.reason}`);
     else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
   }

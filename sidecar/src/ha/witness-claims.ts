@@ -1,0 +1,98 @@
+/**
+ * The claim loop between a node and its witness (decision 0005): while the
+ * peer is silent and silence would decide (roles.wantsWitness), claim the
+ * witness lease at the term this node holds or would take, and turn each
+ * verdict into a role event. A master that has neither its peer nor a grant
+ * within the confirm time stands down (`witness-lapsed`); one refused over a
+ * lease its peer took at an older term waits for that lease to run out.
+ */
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { claimTerm, type HaEvent, type NodeState, wantsWitness } from './roles.ts';
+import type { Witness } from './witness.ts';
+
+export interface WitnessTiming {
+  /** Claims repeat this often while the peer is silent. */
+  renewMs: number;
+  /** A master with a silent peer and no grant for this long stands down. */
+  confirmMs: number;
+}
+
+export class WitnessClaims {
+  private timer: NodeJS.Timeout | null = null;
+  private inFlight = false;
+  /** Our lease runs until then (performance.now() ms); 0: none. */
+  private validUntil = 0;
+  /** When the peer went silent (performance.now() ms). */
+  private silentSince = performance.now();
+  /** A lease left by an older term blocks our claims until then (performance.now() ms). */
+  private staleUntil = 0;
+  private readonly witness: Witness;
+  private readonly timing: WitnessTiming;
+  private readonly state: () => NodeState;
+  private readonly dispatch: (e: HaEvent) => void;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
+
+  constructor(
+    witness: Witness,
+    timing: WitnessTiming,
+    state: () => NodeState,
+    dispatch: (e: HaEvent) => void,
+    metrics: Metrics,
+    log: Logger,
+  ) {
+    this.witness = witness;
+    this.timing = timing;
+    this.state = state;
+    this.dispatch = dispatch;
+    this.metrics = metrics;
+    this.log = log;
+  }
+
+  start(): void {
+    this.silentSince = performance.now();
+    this.timer = setInterval(() => this.ask(), this.timing.renewMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.witness.close();
+  }
+
+  /** The peer's heartbeats just stopped: ask at once (a takeover waits for this answer). */
+  peerLost(): void {
+    this.silentSince = performance.now();
+    this.ask();
+  }
+
+  ask(): void {
+    const s = this.state();
+    if (!wantsWitness(s)) return;
+    const confirmBy = Math.max(this.validUntil, this.silentSince + this.timing.confirmMs, this.staleUntil);
+    if (s.role === 'master' && performance.now() > confirmBy) {
+      this.dispatch({ type: 'witness-lapsed' });
+      return;
+    }
+    if (this.inFlight) return;
+    this.inFlight = true;
+    const term = claimTerm(s);
+    void this.witness.claim(term).then((v) => {
+      this.inFlight = false;
+      this.metrics.witnessClaims.inc({ verdict: v.verdict });
+      const now = this.state();
+      if (!wantsWitness(now) || claimTerm(now) !== term) return; // the peer spoke, or things moved on
+      if (v.verdict === 'granted') {
+        this.validUntil = v.validUntil;
+        this.dispatch({ type: 'witness', granted: true });
+      } else if (v.verdict === 'refused') {
+        this.log.warn({ term, holder: v.holder, holderTerm: v.holderTerm }, 'the witness refused this node');
+        if (v.holderTerm < term) this.staleUntil = performance.now() + v.remainingMs + this.timing.renewMs;
+        this.dispatch({ type: 'witness', granted: false, holderTerm: v.holderTerm });
+      } else {
+        this.log.debug({ reason: v.reason, err: v.err }, 'witness unreachable');
+      }
+    });
+  }
+}
