@@ -9,7 +9,7 @@
 import type { PodView, Transition } from './status.ts';
 
 export type SwitchoverPlan =
-  /** Nothing asked, nothing left over. */
+  /** Nothing asked, nothing left over; or a handover in flight (for a moment no pod is master): wait. */
   | { kind: 'idle' }
   /** Ask `pod` (the master, at `term`) to hand over; `event` only the first time. */
   | { kind: 'ask'; pod: string; term: number; event: Transition | null }
@@ -34,7 +34,11 @@ export function switchoverPlan(pair: string, requested: string | undefined, pods
       message: moved ? `${target} is master now (term ${master.term})` : `${target} is master already`,
     });
   }
-  if (!master) return end(refused(`no single master to hand over from (${masters.length} claim master)`));
+  if (!master) {
+    // Asked already: the old master resigned and the target is about to take over.
+    if (asked.length > 0 && masters.length === 0) return { kind: 'idle' };
+    return end(refused(`no single master to hand over from (${masters.length} claim master)`));
+  }
   const refusal = master.handoverRefused?.split(' ');
   if (refusal && Number(refusal[0]) === master.term && master.handoverTerm === master.term) {
     return end(refused(`${master.name} refused: ${refusal.slice(1).join(' ')}`));

@@ -56,6 +56,11 @@ describe('operator: a switchover request', () => {
     );
   });
 
+  it('waits while the handover is in flight: the old master resigned, the target is not master yet', () => {
+    const p = switchoverPlan('p', '1', [pod(0, 'resigned', 2, { handoverTerm: 2 }), pod(1, 'backup', 2)]);
+    assert.equal(p.kind, 'idle');
+  });
+
   it('clears a handover left on a pod when nothing is asked any more', () => {
     const p = switchoverPlan('p', undefined, [pod(0, 'master', 2, { handoverTerm: 2 }), pod(1, 'backup', 2)]);
     assert.deepEqual(p.kind === 'end' && [p.event, p.clearPods], [null, ['p-0']]);
