@@ -192,36 +192,50 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
   });
 });
 
+/** A random fault for node 0 or 1 (`tell` delivers the other node's current view, a heartbeat). */
+type FaultKind = 'tell' | 'lost' | 'startup-timeout' | 'server' | 'fenced' | 'serve-failed' | 'witness';
+type Fault = { node: 0 | 1; kind: FaultKind; up: boolean; term: number; granted: boolean; holderTerm: number };
+const faults = (...kinds: FaultKind[]) =>
+  fc.record({
+    node: fc.constantFrom<0 | 1>(0, 1),
+    kind: fc.constantFrom(...kinds),
+    up: fc.boolean(),
+    term: fc.nat({ max: 12 }),
+    granted: fc.boolean(),
+    holderTerm: fc.nat({ max: 12 }),
+  });
+
+/** The role-machine event a fault is, for a node whose peer is `other`. */
+function asEvent(e: Fault, other: NodeState): HaEvent {
+  switch (e.kind) {
+    case 'tell':
+      return { type: 'peer', peer: { role: other.role, term: other.term, serverUp: other.serverUp } };
+    case 'lost':
+      return { type: 'peer-lost' };
+    case 'server':
+      return { type: 'server', up: e.up };
+    case 'fenced':
+      return { type: 'fenced', term: e.term };
+    case 'serve-failed':
+      return { type: 'serve-failed', reason: 'test' };
+    case 'witness':
+      return e.granted ? { type: 'witness', granted: true } : { type: 'witness', granted: false, holderTerm: e.holderTerm };
+    default:
+      return { type: 'startup-timeout' };
+  }
+}
+
 describe('role state machine: safety', () => {
   it('no sequence of events makes two masters of the same term', () => {
     // Events for node 0 or 1; "tell" delivers the other node's current view (a heartbeat).
-    const ev = fc.oneof(
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('tell' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('lost' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('fenced' as const), term: fc.nat({ max: 12 }) }),
-      fc.record({
-        node: fc.constantFrom(0, 1),
-        kind: fc.constant('witness' as const),
-        granted: fc.boolean(),
-        holderTerm: fc.nat({ max: 12 }),
-      }),
-    );
+    const ev = faults('tell', 'lost', 'startup-timeout', 'server', 'fenced', 'witness');
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 80 }), fc.boolean(), (events, witness) => {
         const nodes: NodeState[] = [initialState(0, { witness }), initialState(1, { witness })];
         for (const e of events) {
           const me = nodes[e.node] as NodeState;
           const other = nodes[1 - e.node] as NodeState;
-          let x: HaEvent;
-          if (e.kind === 'tell') x = { type: 'peer', peer: { role: other.role, term: other.term, serverUp: other.serverUp } };
-          else if (e.kind === 'lost') x = { type: 'peer-lost' };
-          else if (e.kind === 'server') x = { type: 'server', up: e.up };
-          else if (e.kind === 'fenced') x = { type: 'fenced', term: e.term };
-          else if (e.kind === 'witness')
-            x = e.granted ? { type: 'witness', granted: true } : { type: 'witness', granted: false, holderTerm: e.holderTerm };
-          else x = { type: 'startup-timeout' };
+          const x = asEvent(e, other);
           nodes[e.node] = step(me, x).state;
           const [a, b] = nodes as [NodeState, NodeState];
           if (a.role === 'master' && b.role === 'master') assert.notEqual(a.term, b.term, JSON.stringify(nodes));
@@ -234,19 +248,7 @@ describe('role state machine: safety', () => {
   });
 
   it('whatever happened before, two healthy nodes that hear each other end with exactly one master', () => {
-    const ev = fc.oneof(
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('tell' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('lost' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('startup-timeout' as const) }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('server' as const), up: fc.boolean() }),
-      fc.record({ node: fc.constantFrom(0, 1), kind: fc.constant('serve-failed' as const) }),
-      fc.record({
-        node: fc.constantFrom(0, 1),
-        kind: fc.constant('witness' as const),
-        granted: fc.boolean(),
-        holderTerm: fc.nat({ max: 12 }),
-      }),
-    );
+    const ev = faults('tell', 'lost', 'startup-timeout', 'server', 'serve-failed', 'witness');
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), fc.boolean(), (events, preferred, witness) => {
         const opts = { preferred: preferred as 0 | 1, witness };
@@ -258,18 +260,7 @@ describe('role state machine: safety', () => {
           const o = nodes[1 - n] as NodeState;
           deliver(n, { type: 'peer', peer: { role: o.role, term: o.term, serverUp: o.serverUp } });
         };
-        for (const e of events) {
-          if (e.kind === 'tell') tell(e.node);
-          else if (e.kind === 'lost') deliver(e.node, { type: 'peer-lost' });
-          else if (e.kind === 'server') deliver(e.node, { type: 'server', up: e.up });
-          else if (e.kind === 'serve-failed') deliver(e.node, { type: 'serve-failed', reason: 'test' });
-          else if (e.kind === 'witness')
-            deliver(
-              e.node,
-              e.granted ? { type: 'witness', granted: true } : { type: 'witness', granted: false, holderTerm: e.holderTerm },
-            );
-          else deliver(e.node, { type: 'startup-timeout' });
-        }
+        for (const e of events) deliver(e.node, asEvent(e, nodes[1 - e.node] as NodeState));
         // Then the faults end: both servers up, heartbeats both ways.
         deliver(0, { type: 'server', up: true });
         deliver(1, { type: 'server', up: true });
