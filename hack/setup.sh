@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup: run as root (network namespaces, apt)" >&2; exit 1; }; }
 
-APT_PACKAGES=(kamailio sip-tester tshark iproute2 iputils-arping keepalived tcpdump curl conntrack procps baresip nftables)
+APT_PACKAGES=(kamailio sip-tester tshark iproute2 iputils-arping keepalived tcpdump curl conntrack procps baresip nftables
+  containerd runc containernetworking-plugins iptables mmdebstrap umoci)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -46,12 +46,17 @@ export function watchOutput(
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Polls `check` until it returns true or `ms` passes. */
-export async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+/** Polls `check` until it returns true or `ms` passes; `explain` adds what the failure message should show. */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+  explain?: () => string,
+): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (await check()) return;
     await sleep(50);
   }
-  throw new Error(`timed out after ${ms} ms: ${what}`);
+  throw new Error(`timed out after ${ms} ms: ${what}${explain ? `\n${explain()}` : ''}`);
 }

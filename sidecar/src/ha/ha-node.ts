@@ -205,7 +205,7 @@ export class HaNode {
       if (!this.witness) throw new Error('a witness is configured but none was given');
       this.claims = new WitnessClaims(
         this.witness,
-        this.cfg.witness,
+        { ...this.cfg.witness, listenMs: this.cfg.intervalMs * this.cfg.misses },
         () => this.state,
         (e) => this.dispatch(e),
         this.metrics,

@@ -5,6 +5,12 @@
  * verdict into a role event. A master that has neither its peer nor a grant
  * within the confirm time stands down (`witness-lapsed`); one refused over a
  * lease its peer took at an older term waits for that lease to run out.
+ *
+ * A node that could not reach the witness was likely cut off itself, so its
+ * view of the peer's silence is stale too: when the witness answers again, its
+ * grant counts only after one more heartbeat-loss period of silence. Without
+ * that, a backup whose isolation ends sees the grant before the master's next
+ * heartbeat and takes over from a healthy master (with a stale state).
  */
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -16,6 +22,8 @@ export interface WitnessTiming {
   renewMs: number;
   /** A master with a silent peer and no grant for this long stands down. */
   confirmMs: number;
+  /** How long silence must last to mean a lost peer (heartbeat interval x misses). */
+  listenMs: number;
 }
 
 export class WitnessClaims {
@@ -27,6 +35,10 @@ export class WitnessClaims {
   private silentSince = performance.now();
   /** A lease left by an older term blocks our claims until then (performance.now() ms). */
   private staleUntil = 0;
+  /** The last claim found the witness unreachable: this node may have been the one cut off. */
+  private wasCutOff = false;
+  /** A grant counts from then on (performance.now() ms): silence heard since the witness came back. */
+  private listenUntil = 0;
   private readonly witness: Witness;
   private readonly timing: WitnessTiming;
   private readonly state: () => NodeState;
@@ -64,6 +76,9 @@ export class WitnessClaims {
   /** The peer's heartbeats just stopped: ask at once (a takeover waits for this answer). */
   peerLost(): void {
     this.silentSince = performance.now();
+    // We heard the peer until now: our own inputs worked, so a grant counts at once.
+    this.wasCutOff = false;
+    this.listenUntil = 0;
     this.ask();
   }
 
@@ -83,14 +98,26 @@ export class WitnessClaims {
       this.metrics.witnessClaims.inc({ verdict: v.verdict });
       const now = this.state();
       if (!wantsWitness(now) || claimTerm(now) !== term) return; // the peer spoke, or things moved on
+      if (v.verdict !== 'unreachable' && this.wasCutOff) {
+        this.wasCutOff = false;
+        if (now.role !== 'master') {
+          this.listenUntil = performance.now() + this.timing.listenMs;
+          this.log.warn(
+            { listenMs: this.timing.listenMs },
+            'the witness answers again: listening for the peer before a grant counts',
+          );
+        }
+      }
       if (v.verdict === 'granted') {
         this.validUntil = v.validUntil;
+        if (performance.now() < this.listenUntil) return;
         this.dispatch({ type: 'witness', granted: true });
       } else if (v.verdict === 'refused') {
         this.log.warn({ term, holder: v.holder, holderTerm: v.holderTerm }, 'the witness refused this node');
         if (v.holderTerm < term) this.staleUntil = performance.now() + v.remainingMs + this.timing.renewMs;
         this.dispatch({ type: 'witness', granted: false, holderTerm: v.holderTerm });
       } else {
+        this.wasCutOff = true;
         this.log.debug({ reason: v.reason, err: v.err }, 'witness unreachable');
       }
     });

@@ -1,0 +1,104 @@
+/**
+ * The claim loop (sidecar/src/ha/witness-claims.ts) with a scripted witness:
+ * which verdicts become role events, and when. The real arbiter and Lease are
+ * exercised by test/integration/faults.test.ts and test/e2e/lease-witness.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { type HaEvent, initialState, type NodeState, step } from '../../sidecar/src/ha/roles.ts';
+import type { Witness, WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
+import { WitnessClaims } from '../../sidecar/src/ha/witness-claims.ts';
+import { createLogger } from '../../sidecar/src/log.ts';
+import { createMetrics } from '../../sidecar/src/metrics.ts';
+
+const LISTEN_MS = 60;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A witness that answers each claim with the next scripted verdict (the last one repeats). */
+function scripted(...verdicts: Array<'granted' | 'refused' | 'unreachable'>): Witness {
+  let i = 0;
+  return {
+    claim: async (term): Promise<WitnessVerdict> => {
+      const v = verdicts[Math.min(i++, verdicts.length - 1)];
+      if (v === 'granted') return { verdict: 'granted', reason: 'free', term, validUntil: performance.now() + 1000 };
+      if (v === 'refused') return { verdict: 'refused', reason: 'held', holder: 0, holderTerm: term - 1, remainingMs: 0 };
+      return { verdict: 'unreachable', reason: 'timeout' };
+    },
+    close: () => {},
+  };
+}
+
+/** A backup (ordinal 1) whose master just went silent, with a witness. */
+function silentBackup(witness: Witness) {
+  let state: NodeState = initialState(1, { witness: true });
+  const events: HaEvent[] = [];
+  const dispatch = (e: HaEvent) => {
+    events.push(e);
+    state = step(state, e).state;
+  };
+  for (const e of [
+    { type: 'server', up: true },
+    { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } },
+    { type: 'peer-lost' },
+  ] as HaEvent[])
+    dispatch(e);
+  assert.equal(state.role, 'backup');
+  const claims = new WitnessClaims(
+    witness,
+    { renewMs: 10_000, confirmMs: 500, listenMs: LISTEN_MS },
+    () => state,
+    dispatch,
+    createMetrics(),
+    createLogger('silent', 'test'),
+  );
+  // Each ask() is one claim; its answer lands a tick later.
+  const ask = async () => {
+    claims.ask();
+    await sleep(1);
+  };
+  return { claims, ask, events, role: () => state.role, hear: () => dispatch(events[1] as HaEvent) };
+}
+
+describe('witness claims: a node that was cut off listens before a grant counts', () => {
+  it('a grant after the peer just went silent counts at once (the usual takeover)', async () => {
+    const n = silentBackup(scripted('granted'));
+    n.claims.peerLost();
+    await sleep(1);
+    assert.equal(n.role(), 'master');
+  });
+
+  it('a grant that follows unreachable verdicts waits one heartbeat-loss period; the peer heard meanwhile decides', async () => {
+    const n = silentBackup(scripted('unreachable', 'unreachable', 'granted'));
+    n.claims.peerLost();
+    await sleep(1);
+    await n.ask();
+    await n.ask(); // the witness answers again: granted, but held back
+    assert.equal(n.role(), 'backup', 'no takeover on the first grant after being cut off');
+    assert.equal(n.events.filter((e) => e.type === 'witness').length, 0);
+    n.hear(); // the master's next heartbeat arrives within the listening period
+    await sleep(LISTEN_MS + 10);
+    await n.ask(); // the loop does not claim while the peer is heard
+    assert.equal(n.role(), 'backup');
+  });
+
+  it('after the listening period, silence still: the next grant takes over (a master that really died)', async () => {
+    const n = silentBackup(scripted('unreachable', 'granted'));
+    n.claims.peerLost();
+    await sleep(1);
+    await n.ask();
+    assert.equal(n.role(), 'backup');
+    await sleep(LISTEN_MS + 10);
+    await n.ask();
+    assert.equal(n.role(), 'master');
+  });
+
+  it('a refusal also shows the witness is back: the listening period starts there', async () => {
+    const n = silentBackup(scripted('unreachable', 'refused', 'granted'));
+    n.claims.peerLost();
+    await sleep(1);
+    await n.ask();
+    await sleep(LISTEN_MS + 10);
+    await n.ask();
+    assert.equal(n.role(), 'master', 'granted after a listening period that began at the refusal');
+  });
+});
