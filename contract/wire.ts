@@ -3,9 +3,14 @@
  * and frame ends in a 16-byte HMAC-SHA256 (key: the pair's replication
  * Secret) over everything before it; anything that fails it is dropped.
  *
- * Heartbeat (UDP, both directions):
+ * Heartbeat (UDP, both directions), version 2:
  *   'SPHB' | ver u8 | ordinal u8 | role u8 | serverUp u8 | term u32 |
- *   incarnation u32 | beat u32 | appliedSeq u48 | hmac[16]
+ *   incarnation u48 | echo u48 | beat u32 | appliedSeq u48 | hmac[16]
+ *   incarnation: ms since the epoch when the sender started; echo: the peer
+ *   incarnation the sender answers (0: none yet). A beat counts only if it
+ *   echoes the receiver's own incarnation (it was made after the receiver
+ *   started), so beats recorded before a restart cannot be replayed
+ *   (sidecar/src/ha/beat-freshness.ts).
  *
  * Replication (one TCP connection, master -> backup; acks flow back):
  *   len u32 (bytes after this field) | type u8 | body | hmac[16]
@@ -19,10 +24,12 @@ import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'no
 import { ROLES, type Role } from './names.ts';
 
 export const WIRE_VERSION = 1;
+/** Version 2 added `echo` (issue 9: version 1 beats could be replayed across restarts). */
+export const HEARTBEAT_VERSION = 2;
 /** Bytes of the truncated HMAC-SHA256 tag. */
 export const MAC = 16;
 const HB_MAGIC = 0x53504842; // 'SPHB'
-export const HEARTBEAT_BYTES = 4 + 1 + 1 + 1 + 1 + 4 + 4 + 4 + 6 + MAC;
+export const HEARTBEAT_BYTES = 4 + 1 + 1 + 1 + 1 + 4 + 6 + 6 + 4 + 6 + MAC;
 
 export interface Heartbeat {
   ordinal: 0 | 1;
@@ -30,6 +37,8 @@ export interface Heartbeat {
   serverUp: boolean;
   term: number;
   incarnation: number;
+  /** The last incarnation the sender heard from its peer; 0 when none. */
+  echo: number;
   beat: number;
   appliedSeq: number;
 }
@@ -63,14 +72,15 @@ export function macOk(key: Buffer, body: Buffer, tag: Buffer): boolean {
 export function encodeHeartbeat(key: Buffer, hb: Heartbeat): Buffer {
   const b = Buffer.alloc(HEARTBEAT_BYTES);
   b.writeUInt32BE(HB_MAGIC, 0);
-  b[4] = WIRE_VERSION;
+  b[4] = HEARTBEAT_VERSION;
   b[5] = hb.ordinal;
   b[6] = ROLES.indexOf(hb.role);
   b[7] = hb.serverUp ? 1 : 0;
   b.writeUInt32BE(hb.term >>> 0, 8);
-  b.writeUInt32BE(hb.incarnation >>> 0, 12);
-  b.writeUInt32BE(hb.beat >>> 0, 16);
-  b.writeUIntBE(hb.appliedSeq, 20, 6);
+  b.writeUIntBE(hb.incarnation, 12, 6);
+  b.writeUIntBE(hb.echo, 18, 6);
+  b.writeUInt32BE(hb.beat >>> 0, 24);
+  b.writeUIntBE(hb.appliedSeq, 28, 6);
   mac(key, b.subarray(0, HEARTBEAT_BYTES - MAC)).copy(b, HEARTBEAT_BYTES - MAC);
   return b;
 }
@@ -79,7 +89,7 @@ export function encodeHeartbeat(key: Buffer, hb: Heartbeat): Buffer {
 export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
   if (b.length !== HEARTBEAT_BYTES) return 'size';
   if (b.readUInt32BE(0) !== HB_MAGIC) return 'magic';
-  if (b[4] !== WIRE_VERSION) return 'version';
+  if (b[4] !== HEARTBEAT_VERSION) return 'version';
   if (!macOk(key, b.subarray(0, HEARTBEAT_BYTES - MAC), b.subarray(HEARTBEAT_BYTES - MAC))) return 'hmac';
   const role = ROLES[b[6] as number];
   if (role === undefined || (b[5] !== 0 && b[5] !== 1)) return 'field';
@@ -88,9 +98,10 @@ export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
     role,
     serverUp: b[7] === 1,
     term: b.readUInt32BE(8),
-    incarnation: b.readUInt32BE(12),
-    beat: b.readUInt32BE(16),
-    appliedSeq: b.readUIntBE(20, 6),
+    incarnation: b.readUIntBE(12, 6),
+    echo: b.readUIntBE(18, 6),
+    beat: b.readUInt32BE(24),
+    appliedSeq: b.readUIntBE(28, 6),
   };
 }
 

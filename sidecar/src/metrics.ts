@@ -161,9 +161,16 @@ export function createMetrics() {
     labelNames: ['verdict'] as const,
     registers: [registry],
   });
+  const heartbeatDrops = new Counter({
+    name: 'sipha_heartbeats_dropped_total',
+    help: 'Heartbeats dropped, by reason: size, magic, version, hmac, field, same-ordinal, unechoed (made before this start, or a peer that has not heard us yet), stale (replayed or reordered)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
   return {
     replicationLag,
     witnessClaims,
+    heartbeatDrops,
     effectFailures,
     resyncs,
     /** Exposes the HA state through the role/term/lag gauges. */

@@ -1,7 +1,9 @@
 /**
  * Packet capture on a bed host's interface (tcpdump), read back with tshark.
  * Wire timestamps are the kernel's, in microseconds: latency measured here
- * does not depend on the load generator's clock resolution.
+ * does not depend on the load generator's clock resolution. Immediate mode:
+ * without it packets wait in the kernel's ring until a block fills or times
+ * out (about 1 s), and that block is lost when tcpdump is stopped.
  */
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -18,7 +20,20 @@ let n = 0;
 
 export async function startCapture(bed: NetBed, host: Host, filter: string, iface = host.iface): Promise<Capture> {
   const path = join(bed.subdir('pcap'), `${host.name}-${++n}.pcap`);
-  const child: ChildProcess = host.spawn('tcpdump', ['-i', iface, '-U', '-n', '-s', '0', '-B', '16384', '-w', path, filter]);
+  const child: ChildProcess = host.spawn('tcpdump', [
+    '-i',
+    iface,
+    '--immediate-mode',
+    '-U',
+    '-n',
+    '-s',
+    '0',
+    '-B',
+    '16384',
+    '-w',
+    path,
+    filter,
+  ]);
   await watchOutput(child).waitFor(/listening on/, 10000);
   return {
     path,

@@ -21,7 +21,8 @@ describe('wire formats', () => {
       role: 'backup' as const,
       serverUp: true,
       term: 7,
-      incarnation: 99,
+      incarnation: 1_795_969_970_394,
+      echo: 1_795_969_970_001,
       beat: 12345,
       appliedSeq: 2 ** 40 + 5,
     };

@@ -363,8 +363,9 @@ export class HaNode {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
       this.dispatch({ type: 'peer-lost' });
       this.claims?.peerLost();
-    } else if (m.type === 'drop') this.metrics.drop('egress', `heartbeat-${m.reason}`);
-    else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
+    } else if (m.type === 'drops') {
+      for (const [reason, n] of Object.entries(m.counts)) this.metrics.heartbeatDrops.inc({ reason }, n);
+    } else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
   }
 
   /** True while the peer is a backup with a live server: only then is an ack worth waiting for. */

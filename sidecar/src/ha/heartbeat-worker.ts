@@ -8,6 +8,7 @@ import dgram from 'node:dgram';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Role } from '../../../contract/names.ts';
 import { decodeHeartbeat, encodeHeartbeat } from '../../../contract/wire.ts';
+import { BeatFreshness } from './beat-freshness.ts';
 
 export interface HeartbeatConfig {
   key: Uint8Array;
@@ -36,7 +37,8 @@ export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number; from: string }
   | { type: 'peer-lost'; silentMs: number }
-  | { type: 'drop'; reason: string }
+  /** Beats dropped since the last report, by reason (counted here: a flood must not become a flood of messages). */
+  | { type: 'drops'; counts: Record<string, number> }
   /** Beats were withheld because the main thread was silent this long (read once it answers again). */
   | { type: 'main-hung'; silentMs: number }
   | { type: 'ready' };
@@ -46,14 +48,18 @@ const key = Buffer.from(cfg.key);
 const port = parentPort;
 if (!port) throw new Error('heartbeat-worker runs as a worker thread');
 
-const incarnation = (Math.random() * 0xffffffff) >>> 0;
+// Ms since the epoch: a recording of an earlier start is always older (beat-freshness.ts).
+const incarnation = Date.now();
+const freshness = new BeatFreshness(incarnation);
 let beat = 0;
 let me: Extract<ToWorker, { type: 'state' }> = { type: 'state', role: 'starting', term: 0, serverUp: false, appliedSeq: 0 };
 let lastHeard = 0;
 let lost = true;
-let peerIncarnation = -1;
-let peerBeat = -1;
 let lastPeer = '';
+let drops: Record<string, number> = {};
+const dropped = (reason: string) => {
+  drops[reason] = (drops[reason] ?? 0) + 1;
+};
 
 const sock = dgram.createSocket('udp4');
 const send = () => {
@@ -64,6 +70,7 @@ const send = () => {
     serverUp: me.serverUp,
     term: me.term,
     incarnation,
+    echo: freshness.echo(),
     beat,
     appliedSeq: me.appliedSeq,
   });
@@ -77,12 +84,11 @@ let peerAddress = cfg.peerAddress;
 // has a new one, and an address allowlist would make it a stranger for good.
 sock.on('message', (b, rinfo) => {
   const hb = decodeHeartbeat(key, b);
-  if (typeof hb === 'string') return port.postMessage({ type: 'drop', reason: hb } satisfies FromWorker);
-  if (hb.ordinal === cfg.ordinal) return port.postMessage({ type: 'drop', reason: 'same-ordinal' } satisfies FromWorker);
-  // Replays and reordering: only newer beats of the same incarnation count.
-  if (hb.incarnation === peerIncarnation && hb.beat <= peerBeat) return;
-  peerIncarnation = hb.incarnation;
-  peerBeat = hb.beat;
+  if (typeof hb === 'string') return dropped(hb);
+  if (hb.ordinal === cfg.ordinal) return dropped('same-ordinal');
+  // Replays (of this start or an earlier one) and reordering do not count.
+  const stale = freshness.judge(hb, lost);
+  if (stale !== null) return dropped(stale === 'unechoed' ? 'unechoed' : 'stale');
   lastHeard = performance.now();
   const view = `${hb.role}|${hb.term}|${hb.serverUp}|${rinfo.address}`;
   if (lost || view !== lastPeer) {
@@ -127,6 +133,10 @@ const tick = setInterval(() => {
   } else {
     mainHung = false;
     send();
+  }
+  if (Object.keys(drops).length > 0) {
+    port.postMessage({ type: 'drops', counts: drops } satisfies FromWorker);
+    drops = {};
   }
   const silent = performance.now() - lastHeard;
   if (!lost && silent > deadline) {
