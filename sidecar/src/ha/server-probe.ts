@@ -4,7 +4,13 @@
  * once by the link (its sockets close); a server that is alive but hung
  * holds its sockets and is seen here, after `misses` unanswered probes.
  * Probes are never replicated and their answers never leave the pod.
+ *
+ * A client can put any branch in its request, and Kamailio's reply carries it
+ * back through the link: only a branch with this process's random token and
+ * the number of a probe actually sent is an answer (issue 9 item 7: a crafted
+ * branch used to count as a probe answer and turned hang detection off).
  */
+import { randomBytes } from 'node:crypto';
 import type { SipMessage } from '../sip/message.ts';
 
 export const PROBE_BRANCH_PREFIX = 'z9hG4bK-sipha-probe-';
@@ -23,6 +29,8 @@ export class ServerProbe {
   private readonly intervalMs: number;
   private readonly misses: number;
   private readonly onHealth: (healthy: boolean) => void;
+  /** `${PROBE_BRANCH_PREFIX}<token>-`: unguessable, per process. */
+  private readonly branchPrefix = `${PROBE_BRANCH_PREFIX}${randomBytes(12).toString('hex')}-`;
 
   constructor(link: ProbeLink, intervalMs: number, misses: number, onHealth: (healthy: boolean) => void) {
     this.link = link;
@@ -43,9 +51,11 @@ export class ServerProbe {
   /** True when `m` is the answer to one of our probes (it is consumed here). */
   consume(m: SipMessage): boolean {
     const branch = m.topVia.branch;
-    if (m.isRequest || branch === undefined || !branch.startsWith(PROBE_BRANCH_PREFIX)) return false;
-    const k = Number(branch.slice(PROBE_BRANCH_PREFIX.length));
-    if (Number.isInteger(k) && k > this.answered) this.answered = k;
+    if (m.isRequest || branch === undefined || !branch.startsWith(this.branchPrefix)) return false;
+    const digits = branch.slice(this.branchPrefix.length);
+    const k = Number(digits);
+    if (!/^\d{1,15}$/.test(digits) || k < 1 || k > this.sent) return false;
+    if (k > this.answered) this.answered = k;
     if (!this.healthy) {
       this.healthy = true;
       this.onHealth(true);
@@ -61,7 +71,7 @@ export class ServerProbe {
     this.n++;
     this.sent = this.n;
     const msg =
-      `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=${PROBE_BRANCH_PREFIX}${this.n}\r\n` +
+      `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${this.n}\r\n` +
       `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${this.n}\r\nCSeq: ${this.n} OPTIONS\r\n` +
       'Max-Forwards: 1\r\nContent-Length: 0\r\n\r\n';
     this.link.sendOn(0, [Buffer.from(msg, 'latin1')]);

@@ -1,0 +1,72 @@
+/**
+ * The hung-server probe (sidecar/src/ha/server-probe.ts): only answers to its
+ * own probes count (issue 9 item 7). A client that puts a probe-like branch in
+ * its request gets Kamailio's reply with that branch back through the link; it
+ * must not count as a probe answer (it would turn hang detection off) and must
+ * not be swallowed.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PROBE_BRANCH_PREFIX, ServerProbe } from '../../sidecar/src/ha/server-probe.ts';
+import { SipMessage } from '../../sidecar/src/sip/message.ts';
+import { parseMessage } from '../../sidecar/src/sip/scanner.ts';
+
+function reply(branch: string): SipMessage {
+  const m = parseMessage(
+    Buffer.from(
+      `SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=${branch}\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>;tag=2\r\n` +
+        'Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n',
+      'latin1',
+    ),
+  );
+  assert.ok(m instanceof SipMessage);
+  return m;
+}
+
+/** A probe whose link records what it sends; ticks are driven by hand through the timer. */
+function probe() {
+  const sent: string[] = [];
+  const health: boolean[] = [];
+  const p = new ServerProbe({ sendOn: (_i, s) => sent.push(Buffer.concat(s).toString('latin1')) > 0 }, 5, 3, (h) => health.push(h));
+  return { p, sent, health };
+}
+
+const branchOf = (msg: string) => msg.match(/branch=([^\s;]+)/)?.[1] as string;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+describe('server probe', () => {
+  it('its own answers keep the server healthy', async () => {
+    const { p, sent, health } = probe();
+    p.start();
+    for (let i = 0; i < 10; i++) {
+      await sleep(6);
+      const last = sent.at(-1);
+      if (last) assert.equal(p.consume(reply(branchOf(last))), true);
+    }
+    p.stop();
+    assert.deepEqual(health, []);
+  });
+
+  it('a crafted probe-like branch from a client is not an answer: hang detection still fires, the reply is not swallowed', async () => {
+    const { p, health } = probe();
+    for (const forged of [`${PROBE_BRANCH_PREFIX}999999999`, `${PROBE_BRANCH_PREFIX}1`, `${PROBE_BRANCH_PREFIX}x-1`]) {
+      assert.equal(p.consume(reply(forged)), false, `${forged} is a client's reply`);
+    }
+    p.start();
+    await sleep(40);
+    p.stop();
+    assert.deepEqual(health, [false], 'the unanswered probes mark the server hung');
+  });
+
+  it('an answer to a probe not sent yet does not count', async () => {
+    const { p, sent, health } = probe();
+    p.start();
+    await sleep(7);
+    const b = branchOf(sent[0] as string);
+    const ahead = b.replace(/\d+$/, (n) => String(Number(n) + 1000));
+    assert.equal(p.consume(reply(ahead)), false);
+    await sleep(40);
+    p.stop();
+    assert.deepEqual(health, [false]);
+  });
+});
