@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { replyDestination, uriDestination } from '../../sidecar/src/proxy/destination.ts';
+import { replyDestination, TLS_UNSUPPORTED, uriDestination } from '../../sidecar/src/proxy/destination.ts';
 import { toServer } from '../../sidecar/src/proxy/edge-proxy.ts';
 import { ExpiringMap } from '../../sidecar/src/proxy/expiring-map.ts';
 import { applyEdits } from '../../sidecar/src/sip/edit.ts';
@@ -33,10 +33,11 @@ describe('edge proxy edits', () => {
     assert.equal(slices[0], m.buf);
   });
 
+  const v = (via: string) =>
+    parse(`SIP/2.0 200 OK\r\nVia: ${via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n`)
+      .topVia;
+
   it('routes replies by received/rport, else by sent-by (RFC 3261 18.2.2, RFC 3581)', () => {
-    const v = (via: string) =>
-      parse(`SIP/2.0 200 OK\r\nVia: ${via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n`)
-        .topVia;
     assert.deepEqual(replyDestination(v('SIP/2.0/UDP 1.2.3.4:5062;branch=z9hG4bK1')), {
       transport: 'udp',
       host: '1.2.3.4',
@@ -58,7 +59,23 @@ describe('edge proxy edits', () => {
     assert.deepEqual(uriDestination('sip:198.18.0.20:5060'), { transport: 'udp', host: '198.18.0.20', port: 5060 });
     assert.deepEqual(uriDestination('sip:u@198.18.0.20;transport=TCP'), { transport: 'tcp', host: '198.18.0.20', port: 5060 });
     assert.deepEqual(uriDestination('<sip:[2001:db8::1]:5070;lr>'), { transport: 'udp', host: '2001:db8::1', port: 5070 });
-    assert.deepEqual(uriDestination('sips:x@h'), { transport: 'tcp', host: 'h', port: 5061 });
+    assert.equal(typeof uriDestination('tel:+123'), 'string');
+  });
+
+  it('refuses secure next hops and replies (TLS is not supported): never sent in clear (issue 9 item 9)', () => {
+    for (const uri of [
+      'sips:x@h',
+      '<sips:x@h:5061;lr>',
+      'sip:x@h;transport=tls',
+      'sip:x@h;transport=TLS',
+      'sip:h;transport=wss',
+      'sip:h;transport=ws',
+    ]) {
+      assert.equal(uriDestination(uri), TLS_UNSUPPORTED, uri);
+    }
+    for (const t of ['TLS', 'WSS', 'WS', 'SCTP']) {
+      assert.equal(replyDestination(v(`SIP/2.0/${t} 1.2.3.4:5061;branch=z9hG4bK1`)), TLS_UNSUPPORTED, t);
+    }
     assert.equal(typeof uriDestination('tel:+123'), 'string');
     assert.equal(typeof uriDestination('sip:h:99999'), 'string');
   });

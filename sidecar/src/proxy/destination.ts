@@ -11,17 +11,23 @@ export interface Destination {
   readonly port: number;
 }
 
-export function transportOf(token: string): Transport {
-  return token === 'UDP' ? 'udp' : 'tcp';
+/**
+ * The sidecar carries SIP over UDP and TCP only. A next hop or a reply that
+ * asks for TLS (sips:, transport=tls, a TLS Via) or WebSockets is refused and
+ * counted, never sent in clear over TCP (issue 9 item 9).
+ */
+export const TLS_UNSUPPORTED = 'tls-unsupported';
+
+export function transportOf(token: string): Transport | null {
+  if (token === 'UDP') return 'udp';
+  return token === 'TCP' ? 'tcp' : null;
 }
 
 /** A response goes to received (else sent-by host), port rport (else sent-by port). */
-export function replyDestination(via: Via): Destination {
-  return {
-    transport: transportOf(via.transport),
-    host: via.received ?? via.host,
-    port: via.rport || via.port || 5060,
-  };
+export function replyDestination(via: Via): Destination | typeof TLS_UNSUPPORTED {
+  const transport = transportOf(via.transport);
+  if (transport === null) return TLS_UNSUPPORTED;
+  return { transport, host: via.received ?? via.host, port: via.rport || via.port || 5060 };
 }
 
 /**
@@ -34,7 +40,8 @@ export function uriDestination(raw: string): Destination | string {
   const colon = s.indexOf(':');
   if (colon < 0) return 'URI without scheme';
   const scheme = s.slice(0, colon).toLowerCase();
-  if (scheme !== 'sip' && scheme !== 'sips') return `unsupported scheme ${scheme}`;
+  if (scheme === 'sips') return TLS_UNSUPPORTED;
+  if (scheme !== 'sip') return `unsupported scheme ${scheme}`;
   let rest = s.slice(colon + 1);
   const q = rest.indexOf('?');
   if (q >= 0) rest = rest.slice(0, q);
@@ -56,12 +63,13 @@ export function uriDestination(raw: string): Destination | string {
     if (c >= 0) portText = hostport.slice(c + 1);
   }
   if (host === '') return 'URI without host';
-  const port = portText === '' ? (scheme === 'sips' ? 5061 : 5060) : Number(portText);
+  const port = portText === '' ? 5060 : Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) return `bad port ${portText}`;
-  let transport: Transport = scheme === 'sips' ? 'tcp' : 'udp';
+  let transport: Transport = 'udp';
   for (const p of params.split(';')) {
-    if (p === 'transport=tcp' || p === 'transport=tls' || p === 'transport=ws' || p === 'transport=wss') transport = 'tcp';
+    if (p === 'transport=tcp') transport = 'tcp';
     else if (p === 'transport=udp') transport = 'udp';
+    else if (p.startsWith('transport=')) return TLS_UNSUPPORTED;
   }
   return { transport, host, port };
 }

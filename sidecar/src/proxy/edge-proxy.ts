@@ -16,7 +16,7 @@ import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit
 import { Hdr } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 import { parseMessage } from '../sip/scanner.ts';
-import { type Destination, replyDestination, uriDestination } from './destination.ts';
+import { type Destination, replyDestination, TLS_UNSUPPORTED, uriDestination } from './destination.ts';
 import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
 import { ServerLink } from './server-link.ts';
@@ -204,6 +204,10 @@ export class EdgeProxy {
 
   private sendReply(m: SipMessage): void {
     const dst = replyDestination(m.topVia);
+    if (dst === TLS_UNSUPPORTED) {
+      this.metrics.drop('egress', TLS_UNSUPPORTED);
+      return;
+    }
     if (dst.transport === 'udp') {
       this.sendUdp([m.buf], dst);
       return;
@@ -235,7 +239,7 @@ export class EdgeProxy {
 
   private sendRequest(m: SipMessage, { dst, nh }: { dst: Destination | string; nh: number }): void {
     if (typeof dst === 'string') {
-      this.metrics.drop('egress', 'no-next-hop');
+      this.metrics.drop('egress', dst === TLS_UNSUPPORTED ? TLS_UNSUPPORTED : 'no-next-hop');
       this.log.warn({ method: m.method, problem: dst }, 'request from the SIP server has no usable next hop');
       return;
     }
