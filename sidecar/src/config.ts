@@ -38,6 +38,8 @@ export interface HaSettings {
   readonly vip: string;
   readonly vipInterface: string;
   readonly natKeepaliveMs: number;
+  /** SIPHA_STATE_CACHE_MAX: registrations kept for a joining backup's burst (distinct Call-IDs). */
+  readonly stateCacheMax: number;
   /** Who decides self-elections on silence (decision 0005); null: nobody (split-brain possible in a partition). */
   readonly witness: WitnessSettings | null;
   /** arp: this node adds the VIP; metallb / kube-vip: a LoadBalancer Service follows the master label. */
@@ -134,6 +136,7 @@ function haSettings(env: Env): HaSettings | null {
     vip: need('SIPHA_VIP'),
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',
     natKeepaliveMs: int(env, 'SIPHA_NAT_KEEPALIVE_MS', 20000, 0, 3600000),
+    stateCacheMax: int(env, 'SIPHA_STATE_CACHE_MAX', 250000, 1, 10000000),
     vipMode: vipMode(env.SIPHA_VIP_MODE),
     witness: witnessSettings(env),
   };

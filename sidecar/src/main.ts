@@ -78,6 +78,7 @@ async function main(): Promise<void> {
       lagMs: (ps: readonly number[]) => ha?.lagMs(ps) ?? ps.map(() => Number.NaN),
       takeovers: ha?.takeovers ?? 0,
       inSync: ha?.inSync ?? false,
+      cache: ha?.cacheStats ?? { entries: 0, pending: 0, refused: 0 },
     }));
     const pod = process.env.SIPHA_POD_NAME;
     const namespace = process.env.SIPHA_POD_NAMESPACE;

@@ -27,6 +27,8 @@ export interface HaView {
   inSync: boolean;
   /** Replication lag percentiles (ms) over recent messages, one sort for all. */
   lagMs: (ps: readonly number[]) => number[];
+  /** The state cache (burst resync): accepted registrations kept, REGISTERs awaiting an answer, refused when full. */
+  cache: { entries: number; pending: number; refused: number };
 }
 
 export function createMetrics() {
@@ -125,6 +127,25 @@ export function createMetrics() {
     registers: [registry],
     collect() {
       this.set(haView?.().inSync ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'sipha_state_cache_entries',
+    help: 'State cache (burst resync): accepted registrations kept (kind=registrations), REGISTERs awaiting the server (kind=pending)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect() {
+      const c = haView?.().cache;
+      this.set({ kind: 'registrations' }, c?.entries ?? 0);
+      this.set({ kind: 'pending' }, c?.pending ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'sipha_state_cache_refused',
+    help: 'Accepted registrations the state cache did not keep because it was full (SIPHA_STATE_CACHE_MAX): a joining backup misses them until they refresh',
+    registers: [registry],
+    collect() {
+      this.set(haView?.().cache.refused ?? 0);
     },
   });
   new Gauge({

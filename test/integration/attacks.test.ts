@@ -7,9 +7,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { startCapture } from '../lib/capture.ts';
+import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { Host, NetBed } from '../lib/netbed.ts';
-import { type PairNode, pairBed, role, roleStory } from '../lib/pair.ts';
+import { type PairNode, pairBed, role, roleStory, VIP } from '../lib/pair.ts';
 import { sleep, until } from '../lib/procs.ts';
+import { runSipp, users } from '../lib/sipp.ts';
 
 const HEARTBEAT_PORT = 5062;
 
@@ -82,6 +84,77 @@ describe('recorded heartbeats replayed into a serving pair (issue 9 item 1)', { 
     assert.ok(
       b.sidecar.metric('sipha_heartbeats_dropped_total', { reason: 'stale' }) >= recorded.length,
       'the replayed beats were counted as stale',
+    );
+  });
+});
+
+describe('a flood of REGISTERs the server rejects (issue 9 item 5)', { timeout: 180_000 }, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('leaves nothing in the state cache and gets no keepalives; authenticated ones are kept and replicated', async () => {
+    // Digest auth in the example configuration; both servers share the nonce secret.
+    const kamailio = {
+      defines: ['WITH_AUTH'],
+      env: { SIPHA_AUTH_PASSWORD: 'demo-password', SIPHA_AUTH_SECRET: 'pair-shared-secret' },
+    };
+    const pb = await pairBed({ SIPHA_NAT_KEEPALIVE_MS: '200' }, { kamailio });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const target = `${VIP}:5060`;
+    // 2000 REGISTERs with fresh Call-IDs and no credentials: every one answered 401.
+    const flood = await runSipp(bed, client, {
+      scenario: 'register.xml',
+      target,
+      calls: 2000,
+      rate: 1000,
+      users: users('x', 2000),
+      timeoutS: 20,
+    });
+    assert.equal(flood.successful, 0, 'the server accepted none');
+    await sleep(300);
+    for (const n of [a, b]) {
+      assert.equal(
+        n.sidecar.metric('sipha_state_cache_entries', { kind: 'registrations' }),
+        0,
+        `${n.host.name} keeps no rejected REGISTER`,
+      );
+      assert.equal(
+        n.sidecar.metric('sipha_state_cache_entries', { kind: 'pending' }),
+        0,
+        `${n.host.name} keeps no answered REGISTER pending`,
+      );
+    }
+    assert.equal(usrlocStat(a.kamailio, 'registered_users'), 0);
+    // Registered users with credentials: kept, and the backup's server (same nonce secret) accepts the replicated ones.
+    const aors = users('auth', 50);
+    const ok = await runSipp(bed, client, {
+      scenario: 'register-auth.xml',
+      target,
+      calls: 50,
+      rate: 100,
+      users: aors,
+      localPort: 5070,
+    });
+    assert.equal(ok.successful, 50, ok.errors);
+    await until(
+      () => a.sidecar.metric('sipha_state_cache_entries', { kind: 'registrations' }) === 50,
+      3000,
+      'the master keeps the 50',
+    );
+    await until(() => lookupAll(b.kamailio, aors).size === 50, 5000, "the backup's server holds the 50");
+    // Keepalives (every 200 ms here) go to the authenticated client's port only, never to the 401ed source (port 5060).
+    const toRejected = await startCapture(bed, client, `udp and src host ${VIP} and dst port 5060`);
+    const toAccepted = await startCapture(bed, client, `udp and src host ${VIP} and dst port 5070`);
+    await sleep(1000);
+    const rejected = udpPayloads(await toRejected.stop(), 5060);
+    const accepted = udpPayloads(await toAccepted.stop(), 5070);
+    assert.equal(rejected.length, 0, 'no keepalive to a source the server rejected');
+    assert.ok(
+      accepted.length >= 2 && accepted.every((p) => p === '0d0a0d0a'),
+      `keepalives to the registered client: ${accepted}`,
     );
   });
 });

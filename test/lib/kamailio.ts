@@ -17,18 +17,20 @@ export interface Kamailio {
 export async function startKamailio(
   bed: NetBed,
   host: Host,
-  opts: { sipha: boolean; publicIp: string; tag?: string; directPort?: number },
+  opts: { sipha: boolean; publicIp: string; tag?: string; directPort?: number; defines?: string[]; env?: Record<string, string> },
 ): Promise<Kamailio> {
   const dir = bed.subdir(`kamailio-${host.name}${opts.tag ?? ''}`);
   const ctl = `unix:${dir}/ctl`;
   const args = ['-DD', '-E', '-f', KAMAILIO_CFG, '-Y', dir, '-m', '256', '-M', '16'];
   if (opts.sipha) args.push('-A', 'WITH_SIPHA');
+  for (const d of opts.defines ?? []) args.push('-A', d);
   const child = host.spawn('kamailio', args, {
     env: {
       ...process.env,
       SIPHA_PUBLIC_IP: opts.publicIp,
       SIPHA_CTL: ctl,
       ...(opts.directPort ? { SIPHA_DIRECT_PORT: String(opts.directPort) } : {}),
+      ...opts.env,
     },
   });
   const out = watchOutput(child);

@@ -21,6 +21,8 @@ export interface PairOptions {
   witness?: boolean;
   /** pairBed only: runs on the new bed before the pair starts (e.g. per-host files under /etc/netns). */
   beforeStart?: (bed: NetBed) => void;
+  /** Both Kamailios: extra -A defines (e.g. WITH_AUTH) and environment. */
+  kamailio?: { defines?: string[]; env?: Record<string, string> };
 }
 
 export interface PairNode {
@@ -60,7 +62,12 @@ export async function startPair(
     // A restarted Kamailio gets a directory of its own (its ctl socket path).
     const kamailio =
       keep.kamailio ??
-      (await startKamailio(bed, host, { sipha: true, publicIp: VIP, tag: generation++ ? `-${generation}` : '' }));
+      (await startKamailio(bed, host, {
+        sipha: true,
+        publicIp: VIP,
+        tag: generation++ ? `-${generation}` : '',
+        ...opts.kamailio,
+      }));
     const digestFile = opts.digest ? join(bed.subdir('digest'), `${host.name}.log`) : undefined;
     const sidecar =
       keep.sidecar ??

@@ -8,7 +8,7 @@ import { watchOutput } from './procs.ts';
 export const SCENARIOS = fileURLToPath(new URL('../sipp/', import.meta.url));
 
 export interface SippRun {
-  scenario: 'register.xml' | 'options.xml' | 'uac-call.xml';
+  scenario: 'register.xml' | 'register-auth.xml' | 'options.xml' | 'uac-call.xml';
   target: string;
   transport?: 'u1' | 'un' | 't1' | 'tn';
   localPort?: number;

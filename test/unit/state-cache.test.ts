@@ -1,19 +1,38 @@
+/**
+ * The master's state cache (sidecar/src/ha/state-cache.ts): what a joining
+ * backup is told. Only registrations the server accepted are kept, for the
+ * time it granted, and the cache is bounded (issue 9 item 5).
+ */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { registerExpiry, StateCache } from '../../sidecar/src/ha/state-cache.ts';
 import type { SipMessage } from '../../sidecar/src/sip/message.ts';
 import { parseMessage } from '../../sidecar/src/sip/scanner.ts';
 
-const reg = (callId: string, contact: string | null, expires?: number, cseq = 1): SipMessage => {
-  const m = parseMessage(
-    Buffer.from(
-      `REGISTER sip:198.18.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bK${callId}${cseq}\r\nFrom: <sip:u@h>;tag=1\r\nTo: <sip:u@h>\r\nCall-ID: ${callId}\r\nCSeq: ${cseq} REGISTER\r\n` +
-        `${contact === null ? '' : `Contact: ${contact}\r\n`}${expires === undefined ? '' : `Expires: ${expires}\r\n`}Content-Length: 0\r\n\r\n`,
-    ),
-  );
+function parse(text: string): SipMessage {
+  const m = parseMessage(Buffer.from(text, 'latin1'));
   assert.ok(m.ok);
   return m;
-};
+}
+
+const reg = (callId: string, contact: string | null, expires?: number, cseq = 1, src = 'udp:198.18.0.10:5060'): SipMessage =>
+  parse(
+    `REGISTER sip:198.18.0.100 SIP/2.0\r\nX-Sipha-Src: ${src}\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bK${callId}${cseq}\r\nFrom: <sip:u@h>;tag=1\r\nTo: <sip:u@h>\r\nCall-ID: ${callId}\r\nCSeq: ${cseq} REGISTER\r\n` +
+      `${contact === null ? '' : `Contact: ${contact}\r\n`}${expires === undefined ? '' : `Expires: ${expires}\r\n`}Content-Length: 0\r\n\r\n`,
+  );
+
+/** The server's answer to a REGISTER: status, and the Contact it lists (with the granted expires). */
+const answer = (callId: string, cseq: number, status: number, contact?: string): SipMessage =>
+  parse(
+    `SIP/2.0 ${status} X\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bK${callId}${cseq}\r\nFrom: <sip:u@h>;tag=1\r\nTo: <sip:u@h>;tag=s\r\nCall-ID: ${callId}\r\nCSeq: ${cseq} REGISTER\r\n` +
+      `${contact === undefined ? '' : `Contact: ${contact}\r\n`}Content-Length: 0\r\n\r\n`,
+  );
+
+/** Sends a REGISTER through the cache and answers it as the server would. */
+function register(c: StateCache, m: SipMessage, status: number, granted?: string, link = 0): void {
+  c.observe(m, link, [m.buf]);
+  c.answer(answer(m.callId, m.cseq, status, granted));
+}
 
 describe('state cache (burst resync)', () => {
   it('reads the expiry a REGISTER asks for', () => {
@@ -24,15 +43,14 @@ describe('state cache (burst resync)', () => {
     assert.equal(registerExpiry(reg('a', null)), 0, 'a query (no Contact) holds no state');
   });
 
-  it('keeps the latest REGISTER per Call-ID, drops withdrawn and expired ones, ignores other methods', () => {
+  it('keeps the latest accepted REGISTER per Call-ID, drops withdrawn and expired ones, ignores other methods', () => {
     let t = 1_000_000;
-    const c = new StateCache(() => t);
-    const b = (m: SipMessage) => [m.buf];
-    c.observe(reg('ua1', '<sip:u1@x>', 60, 1), 0, b(reg('ua1', '<sip:u1@x>', 60, 1)));
-    c.observe(reg('ua1', '<sip:u1@x>', 60, 2), 1, b(reg('ua1', '<sip:u1@x>', 60, 2)));
-    c.observe(reg('ua2', '<sip:u2@x>', 10), 0, b(reg('ua2', '<sip:u2@x>', 10)));
-    c.observe(reg('ua3', '<sip:u3@x>', 60), 0, b(reg('ua3', '<sip:u3@x>', 60)));
-    c.observe(reg('ua3', '<sip:u3@x>', 0, 2), 0, b(reg('ua3', '<sip:u3@x>', 0, 2)));
+    const c = new StateCache({ now: () => t });
+    register(c, reg('ua1', '<sip:u1@x>', 60, 1), 200, '<sip:u1@x>;expires=60', 0);
+    register(c, reg('ua1', '<sip:u1@x>', 60, 2), 200, '<sip:u1@x>;expires=60', 1);
+    register(c, reg('ua2', '<sip:u2@x>', 10), 200, '<sip:u2@x>;expires=10');
+    register(c, reg('ua3', '<sip:u3@x>', 60), 200, '<sip:u3@x>;expires=60');
+    register(c, reg('ua3', '<sip:u3@x>', 0, 2), 200);
     assert.equal(c.size, 2);
     const first = [...c.burst()];
     assert.equal(first.length, 2);
@@ -40,5 +58,52 @@ describe('state cache (burst resync)', () => {
     assert.equal(first[0]?.link, 1);
     t += 11_000;
     assert.equal([...c.burst()].length, 1, 'ua2 expired');
+  });
+
+  it('a REGISTER the server rejected (401, 403) or never answered is not kept, and gets no keepalives', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    for (let i = 0; i < 1000; i++)
+      register(c, reg(`spoof${i}`, `<sip:x${i}@x>`, 4_000_000_000, 1, `udp:203.0.113.${i % 250}:5060`), 401);
+    register(c, reg('forbidden', '<sip:f@x>', 60), 403);
+    c.observe(reg('silent', '<sip:s@x>', 60), 0, [reg('silent', '<sip:s@x>', 60).buf]);
+    assert.equal(c.size, 0);
+    assert.equal([...c.burst()].length, 0);
+    assert.deepEqual(c.udpFlows(), []);
+    // The challenge answered: the authenticated REGISTER (next CSeq) is accepted and kept.
+    register(c, reg('spoof7', '<sip:x7@x>', 60, 2, 'udp:198.18.0.10:5060'), 200, '<sip:x7@x>;expires=60');
+    assert.equal(c.size, 1);
+    assert.deepEqual(c.udpFlows(), [{ address: '198.18.0.10', port: 5060 }]);
+  });
+
+  it('keeps a registration for the time the server granted, not the (huge) time the client asked', () => {
+    let t = 1_000_000;
+    const c = new StateCache({ now: () => t });
+    register(c, reg('ua', '<sip:u@x>', 4_000_000_000), 200, '<sip:other@y>;expires=900, <sip:u@x>;expires=3600');
+    t += 3_599_000;
+    assert.equal([...c.burst()].length, 1);
+    t += 2_000;
+    assert.equal([...c.burst()].length, 0, 'gone after the granted 3600 s');
+  });
+
+  it('is bounded: past its cap new Call-IDs are refused (counted), known ones still refresh; answers waiting are bounded too', () => {
+    const c = new StateCache({ now: () => 1_000_000, maxEntries: 100, maxPending: 50 });
+    for (let i = 0; i < 150; i++) register(c, reg(`ua${i}`, `<sip:u${i}@x>`, 60), 200, `<sip:u${i}@x>;expires=60`);
+    assert.equal(c.size, 100);
+    assert.equal(c.refused, 50);
+    register(c, reg('ua3', '<sip:u3@x>', 60, 2), 200, '<sip:u3@x>;expires=60');
+    assert.match([...c.burst()].find((e) => e.bytes.includes('Call-ID: ua3'))?.bytes.toString() ?? '', /CSeq: 2/);
+    for (let i = 0; i < 500; i++) c.observe(reg(`p${i}`, '<sip:p@x>', 60), 0, [reg(`p${i}`, '<sip:p@x>', 60).buf]);
+    assert.ok(c.pendingSize <= 50);
+  });
+
+  it('prunes expired registrations and unanswered REGISTERs by time, without a burst', () => {
+    let t = 1_000_000;
+    const c = new StateCache({ now: () => t });
+    register(c, reg('short', '<sip:s@x>', 5), 200, '<sip:s@x>;expires=5');
+    c.observe(reg('unanswered', '<sip:n@x>', 60), 0, [reg('unanswered', '<sip:n@x>', 60).buf]);
+    t += 60_000;
+    c.prune();
+    assert.equal(c.size, 0);
+    assert.equal(c.pendingSize, 0);
   });
 });

@@ -41,6 +41,8 @@ export interface HaConfig {
   key: Buffer;
   /** NAT keepalives to registered UDP clients, sent by the serving master only; 0 disables. */
   natKeepaliveMs: number;
+  /** Registrations the state cache keeps (distinct Call-IDs); past it new ones are refused and counted. */
+  stateCacheMax: number;
   /** Witness timings (decision 0005), when a witness decides self-elections on silence. */
   witness: { renewMs: number; confirmMs: number } | null;
 }
@@ -82,7 +84,8 @@ export class HaNode {
   private readonly sender: ReplicationSender;
   private readonly receiver: ReplicationReceiver;
   private readonly barrier: SyncBarrier;
-  private readonly cache = new StateCache();
+  private readonly cache: StateCache;
+  private pruneTimer: NodeJS.Timeout | null = null;
   private burstOwed = false;
   private startupTimer: NodeJS.Timeout | null = null;
   private probe: ServerProbe | null = null;
@@ -117,6 +120,7 @@ export class HaNode {
     this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
       ackDeadlineMs: cfg.ackDeadlineMs,
     });
+    this.cache = new StateCache({ maxEntries: cfg.stateCacheMax });
     this.receiver = new ReplicationReceiver(cfg.key, log);
     this.barrier = new SyncBarrier(this.sender);
     this.sender.lag.onLag = (ms) => metrics.replicationLag.observe(ms / 1000);
@@ -191,6 +195,10 @@ export class HaNode {
       serverEvent();
     });
     p.probeAnswer = (m) => this.probe?.consume(m) ?? false;
+    // A REGISTER is cached only once the server accepted it (2xx), for the time it granted.
+    p.replyTap = (m) => this.cache.answer(m);
+    this.pruneTimer = setInterval(() => this.cache.prune(), 10_000);
+    this.pruneTimer.unref();
     this.hb.onMessage = (m) => this.onHeartbeat(m);
 
     // A VIP found gone while serving (e.g. its lifetime ran out in a stall) means: stop claiming it.
@@ -242,6 +250,10 @@ export class HaNode {
     }
   }
 
+  get cacheStats(): { entries: number; pending: number; refused: number } {
+    return { entries: this.cache.size, pending: this.cache.pendingSize, refused: this.cache.refused };
+  }
+
   get replicationLag(): number {
     return this.sender.seq - this.sender.acked;
   }
@@ -278,6 +290,7 @@ export class HaNode {
 
   async stop(): Promise<void> {
     if (this.resolveTimer) clearInterval(this.resolveTimer);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     if (this.syncWatch) clearInterval(this.syncWatch);
     this.claims?.stop();
     if (this.startupTimer) clearTimeout(this.startupTimer);

@@ -8,8 +8,15 @@
  * Record-Route to the VIP. A replayed REGISTER re-arms its expiry from the
  * moment of replay (a late backup may keep a binding up to the time the
  * burst took longer than the original): accepted, and documented.
+ *
+ * Only what the server accepted is kept (issue 9 item 5): a REGISTER waits
+ * (bounded, by Call-ID and CSeq) for the server's final answer; a 2xx keeps it
+ * for the time the server granted, anything else forgets it. So a flood of
+ * REGISTERs the server challenges (401) with random Call-IDs costs nothing
+ * here, and NAT keepalives go only to sources of accepted registrations.
+ * Both maps are capped; expired entries are pruned by time.
  */
-import { Hdr } from '../sip/headers.ts';
+import { Hdr, type HdrId } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 
 interface Entry {
@@ -18,35 +25,102 @@ interface Entry {
   expiresAt: number;
 }
 
+interface Pending {
+  link: number;
+  bytes: Buffer;
+  /** What the REGISTER asked for (s); 0 is a removal. */
+  asked: number;
+  /** Its first Contact URI, to find the granted expiry in the answer. */
+  contact: string | null;
+  seenAt: number;
+}
+
+export interface StateCacheOptions {
+  now?: () => number;
+  /** Registrations kept (distinct Call-IDs); past it new ones are refused. */
+  maxEntries?: number;
+  /** REGISTERs waiting for the server's final answer; past it the oldest go. */
+  maxPending?: number;
+}
+
+/** A REGISTER's transaction ends within 64 x T1 = 32 s (RFC 3261 17.1.2.2); unanswered ones go after this. */
+const PENDING_MS = 40_000;
+/** Longest granted expiry believed (s): keeps Date arithmetic sane whatever the server says. */
+const MAX_EXPIRY_S = 30 * 86_400;
+
 // The sidecar stamps the client's source as the first header (contract/link.ts).
 const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)\r\n/;
 
 export class StateCache {
   private readonly entries = new Map<string, Entry>();
+  private readonly pending = new Map<string, Pending>();
   private readonly now: () => number;
+  private readonly maxEntries: number;
+  private readonly maxPending: number;
+  /** Accepted registrations not kept because the cache was full. */
+  refused = 0;
 
-  constructor(now: () => number = Date.now) {
-    this.now = now;
+  constructor(opts: StateCacheOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.maxEntries = opts.maxEntries ?? 250_000;
+    this.maxPending = opts.maxPending ?? 20_000;
   }
 
   get size(): number {
     return this.entries.size;
   }
 
+  get pendingSize(): number {
+    return this.pending.size;
+  }
+
   /** Sees every inbound message as it goes to the server (slices as written to the link). */
   observe(m: SipMessage, link: number, slices: Buffer[]): void {
     if (!m.isRequest || m.method !== 'REGISTER') return;
-    const key = m.callId;
-    const seconds = registerExpiry(m);
-    if (seconds === 0) {
-      this.entries.delete(key);
-      return;
+    const key = transactionKey(m);
+    if (key === null) return;
+    this.pending.delete(key); // a retransmission moves to the end
+    if (this.pending.size >= this.maxPending) {
+      const oldest = this.pending.keys().next().value;
+      if (oldest !== undefined) this.pending.delete(oldest);
     }
-    this.entries.set(key, {
+    this.pending.set(key, {
       link,
       bytes: slices.length === 1 ? Buffer.from(slices[0] as Buffer) : Buffer.concat(slices),
-      expiresAt: this.now() + seconds * 1000,
+      asked: registerExpiry(m),
+      contact: firstContactUri(m.header(Hdr.Contact)),
+      seenAt: this.now(),
     });
+  }
+
+  /** Sees every reply the server sends: a final answer to a waiting REGISTER decides whether it is kept. */
+  answer(m: SipMessage): void {
+    if (m.isRequest || m.status < 200 || m.method !== 'REGISTER') return;
+    const key = transactionKey(m);
+    const p = key === null ? undefined : this.pending.get(key);
+    if (p === undefined || key === null) return;
+    this.pending.delete(key);
+    if (m.status >= 300) return;
+    const granted = p.asked === 0 ? 0 : grantedExpiry(m, p.contact, p.asked);
+    if (granted === 0) {
+      this.entries.delete(m.callId);
+      return;
+    }
+    if (!this.entries.has(m.callId) && this.entries.size >= this.maxEntries) {
+      this.refused++;
+      return;
+    }
+    this.entries.set(m.callId, { link: p.link, bytes: p.bytes, expiresAt: this.now() + granted * 1000 });
+  }
+
+  /** Drops expired registrations and REGISTERs that were never answered. */
+  prune(): void {
+    const now = this.now();
+    for (const [key, e] of this.entries) if (e.expiresAt <= now) this.entries.delete(key);
+    for (const [key, p] of this.pending) {
+      if (now - p.seenAt < PENDING_MS) break; // insertion order is arrival order
+      this.pending.delete(key);
+    }
   }
 
   /**
@@ -75,6 +149,44 @@ export class StateCache {
       yield { link: e.link, bytes: e.bytes };
     }
   }
+}
+
+function transactionKey(m: SipMessage): string | null {
+  return m.callId === '' ? null : `${m.callId}\n${m.cseq}`;
+}
+
+/** Every value of a header that may repeat (Contact), comma lists split. */
+function allValues(m: SipMessage, id: HdrId): string[] {
+  const out: string[] = [];
+  for (let i = m.find(id); i >= 0; i = m.find(id, i + 1)) out.push(...m.valueAt(i).split(','));
+  return out;
+}
+
+/** The URI inside the first Contact value (without <>, parameters or display name). */
+function firstContactUri(contact: string | undefined): string | null {
+  if (contact === undefined) return null;
+  const first = contact.split(',')[0] ?? '';
+  const lt = first.indexOf('<');
+  if (lt >= 0) return first.slice(lt + 1, first.indexOf('>', lt) < 0 ? undefined : first.indexOf('>', lt)).trim();
+  return (first.split(';')[0] ?? '').trim() || null;
+}
+
+/**
+ * The expiry the server granted this binding: the `expires` of the answer's
+ * Contact for our URI (a registrar lists every binding of the AOR), else the
+ * answer's Expires header, else what was asked.
+ */
+function grantedExpiry(m: SipMessage, uri: string | null, asked: number): number {
+  if (uri !== null) {
+    for (const c of allValues(m, Hdr.Contact)) {
+      if (firstContactUri(c) !== uri) continue;
+      const p = /;\s*expires\s*=\s*(\d+)/i.exec(c);
+      if (p) return Math.min(Number(p[1]), MAX_EXPIRY_S);
+    }
+  }
+  const e = m.header(Hdr.Expires);
+  if (e !== undefined && /^\s*\d+\s*$/.test(e)) return Math.min(Number(e), MAX_EXPIRY_S);
+  return Math.min(asked, MAX_EXPIRY_S);
 }
 
 /**

@@ -58,6 +58,8 @@ export class EdgeProxy {
   digest: EgressDigest | null = null;
   /** Consumes answers to the sidecar's own probes of its server (they never leave). */
   probeAnswer: ((m: SipMessage) => boolean) | null = null;
+  /** Sees every reply from the server, whatever the role (the state cache keeps what it accepted). */
+  replyTap: ((m: SipMessage) => void) | null = null;
   /**
    * Set during a planned switchover: inbound messages are dropped (clients
    * retransmit them to the new master) while what the server already has
@@ -188,6 +190,7 @@ export class EdgeProxy {
       return;
     }
     if (this.probeAnswer?.(m)) return;
+    if (!m.isRequest) this.replyTap?.(m);
     // Before the gate: a backup withholds its requests but must know where its
     // INVITEs went, for the CANCEL/ACK it builds after a takeover.
     const hop = m.isRequest ? this.nextHop(m) : null;
