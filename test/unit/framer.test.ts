@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { SipStreamFramer } from '../../sidecar/src/sip/framer.ts';
 
 const msg = (body: string, cl = Buffer.byteLength(body)) =>
@@ -48,5 +49,74 @@ describe('stream framer', () => {
     const framer = new SipStreamFramer({ message: () => {}, ping: () => {}, error: (r) => f.push(r) }, 1024);
     framer.push(Buffer.alloc(2000, 0x41));
     assert.deepEqual(f, ['too-large']);
+  });
+});
+
+describe('stream framer: work is linear in the input (issue 9 item 6)', () => {
+  /** Bytes copied and searched to frame `chunks` (the framer's own counters: no clock involved). */
+  function work(chunks: Buffer[]) {
+    const out: Buffer[] = [];
+    const f = new SipStreamFramer({ message: (m) => out.push(Buffer.from(m)), ping: () => {}, error: () => {} });
+    for (const c of chunks) f.push(c);
+    return { out, copied: f.copied, scanned: f.scanned };
+  }
+
+  it('64 KiB dripped a byte at a time costs a few times 64 KiB, not 64 KiB squared', () => {
+    const whole = Buffer.from(msg('x'.repeat(60_000)));
+    const drip = [...whole].map((b) => Buffer.from([b]));
+    const w = work(drip);
+    assert.equal(w.out.length, 1);
+    assert.deepEqual(w.out[0], whole);
+    assert.ok(w.copied <= 4 * whole.length, `copied ${w.copied} bytes for ${whole.length}`);
+    assert.ok(w.scanned <= 4 * whole.length, `searched ${w.scanned} bytes for ${whole.length}`);
+  });
+
+  it('a header section dripped a byte at a time is searched once, not once per byte', () => {
+    const head = Buffer.from(msg('').replace('l: 0', `l: 0\r\nX-Pad: ${'p'.repeat(30_000)}`));
+    const w = work([...head].map((b) => Buffer.from([b])));
+    assert.equal(w.out.length, 1);
+    assert.ok(w.scanned <= 4 * head.length, `searched ${w.scanned} bytes for ${head.length}`);
+  });
+
+  it('any chunking of many messages gives the same messages, in order', () => {
+    const all = Buffer.from([msg('a'), '\r\n\r\n', msg('bb'.repeat(500)), msg(''), msg('ccc')].join(''));
+    for (const size of [1, 2, 3, 7, 64, 1000, all.length]) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < all.length; i += size) chunks.push(all.subarray(i, i + size));
+      assert.deepEqual(
+        work(chunks).out.map((m) => m.toString()),
+        [msg('a'), msg('bb'.repeat(500)), msg(''), msg('ccc')],
+        `chunks of ${size}`,
+      );
+    }
+  });
+});
+
+describe('stream framer: property', () => {
+  it('any split of any sequence of messages and pings frames exactly as the whole stream does', () => {
+    const part = fc.oneof(
+      fc.string({ maxLength: 300 }).map((body) => msg(body.replace(/[^\x20-\x7e]/g, 'x'))),
+      fc.constant('\r\n\r\n'),
+    );
+    fc.assert(
+      fc.property(fc.array(part, { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 20 }), (parts, cuts) => {
+        const all = Buffer.from(parts.join(''));
+        const at = [...new Set(cuts.map((c) => (all.length === 0 ? 0 : c % all.length)))].sort((x, y) => x - y);
+        const chunks: Buffer[] = [];
+        let prev = 0;
+        for (const c of [...at, all.length]) {
+          chunks.push(all.subarray(prev, c));
+          prev = c;
+        }
+        const whole = frame([all.toString()]);
+        const split = frame(chunks.map((c) => c.toString()));
+        assert.deepEqual(split, whole);
+        assert.deepEqual(
+          whole.out,
+          parts.filter((p) => p !== '\r\n\r\n'),
+        );
+      }),
+      { numRuns: 300 },
+    );
   });
 });
