@@ -2,6 +2,7 @@
  * Sidecar settings, parsed once at start from the environment (never read
  * again on the hot path). Bad values stop the process with a clear message.
  */
+import { DEFAULT_TCP_LIMITS, type TcpLimits } from './proxy/tcp-flows.ts';
 export interface SidecarConfig {
   /** Address the public SIP sockets bind to (the host/pod address). */
   readonly publicAddress: string;
@@ -16,6 +17,8 @@ export interface SidecarConfig {
   readonly httpPort: number;
   readonly logLevel: string;
   readonly maxMessageBytes: number;
+  /** SIPHA_TCP_MAX_FLOWS, SIPHA_TCP_HEADER_TIMEOUT_MS, SIPHA_TCP_IDLE_MS, SIPHA_TCP_MAX_WRITE_BUFFER. */
+  readonly tcpLimits: TcpLimits;
   /** Set when this sidecar is one of a pair (HA); absent: a single edge proxy. */
   readonly ha: HaSettings | null;
 }
@@ -153,6 +156,12 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
     httpPort: int(env, 'SIPHA_HTTP_PORT', 9090, 0, 65535),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
     maxMessageBytes: int(env, 'SIPHA_MAX_MESSAGE_BYTES', 65535, 1024, 1 << 20),
+    tcpLimits: {
+      maxFlows: int(env, 'SIPHA_TCP_MAX_FLOWS', DEFAULT_TCP_LIMITS.maxFlows, 1, 1_000_000),
+      headerTimeoutMs: int(env, 'SIPHA_TCP_HEADER_TIMEOUT_MS', DEFAULT_TCP_LIMITS.headerTimeoutMs, 100, 600_000),
+      idleMs: int(env, 'SIPHA_TCP_IDLE_MS', DEFAULT_TCP_LIMITS.idleMs, 100, 86_400_000),
+      maxWriteBuffer: int(env, 'SIPHA_TCP_MAX_WRITE_BUFFER', DEFAULT_TCP_LIMITS.maxWriteBuffer, 65536, 1 << 30),
+    },
     ha: haSettings(env),
   };
 }

@@ -158,3 +158,119 @@ describe('a flood of REGISTERs the server rejects (issue 9 item 5)', { timeout: 
     );
   });
 });
+
+/** Opens `n` TCP connections from `host` to target:port; the script holds them for `holdMs` and prints how many the far end closed. */
+function tcpClients(
+  host: Host,
+  target: string,
+  port: number,
+  n: number,
+  holdMs: number,
+  behaviour: 'silent' | 'drip' | 'one-message',
+): number {
+  const script = `
+    const net = require('node:net');
+    let closed = 0, open = 0;
+    const msg = 'OPTIONS sip:${target} SIP/2.0\\r\\nVia: SIP/2.0/TCP 198.18.0.10;branch=z9hG4bKtcp\\r\\nFrom: <sip:t@x>;tag=1\\r\\nTo: <sip:${target}>\\r\\nCall-ID: tcp\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n';
+    for (let i = 0; i < ${n}; i++) {
+      const s = net.connect(${port}, '${target}', () => {
+        open++;
+        if ('${behaviour}' === 'one-message') s.write(msg);
+        if ('${behaviour}' === 'drip') { let k = 0; const t = setInterval(() => { if (s.destroyed || k >= msg.length - 4) return clearInterval(t); s.write(msg[k++]); }, 100); }
+      });
+      s.on('data', () => {});
+      s.on('error', () => {});
+      s.on('close', () => closed++);
+    }
+    setTimeout(() => { console.log(closed); process.exit(0); }, ${holdMs});`;
+  return Number(host.run(process.execPath, ['-e', script]).trim());
+}
+
+describe('TCP at the public edge: caps, timeouts, accept errors (issue 9 item 6)', { timeout: 240_000 }, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('past SIPHA_TCP_MAX_FLOWS new connections are closed and counted; slow and idle ones are closed by time', async () => {
+    const pb = await pairBed({ SIPHA_TCP_MAX_FLOWS: '20', SIPHA_TCP_HEADER_TIMEOUT_MS: '1000', SIPHA_TCP_IDLE_MS: '1500' });
+    bed = pb.bed;
+    const { a, client } = pb;
+    assert.equal(tcpClients(client, VIP, 5060, 40, 1500, 'one-message') >= 20, true, 'the 20 past the cap were closed');
+    assert.ok(a.sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: 'tcp-flows-full' }) >= 20);
+    // Slowloris: a request dripped a byte every 100 ms never completes within the 1 s header timeout.
+    assert.equal(tcpClients(client, VIP, 5060, 5, 2500, 'drip'), 5, 'dripping connections closed');
+    assert.ok(a.sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: 'tcp-header-timeout' }) >= 5);
+    // Connected and silent: no first message within the header timeout either.
+    assert.equal(tcpClients(client, VIP, 5060, 5, 2500, 'silent'), 5, 'silent connections closed');
+    // One message, then idle past SIPHA_TCP_IDLE_MS.
+    assert.equal(tcpClients(client, VIP, 5060, 5, 3000, 'one-message'), 5, 'idle connections closed');
+    assert.ok(a.sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: 'tcp-idle' }) >= 5);
+    assert.equal(role(a), 'master');
+  });
+
+  it('a client that never reads is cut off once SIPHA_TCP_MAX_WRITE_BUFFER bytes wait for it', async () => {
+    await bed?.destroy();
+    const pb = await pairBed({ SIPHA_TCP_MAX_WRITE_BUFFER: '65536' });
+    bed = pb.bed;
+    const { a, client } = pb;
+    // Small kernel buffers on both ends (sockets opened from now on), so that the replies
+    // pile up in the sidecar's own write buffer after a few hundred, at a rate it easily serves.
+    client.run('sysctl', ['-qw', 'net.ipv4.tcp_rmem=4096 4096 4096']);
+    a.host.run('sysctl', ['-qw', 'net.ipv4.tcp_wmem=4096 4096 4096']);
+    const script = `
+      const net = require('node:net');
+      const one = (i) => 'OPTIONS sip:${VIP} SIP/2.0\\r\\nVia: SIP/2.0/TCP 198.18.0.10;branch=z9hG4bKnr' + i + '\\r\\nFrom: <sip:t@x>;tag=1\\r\\nTo: <sip:${VIP}>\\r\\nCall-ID: nr' + i + '\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n';
+      const s = net.connect(5060, '${VIP}', () => {
+        s.pause(); // never read
+        let i = 0;
+        const t = setInterval(() => { for (let k = 0; k < 20 && i < 4000; k++) s.write(one(i++)); if (i >= 4000) clearInterval(t); }, 20);
+      });
+      s.on('error', () => {});
+      s.on('close', () => { console.log('closed'); process.exit(0); });
+      setTimeout(() => { console.log('open'); process.exit(0); }, 15000);`;
+    assert.equal(client.run(process.execPath, ['-e', script]).trim(), 'closed', 'the sidecar closed the flow');
+    assert.ok(
+      a.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'tcp-write-backlog' }) >= 1,
+      roleStory(a, pb.b),
+    );
+    assert.equal(role(a), 'master', roleStory(a, pb.b));
+  });
+
+  it('a master out of file descriptors does not crash: it stands down when it cannot keep its VIP, and the pair serves on', async () => {
+    await bed?.destroy();
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const pid = a.sidecar.child.pid as number;
+    // (child.exitCode lags behind: the synchronous calls below keep its exit event waiting.)
+    const alive = () => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    // The sidecar runs under `ip netns exec` (which execs): its PID is the node process's.
+    const fds = Number(execFileSync('sh', ['-c', `ls /proc/${pid}/fd | wc -l`], { encoding: 'utf8' }).trim());
+    // The soft limit only: lowering the hard one could not be undone (no CAP_SYS_RESOURCE here).
+    const soft = execFileSync('prlimit', ['--pid', String(pid), '--nofile', '-o', 'SOFT', '--noheadings'], {
+      encoding: 'utf8',
+    }).trim();
+    execFileSync('prlimit', ['--pid', String(pid), `--nofile=${fds + 5}:`]);
+    tcpClients(client, VIP, 5060, 30, 1500, 'one-message');
+    assert.ok(alive(), `the sidecar is alive\n${a.sidecar.output().slice(-3000)}`);
+    execFileSync('prlimit', ['--pid', String(pid), `--nofile=${soft}:`]);
+    // Spawning ip for the VIP refresh failed (EMFILE): before, a TypeError ended the process.
+    await until(
+      () => [role(a), role(b)].filter((r) => r === 'master').length === 1 && role(a) !== 'down',
+      5000,
+      'one master',
+      () => roleStory(a, b),
+    );
+    assert.ok(alive(), `the sidecar is alive\n${a.sidecar.output().slice(-3000)}`);
+    const opt = await runSipp(bed, client, { scenario: 'options.xml', target: `${VIP}:5060`, calls: 10, rate: 20 });
+    assert.equal(opt.successful, 10);
+  });
+});

@@ -20,8 +20,7 @@ import { type Destination, replyDestination, TLS_UNSUPPORTED, uriDestination } f
 import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
 import { ServerLink } from './server-link.ts';
-import { type Flow, TcpFlows } from './tcp-flows.ts';
-import { writeInTurn } from './turn-writer.ts';
+import { type Flow, TcpFlows, type TcpLimits } from './tcp-flows.ts';
 
 export interface Source {
   readonly transport: Transport;
@@ -44,6 +43,8 @@ export interface EdgeProxyOptions {
   egressPort: number;
   linkConnections: number;
   maxMessageBytes: number;
+  /** Public TCP limits (connections, timeouts, unread bytes); defaults when absent. */
+  tcpLimits?: TcpLimits;
 }
 
 const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
@@ -89,8 +90,13 @@ export class EdgeProxy {
       if (rinfo.address !== opts.serverHost) return; // only the local server may hand over egress
       this.fromServer(bytes);
     });
-    this.flows = new TcpFlows(opts.publicAddress, opts.maxMessageBytes, log, metrics, (bytes, flow) =>
-      this.fromClient(bytes, { transport: 'tcp', address: flow.address, port: flow.port }, flow),
+    this.flows = new TcpFlows(
+      opts.publicAddress,
+      opts.maxMessageBytes,
+      log,
+      metrics,
+      (bytes, flow) => this.fromClient(bytes, { transport: 'tcp', address: flow.address, port: flow.port }, flow),
+      opts.tcpLimits,
     );
     this.link = new ServerLink(
       {
@@ -217,7 +223,7 @@ export class EdgeProxy {
     }
     const branch = m.topVia.branch;
     const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? this.flows.getOrOpen(dst.host, dst.port);
-    writeInTurn(flow.socket, [m.buf]);
+    this.flows.write(flow, [m.buf]);
     this.metrics.hot.toClient++;
   }
 
@@ -258,7 +264,7 @@ export class EdgeProxy {
       this.sendUdp(slices, dst);
       return;
     }
-    writeInTurn(this.flows.getOrOpen(dst.host, dst.port).socket, slices);
+    this.flows.write(this.flows.getOrOpen(dst.host, dst.port), slices);
     this.metrics.hot.toClient++;
   }
 

@@ -2,12 +2,23 @@
  * TCP connections with SIP peers, both accepted (clients) and opened by the
  * sidecar (towards TCP targets), keyed by the peer's "ip:port". Every byte
  * read is framed into SIP messages and handed to `onMessage` with its flow.
+ *
+ * Bounded (issue 9 item 6), each limit counted as an inbound drop:
+ * - at most `maxFlows` accepted connections (`tcp-flows-full`);
+ * - a message must arrive whole within `headerTimeoutMs` of its first byte
+ *   (or of the connection, for the first one): slowloris (`tcp-header-timeout`);
+ * - a flow silent for `idleMs` is closed (`tcp-idle`);
+ * - a peer that does not read what we write is cut off once `maxWriteBuffer`
+ *   bytes wait for it (`tcp-write-backlog`), instead of growing our memory;
+ * - a failed accept (EMFILE: out of file descriptors) is counted
+ *   (`tcp-accept-failed`) and the listener lives on.
  */
 import net from 'node:net';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
 import { destinationKey } from './destination.ts';
+import { writeInTurn } from './turn-writer.ts';
 
 export interface Flow {
   readonly socket: net.Socket;
@@ -17,6 +28,22 @@ export interface Flow {
 
 export type FlowMessageHandler = (bytes: Buffer, flow: Flow) => void;
 
+export interface TcpLimits {
+  maxFlows: number;
+  headerTimeoutMs: number;
+  idleMs: number;
+  maxWriteBuffer: number;
+}
+
+export const DEFAULT_TCP_LIMITS: TcpLimits = {
+  maxFlows: 10_000,
+  headerTimeoutMs: 10_000,
+  // A registered phone's flow carries its incoming calls: keep it as long as a
+  // REGISTER usually lasts (RFC 5626 keep-alives refresh it).
+  idleMs: 3_600_000,
+  maxWriteBuffer: 1 << 20,
+};
+
 const CRLF = Buffer.from('\r\n');
 
 export class TcpFlows {
@@ -24,22 +51,45 @@ export class TcpFlows {
   private server: net.Server;
   private readonly bindAddress: string;
   private readonly maxBytes: number;
+  private readonly limits: TcpLimits;
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly onMessage: FlowMessageHandler;
 
-  constructor(bindAddress: string, maxBytes: number, log: Logger, metrics: Metrics, onMessage: FlowMessageHandler) {
+  constructor(
+    bindAddress: string,
+    maxBytes: number,
+    log: Logger,
+    metrics: Metrics,
+    onMessage: FlowMessageHandler,
+    limits: TcpLimits = DEFAULT_TCP_LIMITS,
+  ) {
     this.bindAddress = bindAddress;
     this.maxBytes = maxBytes;
+    this.limits = limits;
     this.log = log;
     this.metrics = metrics;
     this.onMessage = onMessage;
-    this.server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
+    this.server = this.createServer();
+  }
+
+  private createServer(): net.Server {
+    const server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
+    server.maxConnections = this.limits.maxFlows;
+    server.on('drop', () => this.metrics.drop('inbound', 'tcp-flows-full'));
+    // For good, not only while listening: a failed accept (EMFILE) is an 'error'
+    // on the server, and an 'error' without a listener ends the process.
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (!server.listening) return; // listen() reports its own failure
+      this.metrics.drop('inbound', 'tcp-accept-failed');
+      this.log.warn({ err: err.message, code: err.code }, 'TCP accept failed');
+    });
+    return server;
   }
 
   listen(port: number): Promise<void> {
     if (this.server.listening) this.server.close();
-    this.server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
+    this.server = this.createServer();
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host: this.bindAddress, port }, () => {
@@ -47,6 +97,21 @@ export class TcpFlows {
         resolve();
       });
     });
+  }
+
+  /**
+   * Queues a message for a flow, unless the peer has left `maxWriteBuffer`
+   * bytes unread: then the flow is closed (it would only grow our memory).
+   */
+  write(flow: Flow, slices: Buffer[]): boolean {
+    if (flow.socket.writableLength > this.limits.maxWriteBuffer) {
+      this.metrics.drop('egress', 'tcp-write-backlog');
+      this.log.info({ peer: destinationKey(flow.address, flow.port) }, 'closing TCP flow: the peer does not read');
+      flow.socket.destroy();
+      return false;
+    }
+    writeInTurn(flow.socket, slices);
+    return true;
   }
 
   get(host: string, port: number): Flow | undefined {
@@ -76,10 +141,25 @@ export class TcpFlows {
     const key = destinationKey(flow.address, flow.port);
     this.flows.set(key, flow);
     this.metrics.flows.inc();
+    // One timer per flow: the deadline of the message in progress, else the idle limit.
+    let deadline: NodeJS.Timeout | null = null;
+    const arm = (ms: number, reason: string) => {
+      if (deadline) clearTimeout(deadline);
+      deadline = setTimeout(() => {
+        this.metrics.drop('inbound', reason);
+        this.log.info({ peer: key, reason }, 'closing TCP flow');
+        socket.destroy();
+      }, ms);
+      deadline.unref();
+    };
+    // An accepted connection owes its first message; one we opened waits for nothing.
+    let partial = host === undefined;
+    if (partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
+    else arm(this.limits.idleMs, 'tcp-idle');
     const framer = new SipStreamFramer(
       {
         message: (bytes) => this.onMessage(bytes, flow),
-        ping: () => socket.write(CRLF),
+        ping: () => writeInTurn(socket, [CRLF]),
         error: (reason, detail) => {
           this.metrics.drop('inbound', reason);
           this.log.info({ peer: key, reason, detail }, 'closing TCP flow: stream cannot be framed');
@@ -88,9 +168,20 @@ export class TcpFlows {
       },
       this.maxBytes,
     );
-    socket.on('data', (chunk: Buffer) => framer.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      framer.push(chunk);
+      if (framer.partial) {
+        // The deadline runs from the message's first byte: dripping does not extend it.
+        if (!partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
+        partial = true;
+      } else {
+        partial = false;
+        arm(this.limits.idleMs, 'tcp-idle');
+      }
+    });
     socket.on('error', (err) => this.log.debug({ peer: key, err: err.message }, 'TCP flow error'));
     socket.on('close', () => {
+      if (deadline) clearTimeout(deadline);
       if (this.flows.get(key) === flow) this.flows.delete(key);
       this.metrics.flows.dec();
     });

@@ -39,6 +39,11 @@ export class SipStreamFramer {
     this.maxBytes = maxBytes;
   }
 
+  /** True while a message has begun and not ended (bytes wait for the rest). */
+  get partial(): boolean {
+    return this.acc !== null;
+  }
+
   push(chunk: Buffer): void {
     if (this.failed || chunk.length === 0) return;
     if (this.acc === null) {

@@ -67,8 +67,12 @@ export class ArpAnnouncer implements VipAnnouncer {
     if (this.kit !== null && this.kit.exitCode === null) return;
     const script = `read go || exit 4; ip addr replace "$1/32" dev "$2" valid_lft ${VIP_LIFETIME_S} preferred_lft ${VIP_LIFETIME_S} || exit 3; echo added; exec arping -U -c 1 -I "$2" "$1"`;
     const kit = spawn('sh', ['-c', script, 'sipha-vip', this.vip, this.iface], { stdio: ['pipe', 'pipe', 'pipe'] });
-    kit.on('error', (err) => this.log.error({ err }, 'cannot prepare the VIP takeover'));
-    kit.stdin.on('error', () => {});
+    // A failed spawn (EMFILE, ENOMEM) has no pipes and emits 'error', never 'exit'.
+    kit.on('error', (err) => {
+      this.log.error({ err }, 'cannot prepare the VIP takeover');
+      if (this.kit === kit) this.kit = null;
+    });
+    kit.stdin?.on('error', () => {});
     this.kit = kit;
   }
 
@@ -88,7 +92,9 @@ export class ArpAnnouncer implements VipAnnouncer {
         // 0 or 1 from arping after "added" (resolved already); 3: ip failed.
         if (code === 3 || code === 4 || code === null) reject(new Error(`VIP add failed (${code}): ${err.trim()}`));
       });
-      kit.stdin?.end('go\n');
+      kit.on('error', (e) => reject(new Error(`VIP add failed: ${e.message}`)));
+      if (kit.pid === undefined || !kit.stdin) reject(new Error('VIP add failed: the takeover shell did not start'));
+      else kit.stdin.end('go\n');
     });
     setImmediate(() => this.prepare()); // the next takeover's kit
     this.lastRefresh = performance.now();
@@ -130,18 +136,24 @@ export class ArpAnnouncer implements VipAnnouncer {
       this.onLost('vip-refresh-late');
       return;
     }
-    this.lastRefresh = now;
+    // Only a refresh that went out counts: one that cannot (ip would not start: EMFILE)
+    // runs into the late check above, and the master stands down in time.
     const ip = this.batch();
-    ip.stdin?.write(vipReplaceLine(this.vip, this.iface));
+    if (ip.pid === undefined || !ip.stdin || ip.stdin.destroyed) return;
+    ip.stdin.write(vipReplaceLine(this.vip, this.iface));
+    this.lastRefresh = now;
   }
 
   private batch(): ChildProcess {
     if (this.ip !== null && this.ip.exitCode === null) return this.ip;
     // -force: one failed line must not end the batch.
     const ip = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    ip.on('error', (err) => this.log.error({ err }, 'cannot run ip for VIP refreshes'));
-    ip.stdin.on('error', (err) => this.log.warn({ err }, 'VIP refresher pipe closed'));
-    ip.stderr.on('data', (d: Buffer) => this.log.warn({ stderr: d.toString().trim() }, 'VIP refresh failed'));
+    ip.on('error', (err) => {
+      this.log.error({ err }, 'cannot run ip for VIP refreshes');
+      if (this.ip === ip) this.ip = null; // spawn again at the next refresh
+    });
+    ip.stdin?.on('error', (err) => this.log.warn({ err }, 'VIP refresher pipe closed'));
+    ip.stderr?.on('data', (d: Buffer) => this.log.warn({ stderr: d.toString().trim() }, 'VIP refresh failed'));
     ip.on('exit', () => {
       if (this.ip === ip) this.ip = null;
     });
