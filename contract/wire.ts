@@ -14,11 +14,16 @@
  *
  * Replication (one TCP connection, master -> backup; acks flow back):
  *   len u32 (bytes after this field) | type u8 | body | hmac[16]
+ *   CHALLENGE body: nonceR[16] (backup -> master, first, under the pair's key)
+ *   HELLO body: ordinal u8 | term u32 | incarnation u32 | nonceR[16] | nonceS[16]
+ *              (master -> backup, under the pair's key; echoes the challenge)
+ *   then, under the session key HMAC-SHA256(key, "sipha-session" | nonceR | nonceS):
  *   DATA  body: seq u48 | term u32 | link u8 | payload (the bytes the master wrote to its server)
  *   ACK   body: seq u48 (highest seq applied by the backup)
- *   HELLO body: ordinal u8 | term u32 | incarnation u32
  *   SYNCED body: seq u48 (master -> backup: messages up to seq carry the full
  *                state; once it has applied them the backup is in sync)
+ * A recorded stream cannot be replayed: its HELLO echoes another challenge,
+ * and its frames carry another session's tags (issue 9 item 3).
  */
 import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { ROLES, type Role } from './names.ts';
@@ -105,13 +110,21 @@ export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
   };
 }
 
-export const FrameType = { Data: 1, Ack: 2, Hello: 3, Synced: 4 } as const;
+export const FrameType = { Data: 1, Ack: 2, Hello: 3, Synced: 4, Challenge: 5 } as const;
+/** Bytes of each side's nonce in the replication handshake. */
+export const NONCE = 16;
 
 export type Frame =
   | { type: typeof FrameType.Data; seq: number; term: number; link: number; payload: Buffer }
   | { type: typeof FrameType.Ack; seq: number }
   | { type: typeof FrameType.Synced; seq: number }
-  | { type: typeof FrameType.Hello; ordinal: 0 | 1; term: number; incarnation: number };
+  | { type: typeof FrameType.Hello; ordinal: 0 | 1; term: number; incarnation: number; nonceR: Buffer; nonceS: Buffer }
+  | { type: typeof FrameType.Challenge; nonceR: Buffer };
+
+/** The key of one replication session: both nonces, so no other session's tags fit. */
+export function sessionKey(key: Buffer, nonceR: Buffer, nonceS: Buffer): Buffer {
+  return createHmac('sha256', keyObject(key)).update('sipha-session').update(nonceR).update(nonceS).digest();
+}
 
 /** A DATA frame as a list of buffers (the payload is not copied). */
 export function encodeData(key: Buffer, seq: number, term: number, link: number, payload: Buffer[]): Buffer[] {
@@ -144,14 +157,33 @@ function encodeSeqFrame(key: Buffer, type: number, seq: number): Buffer {
   return b;
 }
 
-export function encodeHello(key: Buffer, ordinal: 0 | 1, term: number, incarnation: number): Buffer {
-  const b = Buffer.allocUnsafe(4 + 1 + 1 + 4 + 4 + MAC);
-  b.writeUInt32BE(1 + 1 + 4 + 4 + MAC, 0);
+export function encodeHello(
+  key: Buffer,
+  ordinal: 0 | 1,
+  term: number,
+  incarnation: number,
+  nonceR: Buffer,
+  nonceS: Buffer,
+): Buffer {
+  const body = 1 + 1 + 4 + 4 + NONCE + NONCE;
+  const b = Buffer.allocUnsafe(4 + body + MAC);
+  b.writeUInt32BE(body + MAC, 0);
   b[4] = FrameType.Hello;
   b[5] = ordinal;
   b.writeUInt32BE(term >>> 0, 6);
   b.writeUInt32BE(incarnation >>> 0, 10);
-  mac(key, b.subarray(4, 14)).copy(b, 14);
+  nonceR.copy(b, 14, 0, NONCE);
+  nonceS.copy(b, 14 + NONCE, 0, NONCE);
+  mac(key, b.subarray(4, 4 + body)).copy(b, 4 + body);
+  return b;
+}
+
+export function encodeChallenge(key: Buffer, nonceR: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(4 + 1 + NONCE + MAC);
+  b.writeUInt32BE(1 + NONCE + MAC, 0);
+  b[4] = FrameType.Challenge;
+  nonceR.copy(b, 5, 0, NONCE);
+  mac(key, b.subarray(4, 5 + NONCE)).copy(b, 5 + NONCE);
   return b;
 }
 
@@ -163,7 +195,8 @@ export const MAX_FRAME = 1 << 20;
  */
 export class FrameReader {
   private pending: Buffer | null = null;
-  private readonly key: Buffer;
+  /** The key the next frame is checked with: the pair's until the handshake, then the session's. */
+  key: Buffer;
   private readonly on: (f: Frame) => void;
 
   constructor(key: Buffer, on: (f: Frame) => void) {
@@ -193,8 +226,17 @@ export class FrameReader {
         });
       } else if ((t === FrameType.Ack || t === FrameType.Synced) && body.length === 7) {
         this.on({ type: t, seq: body.readUIntBE(1, 6) });
-      } else if (t === FrameType.Hello && body.length === 10 && (body[1] === 0 || body[1] === 1)) {
-        this.on({ type: t, ordinal: body[1] as 0 | 1, term: body.readUInt32BE(2), incarnation: body.readUInt32BE(6) });
+      } else if (t === FrameType.Hello && body.length === 10 + 2 * NONCE && (body[1] === 0 || body[1] === 1)) {
+        this.on({
+          type: t,
+          ordinal: body[1] as 0 | 1,
+          term: body.readUInt32BE(2),
+          incarnation: body.readUInt32BE(6),
+          nonceR: Buffer.from(body.subarray(10, 10 + NONCE)),
+          nonceS: Buffer.from(body.subarray(10 + NONCE)),
+        });
+      } else if (t === FrameType.Challenge && body.length === 1 + NONCE) {
+        this.on({ type: t, nonceR: Buffer.from(body.subarray(1)) });
       } else {
         return 'frame-type';
       }

@@ -274,3 +274,72 @@ describe('TCP at the public edge: caps, timeouts, accept errors (issue 9 item 6)
     assert.equal(opt.successful, 10);
   });
 });
+
+/** The TCP payload sent to `port` in a capture, joined in wire order. */
+function tcpStream(path: string, port: number): Buffer {
+  const out = execFileSync(
+    'tshark',
+    ['-r', path, '-n', '-Y', `tcp.dstport==${port} && tcp.len>0`, '-T', 'fields', '-e', 'tcp.payload'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  return Buffer.concat(
+    out
+      .split('\n')
+      .map((l) => l.trim().replaceAll(':', ''))
+      .filter((l) => l.length > 0)
+      .map((h) => Buffer.from(h, 'hex')),
+  );
+}
+
+describe('a recorded replication stream replayed into the backup (issue 9 item 3)', { timeout: 180_000 }, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('applies nothing and leaves the live stream alone', async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, client } = pb;
+    const target = `${VIP}:5060`;
+    // Record a whole stream, from its HELLO: the backup's sidecar restarts while we listen.
+    const cap = await startCapture(bed, pb.b.host, `tcp and dst port 5063`);
+    await bed.stop(pb.b.sidecar.child, 'SIGTERM');
+    const b = await pb.b.restartSidecar();
+    await until(() => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10000, 'b rejoined in sync');
+    const aors = users('old', 50);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 50, rate: 100, users: aors })).successful,
+      50,
+    );
+    await until(() => lookupAll(b.kamailio, aors).size === 50, 5000, 'the backup holds the 50');
+    const recorded = tcpStream(await cap.stop(), 5063);
+    assert.ok(recorded.length > 50 * 300, `recorded ${recorded.length} bytes`);
+    // The 50 go away on both servers (expired, say).
+    for (const n of [a, b]) n.kamailio.kamcmd([], `${aors.map((u) => `ul.rm location ${u}`).join('\n')}\n`);
+    assert.equal(lookupAll(b.kamailio, aors).size, 0);
+    const resyncs = a.sidecar.metric('sipha_replication_resyncs_total');
+    const closedBefore = a.sidecar
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('replication connection closed')).length;
+    // The attacker (on the node network, without the key) replays the recorded bytes to the backup.
+    const script = `
+      const s = require('node:net').connect(5063, '${b.host.ip}', () => s.end(Buffer.from(process.argv[1], 'hex')));
+      s.on('data', () => {}); s.on('error', () => {}); s.on('close', () => process.exit(0));
+      setTimeout(() => process.exit(0), 3000);`;
+    client.run(process.execPath, ['-e', script, recorded.toString('hex')]);
+    await sleep(500);
+    assert.equal(lookupAll(b.kamailio, aors).size, 0, "nothing of the recording reached the backup's server");
+    assert.equal(a.sidecar.metric('sipha_replication_resyncs_total'), resyncs);
+    assert.equal(
+      a.sidecar
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('replication connection closed')).length,
+      closedBefore,
+      'the live stream was not dropped',
+    );
+    assert.equal(b.sidecar.metric('sipha_in_sync'), 1);
+  });
+});

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
+import { encodeChallenge } from '../../contract/wire.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from '../../sidecar/src/ha/replication.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
 import { until } from '../lib/procs.ts';
@@ -79,8 +80,12 @@ describe('replication stream: acks mean stored (item 4)', () => {
 
 describe('replication stream: the ack deadline (item 3)', () => {
   it('a backup that stops acking cannot hold egress past the deadline; the stream restarts', async () => {
-    // A stalled backup: it stores nothing and never answers (as a frozen main thread or a black hole).
-    const stalled = net.createServer((s) => s.on('data', () => {}));
+    // A stalled backup: it opens the stream (a challenge), then stores nothing and never answers
+    // (as a frozen main thread or a black hole).
+    const stalled = net.createServer((s) => {
+      s.write(encodeChallenge(key, randomBytes(16)));
+      s.on('data', () => {});
+    });
     await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', r));
     const port = (stalled.address() as net.AddressInfo).port;
     const accepted: net.Socket[] = [];

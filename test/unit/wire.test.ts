@@ -42,7 +42,7 @@ describe('wire formats', () => {
         fc.array(fc.integer({ min: 1, max: 64 }), { maxLength: 30 }),
         (payloads, cuts) => {
           const stream = Buffer.concat([
-            encodeHello(key, 0, 4, 77),
+            encodeHello(key, 0, 4, 77, Buffer.alloc(16, 1), Buffer.alloc(16, 2)),
             ...payloads.flatMap((p, i) => encodeData(key, i + 1, 4, i % 3, [Buffer.from(p)])),
             encodeAck(key, 42),
           ]);
@@ -55,7 +55,14 @@ describe('wire formats', () => {
           }
           assert.equal(r.push(stream.subarray(p)), null);
           assert.equal(got.length, payloads.length + 2);
-          assert.deepEqual(got[0], { type: 3, ordinal: 0, term: 4, incarnation: 77 });
+          assert.deepEqual(got[0], {
+            type: 3,
+            ordinal: 0,
+            term: 4,
+            incarnation: 77,
+            nonceR: Buffer.alloc(16, 1),
+            nonceS: Buffer.alloc(16, 2),
+          });
           payloads.forEach((pl, i) => {
             const f = got[i + 1] as Extract<Frame, { type: 1 }>;
             assert.equal(f.seq, i + 1);

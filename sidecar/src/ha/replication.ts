@@ -14,8 +14,19 @@
  * the backup is out of sync, and the next connection starts with a full
  * state burst.
  */
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { encodeAck, encodeData, encodeHello, encodeSynced, FrameReader, FrameType } from '../../../contract/wire.ts';
+import {
+  encodeAck,
+  encodeChallenge,
+  encodeData,
+  encodeHello,
+  encodeSynced,
+  FrameReader,
+  FrameType,
+  NONCE,
+  sessionKey,
+} from '../../../contract/wire.ts';
 import type { Logger } from '../log.ts';
 import { writeInTurn } from '../proxy/turn-writer.ts';
 
@@ -92,6 +103,8 @@ export class ReplicationSender {
   onConnected: (up: boolean) => void = () => {};
   /** The stream was ended because the backup stopped acknowledging (the reason is a metric label). */
   onStall: (reason: string) => void = () => {};
+  /** The current stream's key (sessionKey of both nonces); frames out of it are tagged with it. */
+  private session: Buffer = Buffer.alloc(0);
 
   constructor(key: Buffer, peer: { host: string; port: number }, ordinal: 0 | 1, log: Logger, opts: SenderOptions) {
     this.key = key;
@@ -114,7 +127,7 @@ export class ReplicationSender {
   synced(): void {
     if (!this.connected || this.socket === null) return;
     this.syncedSeq = this.seq;
-    writeInTurn(this.socket, [encodeSynced(this.key, this.syncedSeq)]);
+    writeInTurn(this.socket, [encodeSynced(this.session, this.syncedSeq)]);
   }
 
   /** Ends the current stream (it reconnects unless stopped). */
@@ -159,7 +172,7 @@ export class ReplicationSender {
     if (!this.connected || this.socket === null) return 0;
     this.seq++;
     this.lag.sent(this.seq);
-    writeInTurn(this.socket, encodeData(this.key, this.seq, this.term, link, slices));
+    writeInTurn(this.socket, encodeData(this.session, this.seq, this.term, link, slices));
     return this.seq;
   }
 
@@ -174,23 +187,35 @@ export class ReplicationSender {
     // A SYN into a black hole would otherwise wait for the kernel's ~2 min of retries.
     const connectTimer = setTimeout(() => s.destroy(), this.opts.connectTimeoutMs);
     connectTimer.unref();
+    // The backup speaks first (a fresh challenge); our HELLO echoes it and adds our
+    // nonce; from then on both sides tag frames with the session's key.
+    let live = false;
     const reader = new FrameReader(this.key, (f) => {
+      if (!live) {
+        if (f.type !== FrameType.Challenge) {
+          s.destroy();
+          return;
+        }
+        clearTimeout(connectTimer);
+        const nonceS = randomBytes(NONCE);
+        s.write(encodeHello(this.key, this.ordinal, this.term, 0, f.nonceR, nonceS));
+        this.session = sessionKey(this.key, f.nonceR, nonceS);
+        reader.key = this.session;
+        live = true;
+        // A new stream starts its own numbering: the backup acks what it applied of this one.
+        this.seq = 0;
+        this.acked = 0;
+        this.syncedSeq = -1;
+        this.connected = true;
+        this.log.info({ peer: this.peer }, 'replicating to the backup');
+        this.onConnected(true);
+        return;
+      }
       if (f.type === FrameType.Ack && f.seq > this.acked) {
         this.lag.acked(this.acked + 1, f.seq);
         this.acked = f.seq;
         this.onAck(f.seq);
       }
-    });
-    s.on('connect', () => {
-      clearTimeout(connectTimer);
-      // A new stream starts its own numbering: the backup acks what it applied of this one.
-      this.seq = 0;
-      this.acked = 0;
-      this.syncedSeq = -1;
-      s.write(encodeHello(this.key, this.ordinal, this.term, 0));
-      this.connected = true;
-      this.log.info({ peer: this.peer }, 'replicating to the backup');
-      this.onConnected(true);
     });
     s.on('data', (chunk: Buffer) => {
       const bad = reader.push(chunk);
@@ -330,14 +355,24 @@ export class ReplicationReceiver {
     helloTimer.unref();
     let live = false;
     let pendingAck = false;
+    let session = this.key;
     const ack = () => {
       pendingAck = false;
-      if (!s.destroyed) s.write(encodeAck(this.key, this.applied));
+      if (!s.destroyed) s.write(encodeAck(session, this.applied));
     };
+    // A fresh challenge: a HELLO (and every frame after it) recorded from another stream does not fit.
+    const nonceR = randomBytes(NONCE);
+    s.write(encodeChallenge(this.key, nonceR));
     const reader = new FrameReader(this.key, (f) => {
       if (!live) {
-        if (f.type !== FrameType.Hello) return;
+        if (f.type !== FrameType.Hello || !f.nonceR.equals(nonceR)) {
+          this.log.warn({ from, frame: f.type }, 'replication connection without a fresh HELLO; closing');
+          s.destroy();
+          return;
+        }
         clearTimeout(helloTimer);
+        session = sessionKey(this.key, nonceR, f.nonceS);
+        reader.key = session;
         live = true;
         this.current?.destroy(); // one stream at a time: the newest authenticated one
         this.current = s;
