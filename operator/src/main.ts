@@ -4,6 +4,7 @@
  *   node operator/src/main.ts [--kubeconfig F] [--namespace NS] [--log-level L]
  *     [--metrics-port N] [--leader-elect=false] [--lease-namespace NS]
  *     [--lease-name N] [--lease-duration S] [--identity ID] [--concurrency N]
+ *     [--allowed-vip-ranges CIDR,CIDR...]
  *
  * Every flag also reads from SIPHA_OPERATOR_<FLAG> (e.g. SIPHA_OPERATOR_NAMESPACE).
  */
@@ -17,6 +18,7 @@ import { EventRecorder } from './events.ts';
 import { connect } from './kube.ts';
 import { LeaderElector } from './leader.ts';
 import { Reconciler } from './reconcile.ts';
+import { type Cidr, parseVipRanges } from './vip-ranges.ts';
 
 const env = (k: string) => process.env[`SIPHA_OPERATOR_${k.toUpperCase().replaceAll('-', '_')}`];
 const { values: v } = parseArgs({
@@ -31,6 +33,7 @@ const { values: v } = parseArgs({
     'lease-duration': { type: 'string', default: env('lease-duration') ?? '15' },
     identity: { type: 'string', default: env('identity') ?? `${hostname()}-${process.pid}` },
     concurrency: { type: 'string', default: env('concurrency') ?? '8' },
+    'allowed-vip-ranges': { type: 'string', default: env('allowed-vip-ranges') ?? '' },
   },
 });
 
@@ -45,11 +48,20 @@ const num = (name: string, raw: string | undefined, min: number, max: number): n
 const metricsPort = num('metrics-port', v['metrics-port'], 0, 65535);
 const leaseDuration = num('lease-duration', v['lease-duration'], 2, 300);
 const concurrency = num('concurrency', v.concurrency, 1, 64);
+let allowedVipRanges: Cidr[] | null;
+try {
+  allowedVipRanges = parseVipRanges(v['allowed-vip-ranges']);
+} catch (err) {
+  console.error(`sipha-operator: --allowed-vip-ranges: ${(err as Error).message}`);
+  process.exit(2);
+}
 
 const log = pino({ level: v['log-level'], name: 'sipha-operator', base: { identity: v.identity } });
 const kube = connect(v.kubeconfig);
 const events = new EventRecorder(kube, log);
-const reconciler = new Reconciler(kube, events, log);
+const reconciler = new Reconciler(kube, events, log, { allowedVipRanges });
+if (allowedVipRanges === null)
+  log.warn('no --allowed-vip-ranges: a SipHaPair may announce any address (chart value allowedVipRanges)');
 let controller: Controller | null = null;
 
 const registry = new Registry();

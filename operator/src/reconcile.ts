@@ -20,17 +20,23 @@ import {
   SWITCHOVER_ANNOTATION,
   VERSION,
 } from '../../contract/names.ts';
-import type { SipHaPair } from '../../contract/siphapair.ts';
+import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
 import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
-import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus } from './status.ts';
+import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
 import { switchoverPlan } from './switchover.ts';
+import { type Cidr, vipAllowed } from './vip-ranges.ts';
 
 export interface ReconcileMetrics {
   applied: number;
   statusWrites: number;
+}
+
+export interface ReconcilerOptions {
+  /** VIPs a pair may announce (the installer's allowedVipRanges); null: any. */
+  allowedVipRanges?: Cidr[] | null;
 }
 
 export class Reconciler {
@@ -38,11 +44,13 @@ export class Reconciler {
   private readonly kube: Kube;
   private readonly events: EventRecorder;
   private readonly log: Logger;
+  private readonly ranges: Cidr[] | null;
 
-  constructor(kube: Kube, events: EventRecorder, log: Logger) {
+  constructor(kube: Kube, events: EventRecorder, log: Logger, opts: ReconcilerOptions = {}) {
     this.kube = kube;
     this.events = events;
     this.log = log;
+    this.ranges = opts.allowedVipRanges ?? null;
   }
 
   async reconcile(key: string): Promise<RetryAfter | undefined> {
@@ -61,7 +69,9 @@ export class Reconciler {
       throw err;
     }
 
-    for (const obj of appliedObjects(pair)) {
+    // A VIP outside the installer's ranges: nothing is created or changed (what exists stays).
+    const allowed = vipAllowed(pair.spec.vip.address, this.ranges);
+    for (const obj of allowed ? appliedObjects(pair) : []) {
       try {
         await this.kube.objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, k8s.PatchStrategy.ServerSideApply);
         this.counters.applied++;
@@ -71,7 +81,7 @@ export class Reconciler {
         throw err;
       }
     }
-    await this.ensureSecret(pair);
+    if (allowed) await this.ensureSecret(pair);
 
     const podList = await this.kube.core.listNamespacedPod({ namespace, labelSelector: `${PAIR_LABEL}=${name}` });
     const pods = observe(podList.items);
@@ -98,11 +108,18 @@ export class Reconciler {
 
     await this.switchover(pair, pods);
 
-    const vip = await this.vipAssigned(
-      pair,
-      pods.some((p) => p.role === 'master'),
-    );
+    const vip = allowed
+      ? await this.vipAssigned(
+          pair,
+          pods.some((p) => p.role === 'master'),
+        )
+      : {
+          ok: false,
+          reason: 'VipNotAllowed',
+          message: `${pair.spec.vip.address} is outside the allowed VIP ranges (${this.ranges?.map((r) => r.text).join(', ')}): nothing is created or changed`,
+        };
     const { status, transitions } = nextStatus(pair, pods, new Date(), vip);
+    if (!allowed) refuse(pair, status, transitions, vip.message);
     if (!sameStatus(pair.status, status)) {
       await this.kube.custom.patchNamespacedCustomObjectStatus(
         {
@@ -229,4 +246,12 @@ export class Reconciler {
       return { ok: false, reason: 'ServiceMissing', message: 'the VIP Service does not exist yet' };
     }
   }
+}
+
+/** A refused pair is not Ready, for that reason; the refusal is told once, as a Warning Event. */
+function refuse(pair: SipHaPair, status: SipHaPairStatus, transitions: Transition[], message: string): void {
+  const ready = status.conditions?.find((c) => c.type === 'Ready');
+  if (ready) Object.assign(ready, { status: 'False', reason: 'VipNotAllowed', message });
+  const before = pair.status?.conditions?.find((c) => c.type === 'VIPAssigned');
+  if (before?.reason !== 'VipNotAllowed') transitions.push({ type: 'Warning', reason: 'VipNotAllowed', message });
 }

@@ -111,6 +111,59 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
       await other.stop();
     }
   });
+
+  it('allowedVipRanges: the API server refuses a pair outside them, and the operator refuses one that got past', async () => {
+    helm([
+      'upgrade',
+      'sipha',
+      join(ROOT, 'charts/sipha'),
+      '--namespace',
+      'sipha-system',
+      '--reuse-values',
+      '--set',
+      'allowedVipRanges={198.18.0.96/28}',
+      '--wait=false',
+    ]);
+    const outside = pairYaml('vip-outside').replace('address: 198.18.0.100', 'address: 198.18.0.1');
+    // The policy takes effect once the API server has compiled it (a second or so).
+    let refusal = '';
+    await until(
+      () => {
+        const r = cp.kubectlTry(['apply', '-f', '-'], outside);
+        refusal = r.err;
+        if (r.code === 0) cp.kubectl(['delete', 'shp', 'vip-outside', '--wait=false']);
+        return r.code !== 0;
+      },
+      15000,
+      'the policy refuses 198.18.0.1',
+    );
+    assert.match(refusal, /spec\.vip\.address 198\.18\.0\.1 is outside the allowed VIP ranges \(198\.18\.0\.96\/28\)/);
+    assert.equal(cp.kubectlTry(['apply', '-f', '-'], pairYaml('vip-inside')).code, 0, 'a VIP inside the range is accepted');
+
+    // Defence in depth: a pair that exists from before the policy (or got past it) is left alone by
+    // an operator started with the ranges (the one from the test above had none: stopped first).
+    await op?.stop();
+    cp.kubectl(['delete', 'validatingadmissionpolicybinding', 'sipha-operator-allowed-vips']);
+    // (A new name: an earlier attempt above may have been accepted before the policy was live.)
+    const past = pairYaml('vip-past').replace('address: 198.18.0.100', 'address: 198.18.0.1');
+    await until(() => cp.kubectlTry(['apply', '-f', '-'], past).code === 0, 15000, 'created without the policy');
+    const kubeconfig = kubeconfigFor(cp, 'sipha-system', 'sipha-operator');
+    op = await startOperator(
+      { ...cp, kubeconfig },
+      { identity: 'ranges', metricsPort: 18083, leaseNamespace: 'sipha-system', args: ['--allowed-vip-ranges=198.18.0.96/28'] },
+    );
+    await until(
+      () => {
+        const st = JSON.parse(cp.kubectl(['get', 'shp', 'vip-past', '-o', 'json'])).status;
+        return st?.conditions?.some((c: { type: string; reason: string }) => c.type === 'Ready' && c.reason === 'VipNotAllowed');
+      },
+      20000,
+      'Ready False, VipNotAllowed',
+    );
+    assert.equal(cp.kubectlTry(['get', 'statefulset', 'vip-past']).code, 1, 'nothing created for it');
+    assert.match(cp.kubectl(['get', 'events', '--field-selector', 'involvedObject.name=vip-past']), /VipNotAllowed/);
+    await until(() => cp.kubectlTry(['get', 'statefulset', 'vip-inside']).code === 0, 20000, 'the pair inside is reconciled');
+  });
 });
 
 function runHelm(cp: ControlPlane, args: string[]): string {

@@ -38,7 +38,15 @@ export interface Operator extends Proc {
 
 export async function startOperator(
   cp: ControlPlane,
-  opts: { identity: string; metricsPort: number; leaseDurationS?: number; leaderElect?: boolean; leaseNamespace?: string },
+  opts: {
+    identity: string;
+    metricsPort: number;
+    leaseDurationS?: number;
+    leaderElect?: boolean;
+    leaseNamespace?: string;
+    /** More flags, e.g. --allowed-vip-ranges=... */
+    args?: string[];
+  },
 ): Promise<Operator> {
   const child = spawn(
     process.execPath,
@@ -58,6 +66,7 @@ export async function startOperator(
       'info',
       '--lease-namespace',
       opts.leaseNamespace ?? 'default',
+      ...(opts.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
