@@ -8,10 +8,23 @@ const ALIVE_EVERY_MS = 100;
 export class Heartbeats {
   private readonly worker: Worker;
   private readonly alive: NodeJS.Timeout;
+  /** Made with the worker: its 'ready' may come before anyone asks (it did in a pod, and start() hung). */
+  private readonly bound: Promise<void>;
   onMessage: (m: FromWorker) => void = () => {};
 
   constructor(cfg: HeartbeatConfig) {
     this.worker = new Worker(new URL('./heartbeat-worker.ts', import.meta.url), { workerData: cfg });
+    this.bound = new Promise((resolve, reject) => {
+      const on = (m: FromWorker) => {
+        if (m.type === 'ready') {
+          this.worker.off('message', on);
+          resolve();
+        }
+      };
+      this.worker.on('message', on);
+      this.worker.once('error', reject);
+    });
+    this.bound.catch(() => {}); // the error listener below ends the process anyway
     // Proof of life for the worker: a main thread that stops sending this stops our beats.
     this.alive = setInterval(() => this.worker.postMessage({ type: 'alive' } satisfies ToWorker), ALIVE_EVERY_MS);
     this.alive.unref();
@@ -22,16 +35,7 @@ export class Heartbeats {
   }
 
   ready(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const on = (m: FromWorker) => {
-        if (m.type === 'ready') {
-          this.worker.off('message', on);
-          resolve();
-        }
-      };
-      this.worker.on('message', on);
-      this.worker.once('error', reject);
-    });
+    return this.bound;
   }
 
   tell(state: Omit<Extract<ToWorker, { type: 'state' }>, 'type'>): void {

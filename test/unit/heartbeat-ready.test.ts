@@ -1,0 +1,34 @@
+/**
+ * The heartbeat worker may bind its socket before the main thread asks
+ * whether it is ready (found in a pod: the sidecar's start hung for good
+ * before its HTTP port opened, and the kubelet restarted it in a loop).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { Heartbeats } from '../../sidecar/src/ha/heartbeat.ts';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+describe('heartbeat worker start', () => {
+  it('ready() resolves even when the worker was ready long before it was asked', async () => {
+    const hb = new Heartbeats({
+      key: randomBytes(32),
+      ordinal: 0,
+      bindAddress: '127.0.0.1',
+      port: 0,
+      peerAddress: '127.0.0.1',
+      peerPort: 9,
+      intervalMs: 1000,
+      misses: 5,
+      mainHungMs: 5000,
+    });
+    try {
+      await sleep(1500); // the worker has bound its socket by now
+      const outcome = await Promise.race([hb.ready().then(() => 'ready'), sleep(3000).then(() => 'hung')]);
+      assert.equal(outcome, 'ready');
+    } finally {
+      await hb.stop();
+    }
+  });
+});
