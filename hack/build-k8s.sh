@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries the operator tests run against, from Go
-# modules (no prebuilt downloads): kube-apiserver, kube-controller-manager and
-# kubectl from k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, helm
-# from helm.sh/helm/v3. Cached outside the repo, keyed by version; a second run
-# only checks the cache. Prints the bin directory on its last line.
+# modules (no prebuilt downloads): kube-apiserver, kube-controller-manager,
+# kubectl and (for hack/cluster.sh's nodes) kubelet, kube-scheduler and
+# kube-proxy from k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, helm
+# from helm.sh/helm/v3, and CoreDNS (the cluster's DNS) from
+# github.com/coredns/coredns. Cached outside the repo, keyed by version; only
+# missing binaries are built, so a second run only checks the cache. Prints the
+# bin directory on its last line.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 CACHE=${SIPHA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sipha}
 BIN="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
-want=(kube-apiserver kube-controller-manager kubectl etcd helm)
+# The directory name predates the node binaries; it stays so existing caches
+# stay valid (the k8s version still keys them; CoreDNS's version is in its name).
+k8s_cmds=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
+want=("${k8s_cmds[@]}" etcd helm "coredns-$COREDNS_VERSION")
 
 have_all() { for b in "${want[@]}"; do [ -x "$BIN/$b" ] || return 1; done; }
 if have_all; then echo "$BIN"; exit 0; fi
@@ -26,7 +33,9 @@ log() { echo "build-k8s: $* ($(( $(date +%s) - start )) s)" >&2; }
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod points the k8s.io/*
 # staging modules at ./staging. A scratch module requires it and replaces each
 # staging module with its published v0.X.Y twin.
-if [ ! -x "$BIN/kube-apiserver" ] || [ ! -x "$BIN/kube-controller-manager" ] || [ ! -x "$BIN/kubectl" ]; then
+missing=()
+for cmd in "${k8s_cmds[@]}"; do [ -x "$BIN/$cmd" ] || missing+=("$cmd"); done
+if [ ${#missing[@]} -gt 0 ]; then
   work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
   cd "$work"
   modjson=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION")
@@ -48,12 +57,15 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   log "resolving k8s.io/kubernetes $K8S_VERSION"
   go mod tidy -e >/dev/null 2>&1 || true
   go get "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
-  for cmd in kube-apiserver kube-controller-manager kubectl; do
+  for cmd in "${missing[@]}"; do
     log "building $cmd"
     go build -tags tools -ldflags "$ldflags -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION" -o "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
   done
@@ -86,6 +98,38 @@ fi
 if [ ! -x "$BIN/helm" ]; then
   log "building helm $HELM_VERSION"
   GOBIN="$BIN" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+# CoreDNS: a main with only the plugins hack/cluster/coredns.yaml's Corefile
+# uses (CoreDNS's documented way to build a custom set). The module's own main
+# compiles every plugin with the cloud SDKs: 3.8 min cold on 2 cores, vs 2.4.
+if [ ! -x "$BIN/coredns-$COREDNS_VERSION" ]; then
+  work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+  cd "$work"
+  go mod init sipha.local/corednsbuild >/dev/null 2>&1
+  cat > main.go <<'GO'
+package main
+
+import (
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+
+	"github.com/coredns/coredns/coremain"
+)
+
+func main() { coremain.Run() }
+GO
+  log "building coredns $COREDNS_VERSION"
+  go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null 2>&1
+  go mod tidy >/dev/null 2>&1
+  go build -ldflags "$ldflags" -o "$BIN/coredns-$COREDNS_VERSION" .
+  cd - >/dev/null; rm -rf "$work"; trap - EXIT
 fi
 
 have_all || { echo "build-k8s: some binaries are missing in $BIN" >&2; exit 1; }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup: run as root (network namespaces, apt)" >&2; exit 1; }; }
 
 APT_PACKAGES=(kamailio sip-tester tshark iproute2 iputils-arping keepalived tcpdump curl conntrack procps baresip nftables
-  containerd runc containernetworking-plugins iptables mmdebstrap umoci)
+  containerd runc containernetworking-plugins iptables mmdebstrap umoci openssl gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
