@@ -32,3 +32,41 @@ describe('heartbeat worker start', () => {
     }
   });
 });
+
+describe('heartbeat worker messages before anyone listens', () => {
+  it("what the worker heard before the handler was set is delivered (the peer's view is told only when it changes)", async () => {
+    const key = randomBytes(32);
+    const cfg = (ordinal: 0 | 1, port: number, peerPort: number) => ({
+      key,
+      ordinal,
+      bindAddress: '127.0.0.1',
+      port,
+      peerAddress: '127.0.0.1',
+      peerPort,
+      intervalMs: 20,
+      misses: 5,
+      mainHungMs: 5000,
+    });
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(cfg(0, base, base + 1));
+    const b = new Heartbeats(cfg(1, base + 1, base));
+    try {
+      await Promise.all([a.ready(), b.ready()]);
+      // In a pod, main.ts awaits the Kubernetes client and the recorded terms before
+      // HaNode.start() sets the handler: the peer has been heard by then.
+      await sleep(1000);
+      const heard = await Promise.race([
+        new Promise<string>((resolve) => {
+          a.onMessage = (m) => {
+            if (m.type === 'peer') resolve('peer');
+          };
+        }),
+        sleep(2000).then(() => 'nothing'),
+      ]);
+      assert.equal(heard, 'peer');
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

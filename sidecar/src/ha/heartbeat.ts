@@ -2,6 +2,8 @@
 import { Worker } from 'node:worker_threads';
 import type { FromWorker, HeartbeatConfig, ToWorker } from './heartbeat-worker.ts';
 
+/** Messages kept while nobody listens (a drops report per tick at most, and the peer's changes). */
+const BACKLOG_MAX = 1000;
 /** How often the main thread tells the worker it is alive (well inside any sane mainHungMs). */
 const ALIVE_EVERY_MS = 100;
 
@@ -10,7 +12,22 @@ export class Heartbeats {
   private readonly alive: NodeJS.Timeout;
   /** Made with the worker: its 'ready' may come before anyone asks (it did in a pod, and start() hung). */
   private readonly bound: Promise<void>;
-  onMessage: (m: FromWorker) => void = () => {};
+  private handler: ((m: FromWorker) => void) | null = null;
+  /**
+   * What the worker said before anyone listened. The worker tells the peer's
+   * view only when it changes, so a lost 'peer' message is lost for good: in a
+   * pod, main.ts awaits the Kubernetes client before HaNode.start() listens,
+   * the peer was heard meanwhile, and the new pod never saw its master.
+   */
+  private backlog: FromWorker[] = [];
+
+  /** Receives the worker's messages, first those that came before it was set. */
+  set onMessage(h: (m: FromWorker) => void) {
+    this.handler = h;
+    const early = this.backlog;
+    this.backlog = [];
+    for (const m of early) h(m);
+  }
 
   constructor(cfg: HeartbeatConfig) {
     this.worker = new Worker(new URL('./heartbeat-worker.ts', import.meta.url), { workerData: cfg });
@@ -28,7 +45,10 @@ export class Heartbeats {
     // Proof of life for the worker: a main thread that stops sending this stops our beats.
     this.alive = setInterval(() => this.worker.postMessage({ type: 'alive' } satisfies ToWorker), ALIVE_EVERY_MS);
     this.alive.unref();
-    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
+    this.worker.on('message', (m: FromWorker) => {
+      if (this.handler) this.handler(m);
+      else if (this.backlog.push(m) > BACKLOG_MAX) this.backlog.shift(); // the newest matter most
+    });
     this.worker.on('error', (err) => {
       throw err;
     });
