@@ -185,8 +185,14 @@ export function role(p: SipHaPair): Obj {
       { apiGroups: [GROUP], resources: [PLURAL], resourceNames: [p.metadata.name], verbs: ['get'] },
       ...((p.spec.witness?.mode ?? 'lease') === 'lease'
         ? [
-            // The witness Lease: read and renewed by name; create cannot be limited by name.
-            { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [n.witness], verbs: ['get', 'update'] },
+            // The witness Lease: read, watched and renewed by name (a watch by name is a list/watch
+            // with fieldSelector metadata.name); create cannot be limited by name.
+            {
+              apiGroups: ['coordination.k8s.io'],
+              resources: ['leases'],
+              resourceNames: [n.witness],
+              verbs: ['get', 'update', 'list', 'watch'],
+            },
             { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
           ]
         : []),

@@ -118,7 +118,10 @@ async function main(): Promise<void> {
       if (w?.kind === 'lease') {
         const { LeaseWitness } = await import('./kube/lease-witness.ts');
         const pair = pod.replace(/-[01]$/, '');
-        node.witness = new LeaseWitness({ kc, namespace, pair, pod, ordinal: config.ha.ordinal, ttlMs: w.ttlMs });
+        const lease = new LeaseWitness({ kc, namespace, pair, pod, ordinal: config.ha.ordinal, ttlMs: w.ttlMs });
+        // Seeing each write as it happens: a takeover from a silent holder needs no wait of a full duration.
+        lease.follow(kubeLog);
+        node.witness = lease;
       }
     } else if (w?.kind === 'lease') {
       log.fatal('SIPHA_WITNESS=lease needs a pod (SIPHA_POD_NAME, SIPHA_POD_NAMESPACE, in-cluster credentials)');

@@ -146,6 +146,26 @@ describe('Lease witness on a real kube-apiserver', { timeout: 300_000 }, () => {
     });
   });
 
+  it('a side that follows the Lease (a watch) takes over a silent holder at once when its last write is older than a duration', async () => {
+    const a = side('f', 0);
+    const b = side('f', 1);
+    b.follow();
+    expectVerdict(await a.claim(4), 'granted');
+    // The holder goes silent; the follower saw its last write as it happened.
+    await sleep(1300);
+    const t0 = performance.now();
+    const v = expectVerdict(await b.claim(5), 'granted');
+    assert.equal(v.reason, 'expired');
+    assert.ok(performance.now() - t0 < 500, 'no wait of a full duration at the takeover');
+    // And never early: a fresh write by the holder is honoured for a full duration from when it was seen.
+    const c = side('g', 0);
+    const d = side('g', 1);
+    d.follow();
+    expectVerdict(await c.claim(4), 'granted');
+    await sleep(300);
+    expectVerdict(await d.claim(5), 'refused');
+  });
+
   it('concurrent claims on a free Lease race through the optimistic lock: exactly one side gets it, every round', async (t) => {
     let conflicts = 0;
     for (let round = 0; round < 10; round++) {
@@ -177,13 +197,29 @@ describe('Lease witness on a real kube-apiserver', { timeout: 300_000 }, () => {
       role(
         'sidecar-a',
         [
-          '- {apiGroups: [coordination.k8s.io], resources: [leases], resourceNames: [rbac-witness], verbs: [get, update]}',
+          '- {apiGroups: [coordination.k8s.io], resources: [leases], resourceNames: [rbac-witness], verbs: [get, update, list, watch]}',
           '- {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [create]}',
         ].join('\n'),
       );
       const w = side('rbac', 0, { kc: impersonating(kc, user('sidecar-a')) });
+      // The watch by name (list + watch with fieldSelector metadata.name) is allowed by resourceNames too.
+      const warnings: string[] = [];
+      const log = {
+        warn: (o: unknown, m: string) => warnings.push(`${m} ${JSON.stringify(o, Object.getOwnPropertyNames(o ?? {}))}`),
+        info: (o: { err?: unknown }, m: string) => warnings.push(`${m} ${String(o?.err)}`),
+        error: (o: unknown, m: string) => warnings.push(`${m} ${JSON.stringify(o)}`),
+        debug: () => {},
+        child: () => log,
+      };
+      w.follow(log as never);
       assert.equal(expectVerdict(await w.claim(2), 'granted').reason, 'free', 'create, then');
       assert.equal(expectVerdict(await w.claim(2), 'granted').reason, 'renewal', 'get and update');
+      await sleep(500);
+      assert.deepEqual(
+        warnings.filter((x) => /403|forbidden/i.test(x)),
+        [],
+        'the watch is allowed',
+      );
       // Any other Lease is out of reach (get is by name).
       const other = expectVerdict(await side('other', 0, { kc: impersonating(kc, user('sidecar-a')) }).claim(2), 'unreachable');
       assert.equal(other.reason, 'api-403');
