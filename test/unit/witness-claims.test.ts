@@ -102,3 +102,43 @@ describe('witness claims: a node that was cut off listens before a grant counts'
     assert.equal(n.role(), 'master', 'granted after a listening period that began at the refusal');
   });
 });
+
+describe('witness claims: a master waiting out a stale lease', () => {
+  it('claims again once the stale lease ran out, instead of standing down at that instant', async () => {
+    let state: NodeState = initialState(0, { witness: true });
+    const dispatch = (e: HaEvent) => {
+      state = step(state, e).state;
+    };
+    for (const e of [
+      { type: 'server', up: true },
+      { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } },
+      { type: 'peer-lost' },
+    ] as HaEvent[])
+      dispatch(e);
+    assert.equal(state.role, 'master');
+    // The peer took the lease at an older term during an earlier silence; it runs 600 ms more.
+    let n = 0;
+    const witness: Witness = {
+      claim: async (term): Promise<WitnessVerdict> =>
+        n++ === 0
+          ? { verdict: 'refused', reason: 'held', holder: 1, holderTerm: term - 1, remainingMs: 600 }
+          : { verdict: 'granted', reason: 'expired', term, validUntil: performance.now() + 1000 },
+      close: () => {},
+    };
+    const claims = new WitnessClaims(
+      witness,
+      { renewMs: 10, confirmMs: 500, listenMs: LISTEN_MS },
+      () => state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    claims.peerLost();
+    await sleep(5);
+    await sleep(620); // the stale lease has just run out
+    claims.ask();
+    await sleep(5);
+    assert.equal(state.role, 'master', 'still master: it claimed and got the lease');
+    assert.equal(n, 2);
+  });
+});

@@ -26,6 +26,9 @@ export interface WitnessTiming {
   listenMs: number;
 }
 
+/** Room for the claim made once a stale lease ran out (a Lease round trip, with margin). */
+const STALE_SLACK_MS = 250;
+
 export class WitnessClaims {
   private timer: NodeJS.Timeout | null = null;
   private inFlight = false;
@@ -114,7 +117,10 @@ export class WitnessClaims {
         this.dispatch({ type: 'witness', granted: true });
       } else if (v.verdict === 'refused') {
         this.log.warn({ term, holder: v.holder, holderTerm: v.holderTerm }, 'the witness refused this node');
-        if (v.holderTerm < term) this.staleUntil = performance.now() + v.remainingMs + this.timing.renewMs;
+        // Wait for it to run out, then claim once more: the deadline leaves room for that claim's
+        // round trip (a Lease write: tens of ms). Without the slack the master stood down at the
+        // instant the stale lease expired, just before its next claim would have been granted.
+        if (v.holderTerm < term) this.staleUntil = performance.now() + v.remainingMs + 2 * this.timing.renewMs + STALE_SLACK_MS;
         this.dispatch({ type: 'witness', granted: false, holderTerm: v.holderTerm });
       } else {
         this.wasCutOff = true;
