@@ -30,7 +30,7 @@ import { dropInput, heal, partition, removeDrop } from '../test/lib/firewall.ts'
 import { lookupAll } from '../test/lib/kamailio.ts';
 import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { PAIR_BED_HOSTS, type PairNode, role, roleStory, startPair, VIP, WITNESS_HOST } from '../test/lib/pair.ts';
-import { gapMs, type ProbeLog, startProber } from '../test/lib/prober.ts';
+import { outage, type ProbeLog, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { hangMainThread } from '../test/lib/sidecar.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
@@ -315,52 +315,6 @@ function vipSlots(samples: Array<[bigint, boolean]>, from: bigint, slots: number
     out[k] = present;
   }
   return out;
-}
-
-/**
- * The outage a fault caused, seen through the VIP: the longest run of
- * unanswered probes sent after the fault. gap = fault -> the answer to the
- * first probe after that run (with no lost probe: the first answer); lost =
- * probes lost after the run (ARP flapping, a second outage), the last `tail`
- * excluded (their answers may still have been due).
- */
-export function outage(
-  log: ProbeLog,
-  faultNs: bigint,
-  tail: number,
-): { gapMs: number | null; interruptionMs: number | null; lostAfter: number } {
-  const n = log.sentNs.length - tail;
-  let best = { from: -1, len: 0 };
-  let run = { from: -1, len: 0 };
-  for (let i = 0; i < n; i++) {
-    if (BigInt(log.sentNs[i] as string) < faultNs) continue;
-    if (log.answeredNs[i]) {
-      run = { from: -1, len: 0 };
-      continue;
-    }
-    run = run.len === 0 ? { from: i, len: 1 } : { from: run.from, len: run.len + 1 };
-    if (run.len > best.len) best = run;
-  }
-  if (best.len === 0) {
-    const g = gapMs(log, faultNs);
-    return { gapMs: g === null ? null : round(g, 1), interruptionMs: 0, lostAfter: 0 };
-  }
-  const after = best.from + best.len;
-  const lostFrom = BigInt(log.sentNs[best.from] as string);
-  let lostAfter = 0;
-  for (let i = after + 1; i < n; i++) if (!log.answeredNs[i]) lostAfter++;
-  // The first answer after the outage (a probe sent earlier may be answered after a later one).
-  let first: bigint | null = null;
-  for (let i = after; i < log.sentNs.length; i++) {
-    const a = log.answeredNs[i];
-    if (a && (first === null || BigInt(a) < first)) first = BigInt(a);
-    if (first !== null && BigInt(log.sentNs[i] as string) > first) break;
-  }
-  return {
-    gapMs: first === null ? null : round(Number(first - faultNs) / 1e6, 1),
-    interruptionMs: first === null ? null : round(Number(first - lostFrom) / 1e6, 1),
-    lostAfter,
-  };
 }
 
 const longestRun = (xs: boolean[]) => {

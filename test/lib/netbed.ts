@@ -77,18 +77,35 @@ export class NetBed {
   readonly dir: string;
   readonly hosts = new Map<string, Host>();
   private readonly switchNs: string;
+  /** False when the hosts join a bridge someone else made (attach): it stays. */
+  private readonly ownsSwitch: boolean;
+  private readonly subnet: string;
   private readonly children = new Set<ChildProcess>();
   private destroyed = false;
 
-  private constructor(id: string) {
+  private constructor(id: string, switchNs: string | null, subnet: string) {
     this.id = id;
-    this.switchNs = `sipha-${id}-sw`;
+    this.switchNs = switchNs ?? `sipha-${id}-sw`;
+    this.ownsSwitch = switchNs === null;
+    this.subnet = subnet;
     this.dir = mkdtempSync(join(tmpdir(), `sipha-${id}-`));
   }
 
   static create(specs: HostSpec[]): NetBed {
+    return NetBed.make(specs, null, BED_SUBNET);
+  }
+
+  /**
+   * Hosts on the bridge `br0` of an existing switch namespace (hack/cluster.sh's), in `subnet`
+   * (a /24 prefix such as "198.18.8"). destroy() removes these hosts only.
+   */
+  static attach(switchNs: string, subnet: string, specs: HostSpec[]): NetBed {
+    return NetBed.make(specs, switchNs, subnet);
+  }
+
+  private static make(specs: HostSpec[], switchNs: string | null, subnet: string): NetBed {
     installExitHooks();
-    const bed = new NetBed(randomBytes(3).toString('hex'));
+    const bed = new NetBed(randomBytes(3).toString('hex'), switchNs, subnet);
     live.add(bed);
     try {
       bed.build(specs);
@@ -139,26 +156,28 @@ export class NetBed {
     live.delete(this);
     for (const c of this.children) if (c.pid !== undefined) killGroup(c.pid, 'SIGKILL');
     for (const h of this.hosts.values()) quiet(['netns', 'del', h.ns]);
-    quiet(['netns', 'del', this.switchNs]);
+    if (this.ownsSwitch) quiet(['netns', 'del', this.switchNs]);
     rmSync(this.dir, { recursive: true, force: true });
   }
 
   private build(specs: HostSpec[]): void {
-    ip(['netns', 'add', this.switchNs]);
-    ip(['-n', this.switchNs, 'link', 'add', 'br0', 'type', 'bridge']);
-    ip(['-n', this.switchNs, 'link', 'set', 'br0', 'up']);
-    ip(['-n', this.switchNs, 'link', 'set', 'lo', 'up']);
+    if (this.ownsSwitch) {
+      ip(['netns', 'add', this.switchNs]);
+      ip(['-n', this.switchNs, 'link', 'add', 'br0', 'type', 'bridge']);
+      ip(['-n', this.switchNs, 'link', 'set', 'br0', 'up']);
+      ip(['-n', this.switchNs, 'link', 'set', 'lo', 'up']);
+    }
     specs.forEach((spec, i) => {
       const ns = `sipha-${this.id}-${spec.name}`;
       const a = `sv${this.id}${i}a`;
       const b = `sv${this.id}${i}b`;
       ip(['netns', 'add', ns]);
-      this.hosts.set(spec.name, new Host(this, spec.name, ns, `${BED_SUBNET}.${spec.octet}`));
+      this.hosts.set(spec.name, new Host(this, spec.name, ns, `${this.subnet}.${spec.octet}`));
       ip(['link', 'add', a, 'type', 'veth', 'peer', 'name', b]);
       ip(['link', 'set', a, 'netns', ns]);
       ip(['link', 'set', b, 'netns', this.switchNs]);
       ip(['-n', ns, 'link', 'set', a, 'name', 'eth0']);
-      ip(['-n', ns, 'addr', 'add', `${BED_SUBNET}.${spec.octet}/24`, 'dev', 'eth0']);
+      ip(['-n', ns, 'addr', 'add', `${this.subnet}.${spec.octet}/24`, 'dev', 'eth0']);
       ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
       ip(['-n', ns, 'link', 'set', 'lo', 'up']);
       ip(['-n', this.switchNs, 'link', 'set', b, 'master', 'br0']);

@@ -37,6 +37,54 @@ export function gapMs(log: ProbeLog, faultNs: bigint): number | null {
 }
 
 /**
+ * The outage a fault caused, seen through the VIP: the longest run of
+ * unanswered probes sent after the fault. gap = fault -> the answer to the
+ * first probe after that run (with no lost probe: the first answer); lost =
+ * probes lost after the run (ARP flapping, a second outage), the last `tail`
+ * excluded (their answers may still have been due).
+ */
+export function outage(
+  log: ProbeLog,
+  faultNs: bigint,
+  tail: number,
+): { gapMs: number | null; interruptionMs: number | null; lostAfter: number } {
+  const n = log.sentNs.length - tail;
+  let best = { from: -1, len: 0 };
+  let run = { from: -1, len: 0 };
+  for (let i = 0; i < n; i++) {
+    if (BigInt(log.sentNs[i] as string) < faultNs) continue;
+    if (log.answeredNs[i]) {
+      run = { from: -1, len: 0 };
+      continue;
+    }
+    run = run.len === 0 ? { from: i, len: 1 } : { from: run.from, len: run.len + 1 };
+    if (run.len > best.len) best = run;
+  }
+  if (best.len === 0) {
+    const g = gapMs(log, faultNs);
+    return { gapMs: g === null ? null : round1(g), interruptionMs: 0, lostAfter: 0 };
+  }
+  const after = best.from + best.len;
+  const lostFrom = BigInt(log.sentNs[best.from] as string);
+  let lostAfter = 0;
+  for (let i = after + 1; i < n; i++) if (!log.answeredNs[i]) lostAfter++;
+  // The first answer after the outage (a probe sent earlier may be answered after a later one).
+  let first: bigint | null = null;
+  for (let i = after; i < log.sentNs.length; i++) {
+    const a = log.answeredNs[i];
+    if (a && (first === null || BigInt(a) < first)) first = BigInt(a);
+    if (first !== null && BigInt(log.sentNs[i] as string) > first) break;
+  }
+  return {
+    gapMs: first === null ? null : round1(Number(first - faultNs) / 1e6),
+    interruptionMs: first === null ? null : round1(Number(first - lostFrom) / 1e6),
+    lostAfter,
+  };
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+/**
  * Starts the prober in `host` against target:5060 for `durationMs`; `done`
  * resolves with its log once it has finished (bounded by the duration).
  */

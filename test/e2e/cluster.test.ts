@@ -1,0 +1,299 @@
+/**
+ * sipha as users run it (issue 10): the images built here (hack/images.sh),
+ * a two-node Kubernetes with real kubelets and containerd (hack/cluster.sh),
+ * `helm install` of the chart, `kubectl apply` of the example pair (arp mode),
+ * SIP clients in a namespace on the nodes' own network, and failovers at the
+ * pod level: the master's Kamailio killed inside its container, and the
+ * master pod deleted.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import * as k from '../lib/cluster.ts';
+import type { Kamailio } from '../lib/kamailio.ts';
+import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
+import { type Host, NetBed } from '../lib/netbed.ts';
+import { outage, startProber } from '../lib/prober.ts';
+import { sleep, until } from '../lib/procs.ts';
+import { runSipp, startUas, users } from '../lib/sipp.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const VIP = '198.18.8.100';
+const target = `${VIP}:5060`;
+const NS = 'sip';
+
+function sh(cmd: string, args: string[], input?: string): string {
+  return execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+}
+const kubectl = (...args: string[]) => k.kubectl(args);
+const kubectlIn = (input: string, ...args: string[]) => k.kubectl(args, input);
+
+interface PodView {
+  name: string;
+  node: string;
+  uid: string;
+  phase: string;
+  role: string;
+  ready: boolean;
+  restarts: Record<string, number>;
+}
+
+function pods(): PodView[] {
+  const list = JSON.parse(kubectl('-n', NS, 'get', 'pods', '-l', 'sipha.io/pair=sip-edge', '-o', 'json')) as {
+    items: Array<{
+      metadata: { name: string; uid: string; labels?: Record<string, string> };
+      spec: { nodeName?: string };
+      status: {
+        phase: string;
+        conditions?: Array<{ type: string; status: string }>;
+        containerStatuses?: Array<{ name: string; restartCount: number }>;
+      };
+    }>;
+  };
+  return list.items.map((p) => ({
+    name: p.metadata.name,
+    uid: p.metadata.uid,
+    node: p.spec.nodeName ?? '',
+    phase: p.status.phase,
+    role: p.metadata.labels?.['sipha.io/role'] ?? '',
+    ready: p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false,
+    restarts: Object.fromEntries((p.status.containerStatuses ?? []).map((c) => [c.name, c.restartCount])),
+  }));
+}
+
+const podWithRole = (role: string) => pods().find((p) => p.role === role);
+
+/** `kubectl get shp` as a user reads it: the printer columns. */
+function shpRow(): Record<string, string> {
+  const out = kubectl('-n', NS, 'get', 'shp', 'sip-edge').trim().split('\n');
+  const heads = (out[0] as string).split(/\s{2,}/);
+  const cells = (out[1] as string).split(/\s{2,}/);
+  return Object.fromEntries(heads.map((h, i) => [h, cells[i] ?? '']));
+}
+
+/** The pair settled: one master, one ready backup, on two nodes, phase Replicating and the Ready condition True. */
+function settled(): boolean {
+  const ps = pods();
+  if (ps.length !== 2 || !ps.every((p) => p.phase === 'Running' && p.ready)) return false;
+  if (ps.filter((p) => p.role === 'master').length !== 1 || ps.filter((p) => p.role === 'backup').length !== 1) return false;
+  try {
+    const st = JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')).status as {
+      conditions?: Array<{ type: string; status: string }>;
+    };
+    return shpRow().PHASE === 'Replicating' && st.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+  } catch {
+    return false;
+  }
+}
+
+/** kamcmd inside a pod's server container, on the ctl socket the example configures. */
+function podKamailio(pod: string): Kamailio {
+  return {
+    kamcmd: (args, input) =>
+      k.kubectl(
+        ['-n', NS, 'exec', '-i', pod, '-c', 'sip-server', '--', 'kamcmd', '-s', 'unix:/run/kamailio/kamailio_ctl', ...args],
+        input ?? '',
+      ),
+  } as Kamailio;
+}
+
+/** The host PIDs of the processes of one container of a pod (by the pod's cgroup, which names its UID). */
+function containerPids(pod: PodView, cmdline: string): number[] {
+  const uid = pod.uid.replaceAll('-', '_');
+  const found: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (!readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(cmdline)) continue;
+      const cg = readFileSync(`/proc/${d}/cgroup`, 'utf8');
+      if (cg.includes(pod.uid) || cg.includes(uid)) found.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level failover (issue 10)', {
+  timeout: 1_200_000,
+}, () => {
+  let client: NetBed | undefined;
+  let sipClient: Host;
+  let uasHost: Host;
+  const aors = users('cl', 1000);
+
+  before(async () => {
+    const images = sh('bash', ['hack/images.sh', 'build']).trim().split('\n');
+    k.clusterUp();
+    k.importImages(images.map((l) => l.split(' ')[1] as string));
+    client = NetBed.attach(k.CLUSTER.switchNs, k.CLUSTER.subnet, [
+      { name: 'client', octet: 201 },
+      { name: 'uas', octet: 202 },
+    ]);
+    sipClient = client.host('client');
+    uasHost = client.host('uas');
+  });
+
+  after(async () => {
+    await client?.destroy();
+    if (process.env.SIPHA_KEEP_CLUSTER !== '1') k.clusterDown();
+  });
+
+  it('helm install: the operator runs as the chart Deployment, with its ServiceAccount, and one leader', async () => {
+    k.helm([
+      'install',
+      'sipha',
+      `${ROOT}charts/sipha`,
+      '--namespace',
+      'sipha-system',
+      '--create-namespace',
+      '--wait',
+      '--timeout',
+      '180s',
+    ]);
+    const dep = JSON.parse(kubectl('-n', 'sipha-system', 'get', 'deploy', 'sipha-operator', '-o', 'json')) as {
+      spec: { template: { spec: { serviceAccountName: string } } };
+      status: { readyReplicas?: number };
+    };
+    assert.equal(dep.status.readyReplicas, 2);
+    assert.equal(dep.spec.template.spec.serviceAccountName, 'sipha-operator');
+    const leases = kubectl('-n', 'sipha-system', 'get', 'lease', '-o', 'jsonpath={.items[*].spec.holderIdentity}');
+    assert.match(leases, /sipha-operator-/, 'one operator replica holds the leader lease');
+  });
+
+  it('kubectl apply of the example: two pods Running on two nodes; kubectl get shp shows MASTER, BACKUP, Replicating, VIP, TERM', async () => {
+    kubectl('create', 'namespace', NS);
+    kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', '--from-file=examples/kamailio/kamailio.cfg');
+    const example = readFileSync(`${ROOT}examples/siphapair.yaml`, 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+    const applied = Date.now();
+    kubectlIn(example, '-n', NS, 'apply', '-f', '-');
+    await until(
+      settled,
+      120_000,
+      'the pair is Ready',
+      () => `${JSON.stringify(pods())}\n${kubectl('-n', NS, 'get', 'shp', '-o', 'yaml')}`,
+    );
+    const readyS = (Date.now() - applied) / 1000;
+    const ps = pods();
+    assert.notEqual(ps[0]?.node, ps[1]?.node, 'the two pods run on two nodes');
+    const row = shpRow();
+    assert.equal(row.MASTER, podWithRole('master')?.name);
+    assert.equal(row.BACKUP, podWithRole('backup')?.name);
+    assert.equal(row.VIP, VIP);
+    assert.match(row.TERM ?? '', /^\d+$/);
+    console.log(`apply -> Ready: ${readyS.toFixed(1)} s`);
+  });
+
+  it('1000 registrations over the VIP reach both Kamailios; calls run', async () => {
+    const reg = await runSipp(client as NetBed, sipClient, {
+      scenario: 'register.xml',
+      target,
+      calls: 1000,
+      rate: 250,
+      users: aors,
+      timeoutS: 60,
+    });
+    assert.equal(reg.successful, 1000, reg.errors);
+    const master = podWithRole('master')?.name as string;
+    const backup = podWithRole('backup')?.name as string;
+    assert.equal(lookupAll(podKamailio(master), aors).size, 1000);
+    await until(() => usrlocStat(podKamailio(backup), 'registered_users') === 1000, 10_000, 'the backup holds the 1000 too');
+    assert.equal(
+      (await runSipp(client as NetBed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] }))
+        .successful,
+      1,
+    );
+    const uas = startUas(uasHost);
+    const calls = await runSipp(client as NetBed, sipClient, {
+      scenario: 'uac-call.xml',
+      target,
+      calls: 20,
+      rate: 10,
+      limit: 20,
+      service: 'uas',
+      holdMs: 300,
+      timeoutS: 30,
+    });
+    await (client as NetBed).stop(uas.child);
+    assert.equal(calls.successful, 20, calls.errors);
+  });
+
+  for (const fault of ['kamailio-kill', 'pod-delete', 'sidecar-kill', 'node-crash', 'operator-delete'] as const) {
+    it(`${fault} of the master: the backup takes over, nothing lost, and the pair recovers`, async () => {
+      await until(settled, 60_000, 'a settled pair to start from', () => JSON.stringify(pods()));
+      const master = podWithRole('master') as PodView;
+      const backup = podWithRole('backup') as PodView;
+      const probe = startProber(client as NetBed, sipClient, VIP, 5, 6000);
+      await sleep(1000);
+      const faultNs = process.hrtime.bigint();
+      if (fault === 'kamailio-kill' || fault === 'sidecar-kill') {
+        // kill -9 inside the container (from the host: the container's processes are ours to see).
+        const pids = containerPids(master, fault === 'kamailio-kill' ? 'kamailio' : 'sidecar/src/main.ts');
+        assert.ok(pids.length > 0, `found the master's ${fault} processes`);
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // a worker that ended with its main process
+          }
+        }
+      } else if (fault === 'node-crash') {
+        k.nodeCrash(master.node as k.NodeName);
+      } else if (fault === 'operator-delete') {
+        // The operator's pods go away in the middle of a failover: the data plane does not need them.
+        kubectl('-n', 'sipha-system', 'delete', 'pod', '-l', 'app.kubernetes.io/name=sipha-operator', '--wait=false');
+        kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
+      } else {
+        kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
+      }
+      const o = outage(await probe.done, faultNs, 10);
+      console.log(`${fault}: gap ${o.gapMs} ms (interruption ${o.interruptionMs} ms, ${o.lostAfter} probes lost after it)`);
+      assert.ok(o.gapMs !== null, 'the VIP answers again');
+      assert.equal(o.lostAfter, 0, 'one outage, then every probe answered');
+      await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master (its pod says so)');
+      assert.equal(lookupAll(podKamailio(backup.name), aors).size, 1000, 'no registration lost');
+      if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName); // the node comes back; its pod rejoins
+      await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', () => JSON.stringify(pods()));
+      const holders = Object.keys(k.CLUSTER.nodes).filter((n) =>
+        k.nodeExec(n as k.NodeName, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0']).includes(` ${VIP}/32`),
+      );
+      assert.deepEqual(holders, [backup.node], 'exactly one node holds the VIP: the new master');
+      const rejoined = podWithRole('backup') as PodView;
+      await until(
+        () => usrlocStat(podKamailio(rejoined.name), 'registered_users') >= 1000,
+        20_000,
+        'the rejoined backup received the registrations by burst',
+      );
+      const events = kubectl(
+        '-n',
+        NS,
+        'get',
+        'events',
+        '--field-selector',
+        'involvedObject.kind=SipHaPair',
+        '-o',
+        'jsonpath={.items[*].message}',
+      );
+      assert.match(events, /master/i, 'Events tell the story');
+    });
+  }
+
+  it("the sidecar's identity may patch its own pair's pods and no other pod (denied, in the cluster)", () => {
+    kubectl('-n', NS, 'run', 'bystander', `--image=${k.CLUSTER.pauseImage}`, '--image-pull-policy=Never', '--restart=Never');
+    const token = kubectl('-n', NS, 'create', 'token', 'sip-edge-sidecar', '--duration=10m').trim();
+    const as = ['--token', token, '-n', NS];
+    const own = podWithRole('backup') as PodView;
+    assert.equal(k.kubectlTry([...as, 'annotate', 'pod', own.name, 'sipha.test/own=yes', '--overwrite']).code, 0);
+    const other = k.kubectlTry([...as, 'annotate', 'pod', 'bystander', 'sipha.test/own=no', '--overwrite']);
+    assert.notEqual(other.code, 0, 'patching another pod must be refused');
+    assert.match(other.err, /forbidden/i);
+    kubectl('-n', NS, 'delete', 'pod', 'bystander', '--wait=false');
+    // Everything the sidecars do in the cluster (role label, term, fencing watch, witness Lease and its watch) is allowed.
+    for (const p of pods()) {
+      const logs = kubectl('-n', NS, 'logs', p.name, '-c', 'sipha-sidecar');
+      assert.doesNotMatch(logs, /forbidden|"code":403|api-403/i, `${p.name}: ${logs.slice(-1500)}`);
+    }
+  });
+});
