@@ -17,7 +17,7 @@ import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
 import { outage, startProber } from '../lib/prober.ts';
 import { sleep, until } from '../lib/procs.ts';
-import { runSipp, startUas, users } from '../lib/sipp.ts';
+import { callsToUas, runSipp, users } from '../lib/sipp.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const VIP = '198.18.8.100';
@@ -200,23 +200,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     const backup = podWithRole('backup')?.name as string;
     assert.equal(lookupAll(podKamailio(master), aors).size, 1000);
     await until(() => usrlocStat(podKamailio(backup), 'registered_users') === 1000, 10_000, 'the backup holds the 1000 too');
-    assert.equal(
-      (await runSipp(client as NetBed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] }))
-        .successful,
-      1,
-    );
-    const uas = startUas(uasHost);
-    const calls = await runSipp(client as NetBed, sipClient, {
-      scenario: 'uac-call.xml',
-      target,
-      calls: 20,
-      rate: 10,
-      limit: 20,
-      service: 'uas',
-      holdMs: 300,
-      timeoutS: 30,
-    });
-    await (client as NetBed).stop(uas.child);
+    const calls = await callsToUas(client as NetBed, sipClient, uasHost, target, 20);
     assert.equal(calls.successful, 20, calls.errors);
   });
 

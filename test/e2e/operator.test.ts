@@ -152,19 +152,21 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         resourceNames: ['sip-edge'],
         verbs: ['get'],
       });
-      // The witness (decision 0005) defaults to the pair's Lease: the sidecar renews that one Lease only.
+      // The witness (decision 0005) defaults to the pair's Lease: the sidecar reads, watches and renews that one Lease only.
       const sidecarEnv = tpl.containers[1].env as Array<{ name: string; value?: string }>;
       assert.equal(sidecarEnv.find((e) => e.name === 'SIPHA_WITNESS')?.value, 'lease');
       assert.deepEqual(role.rules[3], {
         apiGroups: ['coordination.k8s.io'],
         resources: ['leases'],
         resourceNames: ['sip-edge-witness'],
-        verbs: ['get', 'update'],
+        verbs: ['get', 'update', 'list', 'watch'],
       });
       // The sidecar's identity may do exactly that (the operator could grant it: it holds the same rights).
       const asSidecar = ['--as', 'system:serviceaccount:default:sip-edge-sidecar'];
       assert.equal(cp.kubectlTry(['auth', 'can-i', 'update', 'leases/sip-edge-witness', ...asSidecar]).code, 0);
       assert.notEqual(cp.kubectlTry(['auth', 'can-i', 'update', 'leases/other', ...asSidecar]).code, 0);
+      assert.equal(cp.kubectlTry(['auth', 'can-i', 'watch', 'leases/sip-edge-witness', ...asSidecar]).code, 0);
+      assert.notEqual(cp.kubectlTry(['auth', 'can-i', 'watch', 'leases', ...asSidecar]).code, 0, 'no watch on every Lease');
       await until(
         () => exists('pod', 'sip-edge-0') && exists('pod', 'sip-edge-1'),
         30000,

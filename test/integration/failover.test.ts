@@ -11,7 +11,7 @@ import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
 import { digests, type PairNode, pairBed, role, roleStory, startPair, VIP } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
-import { runSipp, startUas, users } from '../lib/sipp.ts';
+import { callsToUas, runSipp, startUas, users } from '../lib/sipp.ts';
 
 describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () => {
   let bed: NetBed;
@@ -59,22 +59,7 @@ describe('failover of a sipha pair (Kamailio killed)', { timeout: 300_000 }, () 
   });
 
   it("the backup's Kamailio produced byte-identical replies and relayed requests (same state, not just same messages)", async () => {
-    assert.equal(
-      (await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] })).successful,
-      1,
-    );
-    const uas = startUas(uasHost);
-    const r = await runSipp(bed, client, {
-      scenario: 'uac-call.xml',
-      target,
-      calls: 20,
-      rate: 10,
-      limit: 20,
-      service: 'uas',
-      holdMs: 300,
-      timeoutS: 30,
-    });
-    await bed.stop(uas.child);
+    const r = await callsToUas(bed, client, uasHost, target, 20);
     assert.equal(r.successful, 20);
     let sent: string[] = [];
     let withheld: string[] = [];

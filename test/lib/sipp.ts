@@ -141,3 +141,34 @@ function readStats(path: string): { successful: number; failed: number; callRate
 export function users(prefix: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
 }
+
+/**
+ * Calls through `target` to a called party on `uasHost`: the party registers as
+ * "uas", answers every call, and is stopped after; returns the caller's result.
+ */
+export async function callsToUas(
+  bed: NetBed,
+  caller: Host,
+  uasHost: Host,
+  target: string,
+  calls: number,
+  opts: { rate?: number; holdMs?: number } = {},
+): Promise<SippResult> {
+  const reg = await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] });
+  if (reg.successful !== 1) throw new Error(`the called party did not register: ${reg.errors}`);
+  const uas = startUas(uasHost);
+  try {
+    return await runSipp(bed, caller, {
+      scenario: 'uac-call.xml',
+      target,
+      calls,
+      rate: opts.rate ?? 10,
+      limit: calls,
+      service: 'uas',
+      holdMs: opts.holdMs ?? 300,
+      timeoutS: 30,
+    });
+  } finally {
+    await bed.stop(uas.child);
+  }
+}
