@@ -7,12 +7,25 @@
  * master pod deleted.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as k from '../lib/cluster.ts';
-import type { Kamailio } from '../lib/kamailio.ts';
+import {
+  injectFault,
+  kubectl,
+  kubectlIn,
+  NS,
+  type PodView,
+  podKamailio,
+  pods,
+  podWithRole,
+  settled,
+  sh,
+  shpRow,
+  VIP,
+  vipHolders,
+} from '../lib/cluster-pair.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import { type Host, NetBed } from '../lib/netbed.ts';
 import { outage, startProber } from '../lib/prober.ts';
@@ -20,102 +33,7 @@ import { sleep, until } from '../lib/procs.ts';
 import { callsToUas, runSipp, users } from '../lib/sipp.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const VIP = '198.18.8.100';
 const target = `${VIP}:5060`;
-const NS = 'sip';
-
-function sh(cmd: string, args: string[], input?: string): string {
-  return execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
-}
-const kubectl = (...args: string[]) => k.kubectl(args);
-const kubectlIn = (input: string, ...args: string[]) => k.kubectl(args, input);
-
-interface PodView {
-  name: string;
-  node: string;
-  uid: string;
-  phase: string;
-  role: string;
-  ready: boolean;
-  restarts: Record<string, number>;
-}
-
-function pods(): PodView[] {
-  const list = JSON.parse(kubectl('-n', NS, 'get', 'pods', '-l', 'sipha.io/pair=sip-edge', '-o', 'json')) as {
-    items: Array<{
-      metadata: { name: string; uid: string; labels?: Record<string, string> };
-      spec: { nodeName?: string };
-      status: {
-        phase: string;
-        conditions?: Array<{ type: string; status: string }>;
-        containerStatuses?: Array<{ name: string; restartCount: number }>;
-      };
-    }>;
-  };
-  return list.items.map((p) => ({
-    name: p.metadata.name,
-    uid: p.metadata.uid,
-    node: p.spec.nodeName ?? '',
-    phase: p.status.phase,
-    role: p.metadata.labels?.['sipha.io/role'] ?? '',
-    ready: p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false,
-    restarts: Object.fromEntries((p.status.containerStatuses ?? []).map((c) => [c.name, c.restartCount])),
-  }));
-}
-
-const podWithRole = (role: string) => pods().find((p) => p.role === role);
-
-/** `kubectl get shp` as a user reads it: the printer columns. */
-function shpRow(): Record<string, string> {
-  const out = kubectl('-n', NS, 'get', 'shp', 'sip-edge').trim().split('\n');
-  const heads = (out[0] as string).split(/\s{2,}/);
-  const cells = (out[1] as string).split(/\s{2,}/);
-  return Object.fromEntries(heads.map((h, i) => [h, cells[i] ?? '']));
-}
-
-/** The pair settled: one master, one ready backup, on two nodes, phase Replicating and the Ready condition True. */
-function settled(): boolean {
-  const ps = pods();
-  if (ps.length !== 2 || !ps.every((p) => p.phase === 'Running' && p.ready)) return false;
-  if (ps.filter((p) => p.role === 'master').length !== 1 || ps.filter((p) => p.role === 'backup').length !== 1) return false;
-  try {
-    const st = JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')).status as {
-      conditions?: Array<{ type: string; status: string }>;
-    };
-    return shpRow().PHASE === 'Replicating' && st.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
-  } catch {
-    return false;
-  }
-}
-
-/** kamcmd inside a pod's server container, on the ctl socket the example configures. */
-function podKamailio(pod: string): Kamailio {
-  return {
-    kamcmd: (args, input) =>
-      k.kubectl(
-        ['-n', NS, 'exec', '-i', pod, '-c', 'sip-server', '--', 'kamcmd', '-s', 'unix:/run/kamailio/kamailio_ctl', ...args],
-        input ?? '',
-      ),
-  } as Kamailio;
-}
-
-/** The host PIDs of the processes of one container of a pod (by the pod's cgroup, which names its UID). */
-function containerPids(pod: PodView, cmdline: string): number[] {
-  const uid = pod.uid.replaceAll('-', '_');
-  const found: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (!readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(cmdline)) continue;
-      const cg = readFileSync(`/proc/${d}/cgroup`, 'utf8');
-      if (cg.includes(pod.uid) || cg.includes(uid)) found.push(Number(d));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return found;
-}
-
 describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level failover (issue 10)', {
   timeout: 1_200_000,
 }, () => {
@@ -212,26 +130,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       const probe = startProber(client as NetBed, sipClient, VIP, 5, 6000);
       await sleep(1000);
       const faultNs = process.hrtime.bigint();
-      if (fault === 'kamailio-kill' || fault === 'sidecar-kill') {
-        // kill -9 inside the container (from the host: the container's processes are ours to see).
-        const pids = containerPids(master, fault === 'kamailio-kill' ? 'kamailio' : 'sidecar/src/main.ts');
-        assert.ok(pids.length > 0, `found the master's ${fault} processes`);
-        for (const pid of pids) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // a worker that ended with its main process
-          }
-        }
-      } else if (fault === 'node-crash') {
-        k.nodeCrash(master.node as k.NodeName);
-      } else if (fault === 'operator-delete') {
-        // The operator's pods go away in the middle of a failover: the data plane does not need them.
-        kubectl('-n', 'sipha-system', 'delete', 'pod', '-l', 'app.kubernetes.io/name=sipha-operator', '--wait=false');
-        kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
-      } else {
-        kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
-      }
+      injectFault(fault, master);
       const o = outage(await probe.done, faultNs, 10);
       console.log(`${fault}: gap ${o.gapMs} ms (interruption ${o.interruptionMs} ms, ${o.lostAfter} probes lost after it)`);
       assert.ok(o.gapMs !== null, 'the VIP answers again');
@@ -240,10 +139,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       assert.equal(lookupAll(podKamailio(backup.name), aors).size, 1000, 'no registration lost');
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName); // the node comes back; its pod rejoins
       await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', () => JSON.stringify(pods()));
-      const holders = Object.keys(k.CLUSTER.nodes).filter((n) =>
-        k.nodeExec(n as k.NodeName, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0']).includes(` ${VIP}/32`),
-      );
-      assert.deepEqual(holders, [backup.node], 'exactly one node holds the VIP: the new master');
+      assert.deepEqual(vipHolders(), [backup.node], 'exactly one node holds the VIP: the new master');
       const rejoined = podWithRole('backup') as PodView;
       await until(
         () => usrlocStat(podKamailio(rejoined.name), 'registered_users') >= 1000,

@@ -1,0 +1,227 @@
+/**
+ * npm run bench -- cluster   [--trials N]
+ *
+ * The pair as pods (issue 10): the two-node cluster of hack/cluster.sh, the
+ * chart's operator, examples/siphapair.yaml in arp mode, 1000 registered
+ * users, calls in progress at every fault. Per fault and trial, from a
+ * settled pair: the gap (fault -> the first OPTIONS answered through the VIP
+ * after the outage, 5 ms prober, test/lib/prober.ts `outage`), registrations
+ * lost (of 1000, on the new master's Kamailio), calls failed (sipp's own
+ * counters). Baseline in the same run: the netns bed pair's host down.
+ *
+ * Keys (bench/out/cluster.json): cluster_kamailio_kill_gap_ms_p50,
+ * cluster_node_down_gap_ms_p50, cluster_node_down_gap_ms_max,
+ * cluster_pod_delete_gap_ms_p50, cluster_regs_lost, cluster_calls_failed,
+ * metallb_pod_down_gap_ms_p50 (null: MetalLB is not built here yet),
+ * bed_host_down_gap_ms_p50, cluster_apply_to_ready_s, operator_image_mb,
+ * sidecar_image_mb.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { parseArgs } from 'node:util';
+import * as k from '../test/lib/cluster.ts';
+import {
+  injectFault,
+  kubectl,
+  kubectlIn,
+  NS,
+  type PodFault,
+  podKamailio,
+  podWithRole,
+  settled,
+  sh,
+  VIP,
+} from '../test/lib/cluster-pair.ts';
+import { lookupAll } from '../test/lib/kamailio.ts';
+import { type Host, NetBed } from '../test/lib/netbed.ts';
+import { VIP as BED_VIP, PAIR_BED_HOSTS, startPair } from '../test/lib/pair.ts';
+import { outage, startProber } from '../test/lib/prober.ts';
+import { until } from '../test/lib/procs.ts';
+import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { median, round, table, writeFigures } from './lib/report.ts';
+
+const { values } = parseArgs({ options: { trials: { type: 'string', default: '5' } } });
+const TRIALS = Number(values.trials);
+const USERS = users('bench', 1000);
+const CALLS = 20;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Trial {
+  gapMs: number | null;
+  regsLost: number;
+  callsFailed: number;
+}
+
+/** Calls in progress across the fault: 20 at 10/s, each held 2 s, to the registered "uas". */
+async function callsAcross(bed: NetBed, caller: Host, uasHost: Host, target: string, fault: () => Promise<bigint>) {
+  await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] });
+  const uas = startUas(uasHost);
+  const prober = startProber(bed, caller, target.split(':')[0] as string, 5, 8000);
+  const calls = runSipp(bed, caller, {
+    scenario: 'uac-call.xml',
+    target,
+    calls: CALLS,
+    rate: 10,
+    limit: CALLS,
+    service: 'uas',
+    holdMs: 2000,
+    timeoutS: 40,
+    localPort: 5080,
+  });
+  await sleep(1500);
+  const faultNs = await fault();
+  const o = outage(await prober.done, faultNs, 10);
+  const r = await calls;
+  await bed.stop(uas.child);
+  return { gapMs: o.gapMs, callsFailed: r.failed + (CALLS - r.successful - r.failed) };
+}
+
+async function bedHostDown(): Promise<Trial> {
+  const bed = NetBed.create(PAIR_BED_HOSTS);
+  try {
+    const [a, b] = await startPair(bed, bed.host('a'), bed.host('b'), { SIPHA_LOG_LEVEL: 'warn' });
+    const target = `${BED_VIP}:5060`;
+    const reg = await runSipp(bed, bed.host('client'), {
+      scenario: 'register.xml',
+      target,
+      calls: 1000,
+      rate: 500,
+      users: USERS,
+    });
+    if (reg.successful !== 1000) throw new Error(`bed: ${reg.successful} of 1000 registered`);
+    const t = await callsAcross(bed, bed.host('client'), bed.host('uas'), target, async () => {
+      a.host.run('ip', ['link', 'set', 'eth0', 'down']);
+      const ns = process.hrtime.bigint();
+      await Promise.all([bed.stop(a.sidecar.child, 'SIGKILL'), bed.stop(a.kamailio.child, 'SIGKILL')]);
+      return ns;
+    });
+    return { ...t, regsLost: 1000 - lookupAll(b.kamailio, USERS).size };
+  } finally {
+    await bed.destroy();
+  }
+}
+
+async function clusterTrial(client: NetBed, fault: PodFault): Promise<Trial> {
+  await until(settled, 180_000, 'a settled pair');
+  const master = podWithRole('master');
+  const backup = podWithRole('backup');
+  if (!master || !backup) throw new Error('no master and backup');
+  const t = await callsAcross(client, client.host('client'), client.host('uas'), `${VIP}:5060`, async () => {
+    const ns = process.hrtime.bigint();
+    injectFault(fault, master);
+    return ns;
+  });
+  await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master');
+  const regsLost = 1000 - lookupAll(podKamailio(backup.name), USERS).size;
+  if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName);
+  return { ...t, regsLost };
+}
+
+const rows: Array<Array<string | number>> = [];
+const figures: Record<string, number | null | string> = {};
+const summarise = (name: string, ts: Trial[]) => {
+  const gaps = ts.map((t) => t.gapMs).filter((g): g is number => g !== null);
+  const lost = ts.reduce((n, t) => n + t.regsLost, 0);
+  const failed = ts.reduce((n, t) => n + t.callsFailed, 0);
+  rows.push([
+    name,
+    ts.length,
+    gaps.length ? round(median(gaps), 1) : 'never',
+    gaps.length ? round(Math.max(...gaps), 1) : '-',
+    ts.length - gaps.length,
+    lost,
+    failed,
+  ]);
+  return {
+    p50: gaps.length ? round(median(gaps), 1) : null,
+    max: gaps.length ? round(Math.max(...gaps), 1) : null,
+    lost,
+    failed,
+  };
+};
+
+// Baseline first, on an idle machine: the netns bed pair, host down.
+const bed: Trial[] = [];
+for (let i = 1; i <= TRIALS; i++) {
+  bed.push(await bedHostDown());
+  console.log(`bed host_down trial ${i}/${TRIALS}: gap ${bed.at(-1)?.gapMs} ms`);
+}
+figures.bed_host_down_gap_ms_p50 = summarise('bed: host down', bed).p50;
+
+const images = sh('bash', ['hack/images.sh', 'build']).trim().split('\n');
+k.clusterUp();
+let client: NetBed | null = null;
+try {
+  k.importImages(images.map((l) => l.split(' ')[1] as string));
+  client = NetBed.attach(k.CLUSTER.switchNs, k.CLUSTER.subnet, [
+    { name: 'client', octet: 201 },
+    { name: 'uas', octet: 202 },
+  ]);
+  k.helm([
+    'install',
+    'sipha',
+    'charts/sipha',
+    '--namespace',
+    'sipha-system',
+    '--create-namespace',
+    '--wait',
+    '--timeout',
+    '180s',
+  ]);
+  kubectl('create', 'namespace', NS);
+  kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', '--from-file=examples/kamailio/kamailio.cfg');
+  const example = readFileSync('examples/siphapair.yaml', 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+  const t0 = Date.now();
+  kubectlIn(example, '-n', NS, 'apply', '-f', '-');
+  await until(settled, 180_000, 'the pair is Ready');
+  figures.cluster_apply_to_ready_s = round((Date.now() - t0) / 1000, 1);
+  const reg = await runSipp(client, client.host('client'), {
+    scenario: 'register.xml',
+    target: `${VIP}:5060`,
+    calls: 1000,
+    rate: 250,
+    users: USERS,
+  });
+  if (reg.successful !== 1000) throw new Error(`cluster: ${reg.successful} of 1000 registered`);
+
+  let lost = 0;
+  let failed = 0;
+  for (const [fault, key] of [
+    ['kamailio-kill', 'cluster_kamailio_kill'],
+    ['pod-delete', 'cluster_pod_delete'],
+    ['node-crash', 'cluster_node_down'],
+  ] as const) {
+    const ts: Trial[] = [];
+    for (let i = 1; i <= TRIALS; i++) {
+      ts.push(await clusterTrial(client, fault));
+      const t = ts.at(-1) as Trial;
+      console.log(
+        `cluster ${fault} trial ${i}/${TRIALS}: gap ${t.gapMs} ms, regs lost ${t.regsLost}, calls failed ${t.callsFailed}`,
+      );
+    }
+    const s = summarise(`cluster: ${fault}`, ts);
+    figures[`${key}_gap_ms_p50`] = s.p50;
+    if (fault === 'node-crash') figures.cluster_node_down_gap_ms_max = s.max;
+    lost += s.lost;
+    failed += s.failed;
+  }
+  figures.cluster_regs_lost = lost;
+  figures.cluster_calls_failed = failed;
+} finally {
+  await client?.destroy();
+  k.clusterDown();
+}
+figures.metallb_pod_down_gap_ms_p50 = null; // MetalLB is not built on this machine yet (issue 10 item 4)
+const sizes = JSON.parse(readFileSync(`${process.env.SIPHA_CACHE ?? `${homedir()}/.cache/sipha`}/images/sizes.json`, 'utf8'));
+figures.operator_image_mb = sizes.operator_image_mb;
+figures.sidecar_image_mb = sizes.sidecar_image_mb;
+
+table(
+  `cluster: the pair as pods (arp mode) vs the netns bed, ${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP after the outage (5 ms prober); ${CALLS} calls held 2 s across each fault`,
+  ['fault', 'trials', 'gap p50 ms', 'gap max ms', 'never', 'regs lost', 'calls failed'],
+  rows,
+);
+console.log(
+  `apply -> Ready ${figures.cluster_apply_to_ready_s} s; images: operator ${figures.operator_image_mb} MB, sidecar ${figures.sidecar_image_mb} MB; metallb: not measured (not built here)`,
+);
+writeFigures('cluster', figures);

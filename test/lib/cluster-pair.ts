@@ -1,0 +1,141 @@
+/**
+ * The example pair (examples/siphapair.yaml, arp mode) on the two-node cluster
+ * of hack/cluster.sh, as the e2e test and the cluster benchmark see it: its
+ * pods, its printer columns, its Kamailios (kamcmd in the pod), and the
+ * pod-level faults both inject.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as k from './cluster.ts';
+import type { Kamailio } from './kamailio.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const VIP = '198.18.8.100';
+export const NS = 'sip';
+
+export function sh(cmd: string, args: string[], input?: string): string {
+  return execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+}
+
+export const kubectl = (...args: string[]) => k.kubectl(args);
+export const kubectlIn = (input: string, ...args: string[]) => k.kubectl(args, input);
+
+export interface PodView {
+  name: string;
+  node: string;
+  uid: string;
+  phase: string;
+  role: string;
+  ready: boolean;
+  restarts: Record<string, number>;
+}
+
+export function pods(): PodView[] {
+  const list = JSON.parse(kubectl('-n', NS, 'get', 'pods', '-l', 'sipha.io/pair=sip-edge', '-o', 'json')) as {
+    items: Array<{
+      metadata: { name: string; uid: string; labels?: Record<string, string> };
+      spec: { nodeName?: string };
+      status: {
+        phase: string;
+        conditions?: Array<{ type: string; status: string }>;
+        containerStatuses?: Array<{ name: string; restartCount: number }>;
+      };
+    }>;
+  };
+  return list.items.map((p) => ({
+    name: p.metadata.name,
+    uid: p.metadata.uid,
+    node: p.spec.nodeName ?? '',
+    phase: p.status.phase,
+    role: p.metadata.labels?.['sipha.io/role'] ?? '',
+    ready: p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false,
+    restarts: Object.fromEntries((p.status.containerStatuses ?? []).map((c) => [c.name, c.restartCount])),
+  }));
+}
+
+export const podWithRole = (role: string) => pods().find((p) => p.role === role);
+
+/** `kubectl get shp` as a user reads it: the printer columns. */
+export function shpRow(): Record<string, string> {
+  const out = kubectl('-n', NS, 'get', 'shp', 'sip-edge').trim().split('\n');
+  const heads = (out[0] as string).split(/\s{2,}/);
+  const cells = (out[1] as string).split(/\s{2,}/);
+  return Object.fromEntries(heads.map((h, i) => [h, cells[i] ?? '']));
+}
+
+/** The pair settled: one master, one ready backup, on two nodes, phase Replicating and the Ready condition True. */
+export function settled(): boolean {
+  const ps = pods();
+  if (ps.length !== 2 || !ps.every((p) => p.phase === 'Running' && p.ready)) return false;
+  if (ps.filter((p) => p.role === 'master').length !== 1 || ps.filter((p) => p.role === 'backup').length !== 1) return false;
+  try {
+    const st = JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')).status as {
+      conditions?: Array<{ type: string; status: string }>;
+    };
+    return shpRow().PHASE === 'Replicating' && st.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+  } catch {
+    return false;
+  }
+}
+
+/** kamcmd inside a pod's server container, on the ctl socket the example configures. */
+export function podKamailio(pod: string): Kamailio {
+  return {
+    kamcmd: (args, input) =>
+      k.kubectl(
+        ['-n', NS, 'exec', '-i', pod, '-c', 'sip-server', '--', 'kamcmd', '-s', 'unix:/run/kamailio/kamailio_ctl', ...args],
+        input ?? '',
+      ),
+  } as Kamailio;
+}
+
+/** The host PIDs of the processes of one container of a pod (by the pod's cgroup, which names its UID). */
+export function containerPids(pod: PodView, cmdline: string): number[] {
+  const uid = pod.uid.replaceAll('-', '_');
+  const found: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (!readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(cmdline)) continue;
+      const cg = readFileSync(`/proc/${d}/cgroup`, 'utf8');
+      if (cg.includes(pod.uid) || cg.includes(uid)) found.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+export type PodFault = 'kamailio-kill' | 'pod-delete' | 'sidecar-kill' | 'node-crash' | 'operator-delete';
+
+/** Injects one fault on the master's pod (node-crash: call k.nodeBoot(master.node) to bring the node back). */
+export function injectFault(fault: PodFault, master: PodView): void {
+  if (fault === 'kamailio-kill' || fault === 'sidecar-kill') {
+    // kill -9 inside the container (from the host: the container's processes are ours to see).
+    const pids = containerPids(master, fault === 'kamailio-kill' ? 'kamailio' : 'sidecar/src/main.ts');
+    if (pids.length === 0) throw new Error(`no ${fault} processes found in ${master.name}`);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // a worker that ended with its main process
+      }
+    }
+  } else if (fault === 'node-crash') {
+    k.nodeCrash(master.node as k.NodeName);
+  } else if (fault === 'operator-delete') {
+    // The operator's pods go away in the middle of a failover: the data plane does not need them.
+    kubectl('-n', 'sipha-system', 'delete', 'pod', '-l', 'app.kubernetes.io/name=sipha-operator', '--wait=false');
+    kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
+  } else {
+    kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
+  }
+}
+
+/** The nodes that hold the VIP on their interface. */
+export function vipHolders(): string[] {
+  return Object.keys(k.CLUSTER.nodes).filter((n) =>
+    k.nodeExec(n as k.NodeName, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0']).includes(` ${VIP}/32`),
+  );
+}
