@@ -21,15 +21,15 @@ import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import * as k from '../test/lib/cluster.ts';
 import {
+  applyExample,
+  clusterWithImages,
   injectFault,
-  kubectl,
-  kubectlIn,
-  NS,
+  installOperator,
   type PodFault,
   podKamailio,
   podWithRole,
   settled,
-  sh,
+  sipClients,
   VIP,
 } from '../test/lib/cluster-pair.ts';
 import { lookupAll } from '../test/lib/kamailio.ts';
@@ -148,31 +148,13 @@ for (let i = 1; i <= TRIALS; i++) {
 }
 figures.bed_host_down_gap_ms_p50 = summarise('bed: host down', bed).p50;
 
-const images = sh('bash', ['hack/images.sh', 'build']).trim().split('\n');
-k.clusterUp();
+clusterWithImages();
 let client: NetBed | null = null;
 try {
-  k.importImages(images.map((l) => l.split(' ')[1] as string));
-  client = NetBed.attach(k.CLUSTER.switchNs, k.CLUSTER.subnet, [
-    { name: 'client', octet: 201 },
-    { name: 'uas', octet: 202 },
-  ]);
-  k.helm([
-    'install',
-    'sipha',
-    'charts/sipha',
-    '--namespace',
-    'sipha-system',
-    '--create-namespace',
-    '--wait',
-    '--timeout',
-    '180s',
-  ]);
-  kubectl('create', 'namespace', NS);
-  kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', '--from-file=examples/kamailio/kamailio.cfg');
-  const example = readFileSync('examples/siphapair.yaml', 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+  client = sipClients();
+  installOperator();
   const t0 = Date.now();
-  kubectlIn(example, '-n', NS, 'apply', '-f', '-');
+  applyExample();
   await until(settled, 180_000, 'the pair is Ready');
   figures.cluster_apply_to_ready_s = round((Date.now() - t0) / 1000, 1);
   const reg = await runSipp(client, client.host('client'), {

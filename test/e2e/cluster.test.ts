@@ -7,32 +7,31 @@
  * master pod deleted.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import * as k from '../lib/cluster.ts';
 import {
+  applyExample,
+  clusterWithImages,
   injectFault,
+  installOperator,
   kubectl,
-  kubectlIn,
   NS,
   type PodView,
   podKamailio,
   pods,
   podWithRole,
   settled,
-  sh,
   shpRow,
+  sipClients,
   VIP,
   vipHolders,
 } from '../lib/cluster-pair.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
-import { type Host, NetBed } from '../lib/netbed.ts';
+import type { Host, NetBed } from '../lib/netbed.ts';
 import { outage, startProber } from '../lib/prober.ts';
 import { sleep, until } from '../lib/procs.ts';
 import { callsToUas, runSipp, users } from '../lib/sipp.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const target = `${VIP}:5060`;
 describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level failover (issue 10)', {
   timeout: 1_200_000,
@@ -43,13 +42,8 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
   const aors = users('cl', 1000);
 
   before(async () => {
-    const images = sh('bash', ['hack/images.sh', 'build']).trim().split('\n');
-    k.clusterUp();
-    k.importImages(images.map((l) => l.split(' ')[1] as string));
-    client = NetBed.attach(k.CLUSTER.switchNs, k.CLUSTER.subnet, [
-      { name: 'client', octet: 201 },
-      { name: 'uas', octet: 202 },
-    ]);
+    clusterWithImages();
+    client = sipClients();
     sipClient = client.host('client');
     uasHost = client.host('uas');
   });
@@ -60,17 +54,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
   });
 
   it('helm install: the operator runs as the chart Deployment, with its ServiceAccount, and one leader', async () => {
-    k.helm([
-      'install',
-      'sipha',
-      `${ROOT}charts/sipha`,
-      '--namespace',
-      'sipha-system',
-      '--create-namespace',
-      '--wait',
-      '--timeout',
-      '180s',
-    ]);
+    installOperator();
     const dep = JSON.parse(kubectl('-n', 'sipha-system', 'get', 'deploy', 'sipha-operator', '-o', 'json')) as {
       spec: { template: { spec: { serviceAccountName: string } } };
       status: { readyReplicas?: number };
@@ -82,11 +66,8 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
   });
 
   it('kubectl apply of the example: two pods Running on two nodes; kubectl get shp shows MASTER, BACKUP, Replicating, VIP, TERM', async () => {
-    kubectl('create', 'namespace', NS);
-    kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', '--from-file=examples/kamailio/kamailio.cfg');
-    const example = readFileSync(`${ROOT}examples/siphapair.yaml`, 'utf8').replace(/address: \S+/, `address: ${VIP}`);
     const applied = Date.now();
-    kubectlIn(example, '-n', NS, 'apply', '-f', '-');
+    applyExample();
     await until(
       settled,
       120_000,

@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as k from './cluster.ts';
 import type { Kamailio } from './kamailio.ts';
+import { NetBed } from './netbed.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const VIP = '198.18.8.100';
@@ -138,4 +139,42 @@ export function vipHolders(): string[] {
   return Object.keys(k.CLUSTER.nodes).filter((n) =>
     k.nodeExec(n as k.NodeName, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0']).includes(` ${VIP}/32`),
   );
+}
+
+/** The cluster up with the product's images (hack/images.sh) imported on both nodes. */
+export function clusterWithImages(): void {
+  const images = sh('bash', ['hack/images.sh', 'build']).trim().split('\n');
+  k.clusterUp();
+  k.importImages(images.map((l) => l.split(' ')[1] as string));
+}
+
+/** SIP clients on the nodes' bridge: hosts `client` (.201) and `uas` (.202). */
+export function sipClients(): NetBed {
+  return NetBed.attach(k.CLUSTER.switchNs, k.CLUSTER.subnet, [
+    { name: 'client', octet: 201 },
+    { name: 'uas', octet: 202 },
+  ]);
+}
+
+/** helm install of the chart, waiting for the operator's Deployment. */
+export function installOperator(): void {
+  k.helm([
+    'install',
+    'sipha',
+    `${ROOT}charts/sipha`,
+    '--namespace',
+    'sipha-system',
+    '--create-namespace',
+    '--wait',
+    '--timeout',
+    '180s',
+  ]);
+}
+
+/** As the example's header says: the Kamailio ConfigMap, then examples/siphapair.yaml (with this cluster's VIP). */
+export function applyExample(): void {
+  kubectl('create', 'namespace', NS);
+  kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', `--from-file=${ROOT}examples/kamailio/kamailio.cfg`);
+  const example = readFileSync(`${ROOT}examples/siphapair.yaml`, 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+  kubectlIn(example, '-n', NS, 'apply', '-f', '-');
 }

@@ -180,8 +180,8 @@ function grantedExpiry(m: SipMessage, uri: string | null, asked: number): number
   if (uri !== null) {
     for (const c of allValues(m, Hdr.Contact)) {
       if (firstContactUri(c) !== uri) continue;
-      const p = /;\s*expires\s*=\s*(\d+)/i.exec(c);
-      if (p) return Math.min(Number(p[1]), MAX_EXPIRY_S);
+      const p = expiresParam(c);
+      if (p !== null) return Math.min(p, MAX_EXPIRY_S);
     }
   }
   const e = m.header(Hdr.Expires);
@@ -197,10 +197,16 @@ export function registerExpiry(m: SipMessage): number {
   const contact = m.header(Hdr.Contact);
   if (contact !== undefined) {
     if (contact.trim() === '*') return 0;
-    const p = /;\s*expires\s*=\s*(\d+)/i.exec(contact.split(',')[0] ?? '');
-    if (p) return Number(p[1]);
+    const p = expiresParam(contact.split(',')[0] ?? '');
+    if (p !== null) return p;
   }
   const e = m.header(Hdr.Expires);
   if (e !== undefined && /^\s*\d+\s*$/.test(e)) return Number(e);
   return contact === undefined ? 0 : 3600;
+}
+
+/** The `expires` parameter of one Contact value, if any. */
+function expiresParam(contact: string): number | null {
+  const p = /;\s*expires\s*=\s*(\d+)/i.exec(contact);
+  return p ? Number(p[1]) : null;
 }

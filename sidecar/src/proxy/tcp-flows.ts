@@ -174,6 +174,8 @@ export class TcpFlows {
         // The deadline runs from the message's first byte: dripping does not extend it.
         if (!partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
         partial = true;
+      } else if (!partial && deadline) {
+        deadline.refresh(); // idle from now: the same timer, restarted (no allocation per chunk)
       } else {
         partial = false;
         arm(this.limits.idleMs, 'tcp-idle');
