@@ -58,19 +58,26 @@ export interface WitnessSettings {
   readonly ttlMs: number;
   /** Claims are repeated this often while the peer is silent. */
   readonly renewMs: number;
-  /** A master with a silent peer and no grant for this long stands down. */
+  /**
+   * A master whose peer went silent and that holds no grant this long after the
+   * last beat it heard stands down. At most (misses - 1) x interval: the peer,
+   * which heard its last beat at most one interval earlier, may claim after
+   * misses x interval, and the master must have stopped by then.
+   */
   readonly confirmMs: number;
 }
 
 type Env = Record<string, string | undefined>;
 
-function witnessSettings(env: Env): WitnessSettings | null {
+function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessSettings | null {
   const raw = env.SIPHA_WITNESS;
   if (!raw) return null;
+  // Half an interval of room for scheduling below the bound.
+  const safeMs = (misses - 1) * intervalMs;
   const timing = {
     ttlMs: int(env, 'SIPHA_WITNESS_TTL_MS', 1000, 100, 60000),
     renewMs: int(env, 'SIPHA_WITNESS_RENEW_MS', 20, 5, 10000),
-    confirmMs: int(env, 'SIPHA_WITNESS_CONFIRM_MS', 500, 50, 60000),
+    confirmMs: int(env, 'SIPHA_WITNESS_CONFIRM_MS', safeMs - Math.round(intervalMs / 2), 1, safeMs),
   };
   if (raw === 'lease') return { kind: 'lease', address: '', port: 0, ...timing };
   const m = /^udp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(raw);
@@ -141,7 +148,7 @@ function haSettings(env: Env): HaSettings | null {
     natKeepaliveMs: int(env, 'SIPHA_NAT_KEEPALIVE_MS', 20000, 0, 3600000),
     stateCacheMax: int(env, 'SIPHA_STATE_CACHE_MAX', 250000, 1, 10000000),
     vipMode: vipMode(env.SIPHA_VIP_MODE),
-    witness: witnessSettings(env),
+    witness: witnessSettings(env, intervalMs, misses),
   };
 }
 

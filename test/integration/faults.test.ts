@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { dropInput, heal, partition, removeDrop } from '../lib/firewall.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { NetBed } from '../lib/netbed.ts';
-import { holdsVip, type PairNode, pairBed, role, roleStory, VIP } from '../lib/pair.ts';
+import { holdsVip, type PairNode, pairBed, role, roleStory, twoMasterMs, VIP } from '../lib/pair.ts';
 import { sleep, until } from '../lib/procs.ts';
 import { hangMainThread } from '../lib/sidecar.ts';
 import { runSipp, startUas, users } from '../lib/sipp.ts';
@@ -339,6 +339,58 @@ describe('a witness decides when the two sides cannot hear each other (item 5)',
       () => b.sidecar.metric('sipha_witness_claims_total', { verdict: 'granted' }) >= 1,
       5000,
       'the stale lease ran out and b holds it',
+    );
+    assert.equal(role(b), 'master');
+  });
+
+  it('heartbeats cut both ways while both reach the witness: the master keeps serving, the backup never serves', async () => {
+    await bed?.destroy();
+    // 100 ms heartbeats: the two sides' loss detections fall up to one interval apart either
+    // way, so which side asks the witness first is a coin toss unless the master asks earlier.
+    const pb = await pairBed({ SIPHA_HEARTBEAT_INTERVAL_MS: '100' }, { witness: true });
+    bed = pb.bed;
+    const { a, b } = pb;
+    for (let i = 0; i < 3; i++) {
+      dropInput(a.host, 'hbcut', 'udp dport 5062');
+      dropInput(b.host, 'hbcut', 'udp dport 5062');
+      await sleep(1500);
+      assert.equal(role(a), 'master', `the master serves on through the cut\n${roleStory(a, b)}`);
+      removeDrop(a.host, 'hbcut');
+      removeDrop(b.host, 'hbcut');
+      await until(() => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10000, 'b an in-sync backup');
+    }
+    assert.ok(!/"to":"master"/.test(roleStory(b)), `b never took over\n${roleStory(a, b)}`);
+    assert.equal(twoMasterMs(a, b), 0, roleStory(a, b));
+  });
+
+  it('a master cut off from both its peer and the witness stops serving before the backup may take over', async () => {
+    await bed?.destroy();
+    const pb = await pairBed({ SIPHA_HEARTBEAT_INTERVAL_MS: '100' }, { witness: true });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const w = bed.host('witness');
+    // a still reaches its clients (they may keep sending to it): only its peer and the witness are gone.
+    dropInput(a.host, 'isolated', `ip saddr { ${b.host.ip}, ${w.ip} }`);
+    dropInput(b.host, 'isolated', `ip saddr ${a.host.ip}`);
+    dropInput(w, 'isolated', `ip saddr ${a.host.ip}`);
+    await until(
+      () => role(b) === 'master',
+      5000,
+      'b takes over with the witness grant',
+      () => roleStory(a, b),
+    );
+    await sleep(1500);
+    assert.notEqual(role(a), 'master', `a stood down\n${roleStory(a, b)}`);
+    // Both served at once for not one millisecond: a stopped before b's grant could come.
+    assert.equal(twoMasterMs(a, b), 0, roleStory(a, b));
+    const opt = await runSipp(bed, client, { scenario: 'options.xml', target, calls: 10, rate: 20 });
+    assert.equal(opt.successful, 10, 'the pair serves (b)');
+    for (const h of [a.host, b.host, w]) removeDrop(h, 'isolated');
+    await until(
+      () => role(a) === 'backup',
+      10000,
+      'a rejoins as backup',
+      () => roleStory(a, b),
     );
     assert.equal(role(b), 'master');
   });

@@ -194,3 +194,32 @@ export function roleStory(...nodes: PairNode[]): string {
     })
     .join('\n');
 }
+
+/**
+ * When this sidecar served as master, by its own log ([from, to] epoch ms;
+ * to = Infinity while it still serves): from "serving as master" to the role
+ * change that left master (logged just before it stops serving).
+ */
+export function servingSpans(n: PairNode): [number, number][] {
+  const spans: [number, number][] = [];
+  let since: number | null = null;
+  for (const line of n.sidecar.output().split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const l = JSON.parse(line) as { time: number; msg: string; from?: string };
+    if (l.msg === 'serving as master' && since === null) since = l.time;
+    else if (l.msg === 'role change' && l.from === 'master' && since !== null) {
+      spans.push([since, l.time]);
+      since = null;
+    }
+  }
+  if (since !== null) spans.push([since, Number.POSITIVE_INFINITY]);
+  return spans;
+}
+
+/** How long both sidecars served at once, by their logs (one host clock: the bed's processes share it). */
+export function twoMasterMs(x: PairNode, y: PairNode): number {
+  let total = 0;
+  for (const [a0, a1] of servingSpans(x))
+    for (const [b0, b1] of servingSpans(y)) total += Math.max(0, Math.min(a1, b1, Date.now()) - Math.max(a0, b0));
+  return total;
+}

@@ -21,6 +21,7 @@ describe('heartbeat worker start', () => {
       peerPort: 9,
       intervalMs: 1000,
       misses: 5,
+      quietMs: 40,
       mainHungMs: 5000,
     });
     try {
@@ -45,6 +46,7 @@ describe('heartbeat worker messages before anyone listens', () => {
       peerPort,
       intervalMs: 20,
       misses: 5,
+      quietMs: 40,
       mainHungMs: 5000,
     });
     const base = 20000 + Math.floor(Math.random() * 20000);

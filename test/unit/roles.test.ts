@@ -173,6 +173,22 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
     assert.equal(wantsWitness(heard), false, 'the witness is not asked while heartbeats flow');
   });
 
+  it('a quiet peer (beats missed, not yet lost): the master asks the witness and obeys it; a backup waits', () => {
+    const heard = (s: NodeState, role: 'master' | 'backup'): NodeState => ({ ...w(s), peer: { role, term: 2, serverUp: true } });
+    assert.equal(wantsWitness(heard(master(0, 2), 'backup')), false);
+    const quiet = step(heard(master(0, 2), 'backup'), { type: 'peer-quiet' }).state;
+    assert.equal(quiet.role, 'master');
+    assert.ok(wantsWitness(quiet), 'the master claims ahead of the backup');
+    assert.equal(step(quiet, refused).reason, 'witness-refused');
+    assert.equal(step(quiet, { type: 'witness-lapsed' }).reason, 'witness-unconfirmed');
+    const back = step(quiet, { type: 'peer', peer: { role: 'backup', term: 2, serverUp: true } }).state;
+    assert.equal(wantsWitness(back), false, 'heard again: no more claims');
+    assert.equal(step(back, { type: 'witness-lapsed' }).state.role, 'master');
+    const b = step(heard(backup(1, 2), 'master'), { type: 'peer-quiet' }).state;
+    assert.equal(wantsWitness(b), false, 'a backup asks only once the master is lost');
+    assert.equal(step(b, granted).state.role, 'backup');
+  });
+
   it('alone at start: master only with a grant; a grant that arrives after the peer spoke decides nothing', () => {
     const alone = step(w(up(initialState(1))), { type: 'startup-timeout' }).state;
     assert.equal(alone.role, 'starting');
@@ -193,7 +209,7 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
 });
 
 /** A random fault for node 0 or 1 (`tell` delivers the other node's current view, a heartbeat). */
-type FaultKind = 'tell' | 'lost' | 'startup-timeout' | 'server' | 'fenced' | 'serve-failed' | 'witness';
+type FaultKind = 'tell' | 'quiet' | 'lost' | 'startup-timeout' | 'server' | 'fenced' | 'serve-failed' | 'witness';
 type Fault = { node: 0 | 1; kind: FaultKind; up: boolean; term: number; granted: boolean; holderTerm: number };
 const faults = (...kinds: FaultKind[]) =>
   fc.record({
@@ -210,6 +226,8 @@ function asEvent(e: Fault, other: NodeState): HaEvent {
   switch (e.kind) {
     case 'tell':
       return { type: 'peer', peer: { role: other.role, term: other.term, serverUp: other.serverUp } };
+    case 'quiet':
+      return { type: 'peer-quiet' };
     case 'lost':
       return { type: 'peer-lost' };
     case 'server':
@@ -228,7 +246,7 @@ function asEvent(e: Fault, other: NodeState): HaEvent {
 describe('role state machine: safety', () => {
   it('no sequence of events makes two masters of the same term', () => {
     // Events for node 0 or 1; "tell" delivers the other node's current view (a heartbeat).
-    const ev = faults('tell', 'lost', 'startup-timeout', 'server', 'fenced', 'witness');
+    const ev = faults('tell', 'quiet', 'lost', 'startup-timeout', 'server', 'fenced', 'witness');
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 80 }), fc.boolean(), (events, witness) => {
         const nodes: NodeState[] = [initialState(0, { witness }), initialState(1, { witness })];
@@ -248,7 +266,7 @@ describe('role state machine: safety', () => {
   });
 
   it('whatever happened before, two healthy nodes that hear each other end with exactly one master', () => {
-    const ev = faults('tell', 'lost', 'startup-timeout', 'server', 'serve-failed', 'witness');
+    const ev = faults('tell', 'quiet', 'lost', 'startup-timeout', 'server', 'serve-failed', 'witness');
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), fc.boolean(), (events, preferred, witness) => {
         const opts = { preferred: preferred as 0 | 1, witness };

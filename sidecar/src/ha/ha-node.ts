@@ -115,6 +115,7 @@ export class HaNode {
       peerPort: cfg.heartbeatPort,
       intervalMs: cfg.intervalMs,
       misses: cfg.misses,
+      quietMs: cfg.intervalMs * QUIET_INTERVALS,
       mainHungMs: cfg.mainHungMs,
     });
     this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
@@ -371,11 +372,15 @@ export class HaNode {
       // Beats from elsewhere than where ours go: the peer moved (a rescheduled pod),
       // or ours are lost on the way. Its name says where it is now.
       if (m.from !== this.peerAddress) void this.reresolvePeer();
+      this.claims?.peerHeard();
       this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
+    } else if (m.type === 'peer-quiet') {
+      this.dispatch({ type: 'peer-quiet' });
+      this.claims?.peerQuiet(m.silentMs);
     } else if (m.type === 'peer-lost') {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
       this.dispatch({ type: 'peer-lost' });
-      this.claims?.peerLost();
+      this.claims?.peerLost(m.silentMs);
     } else if (m.type === 'drops') {
       for (const [reason, n] of Object.entries(m.counts)) this.metrics.heartbeatDrops.inc({ reason }, n);
     } else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
@@ -484,6 +489,9 @@ export class HaNode {
     this.hb.tell({ role: s.role as Role, term: s.term, serverUp: s.serverUp, appliedSeq: this.receiver.applied, urgent });
   }
 }
+
+/** Missed intervals after which a master asks the witness (the peer asks after `misses`). */
+export const QUIET_INTERVALS = 2;
 
 const round = (x: number) => Math.round(x * 10) / 10;
 

@@ -19,6 +19,8 @@ export interface HeartbeatConfig {
   peerPort: number;
   intervalMs: number;
   misses: number;
+  /** Silence this long is reported as 'peer-quiet' (less than intervalMs x misses). */
+  quietMs: number;
   /**
    * The main thread must say it is alive at least this often; past it the
    * worker stops beating, so the peer takes over from a hung proxy instead of
@@ -37,6 +39,12 @@ export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number; from: string }
   | { type: 'peer-lost'; silentMs: number }
+  /**
+   * The peer has been silent for `quietMs`, well before it counts as lost: a
+   * master asks the witness now, so that it holds the lease before the peer
+   * could claim it (if the peer lost us too, it asks at `misses` intervals).
+   */
+  | { type: 'peer-quiet'; silentMs: number }
   /** Beats dropped since the last report, by reason (counted here: a flood must not become a flood of messages). */
   | { type: 'drops'; counts: Record<string, number> }
   /** Beats were withheld because the main thread was silent this long (read once it answers again). */
@@ -55,6 +63,14 @@ let beat = 0;
 let me: Extract<ToWorker, { type: 'state' }> = { type: 'state', role: 'starting', term: 0, serverUp: false, appliedSeq: 0 };
 let lastHeard = 0;
 let lost = true;
+/** 'peer-quiet' was said for this silence: the next beat is told even if nothing changed. */
+let quiet = false;
+let quietTimer: NodeJS.Timeout | null = null;
+const onQuiet = () => {
+  if (lost || quiet) return;
+  quiet = true;
+  port.postMessage({ type: 'peer-quiet', silentMs: Math.round(performance.now() - lastHeard) } satisfies FromWorker);
+};
 let lastPeer = '';
 let drops: Record<string, number> = {};
 const dropped = (reason: string) => {
@@ -90,9 +106,14 @@ sock.on('message', (b, rinfo) => {
   const stale = freshness.judge(hb, lost);
   if (stale !== null) return dropped(stale === 'unechoed' ? 'unechoed' : 'stale');
   lastHeard = performance.now();
+  // Its own timer, not the tick: said exactly quietMs after the last beat, which is what
+  // gives the master its head start over the peer's claim (decision 0005).
+  if (quietTimer) quietTimer.refresh();
+  else quietTimer = setTimeout(onQuiet, cfg.quietMs);
   const view = `${hb.role}|${hb.term}|${hb.serverUp}|${rinfo.address}`;
-  if (lost || view !== lastPeer) {
+  if (lost || quiet || view !== lastPeer) {
     lost = false;
+    quiet = false;
     lastPeer = view;
     port.postMessage({
       type: 'peer',
@@ -112,6 +133,7 @@ port.on('message', (m: ToWorker) => {
   mainAliveAt = performance.now();
   if (m.type === 'stop') {
     clearInterval(tick);
+    if (quietTimer) clearTimeout(quietTimer);
     sock.close();
     return;
   }

@@ -31,6 +31,8 @@ export interface NodeState {
   readonly serverUp: boolean;
   /** What the peer last said, if it is alive. */
   readonly peer: PeerView | null;
+  /** The peer missed a few beats, not enough to count as lost: a master asks the witness already. */
+  readonly peerQuiet: boolean;
   /** A witness decides self-elections on silence (decision 0005). */
   readonly witness: boolean;
   /** The start-up grace period ran out with nobody heard: this node may stand alone (with the witness's grant). */
@@ -46,6 +48,8 @@ export interface PeerView {
 export type HaEvent =
   | { type: 'peer'; peer: PeerView }
   | { type: 'peer-lost' }
+  /** The peer missed a few beats (fewer than make it lost). */
+  | { type: 'peer-quiet' }
   | { type: 'server'; up: boolean }
   /** Nothing heard from the peer within the start-up grace period. */
   | { type: 'startup-timeout' }
@@ -78,6 +82,7 @@ export function initialState(ordinal: 0 | 1, opts: { preferred?: 0 | 1; witness?
     preferred: opts.preferred ?? 0,
     serverUp: false,
     peer: null,
+    peerQuiet: false,
     witness: opts.witness ?? false,
     alone: false,
   };
@@ -88,9 +93,14 @@ export function claimTerm(s: NodeState): number {
   return s.role === 'master' ? s.term : nextOwnTerm(s.seenTerm, s.ordinal);
 }
 
-/** Is this node asking the witness now? Only while the peer is silent and silence would decide. */
+/**
+ * Is this node asking the witness now? Only while the peer is silent and
+ * silence would decide; a master asks already while the peer is quiet, so in
+ * a cut both ways it holds the lease before the backup asks.
+ */
 export function wantsWitness(s: NodeState): boolean {
-  if (!s.witness || s.peer !== null || !s.serverUp) return false;
+  if (!s.witness || !s.serverUp) return false;
+  if (s.peer !== null) return s.peerQuiet && s.role === 'master';
   return s.role === 'master' || s.role === 'backup' || s.role === 'resigned' || (s.role === 'starting' && s.alone);
 }
 
@@ -116,8 +126,9 @@ const same = (s: NodeState): Decision => ({ state: s, reason: null });
 export function step(s0: NodeState, e: HaEvent): Decision {
   // Every event first updates what we know.
   let s = s0;
-  if (e.type === 'peer') s = { ...s, peer: e.peer, seenTerm: Math.max(s.seenTerm, e.peer.term) };
-  if (e.type === 'peer-lost') s = { ...s, peer: null };
+  if (e.type === 'peer') s = { ...s, peer: e.peer, peerQuiet: false, seenTerm: Math.max(s.seenTerm, e.peer.term) };
+  if (e.type === 'peer-lost') s = { ...s, peer: null, peerQuiet: false };
+  if (e.type === 'peer-quiet' && s.peer !== null) s = { ...s, peerQuiet: true };
   if (e.type === 'server') s = { ...s, serverUp: e.up };
   if (e.type === 'startup-timeout' && s.peer === null) s = { ...s, alone: true };
   if (e.type === 'peer') s = { ...s, alone: false };
@@ -131,7 +142,9 @@ export function step(s0: NodeState, e: HaEvent): Decision {
   }
   if (e.type === 'serve-failed') return s.role === 'master' ? become(s, 'resigned', e.reason) : same(s);
   if (e.type === 'handover') return s.role === 'master' ? become(s, 'resigned', 'switchover') : same(s);
-  if (s.role === 'master' && s.peer === null) {
+  // Verdicts reach a master whose peer is silent, or only quiet (it claims ahead of the
+  // peer); while the peer is heard they decide nothing.
+  if (s.role === 'master' && (s.peer === null || s.peerQuiet)) {
     // A lease left by an older term (the peer held it during an earlier silence) is not a
     // newer master: wait for it to run out (ha-node extends the confirm deadline), do not resign.
     if (e.type === 'witness' && !e.granted && e.holderTerm > s.term) return become(s, 'resigned', 'witness-refused');

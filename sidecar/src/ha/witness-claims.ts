@@ -6,6 +6,14 @@
  * within the confirm time stands down (`witness-lapsed`); one refused over a
  * lease its peer took at an older term waits for that lease to run out.
  *
+ * A master starts earlier than its peer: once the peer is quiet (a few beats
+ * missed, before it counts as lost) it claims, so in a cut both ways it holds
+ * the lease before the backup asks and the backup is refused (before, whoever
+ * asked first won, and a master that lost the race served until its next
+ * claim was refused). Its confirm time counts from the last beat heard and
+ * ends before the backup's first claim can be sent, so a master cut off from
+ * the witness too has stopped serving before a grant can reach the backup.
+ *
  * A node that could not reach the witness was likely cut off itself, so its
  * view of the peer's silence is stale too: when the witness answers again, its
  * grant counts only after one more heartbeat-loss period of silence. Without
@@ -20,7 +28,10 @@ import type { Witness } from './witness.ts';
 export interface WitnessTiming {
   /** Claims repeat this often while the peer is silent. */
   renewMs: number;
-  /** A master with a silent peer and no grant for this long stands down. */
+  /**
+   * A master with a silent peer and no grant this long after the last beat heard
+   * stands down. Safe only below (misses - 1) x interval (config.ts enforces it).
+   */
   confirmMs: number;
   /** How long silence must last to mean a lost peer (heartbeat interval x misses). */
   listenMs: number;
@@ -34,8 +45,12 @@ export class WitnessClaims {
   private inFlight = false;
   /** Our lease runs until then (performance.now() ms); 0: none. */
   private validUntil = 0;
-  /** When the peer went silent (performance.now() ms). */
+  /** When the peer was last heard before this silence (performance.now() ms). */
   private silentSince = performance.now();
+  /** This silence began as a quiet spell (silentSince is from then). */
+  private quiet = false;
+  /** Fires at the confirm deadline: the 20 ms claim loop alone would overshoot it. */
+  private lapseTimer: NodeJS.Timeout | null = null;
   /** A lease left by an older term blocks our claims until then (performance.now() ms). */
   private staleUntil = 0;
   /** The last claim found the witness unreachable: this node may have been the one cut off. */
@@ -73,26 +88,49 @@ export class WitnessClaims {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    if (this.lapseTimer) clearTimeout(this.lapseTimer);
     this.witness.close();
   }
 
-  /** The peer's heartbeats just stopped: ask at once (a takeover waits for this answer). */
-  peerLost(): void {
-    this.silentSince = performance.now();
+  /** The peer missed a few beats (silent `silentMs`; the role machine knows it as peerQuiet): a master claims now. */
+  peerQuiet(silentMs: number): void {
+    this.quiet = true;
+    this.silentSince = performance.now() - silentMs;
+    this.ask();
+  }
+
+  /** The peer's heartbeats just stopped (silent `silentMs`): ask at once (a takeover waits for this answer). */
+  peerLost(silentMs = 0): void {
+    if (!this.quiet) this.silentSince = performance.now() - silentMs;
+    this.quiet = false;
     // We heard the peer until now: our own inputs worked, so a grant counts at once.
     this.wasCutOff = false;
     this.listenUntil = 0;
     this.ask();
   }
 
+  /** The peer is heard: a quiet spell is over, its deadline too. */
+  peerHeard(): void {
+    this.quiet = false;
+    if (this.lapseTimer) clearTimeout(this.lapseTimer);
+    this.lapseTimer = null;
+  }
+
+  /** A master past its confirm deadline stands down (true); otherwise the check is set for that deadline. */
+  private lapsed(s: NodeState): boolean {
+    if (s.role !== 'master' || !wantsWitness(s)) return false;
+    const confirmBy = Math.max(this.validUntil, this.silentSince + this.timing.confirmMs, this.staleUntil);
+    if (performance.now() >= confirmBy) {
+      this.dispatch({ type: 'witness-lapsed' });
+      return true;
+    }
+    this.armLapse(confirmBy);
+    return false;
+  }
+
   ask(): void {
     const s = this.state();
-    if (!wantsWitness(s)) return;
-    const confirmBy = Math.max(this.validUntil, this.silentSince + this.timing.confirmMs, this.staleUntil);
-    if (s.role === 'master' && performance.now() > confirmBy) {
-      this.dispatch({ type: 'witness-lapsed' });
-      return;
-    }
+    if (!wantsWitness(s) || this.lapsed(s)) return;
     if (this.inFlight) return;
     this.inFlight = true;
     const term = claimTerm(s);
@@ -113,6 +151,7 @@ export class WitnessClaims {
       }
       if (v.verdict === 'granted') {
         this.validUntil = v.validUntil;
+        this.lapsed(now);
         if (performance.now() < this.listenUntil) return;
         this.dispatch({ type: 'witness', granted: true });
       } else if (v.verdict === 'refused') {
@@ -127,5 +166,18 @@ export class WitnessClaims {
         this.log.debug({ reason: v.reason, err: v.err }, 'witness unreachable');
       }
     });
+  }
+
+  /** Checks again at `at` (performance.now() ms): a master must stand down on time, not at the next loop. */
+  private armLapse(at: number): void {
+    if (this.lapseTimer) clearTimeout(this.lapseTimer);
+    this.lapseTimer = setTimeout(
+      () => {
+        this.lapseTimer = null;
+        this.lapsed(this.state());
+      },
+      Math.max(0, at - performance.now()),
+    );
+    this.lapseTimer.unref();
   }
 }
