@@ -10,6 +10,15 @@
  * the header and sends the request from the public address.
  */
 export const SOURCE_HEADER = 'X-Sipha-Src';
+/**
+ * Appended to the X-Sipha-Src value of a REGISTER the master's server already
+ * accepted, replayed to a (re)joining backup from the state cache
+ * (`X-Sipha-Src: udp:192.0.2.7:5060;replay`). Its credentials may be older
+ * than the server's nonce lifetime and the client cannot be asked again, so
+ * the server stores it without authenticating it anew. Only the sidecar
+ * writes X-Sipha-Src (a client's own is removed at the edge).
+ */
+export const REPLAY_MARK = ';replay';
 export const NEXT_HOP_HEADER = 'X-Sipha-Nh';
 
 /** Transports a SIP client can use towards the sidecar. */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { registerExpiry, StateCache } from '../../sidecar/src/ha/state-cache.ts';
+import { markReplay, registerExpiry, StateCache } from '../../sidecar/src/ha/state-cache.ts';
 import type { SipMessage } from '../../sidecar/src/sip/message.ts';
 import { parseMessage } from '../../sidecar/src/sip/scanner.ts';
 
@@ -105,5 +105,23 @@ describe('state cache (burst resync)', () => {
     c.prune();
     assert.equal(c.size, 0);
     assert.equal(c.pendingSize, 0);
+  });
+});
+
+describe('state cache: the burst is marked as replays (the backup does not authenticate them anew)', () => {
+  it('marks the X-Sipha-Src value once, keeps the rest byte for byte, and still knows the UDP source', () => {
+    const c = new StateCache();
+    const m = reg('r1', '<sip:u1@x>', 60);
+    register(c, m, 200, '<sip:u1@x>;expires=60');
+    const [e] = [...c.burst()];
+    const text = e?.bytes.toString('latin1') ?? '';
+    assert.match(text, /\r\nX-Sipha-Src: udp:198\.18\.0\.10:5060;replay\r\nVia: /);
+    assert.equal(text.replace(';replay', ''), m.buf.toString('latin1'), 'nothing else changed');
+    assert.equal(markReplay(e?.bytes as Buffer).toString('latin1'), text, 'a replay replayed again is marked once');
+    // A backup caches what it was replayed; as master it keeps alive the same client.
+    const b = new StateCache();
+    const replayed = parse(text);
+    register(b, replayed, 200, '<sip:u1@x>;expires=60');
+    assert.deepEqual(b.udpFlows(), [{ address: '198.18.0.10', port: 5060 }]);
   });
 });

@@ -16,6 +16,7 @@
  * here, and NAT keepalives go only to sources of accepted registrations.
  * Both maps are capped; expired entries are pruned by time.
  */
+import { REPLAY_MARK, SOURCE_HEADER } from '../../../contract/link.ts';
 import { Hdr, type HdrId } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 
@@ -49,7 +50,7 @@ const PENDING_MS = 40_000;
 const MAX_EXPIRY_S = 30 * 86_400;
 
 // The sidecar stamps the client's source as the first header (contract/link.ts).
-const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)\r\n/;
+const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)(?:;replay)?\r\n/;
 
 export class StateCache {
   private readonly entries = new Map<string, Entry>();
@@ -138,7 +139,11 @@ export class StateCache {
     return [...seen.values()];
   }
 
-  /** What a joining backup must be told, oldest first; expired entries are dropped on the way. */
+  /**
+   * What a joining backup must be told, oldest first, each marked as a replay
+   * (REPLAY_MARK: accepted already, not to be authenticated again); expired
+   * entries are dropped on the way.
+   */
   *burst(): Generator<{ link: number; bytes: Buffer }> {
     const now = this.now();
     for (const [key, e] of this.entries) {
@@ -146,9 +151,21 @@ export class StateCache {
         this.entries.delete(key);
         continue;
       }
-      yield { link: e.link, bytes: e.bytes };
+      yield { link: e.link, bytes: markReplay(e.bytes) };
     }
   }
+}
+
+const SOURCE_LINE = Buffer.from(`\r\n${SOURCE_HEADER}: `, 'latin1');
+const MARK = Buffer.from(REPLAY_MARK, 'latin1');
+
+/** The cached REGISTER with REPLAY_MARK at the end of its X-Sipha-Src value (unchanged if it has none). */
+export function markReplay(bytes: Buffer): Buffer {
+  const at = bytes.indexOf(SOURCE_LINE);
+  const end = at < 0 ? -1 : bytes.indexOf('\r\n', at + SOURCE_LINE.length, 'latin1');
+  // (a backup caches what it was replayed: once a master, it replays it as it came)
+  if (end < 0 || bytes.subarray(end - MARK.length, end).equals(MARK)) return bytes;
+  return Buffer.concat([bytes.subarray(0, end), MARK, bytes.subarray(end)]);
 }
 
 function transactionKey(m: SipMessage): string | null {
