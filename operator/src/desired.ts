@@ -100,6 +100,10 @@ export function statefulSet(p: SipHaPair): Obj {
       replicas: 2,
       serviceName: n.peers,
       podManagementPolicy: 'Parallel',
+      // Pods change only when the operator deletes them (upgrade.ts): backup first, a planned
+      // switchover, then the old master. RollingUpdate would delete the master itself when it
+      // has the higher ordinal: an extra switchover, or two.
+      updateStrategy: { type: 'OnDelete' },
       selector: { matchLabels: selectorLabels(p) },
       template: {
         metadata: { labels: { ...APP_LABELS, ...selectorLabels(p) } },

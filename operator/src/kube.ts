@@ -5,6 +5,7 @@ export interface Kube {
   kc: k8s.KubeConfig;
   objects: k8s.KubernetesObjectApi;
   core: k8s.CoreV1Api;
+  apps: k8s.AppsV1Api;
   custom: k8s.CustomObjectsApi;
   coordination: k8s.CoordinationV1Api;
 }
@@ -17,6 +18,7 @@ export function connect(kubeconfig?: string): Kube {
     kc,
     objects: k8s.KubernetesObjectApi.makeApiClient(kc),
     core: kc.makeApiClient(k8s.CoreV1Api),
+    apps: kc.makeApiClient(k8s.AppsV1Api),
     custom: kc.makeApiClient(k8s.CustomObjectsApi),
     coordination: kc.makeApiClient(k8s.CoordinationV1Api),
   };

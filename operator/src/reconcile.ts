@@ -27,6 +27,7 @@ import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
 import { switchoverPlan } from './switchover.ts';
+import { upgradePlan } from './upgrade.ts';
 import { type Cidr, vipAllowed } from './vip-ranges.ts';
 
 export interface ReconcileMetrics {
@@ -107,6 +108,7 @@ export class Reconciler {
     }
 
     await this.switchover(pair, pods);
+    if (allowed) await this.upgrade(pair, pods);
 
     const vip = allowed
       ? await this.vipAssigned(
@@ -198,6 +200,37 @@ export class Reconciler {
     }
     if (plan.kind !== 'idle' && plan.event)
       await this.events.record(pair, plan.event.type, plan.event.reason, plan.event.message);
+  }
+
+  /** One step of a rolling upgrade, when the StatefulSet's pods are behind its template (upgrade.ts). */
+  private async upgrade(pair: SipHaPair, pods: PodView[]): Promise<void> {
+    const { namespace, name } = pair.metadata;
+    let updateRevision: string | undefined;
+    try {
+      const sts = await this.kube.apps.readNamespacedStatefulSet({ namespace, name: names(name).statefulSet });
+      updateRevision = sts.status?.updateRevision;
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+    const plan = upgradePlan(pods, updateRevision, pair.metadata.annotations?.[SWITCHOVER_ANNOTATION] !== undefined);
+    if (plan.kind === 'delete') {
+      await this.events.record(pair, 'Normal', 'UpgradingPod', plan.message);
+      await this.kube.core.deleteNamespacedPod({ namespace, name: plan.pod });
+    } else if (plan.kind === 'switchover') {
+      await this.events.record(pair, 'Normal', 'UpgradeSwitchover', plan.message);
+      await this.kube.custom.patchNamespacedCustomObject(
+        {
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: PLURAL,
+          name,
+          body: { metadata: { annotations: { [SWITCHOVER_ANNOTATION]: String(plan.to) } } },
+        },
+        mergePatch,
+      );
+    } else if (plan.kind === 'wait') this.log.debug({ pair: name, why: plan.why }, 'upgrade waits');
   }
 
   /** The replication key is created once, with random bytes, and never applied again. */

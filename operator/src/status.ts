@@ -37,6 +37,8 @@ export interface PodView {
   handoverTerm: number | undefined;
   /** "<term> <reason>": a handover this pod's sidecar refused. */
   handoverRefused: string | undefined;
+  /** The StatefulSet revision the pod was made from (controller-revision-hash). */
+  revision: string | undefined;
 }
 
 export function observe(pods: V1Pod[]): PodView[] {
@@ -61,6 +63,7 @@ export function observe(pods: V1Pod[]): PodView[] {
         inSync: sync === 'true' ? true : sync === 'false' ? false : undefined,
         handoverTerm: ann[HANDOVER_ANNOTATION] !== undefined ? Number(ann[HANDOVER_ANNOTATION]) : undefined,
         handoverRefused: ann[HANDOVER_REFUSED_ANNOTATION],
+        revision: labels['controller-revision-hash'],
       };
     })
     .sort((a, b) => a.ordinal - b.ordinal);

@@ -428,6 +428,59 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
     });
   });
 
+  describe('a rolling upgrade driven by the operator (StatefulSet OnDelete)', () => {
+    let r0: Reporter;
+    let r1: Reporter;
+    const uid = (pod: string) => (exists('pod', pod) ? json(['get', 'pod', pod]).metadata.uid : '');
+    const image = (pod: string) =>
+      json(['get', 'pod', pod]).spec.containers.find((c: { name: string }) => c.name === 'sip-server').image;
+    const events = () => cp.kubectl(['describe', 'shp', 'upg']);
+    before(async () => {
+      cp.kubectl(['apply', '-f', '-'], pair('upg', VALID));
+      await until(() => exists('pod', 'upg-0') && exists('pod', 'upg-1'), 30000, 'the pods exist');
+      r0 = startReporter(cp, 'default', 'upg-0');
+      r1 = startReporter(cp, 'default', 'upg-1');
+      await r0.report('master', 2, 'elected in-sync');
+      await r1.report('backup', 2, 'peer-is-master in-sync');
+      await waitStatus('upg', (x) => x.phase === 'Replicating');
+    });
+    after(async () => {
+      await r0?.stop();
+      await r1?.stop();
+    });
+
+    it('replaces the backup first, switches over to it once it is in sync, then replaces the old master: one switchover', async () => {
+      assert.equal(json(['get', 'statefulset', 'upg']).spec.updateStrategy.type, 'OnDelete', 'the operator decides when pods go');
+      const [m0, b0] = [uid('upg-0'), uid('upg-1')];
+      cp.kubectl(['patch', 'shp', 'upg', '--type=merge', '-p', '{"spec":{"sipServer":{"image":"kamailio:5.7"}}}']);
+      await until(() => uid('upg-1') !== b0 && uid('upg-1') !== '', 30000, 'the backup pod is replaced');
+      assert.equal(image('upg-1'), 'kamailio:5.7');
+      assert.equal(uid('upg-0'), m0, 'the master stays while its backup is replaced');
+      // The new pod's sidecar rejoins: not in sync at first (the master waits), then in sync.
+      await r1.report('backup', 2, 'peer-is-master out-of-sync');
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.doesNotMatch(r0.output(), /^handover/m, 'no switchover to a backup that is not in sync');
+      await r1.report('backup', 2, 'peer-is-master in-sync');
+      await until(() => /^handover 2$/m.test(r0.output()), 20000, 'upg-0 is asked to hand over');
+      assert.equal(uid('upg-0'), m0, 'the master is never deleted');
+      await r0.report('resigned', 2, 'switchover in-sync');
+      await r1.report('master', 3, 'peer-resigned in-sync');
+      await r0.report('backup', 2, 'rejoined in-sync');
+      await until(() => uid('upg-0') !== m0 && uid('upg-0') !== '', 30000, 'the old master, now backup, is replaced');
+      assert.equal(image('upg-0'), 'kamailio:5.7');
+      await r0.report('backup', 3, 'peer-is-master in-sync');
+      await until(
+        () =>
+          /UpgradingPod\s+\S+\s+sipha-operator\s+upgrading backup upg-1/.test(events()) &&
+          /UpgradingPod\s+\S+\s+sipha-operator\s+upgrading backup upg-0/.test(events()) &&
+          /SwitchoverDone\s+\S+\s+sipha-operator\s+upg-1 is master now/.test(events()),
+        15000,
+        'the Events tell the upgrade',
+      );
+      assert.equal(events().match(/SwitchoverRequested/g)?.length, 1, 'exactly one planned switchover');
+    });
+  });
+
   describe('deletion', () => {
     it('deleting the SipHaPair removes everything it owned (owner references, garbage collector)', async () => {
       cp.kubectl(['delete', 'shp', 'sip-edge']);

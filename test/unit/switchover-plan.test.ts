@@ -19,6 +19,7 @@ const pod = (ordinal: number, role: PodView['role'], term: number, more: Partial
   inSync: true,
   handoverTerm: undefined,
   handoverRefused: undefined,
+  revision: undefined,
   ...more,
 });
 
