@@ -14,6 +14,8 @@
 #   hack/cluster.sh import ARCHIVE...    OCI archives into both nodes' containerd
 #   hack/cluster.sh node-crash NODE      the node's cable pulled and power cut (all its processes SIGKILLed)
 #   hack/cluster.sh node-boot NODE       the node back: runtime state cleared as a reboot would, agents restarted
+#   hack/cluster.sh apiserver-stop       kube-apiserver stopped (an outage of the control plane; etcd keeps its state)
+#   hack/cluster.sh apiserver-start      kube-apiserver started again
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -470,14 +472,7 @@ EOF
 
 # --- control plane ---------------------------------------------------------------
 
-start_control_plane() {
-  local C=$S/cp
-  mkdir -p "$C"
-  start etcd $NS_CP "" "$BIN/etcd" --name sipha --data-dir "$C/etcd" \
-    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster sipha=http://127.0.0.1:2380 --unsafe-no-fsync --log-level warn
-  wait_for "etcd" 30 nsenter --net=/run/netns/$NS_CP -- curl -sf http://127.0.0.1:2379/health
+start_apiserver() {
   start kube-apiserver $NS_CP "" "$BIN/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
     --advertise-address $CP_IP --bind-address 0.0.0.0 --secure-port 6443 \
     --tls-cert-file "$S/pki/apiserver.crt" --tls-private-key-file "$S/pki/apiserver.key" \
@@ -489,6 +484,17 @@ start_control_plane() {
     --kubelet-client-certificate "$S/pki/kubelet-client.crt" --kubelet-client-key "$S/pki/kubelet-client.key" \
     --kubelet-preferred-address-types InternalIP --profiling=false --v=0
   wait_for "kube-apiserver /readyz" 90 kc get --raw /readyz
+}
+
+start_control_plane() {
+  local C=$S/cp
+  mkdir -p "$C"
+  start etcd $NS_CP "" "$BIN/etcd" --name sipha --data-dir "$C/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster sipha=http://127.0.0.1:2380 --unsafe-no-fsync --log-level warn
+  wait_for "etcd" 30 nsenter --net=/run/netns/$NS_CP -- curl -sf http://127.0.0.1:2379/health
+  start_apiserver
   start kube-controller-manager $NS_CP "" "$BIN/kube-controller-manager" --kubeconfig "$S/kubeconfigs/kcm" \
     --leader-elect=false --bind-address 127.0.0.1 --controllers '*' \
     --use-service-account-credentials=true --service-account-private-key-file "$S/pki/sa.key" \
@@ -713,8 +719,20 @@ case "${1:-}" in
     ;;
   node-crash) cmd_node_crash "${2:-}" ;;
   node-boot) cmd_node_boot "${2:-}" ;;
+  apiserver-stop)
+    is_up || die "not up"
+    stop_named kube-apiserver
+    say "kube-apiserver stopped"
+    ;;
+  apiserver-start)
+    is_up || die "not up"
+    bin_dir
+    pid_alive kube-apiserver >/dev/null && die "kube-apiserver is running"
+    start_apiserver
+    say "kube-apiserver started"
+    ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

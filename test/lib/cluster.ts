@@ -112,3 +112,13 @@ export function nodeCrash(node: NodeName): void {
 export function nodeBoot(node: NodeName): void {
   must(['node-boot', node]);
 }
+
+/** kube-apiserver stopped (etcd keeps the state): an outage of the control plane. */
+export function apiserverStop(): void {
+  must(['apiserver-stop']);
+}
+
+/** kube-apiserver started again; returns once it is ready. */
+export function apiserverStart(): void {
+  must(['apiserver-start']);
+}
