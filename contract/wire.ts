@@ -110,7 +110,7 @@ export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
   };
 }
 
-export const FrameType = { Data: 1, Ack: 2, Hello: 3, Synced: 4, Challenge: 5 } as const;
+export const FrameType = { Data: 1, Ack: 2, Hello: 3, Synced: 4, Challenge: 5, Beat: 6 } as const;
 /** Bytes of each side's nonce in the replication handshake. */
 export const NONCE = 16;
 
@@ -119,7 +119,9 @@ export type Frame =
   | { type: typeof FrameType.Ack; seq: number }
   | { type: typeof FrameType.Synced; seq: number }
   | { type: typeof FrameType.Hello; ordinal: 0 | 1; term: number; incarnation: number; nonceR: Buffer; nonceS: Buffer }
-  | { type: typeof FrameType.Challenge; nonceR: Buffer };
+  | { type: typeof FrameType.Challenge; nonceR: Buffer }
+  /** A heartbeat (encodeHeartbeat's bytes) carried on the stream too: a second path for the peer's beats. */
+  | { type: typeof FrameType.Beat; heartbeat: Buffer };
 
 /** The key of one replication session: both nonces, so no other session's tags fit. */
 export function sessionKey(key: Buffer, nonceR: Buffer, nonceS: Buffer): Buffer {
@@ -187,7 +189,19 @@ export function encodeChallenge(key: Buffer, nonceR: Buffer): Buffer {
   return b;
 }
 
+/** A heartbeat on the stream, both ways (the heartbeat keeps its own tag and freshness fields). */
+export function encodeBeat(key: Buffer, heartbeat: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(4 + 1 + heartbeat.length + MAC);
+  b.writeUInt32BE(1 + heartbeat.length + MAC, 0);
+  b[4] = FrameType.Beat;
+  b.set(heartbeat, 5);
+  mac(key, b.subarray(4, 5 + heartbeat.length)).copy(b, 5 + heartbeat.length);
+  return b;
+}
+
 export const MAX_FRAME = 1 << 20;
+/** Far above a heartbeat's size; anything longer in a Beat frame is corrupt. */
+const MAX_BEAT = 256;
 
 /**
  * Reads frames from a stream. Calls `on(frame)` per frame; returns a reason
@@ -237,6 +251,8 @@ export class FrameReader {
         });
       } else if (t === FrameType.Challenge && body.length === 1 + NONCE) {
         this.on({ type: t, nonceR: Buffer.from(body.subarray(1)) });
+      } else if (t === FrameType.Beat && body.length > 1 && body.length <= 1 + MAX_BEAT) {
+        this.on({ type: t, heartbeat: Buffer.from(body.subarray(1)) });
       } else {
         return 'frame-type';
       }

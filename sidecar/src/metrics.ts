@@ -188,10 +188,17 @@ export function createMetrics() {
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  const heartbeatsHeard = new Counter({
+    name: 'sipha_heartbeats_heard_total',
+    help: "The peer's heartbeats that counted, by path: udp, or stream (carried on the replication connection too, so one flooded or blocked path does not look like a dead peer)",
+    labelNames: ['path'] as const,
+    registers: [registry],
+  });
   return {
     replicationLag,
     witnessClaims,
     heartbeatDrops,
+    heartbeatsHeard,
     effectFailures,
     resyncs,
     /** Exposes the HA state through the role/term/lag gauges. */

@@ -343,24 +343,36 @@ describe('a witness decides when the two sides cannot hear each other (item 5)',
     assert.equal(role(b), 'master');
   });
 
-  it('heartbeats cut both ways while both reach the witness: the master keeps serving, the backup never serves', async () => {
+  it('both heartbeat paths cut both ways while both reach the witness: the master keeps serving, the backup never serves', async () => {
     await bed?.destroy();
     // 100 ms heartbeats: the two sides' loss detections fall up to one interval apart either
     // way, so which side asks the witness first is a coin toss unless the master asks earlier.
     const pb = await pairBed({ SIPHA_HEARTBEAT_INTERVAL_MS: '100' }, { witness: true });
     bed = pb.bed;
     const { a, b } = pb;
+    // Both heartbeat paths: the UDP port and the replication stream (5063, both ways).
+    const cut = (h: PairNode['host']) => {
+      dropInput(h, 'hbcut', 'th dport { 5062, 5063 }');
+      dropInput(h, 'streamcut', 'tcp sport 5063');
+    };
+    const mend = (h: PairNode['host']) => {
+      removeDrop(h, 'hbcut');
+      removeDrop(h, 'streamcut');
+    };
     for (let i = 0; i < 3; i++) {
-      dropInput(a.host, 'hbcut', 'udp dport 5062');
-      dropInput(b.host, 'hbcut', 'udp dport 5062');
+      cut(a.host);
+      cut(b.host);
       await sleep(1500);
       assert.equal(role(a), 'master', `the master serves on through the cut\n${roleStory(a, b)}`);
-      removeDrop(a.host, 'hbcut');
-      removeDrop(b.host, 'hbcut');
+      mend(a.host);
+      mend(b.host);
       await until(() => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10000, 'b an in-sync backup');
     }
     assert.ok(!/"to":"master"/.test(roleStory(b)), `b never took over\n${roleStory(a, b)}`);
     assert.equal(twoMasterMs(a, b), 0, roleStory(a, b));
+    // The cut was silence on both sides: a held the lease, b asked and was refused.
+    assert.ok(a.sidecar.metric('sipha_witness_claims_total', { verdict: 'granted' }) >= 3);
+    assert.ok(b.sidecar.metric('sipha_witness_claims_total', { verdict: 'refused' }) >= 3);
   });
 
   it('a master cut off from both its peer and the witness stops serving before the backup may take over', async () => {
@@ -393,6 +405,23 @@ describe('a witness decides when the two sides cannot hear each other (item 5)',
       () => roleStory(a, b),
     );
     assert.equal(role(b), 'master');
+  });
+
+  it("the master's UDP heartbeats lost one way: the backup hears them on the replication stream, nobody switches", async () => {
+    await bed?.destroy();
+    const pb = await pairBed({}, { witness: true });
+    bed = pb.bed;
+    const { a, b } = pb;
+    // A flood or a firewall on the heartbeat port alone is one path gone, not a dead master.
+    dropInput(b.host, 'hbcut', 'udp dport 5062');
+    for (let i = 0; i < 15; i++) {
+      await sleep(100);
+      assert.equal(role(a), 'master', `a serves on\n${roleStory(a, b)}`);
+      assert.equal(role(b), 'backup', `b does not take over\n${roleStory(a, b)}`);
+    }
+    assert.ok(b.sidecar.metric('sipha_heartbeats_heard_total', { path: 'stream' }) > 0, "b hears a's beats on the stream");
+    removeDrop(b.host, 'hbcut');
+    assert.equal(twoMasterMs(a, b), 0);
   });
 
   it('with a witness, a dead master host still fails over at once', async () => {

@@ -9,7 +9,9 @@
  *   - it echoes our own incarnation: it was made after we started;
  *   - its incarnation is not one we have moved past, nor older than the one
  *     we follow while that one still beats (a replayed earlier start);
- *   - within one incarnation, its beat counter rises (no replay, no reordering).
+ *   - within one incarnation, its beat counter rises (no replay, no reordering);
+ *     the latest beat seen again is a 'duplicate' (the same beat by its second
+ *     path), told apart so it is not counted as an attack.
  * We echo the incarnation we follow; before we follow one, the newest we have
  * seen (a recording is always older than the live peer's start).
  * Pure: no I/O, no clock. Limits (docs/security.md): beats recorded where we
@@ -25,7 +27,7 @@ export interface BeatIds {
 }
 
 /** Why an authentic beat did not count. 'unechoed' also covers a peer that just started and has not heard us yet. */
-export type StaleReason = 'unechoed' | 'retired' | 'older' | 'old-beat';
+export type StaleReason = 'unechoed' | 'retired' | 'older' | 'old-beat' | 'duplicate';
 
 /** How many replaced peer incarnations are remembered (a peer restarts rarely; the oldest go first). */
 const RETIRED_CAP = 64;
@@ -56,7 +58,9 @@ export class BeatFreshness {
   judge(b: BeatIds, followedIsSilent: boolean): StaleReason | null {
     if (b.incarnation === this.current) {
       if (b.echo !== this.mine) return 'unechoed';
-      if (b.beat <= this.lastBeat) return 'old-beat';
+      // The latest beat again: its copy by the other path (UDP and the replication stream).
+      if (b.beat === this.lastBeat) return 'duplicate';
+      if (b.beat < this.lastBeat) return 'old-beat';
       this.lastBeat = b.beat;
       return null;
     }

@@ -201,6 +201,8 @@ export class HaNode {
     this.pruneTimer = setInterval(() => this.cache.prune(), 10_000);
     this.pruneTimer.unref();
     this.hb.onMessage = (m) => this.onHeartbeat(m);
+    this.sender.onBeat = (bytes, from) => this.hb.beatIn(bytes, from);
+    this.receiver.onBeat = (bytes, from) => this.hb.beatIn(bytes, from);
 
     // A VIP found gone while serving (e.g. its lifetime ran out in a stall) means: stop claiming it.
     this.vip.onLost = (reason) => this.dispatch({ type: 'serve-failed', reason });
@@ -381,8 +383,13 @@ export class HaNode {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
       this.dispatch({ type: 'peer-lost' });
       this.claims?.peerLost(m.silentMs);
-    } else if (m.type === 'drops') {
-      for (const [reason, n] of Object.entries(m.counts)) this.metrics.heartbeatDrops.inc({ reason }, n);
+    } else if (m.type === 'beat-out') {
+      // The second path: whichever stream this node has (a master's to its backup, or a backup's from its master).
+      this.sender.sendBeat(m.bytes);
+      this.receiver.sendBeat(m.bytes);
+    } else if (m.type === 'counts') {
+      for (const [reason, n] of Object.entries(m.drops)) this.metrics.heartbeatDrops.inc({ reason }, n);
+      for (const [path, n] of Object.entries(m.heard)) this.metrics.heartbeatsHeard.inc({ path }, n);
     } else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
   }
 

@@ -34,6 +34,8 @@ export type ToWorker =
   | { type: 'alive' }
   /** The peer was found at a new address (re-resolved by name). */
   | { type: 'peer-address'; address: string }
+  /** A beat the peer sent on the replication stream (the second path), judged like one by UDP. */
+  | { type: 'beat-in'; bytes: Uint8Array; from: string }
   | { type: 'stop' };
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
@@ -45,8 +47,13 @@ export type FromWorker =
    * could claim it (if the peer lost us too, it asks at `misses` intervals).
    */
   | { type: 'peer-quiet'; silentMs: number }
-  /** Beats dropped since the last report, by reason (counted here: a flood must not become a flood of messages). */
-  | { type: 'drops'; counts: Record<string, number> }
+  /**
+   * Since the last report: beats dropped, by reason, and beats that counted, by path
+   * ('udp', 'stream'). Counted here: a flood must not become a flood of messages.
+   */
+  | { type: 'counts'; drops: Record<string, number>; heard: Record<string, number> }
+  /** Our beat as sent by UDP, for the main thread to send on the replication stream too. */
+  | { type: 'beat-out'; bytes: Uint8Array }
   /** Beats were withheld because the main thread was silent this long (read once it answers again). */
   | { type: 'main-hung'; silentMs: number }
   | { type: 'ready' };
@@ -73,11 +80,14 @@ const onQuiet = () => {
 };
 let lastPeer = '';
 let drops: Record<string, number> = {};
+let heard: Record<string, number> = {};
 const dropped = (reason: string) => {
   drops[reason] = (drops[reason] ?? 0) + 1;
 };
 
-const sock = dgram.createSocket('udp4');
+// A large receive buffer, so a burst of junk does not push the real beats out (the kernel caps
+// it at net.core.rmem_max); the stream is the second path when it does anyway.
+const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
 const send = () => {
   beat = (beat + 1) >>> 0;
   const b = encodeHeartbeat(key, {
@@ -91,6 +101,7 @@ const send = () => {
     appliedSeq: me.appliedSeq,
   });
   sock.send(b, cfg.peerPort, peerAddress);
+  port.postMessage({ type: 'beat-out', bytes: b } satisfies FromWorker);
 };
 
 // Where our beats go; the main thread moves it when the peer's name resolves elsewhere.
@@ -98,19 +109,22 @@ let peerAddress = cfg.peerAddress;
 
 // The peer is known by the pair's key, not by its address: a rescheduled pod
 // has a new one, and an address allowlist would make it a stranger for good.
-sock.on('message', (b, rinfo) => {
+const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   const hb = decodeHeartbeat(key, b);
   if (typeof hb === 'string') return dropped(hb);
   if (hb.ordinal === cfg.ordinal) return dropped('same-ordinal');
-  // Replays (of this start or an earlier one) and reordering do not count.
+  // Replays (of this start or an earlier one) and reordering do not count; the same beat
+  // by the other path is no news.
   const stale = freshness.judge(hb, lost);
+  if (stale === 'duplicate') return;
   if (stale !== null) return dropped(stale === 'unechoed' ? 'unechoed' : 'stale');
+  heard[path] = (heard[path] ?? 0) + 1;
   lastHeard = performance.now();
   // Its own timer, not the tick: said exactly quietMs after the last beat, which is what
   // gives the master its head start over the peer's claim (decision 0005).
   if (quietTimer) quietTimer.refresh();
   else quietTimer = setTimeout(onQuiet, cfg.quietMs);
-  const view = `${hb.role}|${hb.term}|${hb.serverUp}|${rinfo.address}`;
+  const view = `${hb.role}|${hb.term}|${hb.serverUp}|${from}`;
   if (lost || quiet || view !== lastPeer) {
     lost = false;
     quiet = false;
@@ -121,10 +135,14 @@ sock.on('message', (b, rinfo) => {
       term: hb.term,
       serverUp: hb.serverUp,
       appliedSeq: hb.appliedSeq,
-      from: rinfo.address,
+      from,
     } satisfies FromWorker);
   }
-});
+};
+
+// The peer is known by the pair's key, not by its address: a rescheduled pod
+// has a new one, and an address allowlist would make it a stranger for good.
+sock.on('message', (b, rinfo) => onBeat(b, rinfo.address, 'udp'));
 
 let mainAliveAt = performance.now();
 let mainHung = false;
@@ -142,6 +160,10 @@ port.on('message', (m: ToWorker) => {
     peerAddress = m.address;
     return;
   }
+  if (m.type === 'beat-in') {
+    onBeat(Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength), m.from, 'stream');
+    return;
+  }
   me = m;
   if (m.urgent) send(); // a role change or a dead server is told at once, not at the next beat
 });
@@ -156,9 +178,10 @@ const tick = setInterval(() => {
     mainHung = false;
     send();
   }
-  if (Object.keys(drops).length > 0) {
-    port.postMessage({ type: 'drops', counts: drops } satisfies FromWorker);
+  if (Object.keys(drops).length > 0 || Object.keys(heard).length > 0) {
+    port.postMessage({ type: 'counts', drops, heard } satisfies FromWorker);
     drops = {};
+    heard = {};
   }
   const silent = performance.now() - lastHeard;
   if (!lost && silent > deadline) {

@@ -62,6 +62,11 @@ export class Heartbeats {
     this.worker.postMessage({ type: 'state', ...state } satisfies ToWorker);
   }
 
+  /** A beat the peer sent on the replication stream, for the worker to judge. */
+  beatIn(bytes: Buffer, from: string): void {
+    this.worker.postMessage({ type: 'beat-in', bytes, from } satisfies ToWorker);
+  }
+
   /** Sends our beats to a new peer address from now on. */
   setPeerAddress(address: string): void {
     this.worker.postMessage({ type: 'peer-address', address } satisfies ToWorker);

@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import {
   encodeAck,
+  encodeBeat,
   encodeChallenge,
   encodeData,
   encodeHello,
@@ -103,6 +104,8 @@ export class ReplicationSender {
   onConnected: (up: boolean) => void = () => {};
   /** The stream was ended because the backup stopped acknowledging (the reason is a metric label). */
   onStall: (reason: string) => void = () => {};
+  /** A heartbeat the backup sent on the stream (the second path; the worker judges it). */
+  onBeat: (heartbeat: Buffer, from: string) => void = () => {};
   /** The current stream's key (sessionKey of both nonces); frames out of it are tagged with it. */
   private session: Buffer = Buffer.alloc(0);
 
@@ -121,6 +124,11 @@ export class ReplicationSender {
   /** The backup has applied the full state burst of this stream and everything since. */
   get inSync(): boolean {
     return this.connected && this.syncedSeq >= 0 && this.acked >= this.syncedSeq;
+  }
+
+  /** Our heartbeat, on the stream too (the backup's worker hears it even when UDP beats are lost). */
+  sendBeat(heartbeat: Uint8Array): void {
+    if (this.connected && this.socket !== null) writeInTurn(this.socket, [encodeBeat(this.session, heartbeat)]);
   }
 
   /** Marks the end of the state burst: once acked, the backup is in sync. */
@@ -209,6 +217,10 @@ export class ReplicationSender {
         this.connected = true;
         this.log.info({ peer: this.peer }, 'replicating to the backup');
         this.onConnected(true);
+        return;
+      }
+      if (f.type === FrameType.Beat) {
+        this.onBeat(f.heartbeat, this.peer.host);
         return;
       }
       if (f.type === FrameType.Ack && f.seq > this.acked) {
@@ -310,6 +322,9 @@ export class ReplicationReceiver {
   apply: (link: number, payload: Buffer) => boolean = () => true;
   /** False while this node must not apply (it is master itself). */
   accepting: () => boolean = () => true;
+  /** A heartbeat the master sent on the stream (the second path; the worker judges it). */
+  onBeat: (heartbeat: Buffer, from: string) => void = () => {};
+  private session: Buffer = Buffer.alloc(0);
 
   constructor(key: Buffer, log: Logger) {
     this.key = key;
@@ -336,6 +351,11 @@ export class ReplicationReceiver {
   close(): void {
     this.server.close();
     this.current?.destroy();
+  }
+
+  /** Our heartbeat, on the live stream too (the master's worker hears it even when UDP beats are lost). */
+  sendBeat(heartbeat: Uint8Array): void {
+    if (this.current !== null && !this.current.destroyed) this.current.write(encodeBeat(this.session, heartbeat));
   }
 
   /** Ends the live stream (the master reconnects and resyncs this node with a burst). */
@@ -376,6 +396,7 @@ export class ReplicationReceiver {
         live = true;
         this.current?.destroy(); // one stream at a time: the newest authenticated one
         this.current = s;
+        this.session = session;
         this.applied = 0;
         this.syncedSeq = -1;
         this.log.info({ from, term: f.term }, 'replication stream from the master');
@@ -383,6 +404,10 @@ export class ReplicationReceiver {
       }
       if (f.type === FrameType.Synced) {
         this.syncedSeq = f.seq;
+        return;
+      }
+      if (f.type === FrameType.Beat) {
+        if (this.current === s) this.onBeat(f.heartbeat, from);
         return;
       }
       if (f.type !== FrameType.Data) return;
