@@ -127,6 +127,61 @@ describe('a stalled replication stream while heartbeats flow (item 3)', { timeou
   });
 });
 
+describe('registrations removed while the backup was out of reach', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('are removed on the backup by the resync too (same Call-ID or a new one), not kept or brought back', async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const aors = users('bind', 50);
+    // The n-th user of a run gets Call-ID "n-<boot>@sipha": the same user, the same position, the same boot: the same Call-ID.
+    const reg = (lines: string[], boot: string) =>
+      runSipp(bed, client, {
+        scenario: 'register-binding.xml',
+        target,
+        calls: lines.length,
+        rate: 100,
+        users: lines,
+        callIdFormat: `%u-${boot}@sipha`,
+      });
+    const first = await reg(
+      aors.map((u) => `${u};1;3600`),
+      'boot1',
+    );
+    assert.equal(first.successful, 50, first.errors);
+    await until(() => lookupAll(b.kamailio, aors).size === 50, 5000, 'the backup holds the 50');
+    // The stream stalls; meanwhile 10 phones unregister (same Call-ID) and 10 others after a reboot (new Call-ID).
+    dropInput(b.host, 'stall', 'tcp dport 5063');
+    const same = await reg(
+      aors.slice(0, 10).map((u) => `${u};2;0`),
+      'boot1',
+    );
+    const rebooted = await reg(
+      aors.slice(10, 20).map((u) => `${u};1;0`),
+      'boot2',
+    );
+    assert.equal(same.successful + rebooted.successful, 20);
+    assert.equal(lookupAll(a.kamailio, aors).size, 30, 'the master removed the 20');
+    await until(() => a.sidecar.metric('sipha_in_sync') === 0, 5000, 'the master sees the backup out of sync');
+    removeDrop(b.host, 'stall');
+    await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'resynced');
+    await until(
+      () => lookupAll(b.kamailio, aors).size === 30,
+      5000,
+      'the backup holds what the master holds',
+      () => `the backup holds ${lookupAll(b.kamailio, aors).size}`,
+    );
+    // And the next failover serves exactly the master's bindings.
+    await bed.stop(a.kamailio.child, 'SIGKILL');
+    await until(() => role(b) === 'master', 5000, 'b takes over');
+    assert.deepEqual([...lookupAll(b.kamailio, aors).keys()].sort(), aors.slice(20).sort());
+  });
+});
+
 describe('a hung sidecar main thread (item 7)', { timeout: 120_000 }, () => {
   let bed: NetBed;
   after(async () => {

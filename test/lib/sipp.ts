@@ -8,7 +8,7 @@ import { watchOutput } from './procs.ts';
 export const SCENARIOS = fileURLToPath(new URL('../sipp/', import.meta.url));
 
 export interface SippRun {
-  scenario: 'register.xml' | 'register-auth.xml' | 'options.xml' | 'uac-call.xml';
+  scenario: 'register.xml' | 'register-auth.xml' | 'register-binding.xml' | 'options.xml' | 'uac-call.xml';
   target: string;
   transport?: 'u1' | 'un' | 't1' | 'tn';
   localPort?: number;
@@ -24,6 +24,8 @@ export interface SippRun {
   timeoutS?: number;
   /** Keep per-message response times (rtd) for percentiles. */
   rtt?: boolean;
+  /** sipp's -cid_str: the Call-ID format (%u is the call number), e.g. one Call-ID per user across runs. */
+  callIdFormat?: string;
 }
 
 export interface SippResult {
@@ -83,6 +85,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
     args.push('-inf', csv);
   }
   if (run.service) args.push('-s', run.service);
+  if (run.callIdFormat) args.push('-cid_str', run.callIdFormat);
   if (run.holdMs !== undefined) args.push('-d', String(run.holdMs));
   if (run.rtt) args.push('-trace_rtt', '-rtt_freq', '1');
   const started = Date.now();

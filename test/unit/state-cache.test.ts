@@ -43,7 +43,7 @@ describe('state cache (burst resync)', () => {
     assert.equal(registerExpiry(reg('a', null)), 0, 'a query (no Contact) holds no state');
   });
 
-  it('keeps the latest accepted REGISTER per Call-ID, drops withdrawn and expired ones, ignores other methods', () => {
+  it('keeps the latest accepted REGISTER per binding, replaces withdrawn ones by their removal, drops expired ones', () => {
     let t = 1_000_000;
     const c = new StateCache({ now: () => t });
     register(c, reg('ua1', '<sip:u1@x>', 60, 1), 200, '<sip:u1@x>;expires=60', 0);
@@ -53,11 +53,12 @@ describe('state cache (burst resync)', () => {
     register(c, reg('ua3', '<sip:u3@x>', 0, 2), 200);
     assert.equal(c.size, 2);
     const first = [...c.burst()];
-    assert.equal(first.length, 2);
+    assert.equal(first.length, 3, "ua1, ua2, and ua3's removal (replayed for a backup that missed it)");
     assert.match(first[0]?.bytes.toString() ?? '', /CSeq: 2 REGISTER/);
     assert.equal(first[0]?.link, 1);
+    assert.match(first[2]?.bytes.toString() ?? '', /Call-ID: ua3\r\nCSeq: 2 REGISTER[\s\S]*Expires: 0/);
     t += 11_000;
-    assert.equal([...c.burst()].length, 1, 'ua2 expired');
+    assert.equal([...c.burst()].length, 2, 'ua2 expired');
   });
 
   it('a REGISTER the server rejected (401, 403) or never answered is not kept, and gets no keepalives', () => {
@@ -85,13 +86,13 @@ describe('state cache (burst resync)', () => {
     assert.equal([...c.burst()].length, 0, 'gone after the granted 3600 s');
   });
 
-  it('is bounded: past its cap new Call-IDs are refused (counted), known ones still refresh; answers waiting are bounded too', () => {
+  it('is bounded: past its cap new bindings are refused (counted), known ones still refresh; answers waiting are bounded too', () => {
     const c = new StateCache({ now: () => 1_000_000, maxEntries: 100, maxPending: 50 });
     for (let i = 0; i < 150; i++) register(c, reg(`ua${i}`, `<sip:u${i}@x>`, 60), 200, `<sip:u${i}@x>;expires=60`);
     assert.equal(c.size, 100);
     assert.equal(c.refused, 50);
     register(c, reg('ua3', '<sip:u3@x>', 60, 2), 200, '<sip:u3@x>;expires=60');
-    assert.match([...c.burst()].find((e) => e.bytes.includes('Call-ID: ua3'))?.bytes.toString() ?? '', /CSeq: 2/);
+    assert.match([...c.burst()].find((e) => e.bytes.includes('Call-ID: ua3\r\n'))?.bytes.toString() ?? '', /CSeq: 2/);
     for (let i = 0; i < 500; i++) c.observe(reg(`p${i}`, '<sip:p@x>', 60), 0, [reg(`p${i}`, '<sip:p@x>', 60).buf]);
     assert.ok(c.pendingSize <= 50);
   });
@@ -123,5 +124,61 @@ describe('state cache: the burst is marked as replays (the backup does not authe
     const replayed = parse(text);
     register(b, replayed, 200, '<sip:u1@x>;expires=60');
     assert.deepEqual(b.udpFlows(), [{ address: '198.18.0.10', port: 5060 }]);
+  });
+});
+
+describe('state cache: bindings (address-of-record + contact), as the registrar keeps them', () => {
+  const aorReg = (callId: string, aor: string, contact: string | null, expires: number, cseq = 1): SipMessage =>
+    parse(
+      `REGISTER sip:198.18.0.100 SIP/2.0\r\nX-Sipha-Src: udp:198.18.0.10:5060\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bK${callId}${cseq}\r\nFrom: <sip:${aor}>;tag=1\r\nTo: <sip:${aor}>\r\nCall-ID: ${callId}\r\nCSeq: ${cseq} REGISTER\r\n` +
+        `${contact === null ? '' : `Contact: ${contact}\r\n`}Expires: ${expires}\r\nContent-Length: 0\r\n\r\n`,
+    );
+  const burstText = (c: StateCache) => [...c.burst()].map((e) => e.bytes.toString('latin1'));
+
+  it('a removal with the same Call-ID is replayed (a backup that missed it drops the binding), for as long as the binding could live there', () => {
+    let t = 1_000_000;
+    const c = new StateCache({ now: () => t });
+    register(c, aorReg('ua', 'alice@h', '<sip:a@198.18.0.10>', 60), 200, '<sip:a@198.18.0.10>;expires=60');
+    register(c, aorReg('ua', 'alice@h', '<sip:a@198.18.0.10>', 0, 2), 200);
+    assert.equal(c.size, 0, 'no live registration');
+    const b = burstText(c);
+    assert.equal(b.length, 1);
+    assert.match(b[0] ?? '', /CSeq: 2 REGISTER[\s\S]*Expires: 0/, 'the removal itself');
+    assert.deepEqual(c.udpFlows(), [], 'no keepalives to a removed binding');
+    t += 61_000;
+    assert.equal(burstText(c).length, 0, 'gone once the binding it removed would have expired');
+  });
+
+  it('a removal with another Call-ID (a restarted phone) removes the binding: it is not resurrected by the burst', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    register(c, aorReg('boot1', 'alice@h', '<sip:a@198.18.0.10>', 3600), 200, '<sip:a@198.18.0.10>;expires=3600');
+    register(c, aorReg('boot2', 'alice@h', '<sip:a@198.18.0.10>', 0), 200);
+    const b = burstText(c);
+    assert.equal(b.length, 1, b.join('\n---\n'));
+    assert.match(b[0] ?? '', /Call-ID: boot2[\s\S]*Expires: 0/);
+  });
+
+  it('a query (no Contact) changes nothing; `Contact: *` removes every binding of the address-of-record, and only its', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    register(c, aorReg('ua', 'alice@h', '<sip:a1@198.18.0.10>', 3600), 200, '<sip:a1@198.18.0.10>;expires=3600');
+    register(c, aorReg('ub', 'alice@h', '<sip:a2@198.18.0.11>', 3600), 200, '<sip:a2@198.18.0.11>;expires=3600');
+    register(c, aorReg('uc', 'bob@h', '<sip:b@198.18.0.12>', 3600), 200, '<sip:b@198.18.0.12>;expires=3600');
+    register(c, aorReg('ua', 'alice@h', null, 0, 2), 200);
+    assert.equal(c.size, 3, 'a query keeps everything');
+    register(c, aorReg('ua', 'alice@h', '*', 0, 3), 200);
+    assert.equal(c.size, 1);
+    const b = burstText(c);
+    assert.equal(b.filter((x) => x.includes('Contact: *')).length, 1, 'the wildcard removal is replayed once');
+    assert.equal(b.filter((x) => x.includes('Call-ID: uc')).length, 1, "bob's binding stays");
+  });
+
+  it('replays in the order things happened: a later removal comes after the REGISTER that made the binding', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    register(c, aorReg('u1', 'alice@h', '<sip:a@198.18.0.10>', 3600), 200, '<sip:a@198.18.0.10>;expires=3600');
+    register(c, aorReg('u2', 'bob@h', '<sip:b@198.18.0.11>', 3600), 200, '<sip:b@198.18.0.11>;expires=3600');
+    register(c, aorReg('u1', 'alice@h', '<sip:a@198.18.0.10>', 0, 2), 200);
+    register(c, aorReg('u3', 'alice@h', '<sip:a@198.18.0.10>', 3600), 200, '<sip:a@198.18.0.10>;expires=3600');
+    const b = burstText(c).map((x) => /Call-ID: (\S+)/.exec(x)?.[1]);
+    assert.deepEqual(b, ['u2', 'u3'], 'the re-registration replaced the removal');
   });
 });

@@ -2,8 +2,13 @@
  * The master's compacted cache of state-bearing messages, replayed as a
  * burst to a backup that (re)joins, before the live stream (ARCHITECTURE:
  * "caching for burst"). With the example configuration (no dialog module)
- * the state worth carrying is the location table: the latest REGISTER per
- * Call-ID (one registering UA), dropped when it expires or is withdrawn.
+ * the state worth carrying is the location table, kept as the registrar keeps
+ * it: per binding (address-of-record + contact URI), the latest accepted
+ * REGISTER that set it. A removal (expires 0, or `Contact: *` for every
+ * binding of the address-of-record), whatever its Call-ID, replaces the
+ * binding with the removal itself, replayed too until the binding it removed
+ * would have expired: a backup that missed it (its stream was down) drops the
+ * binding, instead of keeping it, or getting it back from the burst.
  * Dialogs need no cache: in-dialog requests are loose-routed by
  * Record-Route to the VIP. A replayed REGISTER re-arms its expiry from the
  * moment of replay (a late backup may keep a binding up to the time the
@@ -24,15 +29,17 @@ interface Entry {
   link: number;
   bytes: Buffer;
   expiresAt: number;
+  /** The REGISTER that removed this binding (replayed so a backup that missed it removes it too). */
+  removal: boolean;
 }
 
 interface Pending {
   link: number;
   bytes: Buffer;
-  /** What the REGISTER asked for (s); 0 is a removal. */
-  asked: number;
-  /** Its first Contact URI, to find the granted expiry in the answer. */
-  contact: string | null;
+  /** The address-of-record (To URI). */
+  aor: string;
+  /** Each Contact URI and the seconds asked for it (0: a removal); 'all' for `Contact: *`; none for a query. */
+  contacts: Array<{ uri: string; asked: number }> | 'all';
   seenAt: number;
 }
 
@@ -53,7 +60,9 @@ const MAX_EXPIRY_S = 30 * 86_400;
 const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)(?:;replay)?\r\n/;
 
 export class StateCache {
+  /** By binding (`${aor}\n${contact}`), in the order of their last change: the burst's order. */
   private readonly entries = new Map<string, Entry>();
+  private removals = 0;
   private readonly pending = new Map<string, Pending>();
   private readonly now: () => number;
   private readonly maxEntries: number;
@@ -67,8 +76,9 @@ export class StateCache {
     this.maxPending = opts.maxPending ?? 20_000;
   }
 
+  /** Live bindings (removals not counted). */
   get size(): number {
-    return this.entries.size;
+    return this.entries.size - this.removals;
   }
 
   get pendingSize(): number {
@@ -88,8 +98,8 @@ export class StateCache {
     this.pending.set(key, {
       link,
       bytes: slices.length === 1 ? Buffer.from(slices[0] as Buffer) : Buffer.concat(slices),
-      asked: registerExpiry(m),
-      contact: firstContactUri(m.header(Hdr.Contact)),
+      aor: uriOf(m.header(Hdr.To) ?? '') ?? '',
+      contacts: requestContacts(m),
       seenAt: this.now(),
     });
   }
@@ -102,22 +112,50 @@ export class StateCache {
     if (p === undefined || key === null) return;
     this.pending.delete(key);
     if (m.status >= 300) return;
-    const granted = p.asked === 0 ? 0 : grantedExpiry(m, p.contact, p.asked);
-    if (granted === 0) {
-      this.entries.delete(m.callId);
+    if (p.contacts === 'all') {
+      for (const [k, e] of this.entries) if (k.startsWith(`${p.aor}\n`) && !e.removal) this.removed(k, e, p);
       return;
     }
-    if (!this.entries.has(m.callId) && this.entries.size >= this.maxEntries) {
-      this.refused++;
-      return;
+    const now = this.now();
+    for (const c of p.contacts) {
+      const k = `${p.aor}\n${c.uri}`;
+      const old = this.entries.get(k);
+      const granted = c.asked === 0 ? 0 : grantedExpiry(m, c.uri, c.asked);
+      if (granted === 0) {
+        if (old !== undefined && !old.removal) this.removed(k, old, p);
+        continue;
+      }
+      if (old === undefined && this.size >= this.maxEntries) {
+        this.refused++;
+        continue;
+      }
+      this.put(k, { link: p.link, bytes: p.bytes, expiresAt: now + granted * 1000, removal: false });
     }
-    this.entries.set(m.callId, { link: p.link, bytes: p.bytes, expiresAt: this.now() + granted * 1000 });
+  }
+
+  /** A binding removed by `p`: the removal stands in its place until the binding would have expired. */
+  private removed(k: string, old: Entry, p: Pending): void {
+    this.put(k, { link: p.link, bytes: p.bytes, expiresAt: old.expiresAt, removal: true });
+  }
+
+  /** Sets an entry at the end (the latest change replays last). */
+  private put(k: string, e: Entry): void {
+    this.drop(k);
+    this.entries.set(k, e);
+    if (e.removal) this.removals++;
+  }
+
+  private drop(k: string): void {
+    const e = this.entries.get(k);
+    if (e === undefined) return;
+    this.entries.delete(k);
+    if (e.removal) this.removals--;
   }
 
   /** Drops expired registrations and REGISTERs that were never answered. */
   prune(): void {
     const now = this.now();
-    for (const [key, e] of this.entries) if (e.expiresAt <= now) this.entries.delete(key);
+    for (const [key, e] of this.entries) if (e.expiresAt <= now) this.drop(key);
     for (const [key, p] of this.pending) {
       if (now - p.seenAt < PENDING_MS) break; // insertion order is arrival order
       this.pending.delete(key);
@@ -132,7 +170,7 @@ export class StateCache {
     const seen = new Map<string, { address: string; port: number }>();
     const now = this.now();
     for (const e of this.entries.values()) {
-      if (e.expiresAt <= now) continue;
+      if (e.expiresAt <= now || e.removal) continue;
       const m = SOURCE.exec(e.bytes.toString('latin1', 0, Math.min(e.bytes.length, 512)));
       if (m && m[1] === 'udp') seen.set(`${m[2]}:${m[3]}`, { address: m[2] as string, port: Number(m[3]) });
     }
@@ -146,11 +184,15 @@ export class StateCache {
    */
   *burst(): Generator<{ link: number; bytes: Buffer }> {
     const now = this.now();
+    // A REGISTER with several contacts stands for each of its bindings: replayed once.
+    const sent = new Set<Buffer>();
     for (const [key, e] of this.entries) {
       if (e.expiresAt <= now) {
-        this.entries.delete(key);
+        this.drop(key);
         continue;
       }
+      if (sent.has(e.bytes)) continue;
+      sent.add(e.bytes);
       yield { link: e.link, bytes: markReplay(e.bytes) };
     }
   }
@@ -179,13 +221,25 @@ function allValues(m: SipMessage, id: HdrId): string[] {
   return out;
 }
 
-/** The URI inside the first Contact value (without <>, parameters or display name). */
-function firstContactUri(contact: string | undefined): string | null {
-  if (contact === undefined) return null;
-  const first = contact.split(',')[0] ?? '';
-  const lt = first.indexOf('<');
-  if (lt >= 0) return first.slice(lt + 1, first.indexOf('>', lt) < 0 ? undefined : first.indexOf('>', lt)).trim();
-  return (first.split(';')[0] ?? '').trim() || null;
+/** The URI inside a name-addr or addr-spec value (without <>, header parameters or display name). */
+function uriOf(value: string): string | null {
+  const lt = value.indexOf('<');
+  if (lt >= 0) return value.slice(lt + 1, value.indexOf('>', lt) < 0 ? undefined : value.indexOf('>', lt)).trim();
+  return (value.split(';')[0] ?? '').trim() || null;
+}
+
+/** The bindings a REGISTER names, with the seconds asked for each; 'all' for `Contact: *`; [] for a query. */
+function requestContacts(m: SipMessage): Array<{ uri: string; asked: number }> | 'all' {
+  const values = allValues(m, Hdr.Contact);
+  if (values.length === 1 && values[0]?.trim() === '*') return 'all';
+  const e = m.header(Hdr.Expires);
+  const header = e !== undefined && /^\s*\d+\s*$/.test(e) ? Number(e) : 3600;
+  const out: Array<{ uri: string; asked: number }> = [];
+  for (const v of values) {
+    const uri = uriOf(v);
+    if (uri !== null) out.push({ uri, asked: expiresParam(v) ?? header });
+  }
+  return out;
 }
 
 /**
@@ -196,7 +250,7 @@ function firstContactUri(contact: string | undefined): string | null {
 function grantedExpiry(m: SipMessage, uri: string | null, asked: number): number {
   if (uri !== null) {
     for (const c of allValues(m, Hdr.Contact)) {
-      if (firstContactUri(c) !== uri) continue;
+      if (uriOf(c) !== uri) continue;
       const p = expiresParam(c);
       if (p !== null) return Math.min(p, MAX_EXPIRY_S);
     }
