@@ -42,13 +42,13 @@ describe('heartbeat freshness', () => {
     assert.equal(me.f.judge({ incarnation: 1500, echo: 1999, beat: 7 }, true), 'unechoed');
   });
 
-  it('replays of this start (same or lower counter) do not count', () => {
+  it('replays of this start (same or lower counter) do not count; the latest again is a duplicate (its second path)', () => {
     const a = new Side(1000);
     const b = new Side(1001);
     handshake(a, b);
     const old = a.beat();
     assert.equal(b.f.judge(old, false), null);
-    assert.equal(b.f.judge(old, false), 'old-beat');
+    assert.equal(b.f.judge(old, false), 'duplicate');
     assert.equal(b.f.judge({ ...old, beat: old.beat - 1 }, false), 'old-beat');
   });
 
