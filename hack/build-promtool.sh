@@ -17,7 +17,7 @@ command -v go >/dev/null || { echo "build-promtool: the Go toolchain is needed (
 mkdir -p "$BIN"
 start=$(date +%s)
 echo "build-promtool: building promtool $PROMETHEUS_MODULE_VERSION" >&2
-release="3.${PROMETHEUS_MODULE_VERSION#v0.}"; release="${release%%.*}.$(echo "${PROMETHEUS_MODULE_VERSION#v0.3}" | sed 's/^\([0-9]*\)\.\([0-9]*\).*/\1.\2/')"
+release="3.${PROMETHEUS_MODULE_VERSION#v0.3}" # v0.316.0 -> 3.16.0 (the version promtool prints)
 GOBIN="$BIN" GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0 \
   go install -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
   "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION"
