@@ -58,13 +58,23 @@ describe('alert rules and dashboard queries (helm + promtool)', { timeout: 900_0
     assert.match(r.out, /SUCCESS/);
   });
 
-  it('the unit tests can fail: a threshold changed by a chart value breaks the expected alert', () => {
-    // The lag test expects p99 99.5 ms to fire; with a 150 ms threshold it must not, so promtool fails.
-    writeFileSync(join(dir, 'rules.yaml'), renderAlertRules(['monitoring.prometheusRule.lagP99Seconds=0.15']));
-    copyFileSync(ALERT_TESTS, join(dir, 'alerts.test.yaml'));
-    const r = promtool(bin, ['test', 'rules', join(dir, 'alerts.test.yaml')]);
-    assert.notEqual(r.code, 0, r.out);
-    assert.match(r.out, /SiphaReplicationLagHigh/);
+  it('the unit tests can fail: chart values that change an alert break its expected firing or quiet case', () => {
+    // p99 99.5 ms must fire; with a 150 ms threshold it does not. Without "for", the brief
+    // overlap of a takeover and a 30 s resync fire at once, which the quiet cases forbid.
+    for (const [set, alerts] of [
+      ['monitoring.prometheusRule.lagP99Seconds=0.15', ['SiphaReplicationLagHigh']],
+      ['monitoring.prometheusRule.twoMastersFor="0s"', ['SiphaTwoMasters']],
+      ['monitoring.prometheusRule.noBackupInSyncFor="0s"', ['SiphaNoBackupInSync']],
+      // A failover and its failback (2 takeovers) must not count as flapping.
+      ['monitoring.prometheusRule.flapping={"window":"15m","takeovers":2}', ['SiphaRoleFlapping']],
+    ] as const) {
+      writeFileSync(join(dir, 'rules.yaml'), renderAlertRules([set]));
+      copyFileSync(ALERT_TESTS, join(dir, 'alerts.test.yaml'));
+      const r = promtool(bin, ['test', 'rules', join(dir, 'alerts.test.yaml')]);
+      assert.notEqual(r.code, 0, `${set}: ${r.out}`);
+      const failed = [...r.out.matchAll(/alertname: (\w+), time/g)].map((m) => m[1]);
+      assert.deepEqual([...new Set(failed)], alerts, `${set}: ${r.out}`);
+    }
   });
 
   it('every dashboard query is valid PromQL (promtool parses it as a recording rule)', () => {

@@ -34,14 +34,20 @@ export function promtool(bin: string, args: string[]): { code: number; out: stri
 }
 
 /**
- * The chart's PrometheusRule rendered by helm (with `--set` overrides), its
- * `spec` turned into a plain Prometheus rules file (`groups:` at the top).
+ * The chart's PrometheusRule rendered by helm (with `--set-json` overrides, so
+ * numbers stay numbers), its `spec` turned into a plain Prometheus rules file
+ * (`groups:` at the top). Throws with helm's message when helm refuses.
  */
 export function renderAlertRules(sets: string[] = []): string {
   const helm = join(k8sBinDir(), 'helm');
   const args = ['template', 'sipha', CHART, '--show-only', 'templates/prometheusrule.yaml'];
-  for (const s of ['monitoring.prometheusRule.enabled=true', ...sets]) args.push('--set', s);
-  const doc = execFileSync(helm, args, { encoding: 'utf8' });
+  for (const s of ['monitoring.prometheusRule.enabled=true', ...sets]) args.push('--set-json', s);
+  let doc: string;
+  try {
+    doc = execFileSync(helm, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    throw new Error(`helm template: ${(err as { stderr: string }).stderr}`);
+  }
   // The template writes `spec:` then the rules file indented by two (templates/prometheusrule.yaml).
   const lines = doc.split('\n');
   const at = lines.indexOf('spec:');
