@@ -28,6 +28,9 @@ describe('observability of a running pair', { timeout: 120_000 }, () => {
     assert.throws(() => a.sidecar.metric('sipha_role', { role: 'no-such-role' }), /no series sipha_role/);
     // A prefix of a real name is not that name.
     assert.throws(() => a.sidecar.metric('sipha_messages'), /no series sipha_messages/);
+    assert.throws(() => a.sidecar.histogram('sipha_no_such_seconds'), /no histogram sipha_no_such_seconds/);
+    const lag = a.sidecar.histogram('sipha_replication_lag_seconds');
+    assert.equal(lag.at(-1)?.[0], Number.POSITIVE_INFINITY);
   });
 
   it('metric names follow Prometheus conventions: counters end in _total, nothing else does, units in base units', () => {
