@@ -130,3 +130,26 @@ export function metricFamiliesIn(expr: string, types: Map<string, string>): stri
   }
   return [...names];
 }
+
+/** The Prometheus Operator release whose CRDs the chart's PodMonitor and PrometheusRule are checked against. */
+export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';
+
+/**
+ * The PodMonitor and PrometheusRule CRDs as the Prometheus Operator publishes
+ * them (example/prometheus-operator-crd/ in its Go module, fetched once into
+ * Go's module cache).
+ */
+export function monitoringCrds(): string[] {
+  const out = execFileSync(
+    'go',
+    ['mod', 'download', '-json', `github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR_VERSION}`],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const dir = (JSON.parse(out) as { Dir: string }).Dir;
+  return ['podmonitors', 'prometheusrules'].map((k) =>
+    join(dir, 'example/prometheus-operator-crd', `monitoring.coreos.com_${k}.yaml`),
+  );
+}
