@@ -203,7 +203,7 @@ async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: nu
       users: users('load', 20000),
       timeoutS: seconds + 60,
     });
-    const takeovers = b.sidecar.metric('sipha_takeovers', {}) + a.sidecar.metric('sipha_takeovers', {});
+    const takeovers = b.sidecar.metric('sipha_takeovers_total') + a.sidecar.metric('sipha_takeovers_total');
     const stillRoles = `${role(a)}/${role(b)}`;
     console.log(
       `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}`,

@@ -107,7 +107,7 @@ export function createMetrics() {
     },
   });
   new Gauge({
-    name: 'sipha_replication_lag_ms',
+    name: 'sipha_replication_lag_window_seconds',
     help: 'Replication send->ack time over the last 8192 messages, by quantile',
     labelNames: ['quantile'] as const,
     registers: [registry],
@@ -117,7 +117,7 @@ export function createMetrics() {
       if (!v) return;
       const qs = [50, 90, 99];
       v.lagMs(qs).forEach((x, i) => {
-        if (Number.isFinite(x)) this.set({ quantile: String((qs[i] as number) / 100) }, x);
+        if (Number.isFinite(x)) this.set({ quantile: String((qs[i] as number) / 100) }, x / 1000);
       });
     },
   });
@@ -140,21 +140,32 @@ export function createMetrics() {
       this.set({ kind: 'pending' }, c?.pending ?? 0);
     },
   });
-  new Gauge({
-    name: 'sipha_state_cache_refused',
+  new Counter({
+    name: 'sipha_state_cache_refused_total',
     help: 'Accepted registrations the state cache did not keep because it was full (SIPHA_STATE_CACHE_MAX): a joining backup misses them until they refresh',
     registers: [registry],
     collect() {
-      this.set(haView?.().cache.refused ?? 0);
+      this.reset();
+      this.inc(haView?.().cache.refused ?? 0);
     },
   });
-  new Gauge({
-    name: 'sipha_takeovers',
-    help: 'Takeovers by this sidecar since start',
+  new Counter({
+    name: 'sipha_takeovers_total',
+    help: 'Takeovers by this sidecar since start (backup to serving master)',
     registers: [registry],
     collect() {
-      this.set(haView?.().takeovers ?? 0);
+      this.reset();
+      this.inc(haView?.().takeovers ?? 0);
     },
+  });
+  // The sidecar's own measure of each takeover: from the decision to take over
+  // (the failure detected) until it serves (VIP held, public sockets open).
+  // Detection itself (k missed heartbeats) comes before and is not in it.
+  const takeoverSeconds = new Histogram({
+    name: 'sipha_takeover_detect_to_serving_seconds',
+    help: 'Per takeover: time from the decision to take over until serving as master (VIP held, sockets open)',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
   });
   // Every replicated message's send->ack time since start: the gauge above is a
   // recent window; this is what rates and long-run percentiles are computed from.
@@ -170,18 +181,21 @@ export function createMetrics() {
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  for (const reason of ['vip-acquire-failed', 'public-sockets-failed', 'vip-release-failed']) effectFailures.inc({ reason }, 0);
   const resyncs = new Counter({
     name: 'sipha_replication_resyncs_total',
     help: 'Replication streams restarted with a full state burst, by reason (master side)',
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  for (const reason of ['ack-deadline', 'ack-window-full']) resyncs.inc({ reason }, 0);
   const witnessClaims = new Counter({
     name: 'sipha_witness_claims_total',
     help: 'Claims to the witness while the peer was silent, by verdict (granted, refused, unreachable)',
     labelNames: ['verdict'] as const,
     registers: [registry],
   });
+  for (const verdict of ['granted', 'refused', 'unreachable']) witnessClaims.inc({ verdict }, 0);
   const heartbeatDrops = new Counter({
     name: 'sipha_heartbeats_dropped_total',
     help: 'Heartbeats dropped, by reason: size, magic, version, hmac, field, same-ordinal, unechoed (made before this start, or a peer that has not heard us yet), stale (replayed or reordered)',
@@ -196,6 +210,7 @@ export function createMetrics() {
   });
   return {
     replicationLag,
+    takeoverSeconds,
     witnessClaims,
     heartbeatDrops,
     heartbeatsHeard,

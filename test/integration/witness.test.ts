@@ -15,6 +15,7 @@ import { encodeAnswer, encodeClaim, witnessKey, witnessPairId } from '../../cont
 import type { WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
 import { UdpWitness } from '../../sidecar/src/ha/witness-udp.ts';
 import { sleep, watchOutput } from '../lib/procs.ts';
+import { readMetric } from '../lib/prom-text.ts';
 
 const MAIN = fileURLToPath(new URL('../../sidecar/src/witness/main.ts', import.meta.url));
 const HOST = '127.0.0.1';
@@ -56,12 +57,7 @@ async function startArbiter(keyEnv: Record<string, string>): Promise<Arbiter> {
     child,
     port: udp.port as number,
     metric: async (name, labels) => {
-      const text = await (await fetch(`http://${HOST}:${web.port}/metrics`)).text();
-      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-      for (const l of text.split('\n')) {
-        if (l.startsWith(`${name}{`) && want.every((w) => l.includes(w))) return Number(l.slice(l.lastIndexOf(' ') + 1));
-      }
-      throw new Error(`no series ${name}${JSON.stringify(labels)} in:\n${text}`);
+      return readMetric(await (await fetch(`http://${HOST}:${web.port}/metrics`)).text(), name, labels);
     },
   };
 }

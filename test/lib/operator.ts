@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ControlPlane } from './control-plane.ts';
 import { until, watchOutput } from './procs.ts';
+import { readMetric } from './prom-text.ts';
 
 const OPERATOR = fileURLToPath(new URL('../../operator/src/main.ts', import.meta.url));
 const REPORTER = fileURLToPath(new URL('../../sidecar/src/kube/reporter-main.ts', import.meta.url));
@@ -33,6 +34,7 @@ function proc(child: ChildProcess): Proc {
 
 export interface Operator extends Proc {
   readonly metricsPort: number;
+  /** One series of /metrics; rejects when it is absent (never NaN or 0 for "not found"). */
   metric(name: string): Promise<number>;
 }
 
@@ -73,15 +75,14 @@ export async function startOperator(
   const p = proc(child);
   const metric = async (name: string) => {
     const r = await fetch(`http://127.0.0.1:${opts.metricsPort}/metrics`);
-    const text = await r.text();
-    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-    return line ? Number(line.split(' ')[1]) : Number.NaN;
+    return readMetric(await r.text(), name);
   };
   await until(
     async () => {
       if (child.exitCode !== null) throw new Error(`operator exited:\n${p.output()}`);
       try {
-        return Number.isFinite(await metric('sipha_operator_leader'));
+        await metric('sipha_operator_leader');
+        return true;
       } catch {
         return false;
       }

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { type Kamailio, startKamailio } from './kamailio.ts';
 import { type Host, NetBed } from './netbed.ts';
 import { until, watchOutput } from './procs.ts';
+import { parseExposition } from './prom-text.ts';
 import { type Sidecar, startSidecar } from './sidecar.ts';
 
 export const VIP = '198.18.0.100';
@@ -111,14 +112,15 @@ export function holdsVip(n: PairNode): boolean {
 
 /** The role the sidecar reports; 'down' when it does not answer (dead, or its host is cut off). */
 export function role(n: PairNode): string {
+  let text: string;
   try {
-    for (const r of ['master', 'backup', 'starting', 'resigned', 'fenced']) {
-      if (n.sidecar.metric('sipha_role', { role: r }) === 1) return r;
-    }
+    text = n.sidecar.scrape();
   } catch {
     return 'down';
   }
-  return 'unknown';
+  // One series, labelled with the role held (none before the HA node is set up).
+  const held = parseExposition(text).samples.find((s) => s.name === 'sipha_role' && s.value === 1);
+  return held?.labels.role ?? 'unknown';
 }
 
 /** The digest lines with a given fate, without the fate: "<status|method> <cseq> <call-id> <sha1>". */

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Host } from './netbed.ts';
 import { until, watchOutput } from './procs.ts';
+import { MetricAbsentError, parseExposition, readMetric } from './prom-text.ts';
 
 const MAIN = fileURLToPath(new URL('../../sidecar/src/main.ts', import.meta.url));
 /** The node flags the sidecar runs with, as its image does (sidecar/Dockerfile). */
@@ -14,9 +15,14 @@ export const SIDECAR_NODE_FLAGS = JSON.parse(
 export interface Sidecar {
   readonly child: ChildProcess;
   readonly output: () => string;
-  /** Scrapes /metrics inside the host and returns one series' value (0 if absent). */
+  /** Scrapes /metrics inside the host: the raw exposition text. */
+  scrape(): string;
+  /**
+   * Scrapes /metrics inside the host and returns the series' value (the sum of
+   * the series whose labels include `labels`); throws when there is none.
+   */
   metric(name: string, labels?: Record<string, string>): number;
-  /** A histogram's cumulative bucket counts (upper bound -> count, +Inf included), in bound order. */
+  /** A histogram's cumulative bucket counts (upper bound -> count, +Inf included), in bound order; throws when absent. */
   histogram(name: string): Array<[number, number]>;
 }
 
@@ -53,28 +59,18 @@ export async function startSidecar(
     15000,
     'sidecar /readyz',
   );
+  const scrape = () => host.run('curl', ['-sf', 'http://127.0.0.1:9090/metrics']);
   return {
     child,
     output: out.text,
-    metric: (name, labels = {}) => {
-      const text = host.run('curl', ['-sf', 'http://127.0.0.1:9090/metrics']);
-      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-      for (const line of text.split('\n')) {
-        if (!line.startsWith(name)) continue;
-        const rest = line.slice(name.length);
-        if (rest[0] !== ' ' && rest[0] !== '{') continue;
-        if (want.every((w) => rest.includes(w))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-      }
-      return 0;
-    },
+    scrape,
+    metric: (name, labels = {}) => readMetric(scrape(), name, labels),
     histogram: (name) => {
-      const text = host.run('curl', ['-sf', 'http://127.0.0.1:9090/metrics']);
-      const out: Array<[number, number]> = [];
-      for (const line of text.split('\n')) {
-        const m = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`).exec(line);
-        if (m) out.push([m[1] === '+Inf' ? Number.POSITIVE_INFINITY : Number(m[1]), Number(m[2])]);
-      }
-      return out.sort((x, y) => x[0] - y[0]);
+      const buckets = parseExposition(scrape()).samples.filter((s) => s.name === `${name}_bucket`);
+      if (buckets.length === 0) throw new MetricAbsentError(`no histogram ${name} in /metrics`);
+      return buckets
+        .map((s): [number, number] => [s.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(s.labels.le), s.value])
+        .sort((x, y) => x[0] - y[0]);
     },
   };
 }

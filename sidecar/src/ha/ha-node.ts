@@ -446,7 +446,10 @@ export class HaNode {
       this.sender.start(term);
       this.serving = true;
       timeline.servingAt = performance.now();
-      if (before.role === 'backup') this.takeovers++;
+      if (before.role === 'backup') {
+        this.takeovers++;
+        this.metrics.takeoverSeconds.observe((timeline.servingAt - now) / 1000);
+      }
       this.lastTimeline = timeline;
       this.log.info(
         {
