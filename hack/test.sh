@@ -14,7 +14,7 @@ echo "== type check (tsc)"
 npx tsc -p tsconfig.json
 echo "== Kubernetes binaries (built from Go modules once, then cached)"
 bash hack/build-k8s.sh
-echo "== promtool (built from its Go module once, then cached)"
+echo "== promtool (from Debian's prometheus package, once, then cached)"
 bash hack/build-promtool.sh
 echo "== tests"
 # One node --test run so one closing summary counts every test.

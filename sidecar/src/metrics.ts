@@ -208,6 +208,7 @@ export function createMetrics() {
     labelNames: ['path'] as const,
     registers: [registry],
   });
+  for (const path of ['udp', 'stream']) heartbeatsHeard.inc({ path }, 0);
   return {
     replicationLag,
     takeoverSeconds,

@@ -1,7 +1,7 @@
 /**
  * The chart's alert rules and the Grafana dashboard's queries, checked by the
- * real tools: helm renders the PrometheusRule, promtool (built from its Go
- * module by hack/build-promtool.sh) checks the rules and runs their unit tests
+ * real tools: helm renders the PrometheusRule, promtool (from Debian's prometheus
+ * package, hack/build-promtool.sh) checks the rules and runs their unit tests
  * (test/alerts/sipha-alerts.test.yaml: each alert firing and not firing), and
  * parses every dashboard query. Which metric names they may use is checked
  * against a running sidecar in observability.test.ts.

@@ -14,7 +14,7 @@ export const CHART = join(ROOT, 'charts/sipha');
 export const DASHBOARD = join(CHART, 'dashboards/sipha.json');
 export const ALERT_TESTS = join(ROOT, 'test/alerts/sipha-alerts.test.yaml');
 
-/** promtool's path; the first call on a machine builds it from its Go module (cached). */
+/** promtool's path; the first call on a machine unpacks it from Debian's package (cached). */
 export function promtoolPath(): string {
   const out = execFileSync('bash', [join(ROOT, 'hack/build-promtool.sh')], {
     encoding: 'utf8',
