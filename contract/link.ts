@@ -20,6 +20,18 @@ export const SOURCE_HEADER = 'X-Sipha-Src';
  */
 export const REPLAY_MARK = ';replay';
 export const NEXT_HOP_HEADER = 'X-Sipha-Nh';
+/**
+ * A secret shared by the sidecar and its server (SIPHA_LINK_TOKEN, the same in
+ * both containers of every pod of a pair): loopback is not private under
+ * hostNetwork, where any process or hostNetwork pod of the node can reach the
+ * server's link listener and the sidecar's egress port. The sidecar puts it on
+ * every message it hands to the server; the server refuses a message without
+ * it, and puts it on every request it hands to the egress port, where the
+ * sidecar refuses one without it (except CANCEL and ACK built by tm for an
+ * INVITE the sidecar relayed: they go where that INVITE went). A client's own
+ * is removed at the edge.
+ */
+export const LINK_TOKEN_HEADER = 'X-Sipha-Token';
 
 /** Transports a SIP client can use towards the sidecar. */
 export type Transport = 'udp' | 'tcp';

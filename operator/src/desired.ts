@@ -47,12 +47,18 @@ export function statefulSet(p: SipHaPair): Obj {
   const s = p.spec;
   const n = names(p.metadata.name);
   const arp = s.vip.mode === 'arp';
+  // The link's shared secret (contract/link.ts), in both containers. Optional: a pair whose
+  // Secret predates it runs without one in both, never with it in one container only.
+  const linkToken = {
+    name: 'SIPHA_LINK_TOKEN',
+    valueFrom: { secretKeyRef: { name: n.secret, key: 'link-token', optional: true } },
+  };
   const serverContainer: Record<string, unknown> = {
     name: 'sip-server',
     image: s.sipServer.image,
     ...(s.sipServer.command ? { command: s.sipServer.command } : {}),
     ...(s.sipServer.args ? { args: s.sipServer.args } : {}),
-    env: [{ name: 'SIPHA_PUBLIC_IP', value: s.vip.address }, ...(s.sipServer.env ?? [])],
+    env: [{ name: 'SIPHA_PUBLIC_IP', value: s.vip.address }, linkToken, ...(s.sipServer.env ?? [])],
     ...(s.sipServer.configMap ? { volumeMounts: [{ name: 'sip-config', mountPath: s.sipServer.configMountPath }] } : {}),
   };
   const env = (name: string, value: string | number) => ({ name, value: String(value) });
@@ -80,6 +86,7 @@ export function statefulSet(p: SipHaPair): Obj {
       ...(s.preferredMaster !== undefined ? [env('SIPHA_PREFERRED_MASTER', s.preferredMaster)] : []),
       ...witnessEnv(s),
       { name: 'SIPHA_REPLICATION_KEY', valueFrom: { secretKeyRef: { name: n.secret, key: 'hmac-key' } } },
+      linkToken,
     ],
     ports: [
       { name: 'sip-udp', containerPort: s.ports.sip, protocol: 'UDP' },
@@ -237,13 +244,13 @@ export function pdb(p: SipHaPair): Obj {
  * (that would rotate it). Stored as base64 text, because the sidecar reads it
  * from an environment variable, which cannot carry arbitrary bytes (NUL).
  */
-export function replicationSecret(p: SipHaPair, key: Buffer): Obj {
+export function replicationSecret(p: SipHaPair, key: Buffer, linkToken: string): Obj {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: meta(p, names(p.metadata.name).secret),
     type: 'Opaque',
-    stringData: { 'hmac-key': key.toString('base64') },
+    stringData: { 'hmac-key': key.toString('base64'), 'link-token': linkToken },
   };
 }
 

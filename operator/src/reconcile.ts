@@ -240,12 +240,17 @@ export class Reconciler {
       await this.kube.core.readNamespacedSecret({ namespace: pair.metadata.namespace, name });
     } catch (err) {
       if (!isNotFound(err)) throw err;
-      await this.kube.objects.create(replicationSecret(pair, randomBytes(32)), undefined, undefined, FIELD_MANAGER);
+      await this.kube.objects.create(
+        replicationSecret(pair, randomBytes(32), randomBytes(24).toString('base64url')),
+        undefined,
+        undefined,
+        FIELD_MANAGER,
+      );
       await this.events.record(
         pair,
         'Normal',
         'ReplicationKeyCreated',
-        `created Secret ${name} with a new random replication key`,
+        `created Secret ${name} with a new random replication key and link token`,
       );
     }
   }

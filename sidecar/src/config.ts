@@ -14,6 +14,8 @@ export interface SidecarConfig {
   readonly egressPort: number;
   /** Parallel link connections; a dialog always uses the same one. */
   readonly linkConnections: number;
+  /** SIPHA_LINK_TOKEN (contract/link.ts): null when not set (the link is then trusted as loopback). */
+  readonly linkToken: string | null;
   readonly httpPort: number;
   readonly logLevel: string;
   readonly maxMessageBytes: number;
@@ -85,6 +87,13 @@ function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessS
     throw new Error(`SIPHA_WITNESS=${raw}: expected udp:<ipv4>:<port> or lease`);
   }
   return { kind: 'udp', address: m[1] as string, port: Number(m[2]), ...timing };
+}
+
+function linkToken(raw: string | undefined): string | null {
+  if (raw === undefined || raw === '') return null;
+  // It travels in a SIP header and a Kamailio config string: token characters only.
+  if (!/^[A-Za-z0-9_-]{16,128}$/.test(raw)) throw new Error('SIPHA_LINK_TOKEN: 16 to 128 of A-Z a-z 0-9 _ -');
+  return raw;
 }
 
 function int(env: Env, name: string, def: number, min: number, max: number): number {
@@ -160,6 +169,7 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
     serverPort: int(env, 'SIPHA_SERVER_PORT', 5070, 1, 65535),
     egressPort: int(env, 'SIPHA_EGRESS_PORT', 5061, 1, 65535),
     linkConnections: int(env, 'SIPHA_LINK_CONNECTIONS', 2, 1, 64),
+    linkToken: linkToken(env.SIPHA_LINK_TOKEN),
     httpPort: int(env, 'SIPHA_HTTP_PORT', 9090, 0, 65535),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
     maxMessageBytes: int(env, 'SIPHA_MAX_MESSAGE_BYTES', 65535, 1024, 1 << 20),

@@ -207,6 +207,23 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       await until(() => json(['get', 'statefulset', 'sip-edge']).spec.replicas === 2, 20000, 'replicas reverted');
       assert.equal(json(['get', 'secret', 'sip-edge-replication']).data['hmac-key'], key, 'key unchanged');
     });
+
+    it('gives both containers of each pod the same link token, from the Secret (loopback is not private under hostNetwork)', () => {
+      const token = Buffer.from(json(['get', 'secret', 'sip-edge-replication']).data['link-token'], 'base64').toString();
+      assert.match(token, /^[A-Za-z0-9_-]{32}$/);
+      const containers = json(['get', 'statefulset', 'sip-edge']).spec.template.spec.containers as Array<{
+        name: string;
+        env: Array<{ name: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }>;
+      }>;
+      for (const c of containers) {
+        const e = c.env.find((x) => x.name === 'SIPHA_LINK_TOKEN');
+        assert.deepEqual(
+          [e?.valueFrom?.secretKeyRef?.name, e?.valueFrom?.secretKeyRef?.key],
+          ['sip-edge-replication', 'link-token'],
+          c.name,
+        );
+      }
+    });
   });
 
   // biome-ignore lint/suspicious/noExplicitAny: status is read as JSON from kubectl

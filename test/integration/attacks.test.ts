@@ -343,3 +343,72 @@ describe('a recorded replication stream replayed into the backup (issue 9 item 3
     assert.equal(b.sidecar.metric('sipha_in_sync'), 1);
   });
 });
+
+describe('loopback is not private under hostNetwork: the link and the egress port (issue 9 item 8)', { timeout: 180_000 }, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  /** Sends `text` from a process on `host` (any process on the node): TCP to 127.0.0.1:<port>, or UDP. */
+  const sendLocal = (host: Host, proto: 'tcp' | 'udp', port: number, text: string) => {
+    const script =
+      proto === 'tcp'
+        ? `const s = require('node:net').connect(${port}, '127.0.0.1', () => s.write(process.argv[1]));
+           s.on('data', () => {}); setTimeout(() => s.destroy(), 500);`
+        : `const s = require('node:dgram').createSocket('udp4');
+           s.send(Buffer.from(process.argv[1]), ${port}, '127.0.0.1', () => s.close());`;
+    host.run(process.execPath, ['-e', script, text]);
+  };
+
+  it("a process on the node can neither register through Kamailio's link nor send from the VIP through the egress port", async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, client } = pb;
+    // A REGISTER straight into Kamailio's link listener, claiming a client's source.
+    const forged = [
+      'REGISTER sip:198.18.0.100 SIP/2.0',
+      'X-Sipha-Src: udp:198.18.0.66:5060',
+      'Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bK-forged-1',
+      'From: <sip:victim@198.18.0.100>;tag=f1',
+      'To: <sip:victim@198.18.0.100>',
+      'Call-ID: forged-1',
+      'CSeq: 1 REGISTER',
+      'Contact: <sip:victim@198.18.0.66:5060>',
+      'Expires: 3600',
+      'Content-Length: 0',
+      '',
+      '',
+    ].join('\r\n');
+    sendLocal(a.host, 'tcp', 5070, forged);
+    // A request into the egress port, naming the client as its next hop: it would leave from the VIP.
+    const cap = await startCapture(bed, client, `udp and src host ${VIP} and dst port 5099`);
+    const out = [
+      'MESSAGE sip:x@198.18.0.10:5099 SIP/2.0',
+      'X-Sipha-Nh: sip:198.18.0.10:5099',
+      'Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-forged-2',
+      'From: <sip:bank@198.18.0.100>;tag=f2',
+      'To: <sip:x@198.18.0.10>',
+      'Call-ID: forged-2',
+      'CSeq: 1 MESSAGE',
+      'Content-Length: 0',
+      '',
+      '',
+    ].join('\r\n');
+    sendLocal(a.host, 'udp', 5061, out);
+    await sleep(1000);
+    const sent = udpPayloads(await cap.stop(), 5099);
+    assert.equal(sent.length, 0, 'nothing left the VIP for the forger');
+    assert.equal(lookupAll(a.kamailio, ['victim']).size, 0, 'no binding made through the link by the forger');
+    assert.ok(a.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'link-token' }) >= 1, 'counted');
+    // The pair still serves its real clients.
+    const ok = await runSipp(bed, client, {
+      scenario: 'register.xml',
+      target: `${VIP}:5060`,
+      calls: 20,
+      rate: 50,
+      users: users('tok', 20),
+    });
+    assert.equal(ok.successful, 20);
+  });
+});

@@ -14,6 +14,9 @@ export interface Kamailio {
   kamcmd(args: string[], input?: string): string;
 }
 
+/** The link's shared secret every test pair uses (contract/link.ts): the sidecars get it too (sidecar.ts). */
+export const LINK_TOKEN = 'sipha-test-link-token-0123456789';
+
 export async function startKamailio(
   bed: NetBed,
   host: Host,
@@ -30,6 +33,7 @@ export async function startKamailio(
       SIPHA_PUBLIC_IP: opts.publicIp,
       SIPHA_CTL: ctl,
       ...(opts.directPort ? { SIPHA_DIRECT_PORT: String(opts.directPort) } : {}),
+      ...(opts.sipha ? { SIPHA_LINK_TOKEN: LINK_TOKEN } : {}),
       ...opts.env,
     },
   });

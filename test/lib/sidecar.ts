@@ -1,7 +1,9 @@
 /** The sipha sidecar as a real process in a bed host. */
+
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { LINK_TOKEN } from './kamailio.ts';
 import type { Host } from './netbed.ts';
 import { until, watchOutput } from './procs.ts';
 import { MetricAbsentError, parseExposition, readMetric } from './prom-text.ts';
@@ -41,6 +43,7 @@ export async function startSidecar(
       SIPHA_PUBLIC_ADDRESS: host.ip,
       SIPHA_LOG_LEVEL: 'info',
       SIPHA_HTTP_PORT: '9090',
+      SIPHA_LINK_TOKEN: LINK_TOKEN,
       ...env,
     },
   });

@@ -190,11 +190,17 @@ export class HaNode {
       this.linkUp = up;
       serverEvent();
     };
-    this.probe = new ServerProbe(p.serverLink, 1000, 3, (healthy) => {
-      this.log.warn({ healthy }, healthy ? 'SIP server answers OPTIONS again' : 'SIP server stopped answering OPTIONS');
-      this.probeHealthy = healthy;
-      serverEvent();
-    });
+    this.probe = new ServerProbe(
+      p.serverLink,
+      1000,
+      3,
+      (healthy) => {
+        this.log.warn({ healthy }, healthy ? 'SIP server answers OPTIONS again' : 'SIP server stopped answering OPTIONS');
+        this.probeHealthy = healthy;
+        serverEvent();
+      },
+      p.linkToken,
+    );
     p.probeAnswer = (m) => this.probe?.consume(m) ?? false;
     // A REGISTER is cached only once the server accepted it (2xx), for the time it granted.
     p.replyTap = (m) => this.cache.answer(m);

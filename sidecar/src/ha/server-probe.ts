@@ -32,7 +32,17 @@ export class ServerProbe {
   /** `${PROBE_BRANCH_PREFIX}<token>-`: unguessable, per process. */
   private readonly branchPrefix = `${PROBE_BRANCH_PREFIX}${randomBytes(12).toString('hex')}-`;
 
-  constructor(link: ProbeLink, intervalMs: number, misses: number, onHealth: (healthy: boolean) => void) {
+  /** The link token (contract/link.ts), carried like every other message the server gets. */
+  private readonly tokenLine: string;
+
+  constructor(
+    link: ProbeLink,
+    intervalMs: number,
+    misses: number,
+    onHealth: (healthy: boolean) => void,
+    linkToken: string | null = null,
+  ) {
+    this.tokenLine = linkToken ? `X-Sipha-Token: ${linkToken}\r\n` : '';
     this.link = link;
     this.intervalMs = intervalMs;
     this.misses = misses;
@@ -71,7 +81,7 @@ export class ServerProbe {
     this.n++;
     this.sent = this.n;
     const msg =
-      `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${this.n}\r\n` +
+      `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\n${this.tokenLine}Via: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${this.n}\r\n` +
       `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${this.n}\r\nCSeq: ${this.n} OPTIONS\r\n` +
       'Max-Forwards: 1\r\nContent-Length: 0\r\n\r\n';
     this.link.sendOn(0, [Buffer.from(msg, 'latin1')]);

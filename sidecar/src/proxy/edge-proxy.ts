@@ -8,8 +8,9 @@
  *
  * All egress passes one gate (`EgressGate`): a backup withholds it there.
  */
+import { timingSafeEqual } from 'node:crypto';
 import dgram from 'node:dgram';
-import { SOURCE_HEADER, type Transport } from '../../../contract/link.ts';
+import { LINK_TOKEN_HEADER, SOURCE_HEADER, type Transport } from '../../../contract/link.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit.ts';
@@ -45,6 +46,8 @@ export interface EdgeProxyOptions {
   maxMessageBytes: number;
   /** Public TCP limits (connections, timeouts, unread bytes); defaults when absent. */
   tcpLimits?: TcpLimits;
+  /** The link's shared secret (contract/link.ts LINK_TOKEN_HEADER); null: none. */
+  linkToken?: string | null;
 }
 
 const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
@@ -88,7 +91,7 @@ export class EdgeProxy {
     this.egress = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
     this.egress.on('message', (bytes, rinfo) => {
       if (rinfo.address !== opts.serverHost) return; // only the local server may hand over egress
-      this.fromServer(bytes);
+      this.fromServer(bytes, true);
     });
     this.flows = new TcpFlows(
       opts.publicAddress,
@@ -109,6 +112,10 @@ export class EdgeProxy {
       metrics,
       (bytes) => this.fromServer(bytes),
     );
+  }
+
+  get linkToken(): string | null {
+    return this.opts.linkToken ?? null;
   }
 
   /** Binds the loopback side and, unless `publicLater`, the public address too. */
@@ -175,7 +182,7 @@ export class EdgeProxy {
       return;
     }
     if (flow !== null && m.isRequest && m.topVia.branch !== undefined) this.requestFlows.set(m.topVia.branch, flow);
-    const slices = toServer(m, src);
+    const slices = toServer(m, src, this.opts.linkToken ?? null);
     const link = this.link.indexFor(m.callId);
     // Replicate first: under sync replication the barrier then covers this message.
     this.tap?.(m, link, slices);
@@ -187,7 +194,7 @@ export class EdgeProxy {
   }
 
   /** A message from the server (reply on the link, or request on the egress port). */
-  fromServer(bytes: Buffer): void {
+  fromServer(bytes: Buffer, viaEgress = false): void {
     this.metrics.hot.fromServer++;
     const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes });
     if (!m.ok) {
@@ -196,6 +203,11 @@ export class EdgeProxy {
       return;
     }
     if (this.probeAnswer?.(m)) return;
+    // The egress port is reachable by every process of a hostNetwork node: only the server knows the token.
+    if (viaEgress && !this.fromOurServer(m)) {
+      this.metrics.drop('egress', 'link-token');
+      return;
+    }
     if (!m.isRequest) this.replyTap?.(m);
     // Before the gate: a backup withholds its requests but must know where its
     // INVITEs went, for the CANCEL/ACK it builds after a takeover.
@@ -209,6 +221,19 @@ export class EdgeProxy {
     const send = () => (hop !== null ? this.sendRequest(m, hop) : this.sendReply(m));
     if (this.hold) this.hold(send);
     else send();
+  }
+
+  /** A request on the egress port carries the link token, or is tm's CANCEL/ACK for an INVITE we relayed. */
+  private fromOurServer(m: SipMessage): boolean {
+    const token = this.opts.linkToken;
+    if (!token) return true;
+    const i = m.find(Hdr.SiphaToken);
+    if (i >= 0 && tokenEquals(m.valueAt(i), token)) return true;
+    return (
+      (m.method === 'CANCEL' || m.method === 'ACK') &&
+      m.topVia.branch !== undefined &&
+      this.inviteHops.get(m.topVia.branch) !== undefined
+    );
   }
 
   private sendReply(m: SipMessage): void {
@@ -253,6 +278,7 @@ export class EdgeProxy {
       return;
     }
     const edits: Edit[] = nh >= 0 ? [removeHeader(m, nh)] : [];
+    for (let i = m.find(Hdr.SiphaToken); i >= 0; i = m.find(Hdr.SiphaToken, i + 1)) edits.push(removeHeader(m, i));
     // The server sent it to us over UDP, so its Via says UDP; say what really carries it.
     const want = dst.transport === 'udp' ? 'UDP' : 'TCP';
     const via = m.topVia;
@@ -293,17 +319,18 @@ export class EdgeProxy {
 }
 
 /** The message as the server must see it: source stamped, framing made explicit. */
-export function toServer(m: SipMessage, src: Source): Buffer[] {
+export function toServer(m: SipMessage, src: Source, token: string | null = null): Buffer[] {
+  const stamp = `${SOURCE_HEADER}: ${src.transport}:${src.address}:${src.port}\r\n`;
   const edits: Edit[] = [
     {
       at: afterStartLine(m),
       remove: 0,
-      insert: Buffer.from(`${SOURCE_HEADER}: ${src.transport}:${src.address}:${src.port}\r\n`),
+      insert: Buffer.from(token ? `${stamp}${LINK_TOKEN_HEADER}: ${token}\r\n` : stamp),
     },
   ];
   // A client may not speak for the sidecar: its own X-Sipha-* headers go.
-  for (let i = m.find(Hdr.SiphaSource); i >= 0; i = m.find(Hdr.SiphaSource, i + 1)) edits.push(removeHeader(m, i));
-  for (let i = m.find(Hdr.SiphaNextHop); i >= 0; i = m.find(Hdr.SiphaNextHop, i + 1)) edits.push(removeHeader(m, i));
+  for (const h of [Hdr.SiphaSource, Hdr.SiphaNextHop, Hdr.SiphaToken])
+    for (let i = m.find(h); i >= 0; i = m.find(h, i + 1)) edits.push(removeHeader(m, i));
   // The link is a stream: a UDP message without Content-Length gets one.
   if (!m.hasContentLength)
     edits.push({ at: m.headersEnd, remove: 0, insert: Buffer.from(`Content-Length: ${m.bodyLength}\r\n`) });
@@ -328,4 +355,11 @@ function bind(s: dgram.Socket, port: number, address: string): Promise<void> {
       resolve();
     });
   });
+}
+
+/** Compares the token in constant time (a forger learns nothing from how fast it is refused). */
+function tokenEquals(value: string, token: string): boolean {
+  const a = Buffer.from(value.trim(), 'latin1');
+  const b = Buffer.from(token, 'latin1');
+  return a.length === b.length && timingSafeEqual(a, b);
 }

@@ -23,6 +23,7 @@ export const Hdr = {
   ContentType: 15,
   SiphaSource: 16,
   SiphaNextHop: 17,
+  SiphaToken: 18,
 } as const;
 export type HdrId = (typeof Hdr)[keyof typeof Hdr];
 
@@ -61,6 +62,7 @@ const NAMES: ReadonlyArray<readonly [string, HdrId]> = [
   ['c', Hdr.ContentType],
   ['x-sipha-src', Hdr.SiphaSource],
   ['x-sipha-nh', Hdr.SiphaNextHop],
+  ['x-sipha-token', Hdr.SiphaToken],
 ];
 
 // byLength[n] lists the known names of n bytes, as lower-case byte arrays.
