@@ -412,3 +412,42 @@ describe('loopback is not private under hostNetwork: the link and the egress por
     assert.equal(ok.successful, 20);
   });
 });
+
+describe('one client floods a TCP connection with requests (messages spanning reads)', { timeout: 180_000 }, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('nothing corrupt reaches the server or the backup, and nobody fails over', async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    // As fast as the connection takes them, for 3 s, 200 OPTIONS per write (so messages
+    // straddle the sidecar's reads); replies are read (a client that reads is no slowloris).
+    const script = `
+      const one = (i) => 'OPTIONS sip:${VIP} SIP/2.0\\r\\nVia: SIP/2.0/TCP ${client.ip}:40000;branch=z9hG4bK-f' + i +
+        '\\r\\nFrom: <sip:f@x>;tag=1\\r\\nTo: <sip:x@y>\\r\\nCall-ID: f' + i + '\\r\\nCSeq: 1 OPTIONS\\r\\nMax-Forwards: 70\\r\\nContent-Length: 0\\r\\n\\r\\n';
+      let n = 0;
+      const until = Date.now() + 3000;
+      const s = require('node:net').connect(5060, '${VIP}', () => {
+        const pump = () => {
+          if (Date.now() >= until) { console.log(n); s.end(); return; }
+          let chunk = '';
+          for (let k = 0; k < 200; k++) chunk += one(n++);
+          if (s.write(chunk)) setImmediate(pump); else s.once('drain', pump);
+        };
+        pump();
+      });
+      s.on('data', () => {});
+      s.on('error', (e) => { console.log(n, e.message); process.exit(0); });`;
+    const sent = Number.parseInt(client.run(process.execPath, ['-e', script]), 10);
+    assert.ok(sent > 10_000, `the flood was a flood (${sent} requests)`);
+    await sleep(1000);
+    assert.doesNotMatch(b.sidecar.output(), /bad replication frame/, 'the stream to the backup stayed intact');
+    assert.doesNotMatch(a.sidecar.output(), /link to the SIP server closed/, 'the server never closed the link');
+    assert.equal(role(a), 'master', roleStory(a, b));
+    assert.equal(role(b), 'backup', roleStory(a, b));
+    await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'the backup in sync after the flood');
+  });
+});

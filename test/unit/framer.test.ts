@@ -120,3 +120,21 @@ describe('stream framer: property', () => {
     );
   });
 });
+
+describe('stream framer: a message handed out stays as it was', () => {
+  it('is not overwritten by later chunks (callers queue it for a later write: the link, the replication stream)', () => {
+    const parts = [msg('first'), msg('second'.repeat(40)), msg('third'), msg('fourth'.repeat(7))];
+    const all = Buffer.from(parts.join(''));
+    for (const size of [5, 13, 64, 100, 333]) {
+      const kept: Buffer[] = [];
+      const f = new SipStreamFramer({ message: (m) => kept.push(m), ping: () => {}, error: () => {} });
+      for (let i = 0; i < all.length; i += size) f.push(Buffer.from(all.subarray(i, i + size)));
+      // Read only now, after every push: as a write queued for the end of the turn would.
+      assert.deepEqual(
+        kept.map((m) => m.toString()),
+        parts,
+        `chunks of ${size}`,
+      );
+    }
+  });
+});

@@ -63,10 +63,12 @@ export class SipStreamFramer {
       this.scanFrom = 0;
       this.need = -1;
     } else if (p > 0) {
-      // Move the unfinished rest to the front (scanFrom and need are already relative to it).
-      b.copyWithin(0, p);
-      this.accLen -= p;
-      this.copied += this.accLen;
+      // Messages were handed out as views of acc, and their users may still hold them (a
+      // write queued for the end of the turn): acc is theirs now. The unfinished rest
+      // starts a new one (scanFrom and need are already relative to it). Reusing acc in
+      // place overwrote those messages under load (a TCP flood corrupted the link and
+      // the replication stream).
+      this.keep(b.subarray(p));
     }
   }
 
