@@ -7,6 +7,7 @@
  * lock on resourceVersion; a conflict retries the whole reconcile).
  */
 import { randomBytes } from 'node:crypto';
+import type { V1Pod } from '@kubernetes/client-node';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
@@ -42,6 +43,8 @@ export interface ReconcilerOptions {
 
 export class Reconciler {
   readonly counters: ReconcileMetrics = { applied: 0, statusWrites: 0 };
+  /** Pairs (by uid) told already that their Secret is gone while pods run. */
+  private readonly keyMissingWarned = new Set<string>();
   private readonly kube: Kube;
   private readonly events: EventRecorder;
   private readonly log: Logger;
@@ -82,9 +85,9 @@ export class Reconciler {
         throw err;
       }
     }
-    if (allowed) await this.ensureSecret(pair);
-
     const podList = await this.kube.core.listNamespacedPod({ namespace, labelSelector: `${PAIR_LABEL}=${name}` });
+    if (allowed) await this.ensureSecret(pair, podList.items);
+
     const pods = observe(podList.items);
     await this.liftFences(pair, pods);
     const victim = fencingVictim(pods);
@@ -233,13 +236,34 @@ export class Reconciler {
     } else if (plan.kind === 'wait') this.log.debug({ pair: name, why: plan.why }, 'upgrade waits');
   }
 
-  /** The replication key is created once, with random bytes, and never applied again. */
-  private async ensureSecret(pair: SipHaPair): Promise<void> {
+  /**
+   * The replication key is created once, with random bytes, and never applied
+   * again. Deleted while a pod runs, it is not made again: the running pods hold
+   * the old key, and a pod started with a new one could not authenticate its
+   * peer (with `witness: none`, both would serve). A Warning says so, once; the
+   * key is made anew when no pod runs (restore the Secret, or stop both pods).
+   */
+  private async ensureSecret(pair: SipHaPair, pods: V1Pod[]): Promise<void> {
     const name = names(pair.metadata.name).secret;
     try {
       await this.kube.core.readNamespacedSecret({ namespace: pair.metadata.namespace, name });
+      this.keyMissingWarned.delete(pair.metadata.uid ?? '');
     } catch (err) {
       if (!isNotFound(err)) throw err;
+      const running = pods.filter((p) => p.status?.phase === 'Running').map((p) => p.metadata?.name ?? '');
+      if (running.length > 0) {
+        const uid = pair.metadata.uid ?? '';
+        if (!this.keyMissingWarned.has(uid)) {
+          this.keyMissingWarned.add(uid);
+          await this.events.record(
+            pair,
+            'Warning',
+            'ReplicationKeyMissing',
+            `Secret ${name} is gone while ${running.sort().join(', ')} run with its key: not made again with a new key (a restarted pod could not authenticate its peer); restore it, or stop both pods to start with a new one`,
+          );
+        }
+        return;
+      }
       await this.kube.objects.create(
         replicationSecret(pair, randomBytes(32), randomBytes(24).toString('base64url')),
         undefined,

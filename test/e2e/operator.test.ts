@@ -498,6 +498,37 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
     });
   });
 
+  describe('a replication Secret deleted while the pair runs', () => {
+    const events = () => cp.kubectl(['describe', 'shp', 'kl']);
+    const running = (pod: string, phase: string) =>
+      cp.kubectl(['patch', 'pod', pod, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { phase } })]);
+    it('is not made again with a new key while a pod runs with the old one (a Warning says why); once none runs, it is', async () => {
+      cp.kubectl(['apply', '-f', '-'], pair('kl', VALID));
+      await until(
+        () => exists('pod', 'kl-0') && exists('pod', 'kl-1') && exists('secret', 'kl-replication'),
+        30000,
+        'pods and key',
+      );
+      // The harness has no kubelet: say what a kubelet would, both containers started with the key.
+      running('kl-0', 'Running');
+      running('kl-1', 'Running');
+      cp.kubectl(['delete', 'secret', 'kl-replication']);
+      cp.kubectl(['annotate', 'shp', 'kl', 'nudge=1']); // a reconcile now, not at the next resync
+      await until(() => /ReplicationKeyMissing/.test(events()), 15000, 'the Warning');
+      assert.match(
+        events(),
+        /Warning\s+ReplicationKeyMissing\s+\S+\s+sipha-operator\s+Secret kl-replication is gone while kl-0, kl-1 run/,
+      );
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal(exists('secret', 'kl-replication'), false, 'a new key would not match the one the running pods hold');
+      running('kl-0', 'Failed');
+      running('kl-1', 'Failed');
+      cp.kubectl(['annotate', 'shp', 'kl', 'nudge=2', '--overwrite']);
+      await until(() => exists('secret', 'kl-replication'), 15000, 'made again once no pod holds the old key');
+      cp.kubectl(['delete', 'shp', 'kl']);
+    });
+  });
+
   describe('deletion', () => {
     it('deleting the SipHaPair removes everything it owned (owner references, garbage collector)', async () => {
       cp.kubectl(['delete', 'shp', 'sip-edge']);
