@@ -1,5 +1,8 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REJECT_REASONS } from '../../sidecar/src/sip/reasons.ts';
+import { readSip, startCapture } from '../../test/lib/capture.ts';
 import { GARBAGE_SCRIPT } from '../../test/lib/garbage-path.ts';
 import { lookupAll, usrlocStat } from '../../test/lib/kamailio.ts';
 import { NetBed } from '../../test/lib/netbed.ts';
@@ -7,6 +10,7 @@ import { role, startPair, VIP } from '../../test/lib/pair.ts';
 import { gapMs, startProber } from '../../test/lib/prober.ts';
 import { until } from '../../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../../test/lib/sipp.ts';
+import { writeTimelinePng } from './timeline.ts';
 
 const { values } = parseArgs({
   options: {
@@ -20,6 +24,9 @@ const nCalls = Math.max(1, Math.min(Number(values.calls), 500));
 const fault = values.fault === 'host_down' ? 'host_down' : 'kamailio_kill';
 
 const step = (s: string) => console.log(`\n\u25b6 ${s}`);
+/** Where the lab leaves its picture and summary (ignored by git). */
+const OUT = fileURLToPath(new URL('../../lab-out', import.meta.url));
+mkdirSync(OUT, { recursive: true });
 const bed = NetBed.create([
   { name: 'a', octet: 1 },
   { name: 'b', octet: 2 },
@@ -83,7 +90,11 @@ try {
     timeoutS: 90,
   });
   const prober = startProber(bed, alice, VIP, 10, 12000);
+  // What the clients sent, to find the requests they had to send again.
+  const probeStartWallMs = Date.now();
   alice.run(process.execPath, [GARBAGE_SCRIPT, VIP, '5060', '200', '2']);
+  // After the malformed burst (its datagrams repeat: they are not retransmissions).
+  const capture = await startCapture(bed, alice, `host ${VIP} and port 5060`);
   await new Promise((r) => setTimeout(r, 4000));
   const backupEgressBefore = b.sidecar.metric('sipha_messages_total', { path: 'to_client' });
   const withheld = b.sidecar.metric('sipha_messages_dropped_total', { path: 'egress', reason: 'role-backup' });
@@ -97,7 +108,8 @@ try {
     ...(fault === 'host_down' ? [bed.stop(a.sidecar.child, 'SIGKILL')] : []),
   ]);
   await until(() => role(b) === 'master', 10000, 'b takes over');
-  const gap = gapMs(await prober.done, faultNs);
+  const probeLog = await prober.done;
+  const gap = gapMs(probeLog, faultNs);
   const callResult = await calls;
   await bed.stop(uas.child);
 
@@ -117,25 +129,67 @@ try {
     (r) => [r, b.sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: r })] as const,
   ).filter(([, n]) => n > 0);
 
-  console.log('\n================ sipha lab: failover of a pair ================');
-  console.log(`fault (${fault})                    t = 0 ms`);
-  console.log(`b detects it and takes over (${decided?.reason ?? '?'})   t = ${decided ? decided.time - faultWallMs : '?'} ms`);
-  console.log(
+  const summary: string[] = [];
+  const say = (line: string) => {
+    summary.push(line);
+    console.log(line);
+  };
+  say('\n================ sipha lab: failover of a pair ================');
+  say(`fault (${fault})                    t = 0 ms`);
+  say(`b detects it and takes over (${decided?.reason ?? '?'})   t = ${decided ? decided.time - faultWallMs : '?'} ms`);
+  say(
     `b holds the VIP, ARP announced            t = ${serving && decided ? (decided.time - faultWallMs + (serving.detectToVipMs ?? 0)).toFixed(1) : '?'} ms`,
   );
-  console.log(`first OPTIONS answered via the VIP        t = ${gap === null ? 'never' : gap.toFixed(1)} ms (10 ms prober)`);
-  console.log(`registrations kept                        ${kept}/${all.length} in b's location table`);
-  console.log(
+  say(`first OPTIONS answered via the VIP        t = ${gap === null ? 'never' : gap.toFixed(1)} ms (10 ms prober)`);
+  say(`registrations kept                        ${kept}/${all.length} in b's location table`);
+  say(
     `calls                                     ${callResult.successful}/${nCalls} completed with BYE answered 200, ${callResult.failed} failed`,
   );
-  console.log(
+  say(
     `backup egress before the fault            ${backupEgressBefore} SIP messages sent, ${withheld} withheld (its Kamailio's replies)`,
   );
-  console.log(`malformed datagrams during the calls      200 sent; dropped and counted on a (then master)`);
-  console.log(
-    `b's inbound drops since it took over      ${dropped.length ? dropped.map(([r, n]) => `${r}=${n}`).join(' ') : 'none'}`,
+  say(`malformed datagrams during the calls      200 sent; dropped and counted on a (then master)`);
+  say(`b's inbound drops since it took over      ${dropped.length ? dropped.map(([r, n]) => `${r}=${n}`).join(' ') : 'none'}`);
+  say('================================================================');
+
+  // The same story as a picture.
+  // (OPTIONS are the prober's: one per slot, never sent again; they are the top lane.)
+  const sent = readSip(await capture.stop()).filter(
+    (p) => p.src.startsWith(alice.ip) && p.status === 0 && p.method !== '' && p.method !== 'OPTIONS',
   );
-  console.log('================================================================');
+  const seen = new Set<string>();
+  const retransmissions: Array<{ t: number; what: string }> = [];
+  for (const p of sent) {
+    const key = `${p.callId} ${p.cseq} ${p.method}`;
+    if (seen.has(key)) retransmissions.push({ t: p.time * 1000 - faultWallMs, what: p.method });
+    seen.add(key);
+  }
+  const fromFault = (ns: string) => Number(BigInt(ns) - faultNs) / 1e6;
+  const decidedMs = decided ? decided.time - faultWallMs : null;
+  const png = await writeTimelinePng(
+    {
+      title: `sipha: failover of a pair (${fault === 'host_down' ? "the master's host goes down" : "kill -9 of the master's Kamailio"})`,
+      subtitle: `Clients saw ${gap === null ? 'no answer at all' : `${gap.toFixed(0)} ms without answers`}. ${kept}/${all.length} registrations kept, ${callResult.successful}/${nCalls} calls ended with BYE 200, ${retransmissions.length} requests retransmitted.`,
+      probes: probeLog.sentNs.map((ns, i) => ({ t: fromFault(ns), answered: probeLog.answeredNs[i] !== null })),
+      retransmissions,
+      milestones: [
+        {
+          t: 0,
+          label: fault === 'host_down' ? "fault: master's link down, its processes killed" : "fault: master's Kamailio killed",
+        },
+        ...(decidedMs !== null ? [{ t: decidedMs, label: `backup takes over (${decided?.reason})` }] : []),
+        ...(decidedMs !== null && serving?.detectToVipMs !== undefined
+          ? [{ t: decidedMs + serving.detectToVipMs, label: 'backup holds the VIP, gratuitous ARP sent' }]
+          : []),
+        ...(gap !== null ? [{ t: gap, label: 'first OPTIONS answered through the VIP' }] : []),
+      ],
+      fromMs: Math.round(probeStartWallMs - faultWallMs),
+      toMs: Math.round(fromFault(probeLog.sentNs.at(-1) ?? '0')),
+    },
+    `${OUT}/failover-timeline.png`,
+  );
+  writeFileSync(`${OUT}/failover-summary.txt`, `${summary.join('\n')}\n`);
+  console.log(`timeline picture: ${png}\nsummary: ${OUT}/failover-summary.txt`);
   process.exitCode = kept === all.length && callResult.failed === 0 ? 0 : 1;
 } finally {
   await bed.destroy();
