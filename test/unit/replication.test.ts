@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { encodeChallenge } from '../../contract/wire.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from '../../sidecar/src/ha/replication.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
@@ -137,5 +138,38 @@ describe('replication stream: in sync', () => {
     receiver.drop('test');
     await until(() => !sender.inSync, 3000, 'master sees the backup out of sync');
     assert.equal(receiver.inSync, false);
+  });
+});
+
+describe('replication stream: a large state burst (100k registrations)', () => {
+  it('completes even when it is larger than the ack window and takes longer than the ack deadline, with the backup acking all along', async () => {
+    // The backup in its own thread, its server taking 50 us per message: 20,000 messages are
+    // far past the 8192-message window and take ~1 s, five times the 200 ms deadline.
+    const port = await freePort();
+    const backup = new Worker(new URL('./fixtures/slow-backup.ts', import.meta.url), {
+      workerData: { key, port, usPerMessage: 50 },
+    });
+    let last = { taken: 0, inSync: false };
+    backup.on('message', (m) => {
+      if ('taken' in m) last = m;
+    });
+    cleanups.push(() => void backup.terminate());
+    await new Promise((r) => backup.once('message', r));
+    const sender = new ReplicationSender(key, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 200 });
+    const connections: boolean[] = [];
+    sender.onConnected = (up) => connections.push(up);
+    sender.start(2);
+    cleanups.push(() => sender.stop());
+    await until(() => sender.isConnected, 3000, 'stream connected');
+    for (let i = 1; i <= 20_000; i++) sender.replicate(0, [msg(i)]);
+    sender.synced();
+    await until(
+      () => sender.inSync,
+      20_000,
+      'in sync after the burst',
+      () => JSON.stringify({ last, connections }),
+    );
+    assert.deepEqual(connections, [true], 'one stream: the burst was never restarted');
+    await until(() => last.taken === 20_000 && last.inSync, 2000, 'the backup took every message once');
   });
 });

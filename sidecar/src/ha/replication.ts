@@ -95,6 +95,8 @@ export class ReplicationSender {
   /** The last message of the state burst on this stream (-1: not announced yet; 0: an empty burst). */
   private syncedSeq = -1;
   private watchdog: NodeJS.Timeout | null = null;
+  /** When the backup last acked something new (or the stream came up): how the burst is watched. */
+  private lastProgressAt = 0;
   private readonly key: Buffer;
   private readonly opts: Required<SenderOptions>;
   private readonly ordinal: 0 | 1;
@@ -135,6 +137,8 @@ export class ReplicationSender {
   synced(): void {
     if (!this.connected || this.socket === null) return;
     this.syncedSeq = this.seq;
+    // The burst was queued in one turn (100k frames: a noticeable while); the backup's time starts now.
+    this.lastProgressAt = this.lag.now();
     writeInTurn(this.socket, [encodeSynced(this.session, this.syncedSeq)]);
   }
 
@@ -144,12 +148,22 @@ export class ReplicationSender {
     this.socket?.destroy();
   }
 
-  /** Oldest unacknowledged message older than the deadline, or too many outstanding: a stalled stream. */
+  /**
+   * A stalled stream. Until the backup acked the state burst, it works through
+   * it at its server's pace (100k registrations take seconds, far more than the
+   * deadline and the window): stalled is then no new ack for the deadline. In
+   * sync: the oldest unacknowledged message older than the deadline, or too many
+   * outstanding. (Judged by age alone, a burst larger than the window or longer
+   * than the deadline was restarted for ever, and the backup never got in sync.)
+   */
   private checkAcks(): void {
     if (!this.connected || this.seq === this.acked) return;
+    const now = this.lag.now();
     let reason: string | null = null;
-    if (this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
-    else if (this.lag.now() - this.lag.sentTime(this.acked + 1) > this.opts.ackDeadlineMs) reason = 'ack-deadline';
+    if (this.syncedSeq < 0 || this.acked < this.syncedSeq) {
+      if (now - this.lastProgressAt > this.opts.ackDeadlineMs) reason = 'ack-deadline';
+    } else if (this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
+    else if (now - this.lag.sentTime(this.acked + 1) > this.opts.ackDeadlineMs) reason = 'ack-deadline';
     if (reason === null) return;
     this.onStall(reason);
     this.restart(reason);
@@ -178,6 +192,7 @@ export class ReplicationSender {
   /** Sends one inbound message; returns its sequence number (0 when no backup is connected). */
   replicate(link: number, slices: Buffer[]): number {
     if (!this.connected || this.socket === null) return 0;
+    if (this.seq === this.acked) this.lastProgressAt = this.lag.now(); // the wait for an ack starts here
     this.seq++;
     this.lag.sent(this.seq);
     writeInTurn(this.socket, encodeData(this.session, this.seq, this.term, link, slices));
@@ -214,6 +229,7 @@ export class ReplicationSender {
         this.seq = 0;
         this.acked = 0;
         this.syncedSeq = -1;
+        this.lastProgressAt = this.lag.now();
         this.connected = true;
         this.log.info({ peer: this.peer }, 'replicating to the backup');
         this.onConnected(true);
@@ -224,6 +240,7 @@ export class ReplicationSender {
         return;
       }
       if (f.type === FrameType.Ack && f.seq > this.acked) {
+        this.lastProgressAt = this.lag.now();
         this.lag.acked(this.acked + 1, f.seq);
         this.acked = f.seq;
         this.onAck(f.seq);
@@ -307,6 +324,9 @@ export class SyncBarrier {
  * has a new one): a connection becomes the stream only after a valid HELLO,
  * so a stranger's connection cannot end the live stream.
  */
+/** A backup acks at least this often within one long run of frames (a state burst). */
+const ACK_EVERY = 1024;
+
 export class ReplicationReceiver {
   applied = 0;
   private readonly server: net.Server;
@@ -375,9 +395,11 @@ export class ReplicationReceiver {
     helloTimer.unref();
     let live = false;
     let pendingAck = false;
+    let ackedSent = 0;
     let session = this.key;
     const ack = () => {
       pendingAck = false;
+      ackedSent = this.applied;
       if (!s.destroyed) s.write(encodeAck(session, this.applied));
     };
     // A fresh challenge: a HELLO (and every frame after it) recorded from another stream does not fit.
@@ -418,7 +440,11 @@ export class ReplicationReceiver {
         return;
       }
       this.applied = f.seq;
-      if (!pendingAck) {
+      if (this.applied - ackedSent >= ACK_EVERY) {
+        // Deep in a long run of frames (a state burst read in one go): say how far we are now,
+        // so the master sees progress rather than a stall.
+        ack();
+      } else if (!pendingAck) {
         // One ack per burst of frames read together.
         pendingAck = true;
         setImmediate(ack);

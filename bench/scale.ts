@@ -1,0 +1,145 @@
+/**
+ * npm run bench -- scale   [--users N]
+ *
+ * 100,000 registrations on the pair (issue 9), on the netns bed with real
+ * Kamailio and sidecars:
+ *   - both Kamailios hold them (the backup through replication);
+ *   - each sidecar's RSS with them cached (/proc VmRSS);
+ *   - the backup killed (both processes) and restarted empty: the time until
+ *     its Kamailio holds them all again (process start, the burst, the writes),
+ *     and the burst alone (stream up -> in sync, the master's view);
+ *   - then the master's Kamailio killed: registrations the new master holds.
+ * Baseline in the same run: the same REGISTERs sent by sipp straight to one
+ * Kamailio (no sidecar), at the highest rate it answers them all (sipp's own
+ * counters): how fast Kamailio itself takes them. Anchor: Kamailio's dmq_usrloc
+ * documents ~20k contacts/s for its own sync.
+ *
+ * Keys (bench/out/scale.json): resync_100k_s, burst_100k_s, sidecar_rss_mib_100k,
+ * backup_sidecar_rss_mib_100k, regs_lost_100k, registered_on_backup_100k,
+ * direct_register_100k_s, pair_register_100k_s, pair_register_rate_per_s.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { startKamailio, usrlocStat } from '../test/lib/kamailio.ts';
+import { NetBed } from '../test/lib/netbed.ts';
+import { PAIR_BED_HOSTS, type PairNode, role, startPair, VIP } from '../test/lib/pair.ts';
+import { until } from '../test/lib/procs.ts';
+import { runSipp, users } from '../test/lib/sipp.ts';
+import { round, table, writeFigures } from './lib/report.ts';
+
+const { values } = parseArgs({ options: { users: { type: 'string', default: '100000' } } });
+const N = Number(values.users);
+const USERS = users('s', N);
+const RATE = 4000;
+
+/** Resident memory of a process, MiB. */
+function rssMib(pid: number | undefined): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? round(Number(m[1]) / 1024, 1) : Number.NaN;
+}
+
+const registered = (n: PairNode) => usrlocStat(n.kamailio, 'registered_users');
+
+const figures: Record<string, number | string | null> = {};
+const rows: Array<Array<string | number>> = [];
+
+// Baseline: one Kamailio, no sidecar, the REGISTERs straight from sipp.
+{
+  const bed = NetBed.create([
+    { name: 'k', octet: 1 },
+    { name: 'client', octet: 10 },
+  ]);
+  try {
+    const k = bed.host('k');
+    await startKamailio(bed, k, { sipha: false, publicIp: k.ip });
+    const t0 = performance.now();
+    const r = await runSipp(bed, bed.host('client'), {
+      scenario: 'register.xml',
+      target: `${k.ip}:5060`,
+      calls: N,
+      rate: 10_000,
+      limit: 2000,
+      users: USERS,
+      timeoutS: 300,
+    });
+    const s = (performance.now() - t0) / 1000;
+    if (r.successful !== N) throw new Error(`direct: ${r.successful} of ${N} registered`);
+    figures.direct_register_100k_s = round(s, 1);
+    rows.push(['one Kamailio, no sidecar: register all', `${round(s, 1)} s`, `${Math.round(r.callRate)}/s (sipp)`]);
+  } finally {
+    await bed.destroy();
+  }
+}
+
+const bed = NetBed.create(PAIR_BED_HOSTS);
+try {
+  const [a, b0] = await startPair(bed, bed.host('a'), bed.host('b'));
+  let b = b0;
+  const client = bed.host('client');
+  const t0 = performance.now();
+  const reg = await runSipp(bed, client, {
+    scenario: 'register.xml',
+    target: `${VIP}:5060`,
+    calls: N,
+    rate: RATE,
+    limit: 2000,
+    users: USERS,
+    timeoutS: 300,
+  });
+  const regS = (performance.now() - t0) / 1000;
+  if (reg.successful !== N) throw new Error(`pair: ${reg.successful} of ${N} registered`);
+  await until(() => registered(b) === N, 60_000, `the backup's Kamailio holds ${N}`);
+  figures.pair_register_100k_s = round(regS, 1);
+  figures.pair_register_rate_per_s = Math.round(reg.callRate);
+  rows.push([
+    'the pair: register all via the VIP',
+    `${round(regS, 1)} s`,
+    `${Math.round(reg.callRate)}/s (sipp, asked ${RATE}/s)`,
+  ]);
+  figures.sidecar_rss_mib_100k = rssMib(a.sidecar.child.pid);
+  figures.backup_sidecar_rss_mib_100k = rssMib(b.sidecar.child.pid);
+  rows.push([
+    'sidecar RSS with them cached',
+    `master ${figures.sidecar_rss_mib_100k} MiB`,
+    `backup ${figures.backup_sidecar_rss_mib_100k} MiB`,
+  ]);
+
+  // The backup dies whole and comes back empty: the master replays its cache.
+  await Promise.all([bed.stop(b.kamailio.child, 'SIGKILL'), bed.stop(b.sidecar.child, 'SIGKILL')]);
+  await until(() => a.sidecar.metric('sipha_in_sync') === 0, 10_000, 'the master sees its backup gone');
+  const r0 = performance.now();
+  b = await b.restart();
+  let streamUp = 0;
+  await until(
+    () => {
+      if (streamUp === 0 && a.sidecar.output().includes('replicating to the backup')) streamUp = performance.now();
+      return a.sidecar.metric('sipha_in_sync') === 1;
+    },
+    120_000,
+    'the backup in sync again',
+  );
+  const synced = performance.now();
+  await until(() => registered(b) === N, 60_000, `the restarted backup's Kamailio holds ${N}`);
+  const held = performance.now();
+  figures.resync_100k_s = round((held - r0) / 1000, 2);
+  figures.burst_100k_s = streamUp > 0 ? round((synced - streamUp) / 1000, 2) : null;
+  figures.registered_on_backup_100k = registered(b);
+  rows.push([
+    'backup restarted empty -> holds all again',
+    `${figures.resync_100k_s} s`,
+    `burst (stream up -> in sync) ${figures.burst_100k_s ?? '?'} s`,
+  ]);
+
+  // A failover with them: the new master must hold every one.
+  await bed.stop(a.kamailio.child, 'SIGKILL');
+  await until(() => role(b) === 'master', 10_000, 'b takes over');
+  const kept = registered(b);
+  figures.regs_lost_100k = N - kept;
+  rows.push(['master Kamailio killed: held by the new master', `${kept} of ${N}`, `${N - kept} lost`]);
+} finally {
+  await bed.destroy();
+}
+
+figures.users = N;
+table(`scale: ${N} registrations on the pair (netns bed, real Kamailio and sidecars)`, ['what', 'figure', 'detail'], rows);
+writeFigures('scale', figures);
