@@ -139,14 +139,21 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         'kubernetes.io/hostname',
       );
       const role = json(['get', 'role', 'sip-edge-sidecar']);
-      assert.deepEqual(role.rules[1], {
+      // Its pair's two pods by name, nothing else: no list of every pod (the chart's admission
+      // policy narrows patch to its own pod: test/e2e/chart-rbac.test.ts).
+      assert.deepEqual(role.rules[0], {
         apiGroups: [''],
         resources: ['pods'],
         resourceNames: ['sip-edge-0', 'sip-edge-1'],
-        verbs: ['patch'],
+        verbs: ['get', 'list', 'watch', 'patch'],
       });
+      assert.notEqual(
+        cp.kubectlTry(['auth', 'can-i', 'list', 'pods', '--as', 'system:serviceaccount:default:sip-edge-sidecar']).code,
+        0,
+        'no list of every pod',
+      );
       // Read back at start so terms never restart: the sidecar's own pair only.
-      assert.deepEqual(role.rules[2], {
+      assert.deepEqual(role.rules[1], {
         apiGroups: ['sipha.io'],
         resources: ['siphapairs'],
         resourceNames: ['sip-edge'],
@@ -155,7 +162,7 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       // The witness (decision 0005) defaults to the pair's Lease: the sidecar reads, watches and renews that one Lease only.
       const sidecarEnv = tpl.containers[1].env as Array<{ name: string; value?: string }>;
       assert.equal(sidecarEnv.find((e) => e.name === 'SIPHA_WITNESS')?.value, 'lease');
-      assert.deepEqual(role.rules[3], {
+      assert.deepEqual(role.rules[2], {
         apiGroups: ['coordination.k8s.io'],
         resources: ['leases'],
         resourceNames: ['sip-edge-witness'],
