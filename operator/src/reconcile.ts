@@ -23,7 +23,7 @@ import {
 import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
-import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
+import { errorText, isConflict, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
 import { switchoverPlan } from './switchover.ts';
@@ -200,21 +200,20 @@ export class Reconciler {
       await this.events.record(pair, plan.event.type, plan.event.reason, plan.event.message);
   }
 
-  /** The replication key is created once, with random bytes, and never applied again. */
+  /**
+   * The replication key is created once, with random bytes, and never applied again.
+   * Create only: the operator holds no right to read a Secret, so an existing key
+   * answers AlreadyExists and stays as it is.
+   */
   private async ensureSecret(pair: SipHaPair): Promise<void> {
     const name = names(pair.metadata.name).secret;
     try {
-      await this.kube.core.readNamespacedSecret({ namespace: pair.metadata.namespace, name });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
       await this.kube.objects.create(replicationSecret(pair, randomBytes(32)), undefined, undefined, FIELD_MANAGER);
-      await this.events.record(
-        pair,
-        'Normal',
-        'ReplicationKeyCreated',
-        `created Secret ${name} with a new random replication key`,
-      );
+    } catch (err) {
+      if (isConflict(err)) return;
+      throw err;
     }
+    await this.events.record(pair, 'Normal', 'ReplicationKeyCreated', `created Secret ${name} with a new random replication key`);
   }
 
   private async vipAssigned(pair: SipHaPair, hasMaster: boolean): Promise<{ ok: boolean; reason: string; message: string }> {

@@ -85,6 +85,29 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     console.log(`apply -> Ready: ${readyS.toFixed(1)} s`);
   });
 
+  it('on the kubelets the pods are Guaranteed, and only the sidecar container holds an API token (issue 9)', () => {
+    for (const pod of pods()) {
+      assert.equal(kubectl('-n', NS, 'get', 'pod', pod.name, '-o', 'jsonpath={.status.qosClass}'), 'Guaranteed', pod.name);
+      const token = (container: string) =>
+        kubectl(
+          '-n',
+          NS,
+          'exec',
+          pod.name,
+          '-c',
+          container,
+          '--',
+          'sh',
+          '-c',
+          'test -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo present || echo absent',
+        ).trim();
+      assert.equal(token('sip-server'), 'absent', `${pod.name}: the SIP server container holds no token`);
+      assert.equal(token('sipha-sidecar'), 'present', `${pod.name}: the sidecar's token`);
+    }
+    // With that token (bound to its pod), each sidecar labelled its own pod through the chart's
+    // admission policy: the test above found MASTER and BACKUP from those labels.
+  });
+
   it('1000 registrations over the VIP reach both Kamailios; calls run', async () => {
     const reg = await runSipp(client as NetBed, sipClient, {
       scenario: 'register.xml',

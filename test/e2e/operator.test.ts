@@ -93,6 +93,11 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         `${VALID}  witness:\n    mode: udp\n`,
         /witness\.address \(ipv4:port\) is required when witness\.mode is udp/,
       ],
+      [
+        'a memory limit that is not a quantity',
+        `  sipServer:\n    image: k\n    resources:\n      limits:\n        memory: lots\n  vip:\n    address: 198.18.0.100\n`,
+        /spec\.sipServer\.resources\.limits\.memory: Invalid value: "lots"/,
+      ],
       ['an unknown witness mode', `${VALID}  witness:\n    mode: etcd\n`, /spec\.witness\.mode: Unsupported value: "etcd"/],
       [
         'a config map without a mount path',
