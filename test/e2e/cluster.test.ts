@@ -164,15 +164,34 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     });
   }
 
-  it("the sidecar's identity may patch its own pair's pods and no other pod (denied, in the cluster)", () => {
+  it("the sidecar's identity may patch its own pod's sipha keys and no other pod (denied, in the cluster)", () => {
     kubectl('-n', NS, 'run', 'bystander', `--image=${k.CLUSTER.pauseImage}`, '--image-pull-policy=Never', '--restart=Never');
-    const token = kubectl('-n', NS, 'create', 'token', 'sip-edge-sidecar', '--duration=10m').trim();
-    const as = ['--token', token, '-n', NS];
     const own = podWithRole('backup') as PodView;
-    assert.equal(k.kubectlTry([...as, 'annotate', 'pod', own.name, 'sipha.test/own=yes', '--overwrite']).code, 0);
+    const peer = podWithRole('master') as PodView;
+    // A token bound to the backup's pod, as the kubelet mounts into its sidecar.
+    const token = kubectl(
+      '-n',
+      NS,
+      'create',
+      'token',
+      'sip-edge-sidecar',
+      '--duration=10m',
+      '--bound-object-kind',
+      'Pod',
+      '--bound-object-name',
+      own.name,
+    ).trim();
+    const as = ['--token', token, '-n', NS];
+    const reason = kubectl('-n', NS, 'get', 'pod', own.name, '-o', 'jsonpath={.metadata.annotations.sipha\\.io/role-reason}');
+    assert.equal(k.kubectlTry([...as, 'annotate', 'pod', own.name, `sipha.io/role-reason=${reason}`, '--overwrite']).code, 0);
     const other = k.kubectlTry([...as, 'annotate', 'pod', 'bystander', 'sipha.test/own=no', '--overwrite']);
     assert.notEqual(other.code, 0, 'patching another pod must be refused');
     assert.match(other.err, /forbidden/i);
+    const onPeer = k.kubectlTry([...as, 'label', 'pod', peer.name, 'sipha.io/role=backup', '--overwrite']);
+    assert.notEqual(onPeer.code, 0, 'patching the peer pod must be refused');
+    assert.match(onPeer.err, /may patch only its own pod/);
+    const foreign = k.kubectlTry([...as, 'annotate', 'pod', own.name, 'sipha.test/own=yes', '--overwrite']);
+    assert.match(foreign.err, /only the annotations it writes/);
     kubectl('-n', NS, 'delete', 'pod', 'bystander', '--wait=false');
     // Everything the sidecars do in the cluster (role label, term, fencing watch, witness Lease and its watch) is allowed.
     for (const p of pods()) {
