@@ -200,13 +200,11 @@ export class Reconciler {
       await this.events.record(pair, plan.event.type, plan.event.reason, plan.event.message);
   }
 
-  /**
-   * The replication key is created once, with random bytes, and never applied again.
-   * Create only: the operator holds no right to read a Secret, so an existing key
-   * answers AlreadyExists and stays as it is.
-   */
+  /** The replication key is created once, with random bytes, and never applied again. */
   private async ensureSecret(pair: SipHaPair): Promise<void> {
     const name = names(pair.metadata.name).secret;
+    // Create only: the operator holds no right to read a Secret, so an existing key
+    // answers AlreadyExists and stays as it is.
     try {
       await this.kube.objects.create(replicationSecret(pair, randomBytes(32)), undefined, undefined, FIELD_MANAGER);
     } catch (err) {

@@ -98,7 +98,8 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
     assert.equal(can('create', 'secrets'), true);
     for (const verb of ['get', 'list', 'watch', 'update', 'patch', 'delete'])
       assert.equal(can(verb, 'secrets'), false, `${verb} secrets`);
-    // Owned objects go by owner references: no delete; server-side apply needs no update.
+    // Owned objects go by owner references: no delete (pods only, for the rolling upgrade);
+    // server-side apply needs no update.
     for (const what of [
       'statefulsets.apps',
       'services',
@@ -106,7 +107,6 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
       'roles.rbac.authorization.k8s.io',
       'rolebindings.rbac.authorization.k8s.io',
       'poddisruptionbudgets.policy',
-      'pods',
       'siphapairs.sipha.io',
     ])
       for (const verb of ['delete', 'update', 'deletecollection']) assert.equal(can(verb, what), false, `${verb} ${what}`);
@@ -114,6 +114,8 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
       ['patch', 'events'],
       ['update', 'siphapairs.sipha.io/status'],
       ['create', 'pods'],
+      ['update', 'pods'],
+      ['deletecollection', 'pods'],
       ['create', 'configmaps'],
       ['escalate', 'roles.rbac.authorization.k8s.io'],
       ['bind', 'roles.rbac.authorization.k8s.io'],
