@@ -53,6 +53,29 @@ export type ConditionType = (typeof CONDITIONS)[number];
 
 export const FIELD_MANAGER = 'sipha-operator';
 
+/**
+ * A pair's sidecar identity: one ServiceAccount per pair, shared by its two pods.
+ * The chart's admission policy (charts/sipha/templates/sidecar-policy.yaml) knows a
+ * sidecar by this name; change both together.
+ */
+export function sidecarServiceAccount(pair: string): string {
+  return `${pair}-sidecar`;
+}
+
+/**
+ * All a sidecar may change on a pod, and only on its own (the chart's admission
+ * policy lists the same keys; test/unit/sidecar-pod-keys.test.ts holds the two together).
+ */
+export const SIDECAR_POD_LABELS = [ROLE_LABEL] as const;
+export const SIDECAR_POD_ANNOTATIONS = [
+  TERM_ANNOTATION,
+  ROLE_REASON_ANNOTATION,
+  ROLE_SINCE_ANNOTATION,
+  TAKEOVER_GAP_ANNOTATION,
+  IN_SYNC_ANNOTATION,
+  HANDOVER_REFUSED_ANNOTATION,
+] as const;
+
 /** The Lease that is the in-cluster witness of a pair (docs/decisions/0005). */
 export function witnessLeaseName(pair: string): string {
   return `${pair}-witness`;

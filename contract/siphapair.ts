@@ -5,6 +5,12 @@ export type VipMode = 'arp' | 'metallb' | 'kube-vip';
 export type ReplicationMode = 'sync' | 'async';
 export type WitnessMode = 'lease' | 'udp' | 'none';
 
+/** A container's requests and limits (a Pod's ResourceRequirements, quantities as Kubernetes writes them). */
+export interface ContainerResources {
+  requests?: Record<string, string | number>;
+  limits?: Record<string, string | number>;
+}
+
 export interface SipHaPairSpec {
   sipServer: {
     image: string;
@@ -14,8 +20,10 @@ export interface SipHaPairSpec {
     configMap?: string;
     configMountPath?: string;
     env?: Array<{ name: string; value: string }>;
+    /** Absent: the operator's defaults (Guaranteed; operator/src/resources.ts). */
+    resources?: ContainerResources;
   };
-  sidecar: { image: string };
+  sidecar: { image: string; resources?: ContainerResources };
   ports: { sip: number; serverLink: number; egress: number; heartbeat: number; replication: number; metrics: number };
   vip: { address: string; mode: VipMode; interface?: string };
   heartbeat: { intervalMs: number; misses: number };

@@ -11,12 +11,12 @@ import { errorText, type Kube } from './kube.ts';
 import { KeyedQueue } from './queue.ts';
 import type { Reconciler } from './reconcile.ts';
 
+/** Watched so a hand edit is repaired. Not Secrets: the operator never reads a key (it may only create one). */
 const OWNED: Array<{ apiVersion: string; kind: string; group: string; plural: string }> = [
   { apiVersion: 'v1', kind: 'Pod', group: '', plural: 'pods' },
   { apiVersion: 'apps/v1', kind: 'StatefulSet', group: 'apps/v1', plural: 'statefulsets' },
   { apiVersion: 'v1', kind: 'Service', group: '', plural: 'services' },
   { apiVersion: 'v1', kind: 'ServiceAccount', group: '', plural: 'serviceaccounts' },
-  { apiVersion: 'v1', kind: 'Secret', group: '', plural: 'secrets' },
   { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', group: 'rbac.authorization.k8s.io/v1', plural: 'roles' },
   {
     apiVersion: 'rbac.authorization.k8s.io/v1',

@@ -3,8 +3,19 @@
  * the reconciler server-side-applies. No I/O here; tested without a cluster.
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { API_VERSION, APP_LABELS, GROUP, KIND, PAIR_LABEL, PLURAL, ROLE_LABEL, witnessLeaseName } from '../../contract/names.ts';
+import {
+  API_VERSION,
+  APP_LABELS,
+  GROUP,
+  KIND,
+  PAIR_LABEL,
+  PLURAL,
+  ROLE_LABEL,
+  sidecarServiceAccount,
+  witnessLeaseName,
+} from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
+import { containerResources, DEFAULT_RESOURCES } from './resources.ts';
 
 export type Obj = KubernetesObject & Record<string, unknown>;
 
@@ -13,8 +24,8 @@ export const names = (pair: string) => ({
   peers: `${pair}-peers`,
   vip: `${pair}-vip`,
   secret: `${pair}-replication`,
-  serviceAccount: `${pair}-sidecar`,
-  role: `${pair}-sidecar`,
+  serviceAccount: sidecarServiceAccount(pair),
+  role: sidecarServiceAccount(pair),
   pdb: pair,
   pods: [`${pair}-0`, `${pair}-1`],
   witness: witnessLeaseName(pair),
@@ -60,6 +71,7 @@ export function statefulSet(p: SipHaPair): Obj {
     ...(s.sipServer.args ? { args: s.sipServer.args } : {}),
     env: [{ name: 'SIPHA_PUBLIC_IP', value: s.vip.address }, linkToken, ...(s.sipServer.env ?? [])],
     ...(s.sipServer.configMap ? { volumeMounts: [{ name: 'sip-config', mountPath: s.sipServer.configMountPath }] } : {}),
+    resources: containerResources(s.sipServer.resources, DEFAULT_RESOURCES.sipServer),
   };
   const env = (name: string, value: string | number) => ({ name, value: String(value) });
   const sidecar = {
@@ -98,6 +110,9 @@ export function statefulSet(p: SipHaPair): Obj {
     readinessProbe: { httpGet: { path: '/readyz', port: s.ports.metrics }, periodSeconds: 2 },
     livenessProbe: { httpGet: { path: '/healthz', port: s.ports.metrics }, periodSeconds: 5, failureThreshold: 3 },
     ...(arp ? { securityContext: { capabilities: { add: ['NET_ADMIN', 'NET_RAW'] } } } : {}),
+    // The API token, in this container only (see apiTokenVolume).
+    volumeMounts: [{ name: API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_DIR, readOnly: true }],
+    resources: containerResources(s.sidecar.resources, DEFAULT_RESOURCES.sidecar),
   };
   return {
     apiVersion: 'apps/v1',
@@ -116,6 +131,8 @@ export function statefulSet(p: SipHaPair): Obj {
         metadata: { labels: { ...APP_LABELS, ...selectorLabels(p) } },
         spec: {
           serviceAccountName: n.serviceAccount,
+          // Not in every container: the SIP server gets no API token (apiTokenVolume).
+          automountServiceAccountToken: false,
           // No shareProcessNamespace: the sidecar watches its server over the link and
           // by SIP, and a shared PID namespace would show the server the sidecar's
           // environment (its replication key) through /proc.
@@ -128,9 +145,37 @@ export function statefulSet(p: SipHaPair): Obj {
             },
           },
           containers: [serverContainer, sidecar],
-          ...(s.sipServer.configMap ? { volumes: [{ name: 'sip-config', configMap: { name: s.sipServer.configMap } }] } : {}),
+          volumes: [
+            apiTokenVolume(),
+            ...(s.sipServer.configMap ? [{ name: 'sip-config', configMap: { name: s.sipServer.configMap } }] : []),
+          ],
         },
       },
+    },
+  };
+}
+
+const API_TOKEN_VOLUME = 'sipha-api-token';
+/** Where client libraries look for the in-cluster credentials. */
+const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+/**
+ * What automountServiceAccountToken would put into every container (a bound,
+ * expiring token, the cluster CA, the namespace), as a volume the sidecar
+ * alone mounts: the SIP server, which parses what the internet sends, holds
+ * no credentials for the API server. The kubelet refreshes the token; the
+ * client re-reads the file.
+ */
+function apiTokenVolume() {
+  return {
+    name: API_TOKEN_VOLUME,
+    projected: {
+      defaultMode: 0o644,
+      sources: [
+        { serviceAccountToken: { path: 'token', expirationSeconds: 3600 } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+        { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
+      ],
     },
   };
 }
@@ -180,9 +225,12 @@ export function serviceAccount(p: SipHaPair): Obj {
 }
 
 /**
- * The sidecar may read its pair's pods, patch only those two pods (its role
- * label and term) and read its own SipHaPair (status.term, read back at start
- * so terms never restart).
+ * The sidecar may read and patch its pair's two pods by name (reads: the terms
+ * recorded on both, read back at start; a watch of its own pod by name) and
+ * read its own SipHaPair (status.term, so terms never restart). RBAC cannot
+ * tell the two pods apart (one ServiceAccount for both): the chart's admission
+ * policy narrows patch to the sidecar's own pod and its sipha keys
+ * (charts/sipha/templates/sidecar-policy.yaml).
  */
 export function role(p: SipHaPair): Obj {
   const n = names(p.metadata.name);
@@ -191,8 +239,8 @@ export function role(p: SipHaPair): Obj {
     kind: 'Role',
     metadata: meta(p, n.role),
     rules: [
-      { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
-      { apiGroups: [''], resources: ['pods'], resourceNames: n.pods, verbs: ['patch'] },
+      // A list or watch by name (fieldSelector metadata.name) is allowed by resourceNames.
+      { apiGroups: [''], resources: ['pods'], resourceNames: n.pods, verbs: ['get', 'list', 'watch', 'patch'] },
       { apiGroups: [GROUP], resources: [PLURAL], resourceNames: [p.metadata.name], verbs: ['get'] },
       ...((p.spec.witness?.mode ?? 'lease') === 'lease'
         ? [

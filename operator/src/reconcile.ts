@@ -24,7 +24,7 @@ import {
 import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
-import { errorText, isNotFound, type Kube, mergePatch } from './kube.ts';
+import { errorText, isConflict, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
 import { switchoverPlan } from './switchover.ts';
@@ -238,45 +238,54 @@ export class Reconciler {
 
   /**
    * The replication key is created once, with random bytes, and never applied
-   * again. Deleted while a pod runs, it is not made again: the running pods hold
-   * the old key, and a pod started with a new one could not authenticate its
-   * peer (with `witness: none`, both would serve). A Warning says so, once; the
-   * key is made anew when no pod runs (restore the Secret, or stop both pods).
+   * again. Create only: the operator holds no right to read a Secret, so an
+   * existing key answers AlreadyExists and stays as it is. While a pod of the
+   * pair runs it holds the key, so nothing is created then: a Secret deleted
+   * meanwhile made again with a new key would start a restarted pod with a key
+   * its peer does not have (with `witness: none`, both would serve). Such a pod
+   * cannot start instead (its kubelet says the Secret is missing): a Warning
+   * says why, once; the key is made anew when no pod runs.
    */
   private async ensureSecret(pair: SipHaPair, pods: V1Pod[]): Promise<void> {
     const name = names(pair.metadata.name).secret;
-    try {
-      await this.kube.core.readNamespacedSecret({ namespace: pair.metadata.namespace, name });
-      this.keyMissingWarned.delete(pair.metadata.uid ?? '');
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      const running = pods.filter((p) => p.status?.phase === 'Running').map((p) => p.metadata?.name ?? '');
-      if (running.length > 0) {
-        const uid = pair.metadata.uid ?? '';
-        if (!this.keyMissingWarned.has(uid)) {
-          this.keyMissingWarned.add(uid);
-          await this.events.record(
-            pair,
-            'Warning',
-            'ReplicationKeyMissing',
-            `Secret ${name} is gone while ${running.sort().join(', ')} run with its key: not made again with a new key (a restarted pod could not authenticate its peer); restore it, or stop both pods to start with a new one`,
-          );
-        }
-        return;
+    const uid = pair.metadata.uid ?? '';
+    if (pods.some((p) => p.status?.phase === 'Running')) {
+      const blocked = pods
+        .filter((p) =>
+          (p.status?.containerStatuses ?? []).some(
+            (c) => c.state?.waiting?.reason === 'CreateContainerConfigError' && c.state.waiting.message?.includes(name),
+          ),
+        )
+        .map((p) => p.metadata?.name ?? '');
+      if (blocked.length === 0) this.keyMissingWarned.delete(uid);
+      else if (!this.keyMissingWarned.has(uid)) {
+        this.keyMissingWarned.add(uid);
+        await this.events.record(
+          pair,
+          'Warning',
+          'ReplicationKeyMissing',
+          `Secret ${name} is gone while a pod runs with its key: ${blocked.sort().join(', ')} cannot start; not made again with a new key (it would not match the running pod's); restore it, or stop both pods to start with a new one`,
+        );
       }
+      return;
+    }
+    try {
       await this.kube.objects.create(
         replicationSecret(pair, randomBytes(32), randomBytes(24).toString('base64url')),
         undefined,
         undefined,
         FIELD_MANAGER,
       );
-      await this.events.record(
-        pair,
-        'Normal',
-        'ReplicationKeyCreated',
-        `created Secret ${name} with a new random replication key and link token`,
-      );
+    } catch (err) {
+      if (isConflict(err)) return;
+      throw err;
     }
+    await this.events.record(
+      pair,
+      'Normal',
+      'ReplicationKeyCreated',
+      `created Secret ${name} with a new random replication key and link token`,
+    );
   }
 
   private async vipAssigned(pair: SipHaPair, hasMaster: boolean): Promise<{ ok: boolean; reason: string; message: string }> {

@@ -85,6 +85,29 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     console.log(`apply -> Ready: ${readyS.toFixed(1)} s`);
   });
 
+  it('on the kubelets the pods are Guaranteed, and only the sidecar container holds an API token (issue 9)', () => {
+    for (const pod of pods()) {
+      assert.equal(kubectl('-n', NS, 'get', 'pod', pod.name, '-o', 'jsonpath={.status.qosClass}'), 'Guaranteed', pod.name);
+      const token = (container: string) =>
+        kubectl(
+          '-n',
+          NS,
+          'exec',
+          pod.name,
+          '-c',
+          container,
+          '--',
+          'sh',
+          '-c',
+          'test -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo present || echo absent',
+        ).trim();
+      assert.equal(token('sip-server'), 'absent', `${pod.name}: the SIP server container holds no token`);
+      assert.equal(token('sipha-sidecar'), 'present', `${pod.name}: the sidecar's token`);
+    }
+    // With that token (bound to its pod), each sidecar labelled its own pod through the chart's
+    // admission policy: the test above found MASTER and BACKUP from those labels.
+  });
+
   it('1000 registrations over the VIP reach both Kamailios; calls run', async () => {
     const reg = await runSipp(client as NetBed, sipClient, {
       scenario: 'register.xml',
@@ -141,15 +164,34 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     });
   }
 
-  it("the sidecar's identity may patch its own pair's pods and no other pod (denied, in the cluster)", () => {
+  it("the sidecar's identity may patch its own pod's sipha keys and no other pod (denied, in the cluster)", () => {
     kubectl('-n', NS, 'run', 'bystander', `--image=${k.CLUSTER.pauseImage}`, '--image-pull-policy=Never', '--restart=Never');
-    const token = kubectl('-n', NS, 'create', 'token', 'sip-edge-sidecar', '--duration=10m').trim();
-    const as = ['--token', token, '-n', NS];
     const own = podWithRole('backup') as PodView;
-    assert.equal(k.kubectlTry([...as, 'annotate', 'pod', own.name, 'sipha.test/own=yes', '--overwrite']).code, 0);
+    const peer = podWithRole('master') as PodView;
+    // A token bound to the backup's pod, as the kubelet mounts into its sidecar.
+    const token = kubectl(
+      '-n',
+      NS,
+      'create',
+      'token',
+      'sip-edge-sidecar',
+      '--duration=10m',
+      '--bound-object-kind',
+      'Pod',
+      '--bound-object-name',
+      own.name,
+    ).trim();
+    const as = ['--token', token, '-n', NS];
+    const reason = kubectl('-n', NS, 'get', 'pod', own.name, '-o', 'jsonpath={.metadata.annotations.sipha\\.io/role-reason}');
+    assert.equal(k.kubectlTry([...as, 'annotate', 'pod', own.name, `sipha.io/role-reason=${reason}`, '--overwrite']).code, 0);
     const other = k.kubectlTry([...as, 'annotate', 'pod', 'bystander', 'sipha.test/own=no', '--overwrite']);
     assert.notEqual(other.code, 0, 'patching another pod must be refused');
     assert.match(other.err, /forbidden/i);
+    const onPeer = k.kubectlTry([...as, 'label', 'pod', peer.name, 'sipha.io/role=backup', '--overwrite']);
+    assert.notEqual(onPeer.code, 0, 'patching the peer pod must be refused');
+    assert.match(onPeer.err, /may patch only its own pod/);
+    const foreign = k.kubectlTry([...as, 'annotate', 'pod', own.name, 'sipha.test/own=yes', '--overwrite']);
+    assert.match(foreign.err, /only the annotations it writes/);
     kubectl('-n', NS, 'delete', 'pod', 'bystander', '--wait=false');
     // Everything the sidecars do in the cluster (role label, term, fencing watch, witness Lease and its watch) is allowed.
     for (const p of pods()) {
