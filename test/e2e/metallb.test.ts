@@ -129,7 +129,7 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
       assert.equal(o.lostAfter, 0, 'one outage, then every probe answered');
       await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master (its pod says so)');
       const mac = Object.entries(nodeMacs()).find(([, n]) => n === backup.node)?.[0] as string;
-      const steps = timeline.stop(faultAt, { pod: backup.name, ip: podIp(backup.name), mac });
+      const steps = timeline.stop(faultAt, { pod: backup.name, ip: podIp(backup.name), mac, node: backup.node });
       console.log(`metallb ${fault}: ms after the fault: ${JSON.stringify(steps)}, VIP answers ${o.gapMs}`);
       assert.ok(steps.labelMs !== null && steps.endpointsMs !== null, 'the label and the EndpointSlice moved');
       assert.ok(steps.garpMs !== null, "MetalLB's ARP for the VIP from the new node was on the wire");

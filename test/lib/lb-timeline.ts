@@ -4,6 +4,7 @@
  * machine's wall clock (ms)
  *   - when the API server's pod watch shows the new master's role label,
  *   - when the EndpointSlice watch shows the new master as the Service's ready endpoint,
+ *   - when kube-proxy on the new master's node next synced its rules (its own gauge),
  *   - when the first ARP frame announcing the VIP from the new node's MAC
  *     crosses the bridge (tcpdump on br0 in the switch netns: MetalLB's GARP),
  * Each watch is a kubectl -w in the control-plane netns whose lines are
@@ -26,10 +27,19 @@ function stampLines(child: ChildProcess, into: Stamped[]): void {
   createInterface({ input: child.stdout }).on('line', (line) => into.push({ at: Date.now(), line }));
 }
 
+/** The ready addresses in one EndpointSlice's `endpoints` (JSON; empty when it has none). */
+export function readyAddresses(json: string): string[] {
+  if (json.trim() === '') return [];
+  const eps = JSON.parse(json) as Array<{ addresses: string[]; conditions?: { ready?: boolean } }>;
+  return eps.filter((e) => e.conditions?.ready === true).flatMap((e) => e.addresses);
+}
+
 export interface LbTimeline {
   /** ms from the fault to each step; null: not seen before stop(). */
   labelMs: number | null;
   endpointsMs: number | null;
+  /** The new master's node: kube-proxy's first rules sync after the EndpointSlice change (its own timestamp). */
+  proxySyncMs: number | null;
   garpMs: number | null;
 }
 
@@ -38,6 +48,7 @@ export class LbTimelineRecorder {
   private readonly pods: Stamped[] = [];
   private readonly slices: Stamped[] = [];
   private readonly arp: Stamped[] = [];
+  private readonly proxySyncs = new Map<string, Stamped[]>();
 
   constructor(ns: string, service: string, vip: string) {
     const kc = (args: string[]) =>
@@ -62,7 +73,8 @@ export class LbTimelineRecorder {
       '-w',
       '--output-watch-events',
       '-o',
-      'jsonpath={range .object.endpoints[?(@.conditions.ready==true)]}{.addresses[0]} {end}{"\\n"}',
+      // (a jsonpath filter on conditions.ready ends the watch at the first endpoint without it)
+      'jsonpath={.object.endpoints}{"\\n"}',
     ]);
     // -tt: seconds since the epoch (µs), the same clock as Date.now(); -e: the sender's MAC.
     const arp = spawn(
@@ -70,6 +82,31 @@ export class LbTimelineRecorder {
       ['netns', 'exec', k.CLUSTER.switchNs, 'tcpdump', '-l', '-n', '-e', '-tt', '-i', 'br0', 'arp', 'and', 'host', vip],
       { stdio: ['ignore', 'pipe', 'ignore'], detached: true },
     );
+    // kube-proxy's own clock for each rules sync (its gauge of the last one), read every 100 ms
+    // (it syncs at most once a second: minSyncPeriod), bounded to 60 s.
+    const proxies = k.NODES.map((n) => {
+      const p = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          k.nodeNs(n),
+          'sh',
+          '-c',
+          'for i in $(seq 600); do curl -s --max-time 1 http://127.0.0.1:10249/metrics | grep "^kubeproxy_sync_proxy_rules_last_timestamp_seconds "; sleep 0.1; done',
+        ],
+        { stdio: ['ignore', 'pipe', 'ignore'], detached: true },
+      );
+      if (!p.stdout) throw new Error('kube-proxy poller: no stdout');
+      createInterface({ input: p.stdout }).on('line', (line) => {
+        const at = Number(line.split(' ')[1]) * 1000;
+        const seen = this.proxySyncs.get(n) ?? [];
+        if (Number.isFinite(at) && !seen.some((x) => x.at === at)) seen.push({ at, line });
+        this.proxySyncs.set(n, seen);
+      });
+      return p;
+    });
+    this.procs.push(...proxies);
     stampLines(pods, this.pods);
     stampLines(slices, this.slices);
     if (!arp.stdout) throw new Error('tcpdump: no stdout');
@@ -90,7 +127,7 @@ export class LbTimelineRecorder {
   }
 
   /** Ends the watches and reads the steps for a failover to `newMaster` (pod name, pod IP, its node's MAC). */
-  stop(faultAt: number, newMaster: { pod: string; ip: string; mac: string }): LbTimeline {
+  stop(faultAt: number, newMaster: { pod: string; ip: string; mac: string; node: string }): LbTimeline {
     for (const p of this.procs) {
       try {
         if (p.pid) process.kill(-p.pid, 'SIGTERM');
@@ -102,9 +139,13 @@ export class LbTimelineRecorder {
       const hit = xs.find((x) => x.at >= faultAt && ok(x.line));
       return hit ? Math.round(hit.at - faultAt) : null;
     };
+    const endpointsMs = first(this.slices, (l) => readyAddresses(l).join() === newMaster.ip);
+    const sync =
+      endpointsMs === null ? undefined : (this.proxySyncs.get(newMaster.node) ?? []).find((x) => x.at >= faultAt + endpointsMs);
     return {
       labelMs: first(this.pods, (l) => l.includes(`${newMaster.pod} master`)),
-      endpointsMs: first(this.slices, (l) => l.trim() === newMaster.ip),
+      endpointsMs,
+      proxySyncMs: sync ? Math.round(sync.at - faultAt) : null,
       // A frame sent by the new node's MAC that says the VIP is at that MAC (request or reply form).
       garpMs: first(this.arp, (l) => l.toLowerCase().includes(newMaster.mac)),
     };
