@@ -18,7 +18,7 @@
  * cluster_node_down_gap_ms_p50, cluster_node_down_gap_ms_max,
  * cluster_pod_delete_gap_ms_p50, cluster_regs_lost, cluster_calls_failed,
  * metallb_pod_down_gap_ms_p50, metallb_pod_down_gap_ms_max,
- * metallb_regs_lost, metallb_calls_failed, metallb_label_ms_p50,
+ * metallb_regs_lost, metallb_calls_failed, metallb_takeover_ms_p50, metallb_label_ms_p50,
  * metallb_endpoints_ms_p50, metallb_proxy_sync_ms_p50, metallb_garp_ms_p50, bed_host_down_gap_ms_p50,
  * cluster_apply_to_ready_s, operator_image_mb, sidecar_image_mb.
  */
@@ -137,6 +137,15 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
     ip: kubectl('-n', NS, 'get', 'pod', backup.name, '-o', 'jsonpath={.status.podIP}').trim(),
     mac: Object.entries(nodeMacs()).find(([, n]) => n === backup.node)?.[0] as string,
     node: backup.node,
+    roleSince: kubectl(
+      '-n',
+      NS,
+      'get',
+      'pod',
+      backup.name,
+      '-o',
+      'jsonpath={.metadata.annotations.sipha\\.io/role-since}',
+    ).trim(),
   });
   if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName);
   return { ...t, regsLost, ...(timeline ? { timeline } : {}) };
@@ -249,6 +258,7 @@ try {
     const xs = lb.map((t) => (t.timeline ? pick(t.timeline) : null)).filter((x): x is number => x !== null);
     return xs.length === lb.length ? round(median(xs), 1) : null; // a step not seen in every trial has no median
   };
+  figures.metallb_takeover_ms_p50 = step((t) => t.takeoverMs);
   figures.metallb_label_ms_p50 = step((t) => t.labelMs);
   figures.metallb_endpoints_ms_p50 = step((t) => t.endpointsMs);
   figures.metallb_proxy_sync_ms_p50 = step((t) => t.proxySyncMs);
@@ -268,7 +278,7 @@ table(
 );
 console.log(
   `apply -> Ready ${figures.cluster_apply_to_ready_s} s; images: operator ${figures.operator_image_mb} MB, sidecar ${figures.sidecar_image_mb} MB; ` +
-    `metallb pod delete, ms after the fault (p50): role label ${figures.metallb_label_ms_p50}, ` +
+    `metallb pod delete, ms after the fault (p50): sidecar takeover ${figures.metallb_takeover_ms_p50}, role label ${figures.metallb_label_ms_p50}, ` +
     `EndpointSlice ${figures.metallb_endpoints_ms_p50}, kube-proxy sync ${figures.metallb_proxy_sync_ms_p50}, MetalLB ARP on the wire ${figures.metallb_garp_ms_p50}, ` +
     `VIP answers ${figures.metallb_pod_down_gap_ms_p50}`,
 );

@@ -30,12 +30,15 @@ function stampLines(child: ChildProcess, into: Stamped[]): void {
 /** The ready addresses in one EndpointSlice's `endpoints` (JSON; empty when it has none). */
 export function readyAddresses(json: string): string[] {
   if (json.trim() === '') return [];
-  const eps = JSON.parse(json) as Array<{ addresses: string[]; conditions?: { ready?: boolean } }>;
+  const eps = (JSON.parse(json) ?? []) as Array<{ addresses: string[]; conditions?: { ready?: boolean } }>;
   return eps.filter((e) => e.conditions?.ready === true).flatMap((e) => e.addresses);
 }
 
 export interface LbTimeline {
   /** ms from the fault to each step; null: not seen before stop(). */
+  /** The new master's own takeover time (its pod's sipha.io/role-since, written by its sidecar). */
+  takeoverMs: number | null;
+  /** The role label as the API server's pod watch delivers it. */
   labelMs: number | null;
   endpointsMs: number | null;
   /** The new master's node: kube-proxy's first rules sync after the EndpointSlice change (its own timestamp). */
@@ -127,7 +130,7 @@ export class LbTimelineRecorder {
   }
 
   /** Ends the watches and reads the steps for a failover to `newMaster` (pod name, pod IP, its node's MAC). */
-  stop(faultAt: number, newMaster: { pod: string; ip: string; mac: string; node: string }): LbTimeline {
+  stop(faultAt: number, newMaster: { pod: string; ip: string; mac: string; node: string; roleSince: string }): LbTimeline {
     for (const p of this.procs) {
       try {
         if (p.pid) process.kill(-p.pid, 'SIGTERM');
@@ -139,10 +142,14 @@ export class LbTimelineRecorder {
       const hit = xs.find((x) => x.at >= faultAt && ok(x.line));
       return hit ? Math.round(hit.at - faultAt) : null;
     };
-    const endpointsMs = first(this.slices, (l) => readyAddresses(l).join() === newMaster.ip);
+    // Among the ready ones is enough: after a node crash the old master's pod stays ready
+    // (and labelled) until the operator fences it or the node is NotReady.
+    const endpointsMs = first(this.slices, (l) => readyAddresses(l).includes(newMaster.ip));
     const sync =
       endpointsMs === null ? undefined : (this.proxySyncs.get(newMaster.node) ?? []).find((x) => x.at >= faultAt + endpointsMs);
+    const since = Date.parse(newMaster.roleSince);
     return {
+      takeoverMs: Number.isFinite(since) ? since - faultAt : null,
       labelMs: first(this.pods, (l) => l.includes(`${newMaster.pod} master`)),
       endpointsMs,
       proxySyncMs: sync ? Math.round(sync.at - faultAt) : null,
