@@ -96,7 +96,7 @@ export class LbTimelineRecorder {
           k.nodeNs(n),
           'sh',
           '-c',
-          'for i in $(seq 600); do curl -s --max-time 1 http://127.0.0.1:10249/metrics | grep "^kubeproxy_sync_proxy_rules_last_timestamp_seconds "; sleep 0.1; done',
+          'for i in $(seq 600); do curl -s --max-time 1 http://127.0.0.1:10249/metrics | grep "^kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=.IPv4.}"; sleep 0.1; done',
         ],
         { stdio: ['ignore', 'pipe', 'ignore'], detached: true },
       );
