@@ -14,6 +14,8 @@ echo "== type check (tsc)"
 npx tsc -p tsconfig.json
 echo "== Kubernetes binaries (built from Go modules once, then cached)"
 bash hack/build-k8s.sh
+echo "== MetalLB for the metallb-mode e2e (built from its Go module once, then cached)"
+bash hack/build-metallb.sh
 echo "== tests"
 # One node --test run so one closing summary counts every test.
 node --expose-gc --test --test-concurrency=1 --test-timeout=900000 \
