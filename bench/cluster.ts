@@ -35,6 +35,7 @@ import {
   NS,
   type PodFault,
   podKamailio,
+  pods,
   podWithRole,
   settled,
   sipClients,
@@ -130,7 +131,12 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
     injectFault(fault, master);
     return ns;
   });
-  await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master');
+  await until(
+    () => podWithRole('master')?.name === backup.name,
+    20_000,
+    `the backup is master after ${fault}`,
+    () => `${JSON.stringify(pods())}\n${kubectl('-n', NS, 'get', 'events', '--sort-by=.lastTimestamp')}`,
+  );
   const regsLost = 1000 - lookupAll(podKamailio(backup.name), USERS).size;
   const timeline = recorder?.stop(faultAt, {
     pod: backup.name,
