@@ -45,7 +45,7 @@ import {
 import type { Host, NetBed } from '../lib/netbed.ts';
 import { outage, startProber } from '../lib/prober.ts';
 import { sleep, until } from '../lib/procs.ts';
-import { callsToUas, runSipp, users } from '../lib/sipp.ts';
+import { callsToUas, runSipp, startUas, users } from '../lib/sipp.ts';
 
 const target = `${VIP}:5060`;
 const SERVICE = 'sip-edge-vip';
@@ -111,6 +111,45 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
     assert.equal(calls.successful, 20, calls.errors);
   });
 
+  // Known defect, kept as a failing test: the new master's requests to the callee (relayed
+  // INVITE, BYE) leave from its pod's address, not the VIP; the callee answers that address,
+  // which it cannot reach (decision 0008). Before a failover they leave from the VIP only
+  // because the callee's own REGISTER to the VIP left a conntrack entry on that node.
+  it('calls in progress across a master pod delete complete', {
+    todo: 'egress from the pod address after a failover (docs/decisions/0008-metallb-mode.md)',
+  }, async () => {
+    await until(settled, 120_000, 'a settled pair to start from', () => JSON.stringify(pods()));
+    const master = podWithRole('master') as PodView;
+    const reg = await runSipp(client as NetBed, uasHost, {
+      scenario: 'register.xml',
+      target,
+      calls: 1,
+      rate: 10,
+      users: ['uas'],
+    });
+    assert.equal(reg.successful, 1, reg.errors);
+    const uas = startUas(uasHost);
+    try {
+      const calls = runSipp(client as NetBed, sipClient, {
+        scenario: 'uac-call.xml',
+        target,
+        calls: 20,
+        rate: 10,
+        limit: 20,
+        service: 'uas',
+        holdMs: 2000,
+        timeoutS: 40,
+        localPort: 5080,
+      });
+      await sleep(1500);
+      injectFault('pod-delete', master);
+      const r = await calls;
+      assert.equal(r.successful, 20, r.errors.slice(0, 2000));
+    } finally {
+      await (client as NetBed).stop(uas.child);
+    }
+  });
+
   for (const fault of ['pod-delete', 'node-crash'] as const) {
     it(`${fault} of the master: the Service follows the new master, MetalLB announces from its node, nothing lost`, async () => {
       await until(settled, 120_000, 'a settled pair to start from', () => JSON.stringify(pods()));
@@ -150,13 +189,14 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
       );
       assert.deepEqual(arpAnswerers(sipClient, VIP), [backup.node], "MetalLB answers ARP from the new master's node alone");
       assert.equal(lookupAll(podKamailio(backup.name), aors).size, 1000, 'no registration lost');
+      // (callsToUas registers the callee again first: see the todo test above for calls without that)
       const calls = await callsToUas(client as NetBed, sipClient, uasHost, target, 20);
       assert.equal(calls.successful, 20, `calls through the VIP after the failover: ${calls.errors}`);
+      // Events keep a second-resolution lastTimestamp and are merged by message: one emitted since the fault.
       const assigned = nodeAssignedEvents(NS, SERVICE);
-      assert.match(
-        assigned.at(-1) ?? '',
-        new RegExp(`"${backup.node}"`),
-        `MetalLB's last nodeAssigned Event: ${assigned.join(' | ')}`,
+      assert.ok(
+        assigned.some((e) => e.message.includes(`"${backup.node}"`) && e.last >= Math.floor(faultAt / 1000) * 1000),
+        `MetalLB says it announces from ${backup.node} since the fault: ${JSON.stringify(assigned)}`,
       );
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName);
       await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', () => JSON.stringify(pods()));

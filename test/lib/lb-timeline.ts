@@ -8,7 +8,8 @@
  *   - when the first ARP frame announcing the VIP from the new node's MAC
  *     crosses the bridge (tcpdump on br0 in the switch netns: MetalLB's GARP),
  * Each watch is a kubectl -w in the control-plane netns whose lines are
- * stamped on arrival (a few ms late at most: same machine, loopback-class).
+ * stamped on arrival by a process of their own (a few ms late at most); tcpdump
+ * and kube-proxy carry their own timestamps.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -22,9 +23,24 @@ interface Stamped {
   line: string;
 }
 
-function stampLines(child: ChildProcess, into: Stamped[]): void {
+/**
+ * Stamps each line of `child`'s output in a process of its own (`date` per
+ * line): the test's event loop is blocked while it injects a fault (execFileSync
+ * of kubectl or hack/cluster.sh), and a line stamped there would carry the time
+ * the fault call returned, not when the line came.
+ */
+function stampLines(child: ChildProcess, into: Stamped[]): ChildProcess {
   if (!child.stdout) throw new Error('no stdout to stamp');
-  createInterface({ input: child.stdout }).on('line', (line) => into.push({ at: Date.now(), line }));
+  const stamper = spawn('bash', ['-c', 'while IFS= read -r l; do echo "$(date +%s%3N) $l"; done'], {
+    stdio: [child.stdout, 'pipe', 'ignore'],
+    detached: true,
+  });
+  if (!stamper.stdout) throw new Error('stamper: no stdout');
+  createInterface({ input: stamper.stdout }).on('line', (l) => {
+    const sp = l.indexOf(' ');
+    into.push({ at: Number(l.slice(0, sp)), line: l.slice(sp + 1) });
+  });
+  return stamper;
 }
 
 /** The ready addresses in one EndpointSlice's `endpoints` (JSON; empty when it has none). */
@@ -110,8 +126,7 @@ export class LbTimelineRecorder {
       return p;
     });
     this.procs.push(...proxies);
-    stampLines(pods, this.pods);
-    stampLines(slices, this.slices);
+    this.procs.push(stampLines(pods, this.pods), stampLines(slices, this.slices));
     if (!arp.stdout) throw new Error('tcpdump: no stdout');
     createInterface({ input: arp.stdout }).on('line', (line) => {
       const t = Number(line.split(' ')[0]);

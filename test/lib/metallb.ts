@@ -103,8 +103,8 @@ export function readyEndpoints(ns: string, service: string): string[] {
   return list.items.flatMap((s) => (s.endpoints ?? []).filter((e) => e.conditions?.ready).flatMap((e) => e.addresses));
 }
 
-/** The messages of MetalLB's nodeAssigned Events on a Service, oldest first ("announcing from node "node-b" with protocol "layer2""). */
-export function nodeAssignedEvents(ns: string, service: string): string[] {
+/** MetalLB's nodeAssigned Events on a Service ("announcing from node "node-b" with protocol "layer2"), with when each was last emitted. */
+export function nodeAssignedEvents(ns: string, service: string): Array<{ message: string; last: number }> {
   const out = k.kubectl([
     '-n',
     ns,
@@ -112,11 +112,11 @@ export function nodeAssignedEvents(ns: string, service: string): string[] {
     'events',
     '--field-selector',
     `involvedObject.kind=Service,involvedObject.name=${service},reason=nodeAssigned`,
-    '--sort-by=.lastTimestamp',
     '-o',
-    'jsonpath={range .items[*]}{.message}{"\\n"}{end}',
+    'json',
   ]);
-  return out.split('\n').filter(Boolean);
+  const list = JSON.parse(out) as { items: Array<{ message: string; lastTimestamp?: string; eventTime?: string }> };
+  return list.items.map((e) => ({ message: e.message, last: Date.parse(e.lastTimestamp ?? e.eventTime ?? '') }));
 }
 
 /** The speakers' logs (JSON lines), for the timeline of an announcement. */
