@@ -9,12 +9,18 @@
  * lost (of 1000, on the new master's Kamailio), calls failed (sipp's own
  * counters). Baseline in the same run: the netns bed pair's host down.
  *
+ * Then, on the same cluster in the same run, the pair in `metallb` mode behind
+ * a real MetalLB (L2, hack/build-metallb.sh): the master pod deleted, 5
+ * trials, with where the time went (test/lib/lb-timeline.ts: role label seen
+ * by the API server, the Service's EndpointSlice, MetalLB's ARP on the wire).
+ *
  * Keys (bench/out/cluster.json): cluster_kamailio_kill_gap_ms_p50,
  * cluster_node_down_gap_ms_p50, cluster_node_down_gap_ms_max,
  * cluster_pod_delete_gap_ms_p50, cluster_regs_lost, cluster_calls_failed,
- * metallb_pod_down_gap_ms_p50 (null: MetalLB is not built here yet),
- * bed_host_down_gap_ms_p50, cluster_apply_to_ready_s, operator_image_mb,
- * sidecar_image_mb.
+ * metallb_pod_down_gap_ms_p50, metallb_pod_down_gap_ms_max,
+ * metallb_regs_lost, metallb_calls_failed, metallb_takeover_ms_p50, metallb_label_ms_p50,
+ * metallb_endpoints_ms_p50, metallb_proxy_sync_ms_p50, metallb_garp_ms_p50, bed_host_down_gap_ms_p50,
+ * cluster_apply_to_ready_s, operator_image_mb, sidecar_image_mb.
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -25,14 +31,20 @@ import {
   clusterWithImages,
   injectFault,
   installOperator,
+  kubectl,
+  NS,
   type PodFault,
   podKamailio,
+  pods,
   podWithRole,
   settled,
   sipClients,
   VIP,
+  vipHolders,
 } from '../test/lib/cluster-pair.ts';
 import { lookupAll } from '../test/lib/kamailio.ts';
+import { type LbTimeline, LbTimelineRecorder } from '../test/lib/lb-timeline.ts';
+import { buildMetallb, ingressIps, installMetallb, nodeMacs } from '../test/lib/metallb.ts';
 import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { VIP as BED_VIP, PAIR_BED_HOSTS, startPair } from '../test/lib/pair.ts';
 import { outage, startProber } from '../test/lib/prober.ts';
@@ -50,7 +62,11 @@ interface Trial {
   gapMs: number | null;
   regsLost: number;
   callsFailed: number;
+  /** metallb mode: when each step of the failover was seen, ms after the fault. */
+  timeline?: LbTimeline;
 }
+
+const LB_SERVICE = 'sip-edge-vip';
 
 /** Calls in progress across the fault: 20 at 10/s, each held 2 s, to the registered "uas". */
 async function callsAcross(bed: NetBed, caller: Host, uasHost: Host, target: string, fault: () => Promise<bigint>) {
@@ -101,20 +117,44 @@ async function bedHostDown(): Promise<Trial> {
   }
 }
 
-async function clusterTrial(client: NetBed, fault: PodFault): Promise<Trial> {
+async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?: boolean } = {}): Promise<Trial> {
   await until(settled, 180_000, 'a settled pair');
   const master = podWithRole('master');
   const backup = podWithRole('backup');
   if (!master || !backup) throw new Error('no master and backup');
+  const recorder = opts.lbTimeline ? new LbTimelineRecorder(NS, LB_SERVICE, VIP) : null;
+  await recorder?.ready();
+  let faultAt = 0;
   const t = await callsAcross(client, client.host('client'), client.host('uas'), `${VIP}:5060`, async () => {
     const ns = process.hrtime.bigint();
+    faultAt = Date.now();
     injectFault(fault, master);
     return ns;
   });
-  await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master');
+  await until(
+    () => podWithRole('master')?.name === backup.name,
+    20_000,
+    `the backup is master after ${fault}`,
+    () => `${JSON.stringify(pods())}\n${kubectl('-n', NS, 'get', 'events', '--sort-by=.lastTimestamp')}`,
+  );
   const regsLost = 1000 - lookupAll(podKamailio(backup.name), USERS).size;
+  const timeline = recorder?.stop(faultAt, {
+    pod: backup.name,
+    ip: kubectl('-n', NS, 'get', 'pod', backup.name, '-o', 'jsonpath={.status.podIP}').trim(),
+    mac: Object.entries(nodeMacs()).find(([, n]) => n === backup.node)?.[0] as string,
+    node: backup.node,
+    roleSince: kubectl(
+      '-n',
+      NS,
+      'get',
+      'pod',
+      backup.name,
+      '-o',
+      'jsonpath={.metadata.annotations.sipha\\.io/role-since}',
+    ).trim(),
+  });
   if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName);
-  return { ...t, regsLost };
+  return { ...t, regsLost, ...(timeline ? { timeline } : {}) };
 }
 
 const rows: Array<Array<string | number>> = [];
@@ -148,6 +188,7 @@ for (let i = 1; i <= TRIALS; i++) {
 }
 figures.bed_host_down_gap_ms_p50 = summarise('bed: host down', bed).p50;
 
+const metallbDir = buildMetallb(); // before the cluster: a cold build takes minutes
 clusterWithImages();
 let client: NetBed | null = null;
 try {
@@ -189,21 +230,62 @@ try {
   }
   figures.cluster_regs_lost = lost;
   figures.cluster_calls_failed = failed;
+
+  // The same pair in metallb mode, behind a real MetalLB, on the same cluster.
+  kubectl('delete', 'namespace', NS, '--wait=true', '--timeout=180s');
+  await until(() => vipHolders().length === 0, 30_000, 'no node holds the arp-mode VIP any more');
+  await installMetallb(metallbDir, VIP);
+  applyExample({ vipMode: 'metallb' });
+  await until(settled, 180_000, 'the metallb-mode pair is Ready');
+  await until(() => ingressIps(NS, LB_SERVICE).includes(VIP), 60_000, 'MetalLB assigned the VIP');
+  const lbReg = await runSipp(client, client.host('client'), {
+    scenario: 'register.xml',
+    target: `${VIP}:5060`,
+    calls: 1000,
+    rate: 250,
+    users: USERS,
+  });
+  if (lbReg.successful !== 1000) throw new Error(`metallb: ${lbReg.successful} of 1000 registered`);
+  const lb: Trial[] = [];
+  for (let i = 1; i <= TRIALS; i++) {
+    lb.push(await clusterTrial(client, 'pod-delete', { lbTimeline: true }));
+    const t = lb.at(-1) as Trial;
+    console.log(
+      `metallb pod-delete trial ${i}/${TRIALS}: gap ${t.gapMs} ms, regs lost ${t.regsLost}, calls failed ${t.callsFailed}, ` +
+        `timeline (ms after the fault) ${JSON.stringify(t.timeline)}`,
+    );
+  }
+  const s = summarise('metallb: pod delete', lb);
+  figures.metallb_pod_down_gap_ms_p50 = s.p50;
+  figures.metallb_pod_down_gap_ms_max = s.max;
+  figures.metallb_regs_lost = s.lost;
+  figures.metallb_calls_failed = s.failed;
+  const step = (pick: (t: LbTimeline) => number | null) => {
+    const xs = lb.map((t) => (t.timeline ? pick(t.timeline) : null)).filter((x): x is number => x !== null);
+    return xs.length === lb.length ? round(median(xs), 1) : null; // a step not seen in every trial has no median
+  };
+  figures.metallb_takeover_ms_p50 = step((t) => t.takeoverMs);
+  figures.metallb_label_ms_p50 = step((t) => t.labelMs);
+  figures.metallb_endpoints_ms_p50 = step((t) => t.endpointsMs);
+  figures.metallb_proxy_sync_ms_p50 = step((t) => t.proxySyncMs);
+  figures.metallb_garp_ms_p50 = step((t) => t.garpMs);
 } finally {
   await client?.destroy();
   k.clusterDown();
 }
-figures.metallb_pod_down_gap_ms_p50 = null; // MetalLB is not built on this machine yet (issue 10 item 4)
 const sizes = JSON.parse(readFileSync(`${process.env.SIPHA_CACHE ?? `${homedir()}/.cache/sipha`}/images/sizes.json`, 'utf8'));
 figures.operator_image_mb = sizes.operator_image_mb;
 figures.sidecar_image_mb = sizes.sidecar_image_mb;
 
 table(
-  `cluster: the pair as pods (arp mode) vs the netns bed, ${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP after the outage (5 ms prober); ${CALLS} calls held 2 s across each fault`,
+  `cluster: the pair as pods (arp mode, then metallb mode: pod delete) vs the netns bed, ${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP after the outage (5 ms prober); ${CALLS} calls held 2 s across each fault`,
   ['fault', 'trials', 'gap p50 ms', 'gap max ms', 'never', 'regs lost', 'calls failed'],
   rows,
 );
 console.log(
-  `apply -> Ready ${figures.cluster_apply_to_ready_s} s; images: operator ${figures.operator_image_mb} MB, sidecar ${figures.sidecar_image_mb} MB; metallb: not measured (not built here)`,
+  `apply -> Ready ${figures.cluster_apply_to_ready_s} s; images: operator ${figures.operator_image_mb} MB, sidecar ${figures.sidecar_image_mb} MB; ` +
+    `metallb pod delete, ms after the fault (p50): sidecar takeover ${figures.metallb_takeover_ms_p50}, role label ${figures.metallb_label_ms_p50}, ` +
+    `EndpointSlice ${figures.metallb_endpoints_ms_p50}, kube-proxy sync ${figures.metallb_proxy_sync_ms_p50}, MetalLB ARP on the wire ${figures.metallb_garp_ms_p50}, ` +
+    `VIP answers ${figures.metallb_pod_down_gap_ms_p50}`,
 );
 writeFigures('cluster', figures);

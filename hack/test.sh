@@ -16,6 +16,8 @@ echo "== Kubernetes binaries (built from Go modules once, then cached)"
 bash hack/build-k8s.sh
 echo "== promtool (from Debian's prometheus package, once, then cached)"
 bash hack/build-promtool.sh
+echo "== MetalLB for the metallb-mode e2e (built from its Go module once, then cached)"
+bash hack/build-metallb.sh
 echo "== tests"
 # One node --test run so one closing summary counts every test.
 node --expose-gc --test --test-concurrency=1 --test-timeout=900000 \

@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { VipMode } from '../../contract/siphapair.ts';
 import * as k from './cluster.ts';
 import type { Kamailio } from './kamailio.ts';
 import { NetBed } from './netbed.ts';
@@ -171,10 +172,18 @@ export function installOperator(): void {
   ]);
 }
 
-/** As the example's header says: the Kamailio ConfigMap, then examples/siphapair.yaml (with this cluster's VIP). */
-export function applyExample(): void {
+/**
+ * As the example's header says: the Kamailio ConfigMap, then examples/siphapair.yaml
+ * (with this cluster's VIP; in an LB mode, that mode and no interface, as a user edits it).
+ */
+export function applyExample({ vipMode = 'arp' }: { vipMode?: VipMode } = {}): void {
   kubectl('create', 'namespace', NS);
   kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', `--from-file=${ROOT}examples/kamailio/kamailio.cfg`);
-  const example = readFileSync(`${ROOT}examples/siphapair.yaml`, 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+  let example = readFileSync(`${ROOT}examples/siphapair.yaml`, 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+  if (vipMode !== 'arp') {
+    const edited = example.replace(/mode: arp\n\s*interface: \S+\n/, `mode: ${vipMode}\n`);
+    if (edited === example) throw new Error('examples/siphapair.yaml: no "mode: arp" + "interface:" to edit');
+    example = edited;
+  }
   kubectlIn(example, '-n', NS, 'apply', '-f', '-');
 }
