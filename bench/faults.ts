@@ -503,7 +503,7 @@ function clusterBed(): ClusterBed {
     node.run(
       'nft',
       ['-f', '-'],
-      `table inet sipha-bench-pinned {\n chain fwd {\n  type filter hook forward priority 0;\n  ip saddr { ${probers} } ip daddr ${CLUSTER_VIP} drop\n }\n}\n`,
+      `table inet sipha_bench_pinned {\n chain pinned_probes {\n  type filter hook forward priority 0;\n  ip saddr { ${probers} } ip daddr ${CLUSTER_VIP} drop\n }\n}\n`,
     );
   return { bed, nodes };
 }
@@ -576,8 +576,9 @@ async function clusterTrial(cb: ClusterBed, fault: ClusterFault): Promise<Trial>
 async function clusterFaults(faults: ClusterFault[]): Promise<Map<ClusterFault, Trial[]>> {
   const out = new Map<ClusterFault, Trial[]>();
   if (faults.length === 0) return out;
-  const cb = clusterBed();
+  let cb: ClusterBed | null = null;
   try {
+    cb = clusterBed();
     installOperator();
     applyExample();
     await until(settled, 180_000, 'the pair is Ready');
@@ -595,7 +596,7 @@ async function clusterFaults(faults: ClusterFault[]): Promise<Map<ClusterFault, 
       out.set(fault, ts);
     }
   } finally {
-    await cb.bed.destroy();
+    await cb?.bed.destroy();
     k.clusterDown();
   }
   return out;
