@@ -466,7 +466,13 @@ async function trial(fault: Exclude<Fault, ClusterFault>): Promise<Trial> {
       afterMs: sc.afterMs ?? 8000,
       rate: sc.callRate ?? CALL_RATE,
       planned: PLANNED.includes(fault),
-      inject: () => sc.inject(x),
+      inject: () => {
+        // The fault must hit the master: a trial where roles moved before it measures nothing.
+        const target = fault === 'double_failure' ? x.b : x.a;
+        if (!PLANNED.includes(fault) && role(target) !== 'master')
+          console.log(`WARNING ${fault}: ${target.host.name} is ${role(target)} at the fault (a ${role(x.a)}, b ${role(x.b)})`);
+        return sc.inject(x);
+      },
     });
     await until(() => role(x.a) === 'master' || role(x.b) === 'master', 10000, 'a master at the end').catch(() => {});
     const master = role(x.a) === 'master' ? x.a : x.b;
