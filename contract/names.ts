@@ -21,6 +21,11 @@ export const ROLE_REASON_ANNOTATION = 'sipha.io/role-reason';
 export const ROLE_SINCE_ANNOTATION = 'sipha.io/role-since';
 export const TAKEOVER_GAP_ANNOTATION = 'sipha.io/takeover-gap-ms';
 /**
+ * Written by the sidecar with a master report: the registrations its state
+ * cache held when it began serving (what it took over). Read into status.history.
+ */
+export const TAKEOVER_REGISTRATIONS_ANNOTATION = 'sipha.io/takeover-registrations';
+/**
  * Written by the sidecar on its own pod: "true" when the pair is in sync as it
  * sees it (master: its backup acked the full state; backup: its server holds the
  * master's), "false" otherwise. Drives the Replicating condition.
@@ -50,6 +55,9 @@ export type Phase = (typeof PHASES)[number];
 
 export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned'] as const;
 export type ConditionType = (typeof CONDITIONS)[number];
+
+/** status.history keeps this many role changes, oldest dropped first (the CRD's maxItems). */
+export const HISTORY_LIMIT = 10;
 
 export const FIELD_MANAGER = 'sipha-operator';
 
