@@ -9,6 +9,9 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const KIND = 'SipHaPair';
 export const PLURAL = 'siphapairs';
 
+/** The sidecar's container in a pair's pods (its pino JSON logs are what `kubectl sipha logs` merges). */
+export const SIDECAR_CONTAINER = 'sipha-sidecar';
+
 /** The ONE role label: the VIP Service selects `role=master`; the sidecar writes it on its own pod. */
 export const ROLE_LABEL = 'sipha.io/role';
 /** Which pair a pod or object belongs to. */

@@ -46,11 +46,11 @@ export function nextHistory(
   return { history: [...history, entry].slice(-HISTORY_LIMIT), added: entry };
 }
 
-/** What the Replicating condition said of the backup before the change; NoBackup (or none): unknown. */
+/** What the Replicating condition said of the backup before the change (also across a moment with no master); else unknown. */
 function syncOf(prev: SipHaPairStatus): boolean | undefined {
   const reason = prev.conditions?.find((c) => c.type === 'Replicating')?.reason;
-  if (reason === 'BackupInSync') return true;
-  if (reason === 'BackupOutOfSync') return false;
+  if (reason === 'BackupInSync' || reason === 'NoMasterBackupInSync') return true;
+  if (reason === 'BackupOutOfSync' || reason === 'NoMasterBackupOutOfSync') return false;
   return undefined;
 }
 

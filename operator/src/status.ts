@@ -228,7 +228,14 @@ export function nextStatus(
  * (an older version) is taken at the backup role's word.
  */
 function replication(master: PodView | undefined, backup: PodView | undefined): [boolean, string, string] {
-  if (!master || !backup) return [false, 'NoBackup', 'no pod reports the backup role'];
+  if (!backup) return [false, 'NoBackup', 'no pod reports the backup role'];
+  // Between a master's exit and its backup's takeover: what the backup says of its state is
+  // kept in the reason, so the takeover that follows knows whether it was in sync.
+  if (!master) {
+    return backup.inSync === false
+      ? [false, 'NoMasterBackupOutOfSync', `no pod is master; ${backup.name} is backup but not in sync`]
+      : [false, 'NoMasterBackupInSync', `no pod is master; ${backup.name} holds the last master's state`];
+  }
   if (master.inSync === false || backup.inSync === false) {
     const who = master.inSync === false ? master.name : backup.name;
     return [false, 'BackupOutOfSync', `${backup.name} is backup but not in sync with ${master.name} (${who} says so): resyncing`];

@@ -135,7 +135,9 @@ describe('operator: failover history in status', () => {
     );
     const entry = s?.history?.at(-1);
     assert.equal(entry?.from, 'p-0');
-    assert.equal(entry?.wasInSync, undefined, 'sync before the change is unknown once the master was gone');
+    assert.equal(entry?.wasInSync, true, 'the backup said it held the state while no pod was master');
+    const gap = steps[1]?.status.conditions?.find((c) => c.type === 'Replicating');
+    assert.deepEqual([gap?.status, gap?.reason], ['False', 'NoMasterBackupInSync']);
   });
 
   it('says when the new master was not in sync, and records a re-election of the same pod at a newer term', () => {

@@ -1,0 +1,42 @@
+/**
+ * Replication lag p99 as each sidecar measures it (sipha_replication_lag_ms
+ * {quantile="0.99"}, send to ack over the last 8192 messages: a master's
+ * figure), read through the API server's pod proxy, the way `kubectl get
+ * --raw` reaches a pod. Needs pods/proxy and a running pod; anything else is
+ * "unknown", never 0.
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import type { Client } from './client.ts';
+import { rawGet } from './raw-get.ts';
+import type { LagByPod } from './render.ts';
+
+const P99 = /^sipha_replication_lag_ms\{quantile="0\.99"\} (\S+)$/m;
+
+/** The p99 from a Prometheus text page; undefined when absent or not a number (a backup reports NaN). */
+export function lagP99(metricsText: string): number | undefined {
+  const m = P99.exec(metricsText);
+  const v = m ? Number(m[1]) : Number.NaN;
+  return Number.isFinite(v) ? Math.round(v * 100) / 100 : undefined;
+}
+
+export async function readLag(client: Client, pods: V1Pod[], metricsPort: number, timeoutMs: number): Promise<LagByPod> {
+  const out: LagByPod = new Map();
+  await Promise.all(
+    pods.map(async (p) => {
+      const name = p.metadata?.name;
+      if (!name || p.status?.phase !== 'Running') return;
+      try {
+        const r = await rawGet(
+          client.kc,
+          `/api/v1/namespaces/${client.namespace}/pods/${name}:${metricsPort}/proxy/metrics`,
+          timeoutMs,
+        );
+        const v = r.status === 200 ? lagP99(r.body) : undefined;
+        if (v !== undefined) out.set(name, v);
+      } catch {
+        // No proxy right, pod not answering: the column says "-".
+      }
+    }),
+  );
+  return out;
+}
