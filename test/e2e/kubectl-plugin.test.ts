@@ -94,7 +94,7 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
     assert.equal(more, undefined);
   });
 
-  it('history and status NAME after a failover: who took over, why, how fast, in sync, registrations held', async () => {
+  it('history and status NAME after a failover: who took over, why, how fast, in sync, registrations held', async (t) => {
     await r1.report('master', 2, 'peer-heartbeat-lost registrations=1000', 87);
     await r0.report('resigned', 1, 'server-dead');
     await r0.report('backup', 2, 'rejoined in-sync');
@@ -127,9 +127,12 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
     assert.match(s.out, /^edge-1\s+master\s+2\s+yes\s+-\s+\S+ ago\s+peer-heartbeat-lost\s+-$/m);
     assert.match(s.out, /^Replicating\s+True\s+BackupInSync\s+edge-0 follows edge-1$/m);
     assert.match(s.out, /^\S+Z\s+2\s+edge-0\s+edge-1\s+peer-heartbeat-lost\s+87 ms\s+yes\s+1000$/m);
+    // What a user sees (the docs quote it), in the test report.
+    t.diagnostic(`kubectl sipha status edge\n${s.out}\nkubectl sipha history edge\n${h.out}`);
+    t.diagnostic(`kubectl describe shp edge\n${cp.kubectl(['describe', 'shp', 'edge'])}`);
   });
 
-  it('switchover --to POD asks the operator and waits for SwitchoverDone', async () => {
+  it('switchover --to POD asks the operator and waits for SwitchoverDone', async (t) => {
     const child = spawn('kubectl', ['sipha', 'switchover', 'edge', '--to', 'edge-0', '--timeout', '30s'], { env: env() });
     let out = '';
     child.stdout.on('data', (d) => {
@@ -149,6 +152,7 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
     assert.match(out, /^SwitchoverDone: edge-0 is master now \(term 3\)$/m);
     const h = sipha('history', 'edge').out;
     assert.match(h, /^\S+Z\s+3\s+edge-1\s+edge-0\s+peer-resigned\s+9 ms\s+yes\s+1000$/m);
+    t.diagnostic(`kubectl sipha switchover edge --to edge-0 --timeout 30s\n${out}\nkubectl sipha history edge\n${h}`);
   });
 
   it('switchover to a backup that is not in sync: the operator refuses, the plugin says why and exits 1', async () => {
