@@ -4,8 +4,10 @@
  * measured copied from its pod, bounded, and an Event per change.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import type { V1Pod } from '@kubernetes/client-node';
+import { fileURLToPath } from 'node:url';
+import { loadYaml, type V1Pod } from '@kubernetes/client-node';
 import { HISTORY_LIMIT } from '../../contract/names.ts';
 import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
 import { nextStatus, observe } from '../../operator/src/status.ts';
@@ -179,6 +181,17 @@ describe('operator: failover history in status', () => {
       h.map((e) => e.term),
       Array.from({ length: HISTORY_LIMIT }, (_, i) => i + 6),
     );
+  });
+
+  it('the CRD bounds status.history at the same limit (maxItems)', () => {
+    const crd = loadYaml<{
+      spec: {
+        versions: Array<{
+          schema: { openAPIV3Schema: { properties: { status: { properties: { history: { maxItems: number } } } } } };
+        }>;
+      };
+    }>(readFileSync(fileURLToPath(new URL('../../crds/siphapair.yaml', import.meta.url)), 'utf8'));
+    assert.equal(crd.spec.versions[0]?.schema.openAPIV3Schema.properties.status.properties.history.maxItems, HISTORY_LIMIT);
   });
 
   it('a status written before history existed gets no made-up entry for its current master', () => {
