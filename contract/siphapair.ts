@@ -56,8 +56,11 @@ export interface HistoryEntry {
   wasInSync?: boolean;
   /** Registrations the new master held when it began serving (its sidecar's state cache). */
   registrations?: number;
-  /** The change in one sentence, for kubectl describe. */
-  message: string;
+  /**
+   * The change in one sentence, also the Event's message. Named so it sorts
+   * first: kubectl describe prints fields alphabetically, so each entry opens with it.
+   */
+  change: string;
 }
 
 export interface SipHaPairStatus {

@@ -40,9 +40,9 @@ export function nextHistory(
     ...(master.gapMs !== undefined ? { detectToServingMs: master.gapMs } : {}),
     ...(wasInSync !== undefined ? { wasInSync } : {}),
     ...(master.registrations !== undefined ? { registrations: master.registrations } : {}),
-    message: '',
+    change: '',
   };
-  entry.message = sentence(entry);
+  entry.change = sentence(entry);
   return { history: [...history, entry].slice(-HISTORY_LIMIT), added: entry };
 }
 

@@ -155,9 +155,9 @@ export function nextStatus(
   if (added) {
     const from = lastKnownMaster(prev);
     if (from === undefined) {
-      transitions.push({ reason: 'MasterElected', type: 'Normal', message: added.message });
+      transitions.push({ reason: 'MasterElected', type: 'Normal', message: added.change });
     } else if (from === added.to) {
-      transitions.push({ reason: 'MasterReelected', type: 'Normal', message: added.message });
+      transitions.push({ reason: 'MasterReelected', type: 'Normal', message: added.change });
     } else {
       failoverCount++;
       lastFailover = {
@@ -167,7 +167,7 @@ export function nextStatus(
         from,
         to: added.to,
       };
-      transitions.push({ reason: 'Failover', type: 'Warning', message: added.message });
+      transitions.push({ reason: 'Failover', type: 'Warning', message: added.change });
     }
   }
   if (prev.master && !master) {

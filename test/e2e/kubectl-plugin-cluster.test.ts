@@ -135,7 +135,7 @@ describe('kubectl sipha on the two-node cluster: real sidecars, their lag, their
       '-o',
       'jsonpath={.items[*].message}',
     );
-    assert.ok(events.includes(e.message as string), events);
+    assert.ok(events.includes(e.change as string), events);
   });
 
   it("logs: both sidecars' pino lines, merged by time, each prefixed with its pod", async (t) => {

@@ -314,14 +314,14 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       assert.equal(took.time, json(['get', 'pod', 'sip-edge-1']).metadata.annotations['sipha.io/role-since']);
       const story =
         'sip-edge-1 took over from sip-edge-0 at term 2 (peer-heartbeat-lost): serving 142 ms after detection, it was an in-sync backup, holding 1000 registrations';
-      assert.equal(took.message, story);
+      assert.equal(took.change, story);
       assert.match(describe, /History:/);
-      assert.match(describe, new RegExp(`Message:\\s+${literal(story)}\\n`), 'the history entry in describe');
+      assert.match(describe, new RegExp(`Change:\\s+${literal(story)}\\n`), 'the history entry in describe');
       assert.match(describe, new RegExp(`Failover\\s+\\S+\\s+sipha-operator\\s+${literal(story)}`), 'the Event');
     });
 
     it('keeps status.history bounded: the API server refuses more than 10 entries', () => {
-      const entry = { time: '2026-11-29T12:00:00Z', term: 1, to: 'sip-edge-0', reason: 'r', message: 'm' };
+      const entry = { time: '2026-11-29T12:00:00Z', term: 1, to: 'sip-edge-0', reason: 'r', change: 'm' };
       const r = cp.kubectlTry([
         'patch',
         'shp',

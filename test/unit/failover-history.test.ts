@@ -86,7 +86,7 @@ describe('operator: failover history in status', () => {
       to: 'p-0',
       reason: 'elected',
       detectToServingMs: 3,
-      message: 'p-0 became master at term 1 (elected): serving 3 ms after detection',
+      change: 'p-0 became master at term 1 (elected): serving 3 ms after detection',
     });
     assert.deepEqual(h[1], {
       time: '2026-11-29T12:00:02.345Z',
@@ -97,17 +97,17 @@ describe('operator: failover history in status', () => {
       detectToServingMs: 41,
       wasInSync: true,
       registrations: 1000,
-      message:
+      change:
         'p-1 took over from p-0 at term 2 (peer-server-dead): serving 41 ms after detection, it was an in-sync backup, holding 1000 registrations',
     });
     // Steady reconciles add nothing.
     assert.equal(steps[1]?.status.history?.length, 1);
     const failover = last.transitions.find((t) => t.reason === 'Failover');
     assert.equal(failover?.type, 'Warning');
-    assert.equal(failover?.message, h[1]?.message);
+    assert.equal(failover?.message, h[1]?.change);
     assert.deepEqual(
       steps[0]?.transitions.filter((t) => t.reason === 'MasterElected').map((t) => t.message),
-      [h[0]?.message],
+      [h[0]?.change],
     );
   });
 
@@ -160,12 +160,12 @@ describe('operator: failover history in status', () => {
         ['p-1', 'p-1', 3, undefined],
       ],
     );
-    assert.match(h[1]?.message ?? '', /it was NOT in sync/);
-    assert.equal(h[2]?.message, 'p-1 became master again at term 3 (witness-granted)');
+    assert.match(h[1]?.change ?? '', /it was NOT in sync/);
+    assert.equal(h[2]?.change, 'p-1 became master again at term 3 (witness-granted)');
     assert.equal(steps[2]?.status.failoverCount, 1, 'a re-election is not a failover');
     assert.deepEqual(
       steps[2]?.transitions.map((t) => [t.reason, t.message]),
-      [['MasterReelected', h[2]?.message]],
+      [['MasterReelected', h[2]?.change]],
     );
   });
 
