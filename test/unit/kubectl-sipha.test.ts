@@ -75,7 +75,7 @@ describe('kubectl sipha: logs merged by time', () => {
 });
 
 describe('kubectl sipha: lag p99 from the sidecar metrics page', () => {
-  it('takes the 0.99 quantile of sipha_replication_lag_ms; NaN (a backup) or absent is unknown, never 0', () => {
+  it('takes the 0.99 quantile of sipha_replication_lag_window_seconds (or _ms); NaN (a backup) or absent is unknown, never 0', () => {
     const page = [
       '# TYPE sipha_replication_lag_ms gauge',
       'sipha_replication_lag_ms{quantile="0.5"} 0.4',
@@ -84,6 +84,8 @@ describe('kubectl sipha: lag p99 from the sidecar metrics page', () => {
     assert.equal(lagP99(page), 1.23);
     assert.equal(lagP99('sipha_replication_lag_ms{quantile="0.99"} NaN'), undefined);
     assert.equal(lagP99('sipha_role 1'), undefined);
+    // The same gauge under its Prometheus-conventional name, in seconds.
+    assert.equal(lagP99('sipha_replication_lag_window_seconds{quantile="0.99"} 0.0012345'), 1.23);
   });
 });
 
