@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { V1Pod } from '@kubernetes/client-node';
 import { parseArgs, parseDuration, UsageError } from '../../cli/src/args.ts';
 import { lagP99 } from '../../cli/src/lag.ts';
 import { lineTime, mergeLogs } from '../../cli/src/merge-logs.ts';
+import { pairStatus, pairsTable } from '../../cli/src/render.ts';
 import { targetOrdinal } from '../../cli/src/switchover.ts';
 import { SIDECAR_CONTAINER } from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
@@ -118,5 +120,51 @@ describe('kubectl sipha: the command line', () => {
     assert.equal(targetOrdinal('edge', 'edge-0'), '0');
     assert.throws(() => targetOrdinal('edge', 'other-1'), /--to must be 0, 1, edge-0 or edge-1 \(got other-1\)/);
     assert.throws(() => targetOrdinal('edge', '2'), UsageError);
+  });
+});
+
+describe('kubectl sipha: what status prints', () => {
+  const now = new Date('2026-11-29T12:10:00Z');
+  const pair = {
+    apiVersion: 'sipha.io/v1alpha1',
+    kind: 'SipHaPair',
+    metadata: { name: 'edge', namespace: 'voip', uid: 'u' },
+    spec: { vip: { address: '198.18.0.100', mode: 'arp' }, ports: { metrics: 9090 } },
+    status: {
+      phase: 'Replicating',
+      master: 'edge-1',
+      backup: 'edge-0',
+      term: 2,
+      failoverCount: 1,
+      lastFailover: { time: '2026-11-29T12:00:00Z', reason: 'peer-server-dead', from: 'edge-0', to: 'edge-1', gapMs: 40 },
+      conditions: [{ type: 'Replicating', status: 'True', reason: 'BackupInSync', message: 'edge-0 follows edge-1' }],
+    },
+  } as unknown as SipHaPair;
+  const pod = (name: string, role: string, node: string): V1Pod => ({
+    metadata: {
+      name,
+      labels: { 'sipha.io/role': role },
+      annotations: { 'sipha.io/term': '2', 'sipha.io/in-sync': 'true', 'sipha.io/role-since': '2026-11-29T12:00:00Z' },
+    },
+    spec: { nodeName: node, containers: [] },
+  });
+
+  it('one line per pair, the last failover as age, from -> to and reason', () => {
+    assert.match(
+      pairsTable([pair], now),
+      /^edge\s+Replicating\s+edge-1\s+edge-0\s+2\s+yes\s+1\s+10m ago \(edge-0 -> edge-1, peer-server-dead\)$/m,
+    );
+  });
+
+  it('the lag a sidecar reported in ms, and "-" for a pod whose lag is unknown', () => {
+    const out = pairStatus(
+      pair,
+      [pod('edge-0', 'backup', 'node-a'), pod('edge-1', 'master', 'node-b')],
+      new Map([['edge-1', 1.23]]),
+      now,
+    );
+    assert.match(out, /^edge-1\s+master\s+2\s+yes\s+1\.23 ms\s+10m ago\s+-\s+node-b$/m);
+    assert.match(out, /^edge-0\s+backup\s+2\s+yes\s+-\s+10m ago\s+-\s+node-a$/m);
+    assert.match(out, /^Last role changes \(kubectl sipha history for all\):\n {2}none recorded$/m);
   });
 });
