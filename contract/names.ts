@@ -9,6 +9,9 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const KIND = 'SipHaPair';
 export const PLURAL = 'siphapairs';
 
+/** The sidecar's container in a pair's pods (its pino JSON logs are what `kubectl sipha logs` merges). */
+export const SIDECAR_CONTAINER = 'sipha-sidecar';
+
 /** The ONE role label: the VIP Service selects `role=master`; the sidecar writes it on its own pod. */
 export const ROLE_LABEL = 'sipha.io/role';
 /** Which pair a pod or object belongs to. */
@@ -20,6 +23,11 @@ export const TERM_ANNOTATION = 'sipha.io/term';
 export const ROLE_REASON_ANNOTATION = 'sipha.io/role-reason';
 export const ROLE_SINCE_ANNOTATION = 'sipha.io/role-since';
 export const TAKEOVER_GAP_ANNOTATION = 'sipha.io/takeover-gap-ms';
+/**
+ * Written by the sidecar with a master report: the registrations its state
+ * cache held when it began serving (what it took over). Read into status.history.
+ */
+export const TAKEOVER_REGISTRATIONS_ANNOTATION = 'sipha.io/takeover-registrations';
 /**
  * Written by the sidecar on its own pod: "true" when the pair is in sync as it
  * sees it (master: its backup acked the full state; backup: its server holds the
@@ -50,6 +58,9 @@ export type Phase = (typeof PHASES)[number];
 
 export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned'] as const;
 export type ConditionType = (typeof CONDITIONS)[number];
+
+/** status.history keeps this many role changes, oldest dropped first (the CRD's maxItems). */
+export const HISTORY_LIMIT = 10;
 
 export const FIELD_MANAGER = 'sipha-operator';
 

@@ -43,6 +43,34 @@ export interface Condition {
   observedGeneration: number;
 }
 
+/**
+ * One role change of the pair as status.history keeps it: a pod became master
+ * at a term. What the sidecar measured (reason, detection-to-serving, the
+ * registrations it held) is copied from the new master's pod; whether it was
+ * in sync is what the operator last saw before the change.
+ */
+export interface HistoryEntry {
+  /** When the new master began serving, as its sidecar said (else when the operator saw it). */
+  time: string;
+  term: number;
+  /** The master before; absent for the pair's first election. */
+  from?: string;
+  to: string;
+  /** The sidecar's reason for the change (e.g. peer-heartbeat-lost, peer-resigned, elected). */
+  reason: string;
+  /** From detection to serving on the new master (VIP held, public sockets open), as its sidecar measured it. */
+  detectToServingMs?: number;
+  /** The new master was an in-sync backup just before, as the operator last saw it; absent: unknown. */
+  wasInSync?: boolean;
+  /** Registrations the new master held when it began serving (its sidecar's state cache). */
+  registrations?: number;
+  /**
+   * The change in one sentence, also the Event's message. Named so it sorts
+   * first: kubectl describe prints fields alphabetically, so each entry opens with it.
+   */
+  change: string;
+}
+
 export interface SipHaPairStatus {
   phase?: Phase;
   master?: string;
@@ -50,6 +78,8 @@ export interface SipHaPairStatus {
   term?: number;
   failoverCount?: number;
   lastFailover?: { time: string; reason: string; gapMs?: number; from?: string; to: string };
+  /** The last HISTORY_LIMIT role changes, oldest first. */
+  history?: HistoryEntry[];
   conditions?: Condition[];
   observedGeneration?: number;
 }

@@ -136,7 +136,7 @@ export class Reconciler {
           // A merge patch keeps keys it does not mention: absent fields are sent as null.
           body: {
             metadata: { resourceVersion: pair.metadata.resourceVersion },
-            status: { master: null, backup: null, lastFailover: null, ...status },
+            status: { master: null, backup: null, lastFailover: null, history: null, ...status },
           },
         },
         mergePatch,

@@ -16,12 +16,15 @@ import {
   type Phase,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
+  ROLE_SINCE_ANNOTATION,
   ROLES,
   type Role,
   TAKEOVER_GAP_ANNOTATION,
+  TAKEOVER_REGISTRATIONS_ANNOTATION,
   TERM_ANNOTATION,
 } from '../../contract/names.ts';
 import type { Condition, SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
+import { lastKnownMaster, nextHistory } from './history.ts';
 
 export interface PodView {
   name: string;
@@ -30,6 +33,10 @@ export interface PodView {
   term: number;
   reason: string | undefined;
   gapMs: number | undefined;
+  /** When the sidecar's current role began (ISO time, ROLE_SINCE_ANNOTATION). */
+  since: string | undefined;
+  /** Registrations the sidecar held when it began serving (TAKEOVER_REGISTRATIONS_ANNOTATION). */
+  registrations: number | undefined;
   fencedTerm: number | undefined;
   /** What the sidecar says of the pair's sync (IN_SYNC_ANNOTATION); undefined: not said. */
   inSync: boolean | undefined;
@@ -52,6 +59,7 @@ export function observe(pods: V1Pod[]): PodView[] {
       const gap = ann[TAKEOVER_GAP_ANNOTATION];
       const fenced = ann[FENCED_ANNOTATION];
       const sync = ann[IN_SYNC_ANNOTATION];
+      const since = ann[ROLE_SINCE_ANNOTATION];
       return {
         name,
         ordinal: Number(name.slice(name.lastIndexOf('-') + 1)),
@@ -59,6 +67,8 @@ export function observe(pods: V1Pod[]): PodView[] {
         term: Number.isFinite(term) ? term : 0,
         reason: ann[ROLE_REASON_ANNOTATION],
         gapMs: gap !== undefined && Number.isFinite(Number(gap)) ? Number(gap) : undefined,
+        since: since !== undefined && Number.isFinite(Date.parse(since)) ? new Date(since).toISOString() : undefined,
+        registrations: count(ann[TAKEOVER_REGISTRATIONS_ANNOTATION]),
         fencedTerm: fenced !== undefined ? Number(fenced) : undefined,
         inSync: sync === 'true' ? true : sync === 'false' ? false : undefined,
         handoverTerm: ann[HANDOVER_ANNOTATION] !== undefined ? Number(ann[HANDOVER_ANNOTATION]) : undefined,
@@ -67,6 +77,12 @@ export function observe(pods: V1Pod[]): PodView[] {
       };
     })
     .sort((a, b) => a.ordinal - b.ordinal);
+}
+
+/** A non-negative integer annotation, else undefined (a sidecar's word is parsed, not trusted). */
+function count(text: string | undefined): number | undefined {
+  const n = Number(text);
+  return text !== undefined && text !== '' && Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 /** Pods claiming master that have not been fenced at their current term. */
@@ -135,25 +151,26 @@ export function nextStatus(
   const gen = pair.metadata.generation ?? 0;
   const transitions: Transition[] = [];
 
+  // One history entry per new master term; a change of pod is a failover, counted.
+  const { history, added } = nextHistory(prev, master, now);
   let failoverCount = prev.failoverCount ?? 0;
   let lastFailover = prev.lastFailover;
-  if (master && master.name !== prev.master) {
-    if (prev.master) {
+  if (added) {
+    const from = lastKnownMaster(prev);
+    if (from === undefined) {
+      transitions.push({ reason: 'MasterElected', type: 'Normal', message: added.change });
+    } else if (from === added.to) {
+      transitions.push({ reason: 'MasterReelected', type: 'Normal', message: added.change });
+    } else {
       failoverCount++;
       lastFailover = {
-        time: now.toISOString(),
-        reason: master.reason ?? 'unknown',
-        ...(master.gapMs !== undefined ? { gapMs: master.gapMs } : {}),
-        from: prev.master,
-        to: master.name,
+        time: added.time,
+        reason: added.reason,
+        ...(added.detectToServingMs !== undefined ? { gapMs: added.detectToServingMs } : {}),
+        from,
+        to: added.to,
       };
-      transitions.push({
-        reason: 'Failover',
-        type: 'Warning',
-        message: `${master.name} took over from ${prev.master} at term ${master.term} (${master.reason ?? 'no reason given'}${master.gapMs !== undefined ? `, gap ${master.gapMs} ms` : ''})`,
-      });
-    } else {
-      transitions.push({ reason: 'MasterElected', type: 'Normal', message: `${master.name} is master at term ${master.term}` });
+      transitions.push({ reason: 'Failover', type: 'Warning', message: added.change });
     }
   }
   if (prev.master && !master) {
@@ -200,6 +217,7 @@ export function nextStatus(
     term,
     failoverCount,
     ...(lastFailover ? { lastFailover } : {}),
+    ...(history.length > 0 ? { history } : {}),
     conditions,
     observedGeneration: gen,
   };
@@ -213,7 +231,14 @@ export function nextStatus(
  * (an older version) is taken at the backup role's word.
  */
 function replication(master: PodView | undefined, backup: PodView | undefined): [boolean, string, string] {
-  if (!master || !backup) return [false, 'NoBackup', 'no pod reports the backup role'];
+  if (!backup) return [false, 'NoBackup', 'no pod reports the backup role'];
+  // Between a master's exit and its backup's takeover: what the backup says of its state is
+  // kept in the reason, so the takeover that follows knows whether it was in sync.
+  if (!master) {
+    return backup.inSync === false
+      ? [false, 'NoMasterBackupOutOfSync', `no pod is master; ${backup.name} is backup but not in sync`]
+      : [false, 'NoMasterBackupInSync', `no pod is master; ${backup.name} holds the last master's state`];
+  }
   if (master.inSync === false || backup.inSync === false) {
     const who = master.inSync === false ? master.name : backup.name;
     return [false, 'BackupOutOfSync', `${backup.name} is backup but not in sync with ${master.name} (${who} says so): resyncing`];

@@ -99,7 +99,12 @@ async function main(): Promise<void> {
         failed: (r, err, attempt) =>
           kubeLog.warn({ err, role: r.role, term: r.term, attempt }, 'could not report the role on the pod; retrying'),
       });
-      node.report = (r) => reporter.report(r);
+      const { withTakeoverRegistrations } = await import('./kube/takeover-registrations.ts');
+      // The state cache holds one entry per accepted registration: what a new master took over.
+      node.report = withTakeoverRegistrations(
+        (r) => reporter.report(r),
+        () => node.cacheStats.entries,
+      );
       new FencingWatch(
         kc,
         namespace,

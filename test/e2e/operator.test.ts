@@ -13,6 +13,7 @@ import { until } from '../lib/procs.ts';
 const CRD = fileURLToPath(new URL('../../crds/siphapair.yaml', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../../examples/siphapair.yaml', import.meta.url));
 
+const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const pair = (name: string, spec: string) =>
   `apiVersion: sipha.io/v1alpha1\nkind: SipHaPair\nmetadata:\n  name: ${name}\nspec:\n${spec}`;
 const VALID = `  sipServer:\n    image: kamailio:5.6\n  vip:\n    address: 198.18.0.100\n`;
@@ -304,8 +305,8 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       );
     });
 
-    it('records a failover (time, reason, gap, count) and tells it in kubectl describe', async () => {
-      await r1.report('master', 2, 'peer-heartbeat-lost', 142);
+    it('records a failover (time, reason, gap, count, history entry) and tells it in kubectl describe', async () => {
+      await r1.report('master', 2, 'peer-heartbeat-lost registrations=1000', 142);
       await r0.report('resigned', 1, 'server-dead');
       const s = await waitStatus('sip-edge', (x) => x.master === 'sip-edge-1' && x.failoverCount === 1);
       assert.equal(s.term, 2);
@@ -326,6 +327,41 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       const describe = cp.kubectl(['describe', 'shp', 'sip-edge']);
       assert.match(describe, /MasterElected/);
       assert.match(describe, /Last Failover:/);
+      // status.history went through the API server's structural schema: every field kept.
+      const h = s.history as Array<Record<string, unknown>>;
+      assert.deepEqual(
+        h.map((e) => [e.from, e.to, e.term, e.reason]),
+        [
+          [undefined, 'sip-edge-0', 1, 'elected'],
+          ['sip-edge-0', 'sip-edge-1', 2, 'peer-heartbeat-lost'],
+        ],
+      );
+      const took = h[1] as Record<string, unknown>;
+      assert.equal(took.detectToServingMs, 142);
+      assert.equal(took.registrations, 1000);
+      assert.equal(took.wasInSync, true);
+      assert.equal(took.time, json(['get', 'pod', 'sip-edge-1']).metadata.annotations['sipha.io/role-since']);
+      const story =
+        'sip-edge-1 took over from sip-edge-0 at term 2 (peer-heartbeat-lost): serving 142 ms after detection, it was an in-sync backup, holding 1000 registrations';
+      assert.equal(took.change, story);
+      assert.match(describe, /History:/);
+      assert.match(describe, new RegExp(`Change:\\s+${literal(story)}\\n`), 'the history entry in describe');
+      assert.match(describe, new RegExp(`Failover\\s+\\S+\\s+sipha-operator\\s+${literal(story)}`), 'the Event');
+    });
+
+    it('keeps status.history bounded: the API server refuses more than 10 entries', () => {
+      const entry = { time: '2026-11-29T12:00:00Z', term: 1, to: 'sip-edge-0', reason: 'r', change: 'm' };
+      const r = cp.kubectlTry([
+        'patch',
+        'shp',
+        'sip-edge',
+        '--subresource=status',
+        '--type=merge',
+        '-p',
+        JSON.stringify({ status: { history: Array.from({ length: 11 }, () => entry) } }),
+      ]);
+      assert.notEqual(r.code, 0, r.out);
+      assert.match(r.err, /status\.history: Too many: 11: must have at most 10 items/);
     });
 
     it('fences the lower term when two pods claim master, and the fenced sidecar hears it', async () => {

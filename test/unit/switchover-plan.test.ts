@@ -15,6 +15,8 @@ const pod = (ordinal: number, role: PodView['role'], term: number, more: Partial
   term,
   reason: undefined,
   gapMs: undefined,
+  since: undefined,
+  registrations: undefined,
   fencedTerm: undefined,
   inSync: true,
   handoverTerm: undefined,

@@ -1,6 +1,6 @@
 /**
  * Runs the sidecar's Kubernetes side as its own process, driven by lines on
- * stdin:  master <term> <reason> [gapMs] [in-sync|out-of-sync]  |  backup <term> <reason>  |  ...
+ * stdin:  master <term> <reason> [gapMs] [in-sync|out-of-sync] [registrations=<n>]  |  backup <term> <reason>  |  ...
  * The sidecar's role machine drives the same classes in-process; this entry
  * lets tests and operators exercise them alone. It prints:
  *   seeded term <n> [missing <sources>]  once at start (the terms read back)
@@ -66,7 +66,8 @@ const rl = createInterface({ input: process.stdin });
 for await (const line of rl) {
   const words = line.trim().split(/\s+/);
   const sync = words.find((w) => w === 'in-sync' || w === 'out-of-sync');
-  const [role, termText, reason, gap] = words.filter((w) => w !== sync);
+  const regs = words.find((w) => /^registrations=\d+$/.test(w));
+  const [role, termText, reason, gap] = words.filter((w) => w !== sync && w !== regs);
   if (!role) continue;
   if (!(ROLES as readonly string[]).includes(role) || !Number.isInteger(Number(termText))) {
     console.log(`error: bad line: ${line}`);
@@ -78,6 +79,7 @@ for await (const line of rl) {
     reason: reason ?? 'unspecified',
     ...(gap ? { gapMs: Number(gap) } : {}),
     ...(sync ? { inSync: sync === 'in-sync' } : {}),
+    ...(regs ? { registrations: Number(regs.slice('registrations='.length)) } : {}),
   });
 }
 reporter.stop();

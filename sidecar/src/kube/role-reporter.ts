@@ -19,6 +19,7 @@ import {
   ROLE_SINCE_ANNOTATION,
   type Role,
   TAKEOVER_GAP_ANNOTATION,
+  TAKEOVER_REGISTRATIONS_ANNOTATION,
   TERM_ANNOTATION,
 } from '../../../contract/names.ts';
 import { LatestRetry } from './latest-retry.ts';
@@ -28,6 +29,8 @@ export interface RoleReport {
   term: number;
   reason: string;
   gapMs?: number;
+  /** Registrations held when this role began (a master: what it took over). */
+  registrations?: number;
   /** When this role began (ISO time); default: when the report is made. */
   since?: string;
   /** The pair is in sync as this sidecar sees it (IN_SYNC_ANNOTATION). */
@@ -58,6 +61,7 @@ export function rolePatch(
     [ROLE_SINCE_ANNOTATION]: r.since ?? now.toISOString(),
   };
   if (r.gapMs !== undefined) annotations[TAKEOVER_GAP_ANNOTATION] = String(Math.round(r.gapMs));
+  if (r.registrations !== undefined) annotations[TAKEOVER_REGISTRATIONS_ANNOTATION] = String(r.registrations);
   if (r.inSync !== undefined) annotations[IN_SYNC_ANNOTATION] = String(r.inSync);
   if (r.handoverRefused !== undefined) annotations[HANDOVER_REFUSED_ANNOTATION] = r.handoverRefused;
   return { metadata: { labels: { [ROLE_LABEL]: r.role }, annotations } };
