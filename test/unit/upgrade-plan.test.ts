@@ -19,6 +19,8 @@ const pod = (ordinal: number, role: PodView['role'], revision: string, more: Par
   inSync: true,
   handoverTerm: undefined,
   handoverRefused: undefined,
+  since: undefined,
+  registrations: undefined,
   revision,
   ...more,
 });
