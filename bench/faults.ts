@@ -514,32 +514,22 @@ function clusterBed(): ClusterBed {
   return { bed, nodes };
 }
 
+const scaleOperator = (replicas: number) =>
+  void k.kubectl([
+    '-n',
+    'sipha-system',
+    'scale',
+    'deployment',
+    '-l',
+    'app.kubernetes.io/name=sipha-operator',
+    `--replicas=${replicas}`,
+  ]);
+
 const CLUSTER_FAULTS: Record<ClusterFault, { down: () => void; up: () => void }> = {
   // The API server (and with it the Lease witness, role reports and fences) gone during a failover.
   apiserver_down: { down: () => k.apiserverStop(), up: () => k.apiserverStart() },
   // The operator scaled to nothing during a failover: nobody reconciles, reports or fences.
-  operator_down: {
-    down: () =>
-      void k.kubectl([
-        '-n',
-        'sipha-system',
-        'scale',
-        'deployment',
-        '-l',
-        'app.kubernetes.io/name=sipha-operator',
-        '--replicas=0',
-      ]),
-    up: () =>
-      void k.kubectl([
-        '-n',
-        'sipha-system',
-        'scale',
-        'deployment',
-        '-l',
-        'app.kubernetes.io/name=sipha-operator',
-        '--replicas=1',
-      ]),
-  },
+  operator_down: { down: () => scaleOperator(0), up: () => scaleOperator(1) },
 };
 
 async function clusterTrial(cb: ClusterBed, fault: ClusterFault): Promise<Trial> {

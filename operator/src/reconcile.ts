@@ -187,22 +187,25 @@ export class Reconciler {
       if (pods.find((p) => p.name === plan.pod)?.handoverTerm !== plan.term) await annotatePod(plan.pod, String(plan.term));
     } else if (plan.kind === 'end') {
       for (const pod of plan.clearPods) await annotatePod(pod, null);
-      if (requested !== undefined) {
-        await this.kube.custom.patchNamespacedCustomObject(
-          {
-            group: GROUP,
-            version: VERSION,
-            namespace,
-            plural: PLURAL,
-            name,
-            body: { metadata: { annotations: { [SWITCHOVER_ANNOTATION]: null } } },
-          },
-          mergePatch,
-        );
-      }
+      if (requested !== undefined) await this.askSwitchover(pair, null);
     }
     if (plan.kind !== 'idle' && plan.event)
       await this.events.record(pair, plan.event.type, plan.event.reason, plan.event.message);
+  }
+
+  /** Sets (an ordinal) or removes (null) the switchover request on the pair, as a user's annotation would. */
+  private async askSwitchover(pair: SipHaPair, ordinal: string | null): Promise<void> {
+    await this.kube.custom.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        namespace: pair.metadata.namespace,
+        plural: PLURAL,
+        name: pair.metadata.name,
+        body: { metadata: { annotations: { [SWITCHOVER_ANNOTATION]: ordinal } } },
+      },
+      mergePatch,
+    );
   }
 
   /** One step of a rolling upgrade, when the StatefulSet's pods are behind its template (upgrade.ts). */
@@ -222,17 +225,7 @@ export class Reconciler {
       await this.kube.core.deleteNamespacedPod({ namespace, name: plan.pod });
     } else if (plan.kind === 'switchover') {
       await this.events.record(pair, 'Normal', 'UpgradeSwitchover', plan.message);
-      await this.kube.custom.patchNamespacedCustomObject(
-        {
-          group: GROUP,
-          version: VERSION,
-          namespace,
-          plural: PLURAL,
-          name,
-          body: { metadata: { annotations: { [SWITCHOVER_ANNOTATION]: String(plan.to) } } },
-        },
-        mergePatch,
-      );
+      await this.askSwitchover(pair, String(plan.to));
     } else if (plan.kind === 'wait') this.log.debug({ pair: name, why: plan.why }, 'upgrade waits');
   }
 
