@@ -81,12 +81,26 @@ function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessS
     renewMs: int(env, 'SIPHA_WITNESS_RENEW_MS', 20, 5, 10000),
     confirmMs: int(env, 'SIPHA_WITNESS_CONFIRM_MS', safeMs - Math.round(intervalMs / 2), 1, safeMs),
   };
+  // The master's claim leaves when the peer is quiet; the witness must answer before the
+  // confirm deadline, or the master stands down without having asked (at 2-3 misses it would
+  // on any short silence). At least one interval for that round trip.
+  const quietMs = quietIntervals(misses) * intervalMs;
+  if (timing.confirmMs - quietMs < intervalMs) {
+    throw new Error(
+      `with a witness, SIPHA_HEARTBEAT_MISSES=${misses} leaves the master ${timing.confirmMs - quietMs} ms between its claim (${quietMs} ms of silence) and its deadline (${timing.confirmMs} ms): use 4 misses or more`,
+    );
+  }
   if (raw === 'lease') return { kind: 'lease', address: '', port: 0, ...timing };
   const m = /^udp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(raw);
   if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
     throw new Error(`SIPHA_WITNESS=${raw}: expected udp:<ipv4>:<port> or lease`);
   }
   return { kind: 'udp', address: m[1] as string, port: Number(m[2]), ...timing };
+}
+
+/** Missed intervals after which a master asks the witness (the peer asks after `misses`). */
+export function quietIntervals(misses: number): number {
+  return misses >= 5 ? 2 : 1;
 }
 
 function linkToken(raw: string | undefined): string | null {

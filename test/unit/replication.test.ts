@@ -173,3 +173,22 @@ describe('replication stream: a large state burst (100k registrations)', () => {
     await until(() => last.taken === 20_000 && last.inSync, 2000, 'the backup took every message once');
   });
 });
+
+describe('replication stream: heartbeats on it (the second path)', () => {
+  it('the backup sends its beats only once the master did (a master from before Beat frames would drop the stream)', async () => {
+    const { sender, receiver } = await pair();
+    const atMaster: Buffer[] = [];
+    const atBackup: Buffer[] = [];
+    sender.onBeat = (b) => atMaster.push(b);
+    receiver.onBeat = (b) => atBackup.push(b);
+    receiver.sendBeat(Buffer.from('backup-1'));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(atMaster.length, 0, 'not before the master spoke');
+    sender.sendBeat(Buffer.from('master-1'));
+    await until(() => atBackup.length === 1, 3000, 'the master beat arrives');
+    receiver.sendBeat(Buffer.from('backup-2'));
+    await until(() => atMaster.length === 1, 3000, 'now the backup beat arrives');
+    assert.equal(atMaster[0]?.toString(), 'backup-2');
+    assert.equal(sender.isConnected, true, 'and the stream stays up');
+  });
+});

@@ -12,6 +12,7 @@ import type { Metrics } from '../metrics.ts';
 import type { EdgeProxy } from '../proxy/edge-proxy.ts';
 import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
+import { quietIntervals } from '../config.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
@@ -115,7 +116,7 @@ export class HaNode {
       peerPort: cfg.heartbeatPort,
       intervalMs: cfg.intervalMs,
       misses: cfg.misses,
-      quietMs: cfg.intervalMs * QUIET_INTERVALS,
+      quietMs: cfg.intervalMs * quietIntervals(cfg.misses),
       mainHungMs: cfg.mainHungMs,
     });
     this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
@@ -384,11 +385,11 @@ export class HaNode {
       this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
     } else if (m.type === 'peer-quiet') {
       this.dispatch({ type: 'peer-quiet' });
-      this.claims?.peerQuiet(m.silentMs);
+      this.claims?.peerQuiet(m.heardAt - performance.timeOrigin);
     } else if (m.type === 'peer-lost') {
       this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
       this.dispatch({ type: 'peer-lost' });
-      this.claims?.peerLost(m.silentMs);
+      this.claims?.peerLost(m.heardAt - performance.timeOrigin);
     } else if (m.type === 'beat-out') {
       // The second path: whichever stream this node has (a master's to its backup, or a backup's from its master).
       this.sender.sendBeat(m.bytes);
@@ -505,9 +506,6 @@ export class HaNode {
     this.hb.tell({ role: s.role as Role, term: s.term, serverUp: s.serverUp, appliedSeq: this.receiver.applied, urgent });
   }
 }
-
-/** Missed intervals after which a master asks the witness (the peer asks after `misses`). */
-export const QUIET_INTERVALS = 2;
 
 const round = (x: number) => Math.round(x * 10) / 10;
 

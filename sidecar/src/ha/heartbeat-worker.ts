@@ -40,13 +40,13 @@ export type ToWorker =
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number; from: string }
-  | { type: 'peer-lost'; silentMs: number }
+  | { type: 'peer-lost'; silentMs: number; heardAt: number }
   /**
    * The peer has been silent for `quietMs`, well before it counts as lost: a
    * master asks the witness now, so that it holds the lease before the peer
    * could claim it (if the peer lost us too, it asks at `misses` intervals).
    */
-  | { type: 'peer-quiet'; silentMs: number }
+  | { type: 'peer-quiet'; silentMs: number; heardAt: number }
   /**
    * Since the last report: beats dropped, by reason, and beats that counted, by path
    * ('udp', 'stream'). Counted here: a flood must not become a flood of messages.
@@ -76,7 +76,11 @@ let quietTimer: NodeJS.Timeout | null = null;
 const onQuiet = () => {
   if (lost || quiet) return;
   quiet = true;
-  port.postMessage({ type: 'peer-quiet', silentMs: Math.round(performance.now() - lastHeard) } satisfies FromWorker);
+  port.postMessage({
+    type: 'peer-quiet',
+    silentMs: Math.round(performance.now() - lastHeard),
+    heardAt: performance.timeOrigin + lastHeard,
+  } satisfies FromWorker);
 };
 let lastPeer = '';
 let drops: Record<string, number> = {};
@@ -187,7 +191,7 @@ const tick = setInterval(() => {
   if (!lost && silent > deadline) {
     lost = true;
     lastPeer = '';
-    port.postMessage({ type: 'peer-lost', silentMs: Math.round(silent) } satisfies FromWorker);
+    port.postMessage({ type: 'peer-lost', silentMs: Math.round(silent), heardAt: performance.timeOrigin + lastHeard } satisfies FromWorker);
   }
 }, cfg.intervalMs);
 

@@ -345,6 +345,8 @@ export class ReplicationReceiver {
   /** A heartbeat the master sent on the stream (the second path; the worker judges it). */
   onBeat: (heartbeat: Buffer, from: string) => void = () => {};
   private session: Buffer = Buffer.alloc(0);
+  /** The master sends Beat frames on the current stream (so it reads ours too). */
+  private peerBeats = false;
 
   constructor(key: Buffer, log: Logger) {
     this.key = key;
@@ -373,9 +375,15 @@ export class ReplicationReceiver {
     this.current?.destroy();
   }
 
-  /** Our heartbeat, on the live stream too (the master's worker hears it even when UDP beats are lost). */
+  /**
+   * Our heartbeat, on the live stream too (the master's worker hears it even
+   * when UDP beats are lost), once the master sent one on this stream: a master
+   * from before Beat frames reads an unknown frame type as a broken stream, and
+   * in a rolling upgrade the backup is the new one first.
+   */
   sendBeat(heartbeat: Uint8Array): void {
-    if (this.current !== null && !this.current.destroyed) this.current.write(encodeBeat(this.session, heartbeat));
+    if (this.current !== null && !this.current.destroyed && this.peerBeats)
+      this.current.write(encodeBeat(this.session, heartbeat));
   }
 
   /** Ends the live stream (the master reconnects and resyncs this node with a burst). */
@@ -419,6 +427,7 @@ export class ReplicationReceiver {
         this.current?.destroy(); // one stream at a time: the newest authenticated one
         this.current = s;
         this.session = session;
+        this.peerBeats = false;
         this.applied = 0;
         this.syncedSeq = -1;
         this.log.info({ from, term: f.term }, 'replication stream from the master');
@@ -429,7 +438,9 @@ export class ReplicationReceiver {
         return;
       }
       if (f.type === FrameType.Beat) {
-        if (this.current === s) this.onBeat(f.heartbeat, from);
+        if (this.current !== s) return;
+        this.peerBeats = true;
+        this.onBeat(f.heartbeat, from);
         return;
       }
       if (f.type !== FrameType.Data) return;

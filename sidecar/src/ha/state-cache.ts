@@ -45,7 +45,7 @@ interface Pending {
 
 export interface StateCacheOptions {
   now?: () => number;
-  /** Registrations kept (distinct Call-IDs); past it new ones are refused. */
+  /** Bindings kept, removals included; past it new ones are refused (counted). */
   maxEntries?: number;
   /** REGISTERs waiting for the server's final answer; past it the oldest go. */
   maxPending?: number;
@@ -125,7 +125,9 @@ export class StateCache {
         if (old !== undefined && !old.removal) this.removed(k, old, p);
         continue;
       }
-      if (old === undefined && this.size >= this.maxEntries) {
+      // Removals count too: a client that registers and removes random contacts in a loop
+      // would otherwise grow the cache by one removal each, for as long as each binding lived.
+      if (old === undefined && this.entries.size >= this.maxEntries) {
         this.refused++;
         continue;
       }

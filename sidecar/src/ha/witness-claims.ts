@@ -92,16 +92,21 @@ export class WitnessClaims {
     this.witness.close();
   }
 
-  /** The peer missed a few beats (silent `silentMs`; the role machine knows it as peerQuiet): a master claims now. */
-  peerQuiet(silentMs: number): void {
+  /**
+   * The peer missed a few beats (the role machine knows it as peerQuiet): a
+   * master claims now. `heardAt`: when the worker last heard it, on this
+   * thread's performance.now() clock (not a duration: a busy main thread that
+   * reads the message late must not move the deadline later too).
+   */
+  peerQuiet(heardAt: number): void {
     this.quiet = true;
-    this.silentSince = performance.now() - silentMs;
+    this.silentSince = heardAt;
     this.ask();
   }
 
-  /** The peer's heartbeats just stopped (silent `silentMs`): ask at once (a takeover waits for this answer). */
-  peerLost(silentMs = 0): void {
-    if (!this.quiet) this.silentSince = performance.now() - silentMs;
+  /** The peer's heartbeats just stopped (last heard at `heardAt`): ask at once (a takeover waits for this answer). */
+  peerLost(heardAt = performance.now()): void {
+    if (!this.quiet) this.silentSince = heardAt;
     this.quiet = false;
     // We heard the peer until now: our own inputs worked, so a grant counts at once.
     this.wasCutOff = false;
