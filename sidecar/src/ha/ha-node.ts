@@ -6,13 +6,13 @@
  * other; the gate opens only once the VIP and the public sockets are ready.
  */
 import type { Role } from '../../../contract/names.ts';
+import { quietIntervals } from '../config.ts';
 import type { RoleReport } from '../kube/role-reporter.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { EdgeProxy } from '../proxy/edge-proxy.ts';
 import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
-import { quietIntervals } from '../config.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';

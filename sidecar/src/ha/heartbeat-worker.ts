@@ -191,7 +191,11 @@ const tick = setInterval(() => {
   if (!lost && silent > deadline) {
     lost = true;
     lastPeer = '';
-    port.postMessage({ type: 'peer-lost', silentMs: Math.round(silent), heardAt: performance.timeOrigin + lastHeard } satisfies FromWorker);
+    port.postMessage({
+      type: 'peer-lost',
+      silentMs: Math.round(silent),
+      heardAt: performance.timeOrigin + lastHeard,
+    } satisfies FromWorker);
   }
 }, cfg.intervalMs);
 
