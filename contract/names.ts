@@ -85,6 +85,7 @@ export const SIDECAR_POD_ANNOTATIONS = [
   TAKEOVER_GAP_ANNOTATION,
   IN_SYNC_ANNOTATION,
   HANDOVER_REFUSED_ANNOTATION,
+  TAKEOVER_REGISTRATIONS_ANNOTATION,
 ] as const;
 
 /** The Lease that is the in-cluster witness of a pair (docs/decisions/0005). */

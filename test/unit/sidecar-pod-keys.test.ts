@@ -37,6 +37,7 @@ describe('the keys a sidecar may write on its own pod', () => {
         since: '2026-01-01T00:00:00Z',
         inSync: true,
         handoverRefused: '7 lag',
+        registrations: 1000,
       },
       new Date(),
     );
