@@ -67,6 +67,14 @@ export interface WitnessSettings {
    * misses x interval, and the master must have stopped by then.
    */
   readonly confirmMs: number;
+  /**
+   * The master claims while the peer is only quiet, ahead of the backup, and its
+   * deadline counts from the last beat (decision 0005). Only with a witness that
+   * answers in a few ms (the UDP arbiter): a Lease claim (an API server round
+   * trip, often tens of ms on a loaded server) does not fit in the 30 ms this
+   * leaves, and masters stood down and came back on routine pod deletions.
+   */
+  readonly headStart: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -74,18 +82,22 @@ type Env = Record<string, string | undefined>;
 function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessSettings | null {
   const raw = env.SIPHA_WITNESS;
   if (!raw) return null;
+  const headStart = raw !== 'lease';
   // Half an interval of room for scheduling below the bound.
   const safeMs = (misses - 1) * intervalMs;
   const timing = {
     ttlMs: int(env, 'SIPHA_WITNESS_TTL_MS', 1000, 100, 60000),
     renewMs: int(env, 'SIPHA_WITNESS_RENEW_MS', 20, 5, 10000),
-    confirmMs: int(env, 'SIPHA_WITNESS_CONFIRM_MS', safeMs - Math.round(intervalMs / 2), 1, safeMs),
+    confirmMs: headStart
+      ? int(env, 'SIPHA_WITNESS_CONFIRM_MS', safeMs - Math.round(intervalMs / 2), 1, safeMs)
+      : int(env, 'SIPHA_WITNESS_CONFIRM_MS', 500, 50, 60000),
+    headStart,
   };
   // The master's claim leaves when the peer is quiet; the witness must answer before the
   // confirm deadline, or the master stands down without having asked (at 2-3 misses it would
   // on any short silence). At least one interval for that round trip.
   const quietMs = quietIntervals(misses) * intervalMs;
-  if (timing.confirmMs - quietMs < intervalMs) {
+  if (headStart && timing.confirmMs - quietMs < intervalMs) {
     throw new Error(
       `with a witness, SIPHA_HEARTBEAT_MISSES=${misses} leaves the master ${timing.confirmMs - quietMs} ms between its claim (${quietMs} ms of silence) and its deadline (${timing.confirmMs} ms): use 4 misses or more`,
     );

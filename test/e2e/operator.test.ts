@@ -67,7 +67,11 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         /spec\.heartbeat\.intervalMs: Invalid value: 5: spec\.heartbeat\.intervalMs in body should be greater than or equal to 10/,
       ],
       ['more than 20 misses', `${VALID}  heartbeat:\n    misses: 50\n`, /spec\.heartbeat\.misses.*less than or equal to 20/],
-      ['3 misses with a witness', `${VALID}  heartbeat:\n    misses: 3\n`, /heartbeat\.misses must be at least 4/],
+      [
+        '3 misses with a udp witness',
+        `${VALID}  heartbeat:\n    misses: 3\n  witness:\n    mode: udp\n    address: 198.18.0.30:5064\n`,
+        /heartbeat\.misses must be at least 4/,
+      ],
       [
         'a detection time above 2 s',
         `${VALID}  heartbeat:\n    intervalMs: 1000\n    misses: 10\n`,

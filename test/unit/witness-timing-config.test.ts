@@ -34,4 +34,10 @@ describe('witness timings', () => {
     assert.throws(() => loadConfig(env({ SIPHA_WITNESS_CONFIRM_MS: '45' })), /between its claim/);
     assert.ok(loadConfig(env({ SIPHA_HEARTBEAT_MISSES: '3', SIPHA_WITNESS: '' })).ha, 'without a witness 3 misses are fine');
   });
+
+  it('a Lease witness gets no head start (a claim is an API server round trip): the master claims at peer loss, 500 ms to confirm', () => {
+    const w = loadConfig(env({ SIPHA_WITNESS: 'lease', SIPHA_HEARTBEAT_MISSES: '3' })).ha?.witness;
+    assert.deepEqual([w?.headStart, w?.confirmMs], [false, 500]);
+    assert.equal(loadConfig(env({})).ha?.witness?.headStart, true, 'the UDP arbiter answers in ms: head start');
+  });
 });

@@ -45,7 +45,7 @@ export interface HaConfig {
   /** Registrations the state cache keeps (distinct Call-IDs); past it new ones are refused and counted. */
   stateCacheMax: number;
   /** Witness timings (decision 0005), when a witness decides self-elections on silence. */
-  witness: { renewMs: number; confirmMs: number } | null;
+  witness: { renewMs: number; confirmMs: number; headStart?: boolean } | null;
 }
 
 export interface Timeline {
@@ -116,7 +116,8 @@ export class HaNode {
       peerPort: cfg.heartbeatPort,
       intervalMs: cfg.intervalMs,
       misses: cfg.misses,
-      quietMs: cfg.intervalMs * quietIntervals(cfg.misses),
+      // No quiet events without the head start (a Lease witness): the master claims at peer loss.
+      quietMs: cfg.witness?.headStart === false ? 2 ** 31 - 1 : cfg.intervalMs * quietIntervals(cfg.misses),
       mainHungMs: cfg.mainHungMs,
     });
     this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
