@@ -501,7 +501,11 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
   describe('a rolling upgrade driven by the operator (StatefulSet OnDelete)', () => {
     let r0: Reporter;
     let r1: Reporter;
-    const uid = (pod: string) => (exists('pod', pod) ? json(['get', 'pod', pod]).metadata.uid : '');
+    // One read: the operator may delete the pod between an "exists" and a "get".
+    const uid = (pod: string) => {
+      const r = cp.kubectlTry(['get', 'pod', pod, '-o', 'jsonpath={.metadata.uid}']);
+      return r.code === 0 ? r.out.trim() : '';
+    };
     const image = (pod: string) =>
       json(['get', 'pod', pod]).spec.containers.find((c: { name: string }) => c.name === 'sip-server').image;
     const events = () => cp.kubectl(['describe', 'shp', 'upg']);
