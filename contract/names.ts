@@ -48,6 +48,15 @@ export const HANDOVER_ANNOTATION = 'sipha.io/handover';
 export const HANDOVER_REFUSED_ANNOTATION = 'sipha.io/handover-refused';
 /** Written by the operator on a pod it shut out: the sidecar demotes when it sees it. */
 export const FENCED_ANNOTATION = 'sipha.io/fenced-term';
+/**
+ * The ids of the pair keys a sidecar holds, "<signing id>" or "<signing id>,<other accepted id>"
+ * (decision 0012): the operator moves a key rotation on only once both pods hold what it wrote.
+ */
+export const KEYS_ANNOTATION = 'sipha.io/keys';
+/** "true" while the sidecar hears its peer with a key it does not hold (condition KeyMismatch). */
+export const KEY_MISMATCH_ANNOTATION = 'sipha.io/key-mismatch';
+/** On a SipHaPair: a new value asks the operator for a key rotation (`kubectl sipha rotate-key`). */
+export const ROTATE_KEY_ANNOTATION = 'sipha.io/rotate-key';
 
 export const ROLES = ['starting', 'backup', 'master', 'resigned', 'fenced'] as const;
 export type Role = (typeof ROLES)[number];
@@ -86,6 +95,8 @@ export const SIDECAR_POD_ANNOTATIONS = [
   IN_SYNC_ANNOTATION,
   HANDOVER_REFUSED_ANNOTATION,
   TAKEOVER_REGISTRATIONS_ANNOTATION,
+  KEYS_ANNOTATION,
+  KEY_MISMATCH_ANNOTATION,
 ] as const;
 
 /** The Lease that is the in-cluster witness of a pair (docs/decisions/0005). */

@@ -211,11 +211,26 @@ export class FrameReader {
   private pending: Buffer | null = null;
   /** The key the next frame is checked with: the pair's until the handshake, then the session's. */
   key: Buffer;
+  /**
+   * Tried when `key` does not fit, until the handshake sets the session key:
+   * the other key of a rotation (decision 0012). The one that fits becomes `key`,
+   * so the session is derived from the key both sides hold.
+   */
+  alsoKeys: Buffer[] = [];
   private readonly on: (f: Frame) => void;
 
-  constructor(key: Buffer, on: (f: Frame) => void) {
+  constructor(key: Buffer, on: (f: Frame) => void, alsoKeys: Buffer[] = []) {
     this.key = key;
     this.on = on;
+    this.alsoKeys = alsoKeys;
+  }
+
+  private fits(body: Buffer, tag: Buffer): boolean {
+    if (macOk(this.key, body, tag)) return true;
+    const k = this.alsoKeys.find((a) => macOk(a, body, tag));
+    if (k === undefined) return false;
+    this.key = k;
+    return true;
   }
 
   push(chunk: Buffer): string | null {
@@ -228,7 +243,7 @@ export class FrameReader {
       if (b.length - p - 4 < len) break;
       const body = b.subarray(p + 4, p + 4 + len - MAC);
       const tag = b.subarray(p + 4 + len - MAC, p + 4 + len);
-      if (!macOk(this.key, body, tag)) return 'hmac';
+      if (!this.fits(body, tag)) return 'hmac';
       const t = body[0];
       if (t === FrameType.Data && body.length >= 12) {
         this.on({

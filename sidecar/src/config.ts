@@ -2,6 +2,7 @@
  * Sidecar settings, parsed once at start from the environment (never read
  * again on the hot path). Bad values stop the process with a clear message.
  */
+import { type Keyring, keyringOf, parseKey, readKeyDir } from './ha/keyring.ts';
 import { DEFAULT_TCP_LIMITS, type TcpLimits } from './proxy/tcp-flows.ts';
 export interface SidecarConfig {
   /** Address the public SIP sockets bind to (the host/pod address). */
@@ -39,7 +40,10 @@ export interface HaSettings {
   readonly replicationMode: 'sync' | 'async';
   readonly ackDeadlineMs: number;
   readonly mainHungMs: number;
-  readonly key: Buffer;
+  /** The pair's keys: from SIPHA_KEY_DIR (files, re-read while running) or SIPHA_REPLICATION_KEY (one key). */
+  readonly keys: Keyring;
+  /** Where the key files are; null when the key came from the environment. */
+  readonly keyDir: string | null;
   readonly vip: string;
   readonly vipInterface: string;
   readonly natKeepaliveMs: number;
@@ -157,8 +161,9 @@ function haSettings(env: Env): HaSettings | null {
     if (!v) throw new Error(`${name} is required when SIPHA_PEER_ADDRESS is set`);
     return v;
   };
-  const key = Buffer.from(need('SIPHA_REPLICATION_KEY'), 'base64');
-  if (key.length < 16) throw new Error('SIPHA_REPLICATION_KEY must be base64 of at least 16 bytes');
+  const keyDir = env.SIPHA_KEY_DIR || null;
+  if (keyDir !== null && env.SIPHA_REPLICATION_KEY) throw new Error('set SIPHA_KEY_DIR or SIPHA_REPLICATION_KEY, not both');
+  const keys = keyDir !== null ? readKeyDir(keyDir) : keyringOf(parseKey(need('SIPHA_REPLICATION_KEY'), 'SIPHA_REPLICATION_KEY'));
   const mode = env.SIPHA_REPLICATION_MODE ?? 'sync';
   if (mode !== 'sync' && mode !== 'async') throw new Error(`SIPHA_REPLICATION_MODE=${mode}: expected sync or async`);
   const intervalMs = int(env, 'SIPHA_HEARTBEAT_INTERVAL_MS', 20, 5, 1000);
@@ -177,7 +182,8 @@ function haSettings(env: Env): HaSettings | null {
     ackDeadlineMs: int(env, 'SIPHA_ACK_DEADLINE_MS', 500, 20, 60000),
     // Far above a major GC pause (tens of ms with the 128 MB old space), far below a liveness probe.
     mainHungMs: int(env, 'SIPHA_MAIN_HUNG_MS', 1000, 200, 60000),
-    key,
+    keys,
+    keyDir,
     vip: need('SIPHA_VIP'),
     vipInterface: env.SIPHA_VIP_INTERFACE ?? 'eth0',
     natKeepaliveMs: int(env, 'SIPHA_NAT_KEEPALIVE_MS', 20000, 0, 3600000),

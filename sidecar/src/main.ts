@@ -58,11 +58,18 @@ async function main(): Promise<void> {
       metrics,
     );
     if (byName) ha.resolvePeer = resolvePeer;
+    if (config.ha.keyDir !== null) {
+      // The kubelet rewrites the mounted key files when the operator rotates the key.
+      const { KeyDirWatch } = await import('./ha/keyring.ts');
+      const node = ha;
+      new KeyDirWatch(config.ha.keyDir, config.ha.keys, (k) => node.setKeys(k), log.child({ room: 'keys' })).start();
+    }
     const w = config.ha.witness;
     if (w?.kind === 'udp') {
       const { UdpWitness } = await import('./ha/witness-udp.ts');
       ha.witness = await UdpWitness.open({
-        key: config.ha.key,
+        key: config.ha.keys.sign,
+        witnessKey: config.ha.keys.witness,
         ordinal: config.ha.ordinal,
         address: w.address,
         port: w.port,

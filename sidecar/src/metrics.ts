@@ -209,12 +209,20 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const path of ['udp', 'stream']) heartbeatsHeard.inc({ path }, 0);
+  const keyMismatches = new Counter({
+    name: 'sipha_key_mismatches_total',
+    help: 'Times the peer was found speaking with a key this sidecar does not hold, by path: udp (its heartbeats, judged over a window) or stream (a replication handshake). No self-election follows without a witness (decision 0012)',
+    labelNames: ['path'] as const,
+    registers: [registry],
+  });
+  for (const path of ['udp', 'stream']) keyMismatches.inc({ path }, 0);
   return {
     replicationLag,
     takeoverSeconds,
     witnessClaims,
     heartbeatDrops,
     heartbeatsHeard,
+    keyMismatches,
     effectFailures,
     resyncs,
     /** Exposes the HA state through the role/term/lag gauges. */

@@ -34,8 +34,8 @@ export interface PairNode {
   digestFile?: string;
   /** Starts this node again (new Kamailio, new sidecar, same key and settings), e.g. after it was killed. */
   restart: (env?: Record<string, string>) => Promise<PairNode>;
-  /** Starts a new sidecar beside the running Kamailio (as a kubelet restarts a crashed container). */
-  restartSidecar: () => Promise<PairNode>;
+  /** Starts a new sidecar beside the running Kamailio (as a kubelet restarts a crashed container), with extra settings. */
+  restartSidecar: (env?: Record<string, string>) => Promise<PairNode>;
   /** Starts a new Kamailio beside the running sidecar (as a kubelet restarts the server container). */
   restartKamailio: () => Promise<PairNode>;
 }
@@ -87,7 +87,7 @@ export async function startPair(
           ...opts.envFor?.(ordinal),
           ...extra,
         },
-        opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {},
+        { ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}), live: extra.SIPHA_TEST_LIVE_ONLY === '1' },
       ));
     const node: PairNode = {
       host,
@@ -95,7 +95,7 @@ export async function startPair(
       sidecar,
       ...(digestFile ? { digestFile } : {}),
       restart: (more = {}) => start(host, peer, ordinal, {}, more),
-      restartSidecar: () => start(host, peer, ordinal, { kamailio }),
+      restartSidecar: (more = {}) => start(host, peer, ordinal, { kamailio }, more),
       restartKamailio: () => start(host, peer, ordinal, { sidecar }),
     };
     return node;

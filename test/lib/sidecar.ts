@@ -31,7 +31,7 @@ export interface Sidecar {
 export async function startSidecar(
   host: Host,
   env: Record<string, string> = {},
-  opts: { nodeArgs?: string[] } = {},
+  opts: { nodeArgs?: string[] /** Wait for /healthz only: a sidecar that may hold back is never ready. */; live?: boolean } = {},
 ): Promise<Sidecar> {
   // SIPHA_TEST_NODE_ARGS: extra node flags for the sidecars a test or bench starts,
   // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--trace-gc-nvp" (how the
@@ -53,14 +53,14 @@ export async function startSidecar(
     () => {
       if (child.exitCode !== null) throw new Error(`sidecar exited ${child.exitCode}:\n${out.text().slice(-3000)}`);
       try {
-        host.run('curl', ['-sf', '-m', '1', 'http://127.0.0.1:9090/readyz']);
+        host.run('curl', ['-sf', '-m', '1', `http://127.0.0.1:9090/${opts.live ? 'healthz' : 'readyz'}`]);
         return true;
       } catch {
         return false;
       }
     },
     15000,
-    'sidecar /readyz',
+    opts.live ? 'sidecar /healthz' : 'sidecar /readyz',
   );
   const scrape = () => host.run('curl', ['-sf', 'http://127.0.0.1:9090/metrics']);
   return {

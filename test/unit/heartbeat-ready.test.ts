@@ -13,7 +13,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 describe('heartbeat worker start', () => {
   it('ready() resolves even when the worker was ready long before it was asked', async () => {
     const hb = new Heartbeats({
-      key: randomBytes(32),
+      keys: [randomBytes(32)],
       ordinal: 0,
       bindAddress: '127.0.0.1',
       port: 0,
@@ -38,7 +38,7 @@ describe('heartbeat worker messages before anyone listens', () => {
   it("what the worker heard before the handler was set is delivered (the peer's view is told only when it changes)", async () => {
     const key = randomBytes(32);
     const cfg = (ordinal: 0 | 1, port: number, peerPort: number) => ({
-      key,
+      keys: [key],
       ordinal,
       bindAddress: '127.0.0.1',
       port,
@@ -66,6 +66,52 @@ describe('heartbeat worker messages before anyone listens', () => {
         sleep(2000).then(() => 'nothing'),
       ]);
       assert.equal(heard, 'peer');
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
+
+describe('heartbeat worker: a peer with another key (decision 0012)', () => {
+  it('is a key mismatch, said before the peer counts as lost; a common key ends it and the peer is heard', async () => {
+    const cfg = (key: Buffer, ordinal: 0 | 1, port: number, peerPort: number) => ({
+      keys: [key],
+      ordinal,
+      bindAddress: '127.0.0.1',
+      port,
+      peerAddress: '127.0.0.1',
+      peerPort,
+      intervalMs: 20,
+      misses: 5,
+      quietMs: 40,
+      mainHungMs: 5000,
+    });
+    const [k1, k2] = [randomBytes(32), randomBytes(32)];
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(cfg(k1, 0, base, base + 1));
+    const b = new Heartbeats(cfg(k2, 1, base + 1, base));
+    const seen: string[] = [];
+    a.onMessage = (m) => {
+      if (m.type === 'peer-key') seen.push(`mismatch=${m.mismatch}`);
+      if (m.type === 'peer') seen.push('peer');
+      if (m.type === 'peer-lost') seen.push('lost');
+    };
+    b.onMessage = () => {};
+    try {
+      await Promise.all([a.ready(), b.ready()]);
+      await sleep(500);
+      assert.deepEqual(seen, ['mismatch=true'], 'mismatch, and never a peer');
+      // A key in common (each accepts the other's): the peer is heard and the mismatch is over.
+      a.setKeys([k1, k2]);
+      b.setKeys([k2, k1]);
+      await sleep(300);
+      assert.deepEqual([...seen].sort(), ['mismatch=false', 'mismatch=true', 'peer'], seen.join(' '));
+      // b's key changes under a to one a does not hold: the mismatch is said before the loss.
+      seen.length = 0;
+      b.setKeys([randomBytes(32)]);
+      await sleep(400);
+      assert.deepEqual(seen.slice(0, 2), ['mismatch=true', 'lost'], seen.join(' '));
     } finally {
       await a.stop();
       await b.stop();

@@ -11,6 +11,7 @@ import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { encodeChallenge } from '../../contract/wire.ts';
+import { keyringOf } from '../../sidecar/src/ha/keyring.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from '../../sidecar/src/ha/replication.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
 import { until } from '../lib/procs.ts';
@@ -34,7 +35,7 @@ afterEach(() => {
 
 async function pair(opts: { ackDeadlineMs?: number; apply?: (link: number, p: Buffer) => boolean } = {}) {
   const port = await freePort();
-  const receiver = new ReplicationReceiver(key, log);
+  const receiver = new ReplicationReceiver(keyringOf(key), log);
   const applied: Buffer[] = [];
   receiver.apply =
     opts.apply ??
@@ -43,7 +44,9 @@ async function pair(opts: { ackDeadlineMs?: number; apply?: (link: number, p: Bu
       return true;
     });
   await receiver.listen(port, '127.0.0.1');
-  const sender = new ReplicationSender(key, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: opts.ackDeadlineMs ?? 500 });
+  const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port }, 0, log, {
+    ackDeadlineMs: opts.ackDeadlineMs ?? 500,
+  });
   const connections: boolean[] = [];
   const barrier = new SyncBarrier(sender);
   const barrierOnConnected = sender.onConnected;
@@ -91,7 +94,7 @@ describe('replication stream: the ack deadline (item 3)', () => {
     const port = (stalled.address() as net.AddressInfo).port;
     const accepted: net.Socket[] = [];
     stalled.on('connection', (s) => accepted.push(s));
-    const sender = new ReplicationSender(key, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 150 });
+    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 150 });
     const barrier = new SyncBarrier(sender);
     const stalls: string[] = [];
     sender.onStall = (r) => stalls.push(r);
@@ -155,7 +158,7 @@ describe('replication stream: a large state burst (100k registrations)', () => {
     });
     cleanups.push(() => void backup.terminate());
     await new Promise((r) => backup.once('message', r));
-    const sender = new ReplicationSender(key, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 200 });
+    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 200 });
     const connections: boolean[] = [];
     sender.onConnected = (up) => connections.push(up);
     sender.start(2);
@@ -190,5 +193,72 @@ describe('replication stream: heartbeats on it (the second path)', () => {
     await until(() => atMaster.length === 1, 3000, 'now the backup beat arrives');
     assert.equal(atMaster[0]?.toString(), 'backup-2');
     assert.equal(sender.isConnected, true, 'and the stream stays up');
+  });
+});
+
+describe('replication stream: two keys while a rotation runs (decision 0012)', () => {
+  const k1 = randomBytes(32);
+  const k2 = randomBytes(32);
+  const ring = (sign: Buffer, also: Buffer | null) => ({
+    sign,
+    signId: sign === k1 ? 1 : 2,
+    also,
+    alsoId: also === null ? null : also === k1 ? 1 : 2,
+    witness: null,
+  });
+  async function connect(senderRing: ReturnType<typeof ring>, receiverRing: ReturnType<typeof ring>) {
+    const port = await freePort();
+    const receiver = new ReplicationReceiver(receiverRing, log);
+    const applied: string[] = [];
+    receiver.apply = (_l, p) => {
+      applied.push(p.toString());
+      return true;
+    };
+    await receiver.listen(port, '127.0.0.1');
+    const sender = new ReplicationSender(senderRing, { host: '127.0.0.1', port }, 0, log, { ackDeadlineMs: 500 });
+    const mismatches: string[] = [];
+    sender.onKeyMismatch = () => mismatches.push('sender');
+    receiver.onKeyMismatch = () => mismatches.push('receiver');
+    sender.start(2);
+    cleanups.push(() => {
+      sender.stop();
+      receiver.close();
+    });
+    return { sender, receiver, applied, mismatches };
+  }
+
+  for (const [name, s, r] of [
+    ['the master already signs with the new key, the backup still with the old', ring(k2, k1), ring(k1, null)],
+    [
+      'the backup already signs with the new key, the master still with the old (and the new one loaded)',
+      ring(k1, k2),
+      ring(k2, k1),
+    ],
+    ['both sign with the new key and still accept the old', ring(k2, k1), ring(k2, k1)],
+    ['the master has the next key loaded, the backup not yet', ring(k1, k2), ring(k1, null)],
+  ] as const) {
+    it(`${name}: the stream comes up and carries data`, async () => {
+      const { sender, applied, mismatches } = await connect(s, r);
+      await until(() => sender.isConnected, 3000, 'stream connected');
+      sender.replicate(0, [msg(1)]);
+      await until(() => applied.length === 1, 3000, 'the message arrives');
+      assert.deepEqual(mismatches, []);
+    });
+  }
+
+  it('no key in common: no stream, and both sides say it is a key mismatch', async () => {
+    const { sender, applied, mismatches } = await connect(ring(k1, null), ring(k2, null));
+    await until(() => mismatches.includes('sender'), 3000, 'the master sees a challenge it cannot check');
+    assert.equal(sender.isConnected, false);
+    assert.equal(applied.length, 0);
+  });
+
+  it('a rotation changes the keys in place: the next stream uses them', async () => {
+    const senderRing = { ...ring(k1, null) };
+    const { sender, receiver, mismatches } = await connect(senderRing, ring(k2, null));
+    await until(() => mismatches.length > 0, 3000, 'mismatch first');
+    sender.keys = ring(k2, null);
+    await until(() => sender.isConnected, 5000, 'connected once the master holds the key');
+    assert.equal(receiver.inSync, false);
   });
 });

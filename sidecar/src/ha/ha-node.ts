@@ -15,6 +15,7 @@ import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
+import { acceptedKeys, type Keyring, keyIds } from './keyring.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from './replication.ts';
 import { type Decision, type HaEvent, initialState, type NodeState, step } from './roles.ts';
 import { ServerProbe } from './server-probe.ts';
@@ -39,7 +40,8 @@ export interface HaConfig {
   mainHungMs: number;
   /** Sync mode: an ack later than this ends the stream (held traffic released, backup out of sync, resync). */
   ackDeadlineMs: number;
-  key: Buffer;
+  /** The pair's keys; setKeys() changes them while running (a rotation step, decision 0012). */
+  keys: Keyring;
   /** NAT keepalives to registered UDP clients, sent by the serving master only; 0 disables. */
   natKeepaliveMs: number;
   /** Registrations the state cache keeps (distinct Call-IDs); past it new ones are refused and counted. */
@@ -79,6 +81,12 @@ export class HaNode {
   private claims: WitnessClaims | null = null;
   private lastReport: RoleReport | null = null;
   private reportedInSync = false;
+  private keys: Keyring;
+  /** The peer's beats fit none of our keys (the heartbeat worker's verdict). */
+  private beatKeyMismatch = false;
+  /** When a replication handshake last failed on the key (performance.now()). */
+  private streamKeyMismatchAt = -Infinity;
+  private reportedKeyMismatch = false;
   private syncWatch: NodeJS.Timeout | null = null;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
@@ -108,7 +116,7 @@ export class HaNode {
     this.state = initialState(cfg.ordinal, { preferred: cfg.preferredMaster, witness: cfg.witness !== null });
     this.peerAddress = cfg.peerAddress;
     this.hb = new Heartbeats({
-      key: cfg.key,
+      keys: acceptedKeys(cfg.keys),
       ordinal: cfg.ordinal,
       bindAddress: cfg.nodeAddress,
       port: cfg.heartbeatPort,
@@ -120,11 +128,12 @@ export class HaNode {
       quietMs: cfg.witness?.headStart === false ? 2 ** 31 - 1 : cfg.intervalMs * quietIntervals(cfg.misses),
       mainHungMs: cfg.mainHungMs,
     });
-    this.sender = new ReplicationSender(cfg.key, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
+    this.keys = cfg.keys;
+    this.sender = new ReplicationSender(cfg.keys, { host: cfg.peerAddress, port: cfg.replicationPort }, cfg.ordinal, log, {
       ackDeadlineMs: cfg.ackDeadlineMs,
     });
     this.cache = new StateCache({ maxEntries: cfg.stateCacheMax });
-    this.receiver = new ReplicationReceiver(cfg.key, log);
+    this.receiver = new ReplicationReceiver(cfg.keys, log);
     this.barrier = new SyncBarrier(this.sender);
     this.sender.lag.onLag = (ms) => metrics.replicationLag.observe(ms / 1000);
   }
@@ -210,6 +219,14 @@ export class HaNode {
     this.pruneTimer.unref();
     this.hb.onMessage = (m) => this.onHeartbeat(m);
     this.sender.onBeat = (bytes, from) => this.hb.beatIn(bytes, from);
+    const streamMismatch = (from: string) => {
+      this.streamKeyMismatchAt = performance.now();
+      this.metrics.keyMismatches.inc({ path: 'stream' });
+      this.log.error({ from, keys: keyIds(this.keys) }, 'replication handshake signed with a key this side does not hold');
+      if (this.keyMismatch !== this.reportedKeyMismatch) this.reportState();
+    };
+    this.sender.onKeyMismatch = streamMismatch;
+    this.receiver.onKeyMismatch = streamMismatch;
     this.receiver.onBeat = (bytes, from) => this.hb.beatIn(bytes, from);
 
     // A VIP found gone while serving (e.g. its lifetime ran out in a stall) means: stop claiming it.
@@ -240,7 +257,7 @@ export class HaNode {
     this.probe.start();
     // Out of sync (a stalled stream, a resync) is news for the operator too: a condition and an Event.
     this.syncWatch = setInterval(() => {
-      if (this.inSync !== this.reportedInSync) this.reportState();
+      if (this.inSync !== this.reportedInSync || this.keyMismatch !== this.reportedKeyMismatch) this.reportState();
     }, 500);
     this.syncWatch.unref();
     // While the peer is silent (never heard, or lost), look its name up again every second.
@@ -272,6 +289,20 @@ export class HaNode {
   /** Replication send->ack time percentiles (ms) over recent messages. */
   lagMs(ps: readonly number[]): number[] {
     return this.sender.lag.percentiles(ps);
+  }
+
+  /** The peer speaks with a key this side does not hold: by its beats, or a handshake in the last 10 s. */
+  get keyMismatch(): boolean {
+    return this.beatKeyMismatch || performance.now() - this.streamKeyMismatchAt < 10_000;
+  }
+
+  /** The pair's keys changed (the key files were rewritten): used from the next beat and the next stream on. */
+  setKeys(keys: Keyring): void {
+    this.keys = keys;
+    this.sender.keys = keys;
+    this.receiver.keys = keys;
+    this.hb.setKeys(acceptedKeys(keys));
+    this.reportState();
   }
 
   get appliedSeq(): number {
@@ -398,6 +429,17 @@ export class HaNode {
     } else if (m.type === 'counts') {
       for (const [reason, n] of Object.entries(m.drops)) this.metrics.heartbeatDrops.inc({ reason }, n);
       for (const [path, n] of Object.entries(m.heard)) this.metrics.heartbeatsHeard.inc({ path }, n);
+    } else if (m.type === 'peer-key') {
+      this.beatKeyMismatch = m.mismatch;
+      if (m.mismatch) {
+        this.metrics.keyMismatches.inc({ path: 'udp' });
+        this.log.error(
+          { keys: keyIds(this.keys) },
+          'the peer is heard with a key this side does not hold: no self-election on its silence',
+        );
+      } else this.log.warn('key mismatch over');
+      this.dispatch({ type: 'peer-key', mismatch: m.mismatch });
+      this.reportState();
     } else if (m.type === 'main-hung') this.log.error({ silentMs: m.silentMs }, 'main thread was hung: heartbeats were withheld');
   }
 
@@ -484,9 +526,18 @@ export class HaNode {
 
   /** The last role report, with the in-sync state as it is now (re-sent when that changes). */
   private reportState(): void {
-    if (this.lastReport === null) return;
+    // Before its first role change a node says nothing, unless it must say why it holds back.
+    const base =
+      this.lastReport ?? (this.keyMismatch ? { role: this.state.role, term: this.state.term, reason: 'key-mismatch' } : null);
+    if (base === null) return;
     this.reportedInSync = this.inSync;
-    this.report?.({ ...this.lastReport, inSync: this.reportedInSync });
+    this.reportedKeyMismatch = this.keyMismatch;
+    this.report?.({
+      ...base,
+      inSync: this.reportedInSync,
+      keys: keyIds(this.keys),
+      keyMismatch: this.reportedKeyMismatch,
+    });
   }
 
   /** Runs one effect; on failure logs and counts it and, with a reason, resigns. True when it failed. */

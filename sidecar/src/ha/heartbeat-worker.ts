@@ -11,7 +11,8 @@ import { decodeHeartbeat, encodeHeartbeat } from '../../../contract/wire.ts';
 import { BeatFreshness } from './beat-freshness.ts';
 
 export interface HeartbeatConfig {
-  key: Uint8Array;
+  /** The pair's keys, the signing key first (more than one while a rotation runs). */
+  keys: Uint8Array[];
   ordinal: 0 | 1;
   bindAddress: string;
   port: number;
@@ -36,6 +37,8 @@ export type ToWorker =
   | { type: 'peer-address'; address: string }
   /** A beat the peer sent on the replication stream (the second path), judged like one by UDP. */
   | { type: 'beat-in'; bytes: Uint8Array; from: string }
+  /** The pair's keys changed (a rotation step): the signing key first. */
+  | { type: 'keys'; keys: Uint8Array[] }
   | { type: 'stop' };
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
@@ -56,10 +59,15 @@ export type FromWorker =
   | { type: 'beat-out'; bytes: Uint8Array }
   /** Beats were withheld because the main thread was silent this long (read once it answers again). */
   | { type: 'main-hung'; silentMs: number }
+  /**
+   * Well-formed beats that fit none of our keys keep coming while no valid one
+   * does: the peer runs with another key (decision 0012). Said when it starts and ends.
+   */
+  | { type: 'peer-key'; mismatch: boolean }
   | { type: 'ready' };
 
 const cfg = workerData as HeartbeatConfig;
-const key = Buffer.from(cfg.key);
+let keys = cfg.keys.map((k) => Buffer.from(k));
 const port = parentPort;
 if (!port) throw new Error('heartbeat-worker runs as a worker thread');
 
@@ -94,7 +102,7 @@ const dropped = (reason: string) => {
 const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
 const send = () => {
   beat = (beat + 1) >>> 0;
-  const b = encodeHeartbeat(key, {
+  const b = encodeHeartbeat(keys[0] as Buffer, {
     ordinal: cfg.ordinal,
     role: me.role,
     serverUp: me.serverUp,
@@ -114,7 +122,9 @@ let peerAddress = cfg.peerAddress;
 // The peer is known by the pair's key, not by its address: a rescheduled pod
 // has a new one, and an address allowlist would make it a stranger for good.
 const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
-  const hb = decodeHeartbeat(key, b);
+  let hb = decodeHeartbeat(keys[0] as Buffer, b);
+  for (let i = 1; hb === 'hmac' && i < keys.length; i++) hb = decodeHeartbeat(keys[i] as Buffer, b);
+  if (hb === 'hmac') keyMisfits++;
   if (typeof hb === 'string') return dropped(hb);
   if (hb.ordinal === cfg.ordinal) return dropped('same-ordinal');
   // Replays (of this start or an earlier one) and reordering do not count; the same beat
@@ -164,6 +174,10 @@ port.on('message', (m: ToWorker) => {
     peerAddress = m.address;
     return;
   }
+  if (m.type === 'keys') {
+    keys = m.keys.map((k) => Buffer.from(k));
+    return;
+  }
   if (m.type === 'beat-in') {
     onBeat(Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength), m.from, 'stream');
     return;
@@ -173,7 +187,24 @@ port.on('message', (m: ToWorker) => {
 });
 
 const deadline = cfg.intervalMs * cfg.misses;
+// Key mismatch: beats that fit no key, per tick, over the last 2 x misses ticks. A peer
+// with another key sends one per interval; `misses` of them with no valid beat is the verdict.
+let keyMisfits = 0;
+const misfitWindow: number[] = [];
+let mismatch = false;
+const judgeKeys = () => {
+  const misfits = misfitWindow.reduce((a, b) => a + b, 0);
+  // One short of `misses`: at the tick the peer counts as lost, its last misfit may not be in yet.
+  const now = lost && misfits >= Math.max(2, cfg.misses - 1);
+  if (now !== mismatch) {
+    mismatch = now;
+    port.postMessage({ type: 'peer-key', mismatch } satisfies FromWorker);
+  }
+};
 const tick = setInterval(() => {
+  misfitWindow.push(keyMisfits);
+  keyMisfits = 0;
+  if (misfitWindow.length > 2 * cfg.misses) misfitWindow.shift();
   const mainSilent = performance.now() - mainAliveAt;
   if (mainSilent > cfg.mainHungMs) {
     if (!mainHung) port.postMessage({ type: 'main-hung', silentMs: Math.round(mainSilent) } satisfies FromWorker);
@@ -191,12 +222,14 @@ const tick = setInterval(() => {
   if (!lost && silent > deadline) {
     lost = true;
     lastPeer = '';
+    // A mismatch is said before the loss: a peer heard with another key is not a dead peer.
+    judgeKeys();
     port.postMessage({
       type: 'peer-lost',
       silentMs: Math.round(silent),
       heardAt: performance.timeOrigin + lastHeard,
     } satisfies FromWorker);
-  }
+  } else judgeKeys();
 }, cfg.intervalMs);
 
 sock.bind(cfg.port, cfg.bindAddress, () => port.postMessage({ type: 'ready' } satisfies FromWorker));

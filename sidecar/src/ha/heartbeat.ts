@@ -67,6 +67,11 @@ export class Heartbeats {
     this.worker.postMessage({ type: 'beat-in', bytes, from } satisfies ToWorker);
   }
 
+  /** Signs with keys[0] and accepts any of `keys` from now on (a rotation step). */
+  setKeys(keys: Buffer[]): void {
+    this.worker.postMessage({ type: 'keys', keys } satisfies ToWorker);
+  }
+
   /** Sends our beats to a new peer address from now on. */
   setPeerAddress(address: string): void {
     this.worker.postMessage({ type: 'peer-address', address } satisfies ToWorker);

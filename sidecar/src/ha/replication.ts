@@ -30,6 +30,7 @@ import {
 } from '../../../contract/wire.ts';
 import type { Logger } from '../log.ts';
 import { writeInTurn } from '../proxy/turn-writer.ts';
+import { acceptedKeys, type Keyring } from './keyring.ts';
 
 /** Send->ack times of the most recent frames (a ring: no allocation per message). */
 export class LagWindow {
@@ -97,7 +98,8 @@ export class ReplicationSender {
   private watchdog: NodeJS.Timeout | null = null;
   /** When the backup last acked something new (or the stream came up): how the burst is watched. */
   private lastProgressAt = 0;
-  private readonly key: Buffer;
+  /** The pair's keys, read at each handshake (a rotation changes them in place: HaNode.setKeys). */
+  keys: Keyring;
   private readonly opts: Required<SenderOptions>;
   private readonly ordinal: 0 | 1;
   private readonly log: Logger;
@@ -108,11 +110,13 @@ export class ReplicationSender {
   onStall: (reason: string) => void = () => {};
   /** A heartbeat the backup sent on the stream (the second path; the worker judges it). */
   onBeat: (heartbeat: Buffer, from: string) => void = () => {};
+  /** The peer's handshake was signed with a key this side does not hold (a key mismatch, decision 0012). */
+  onKeyMismatch: (from: string) => void = () => {};
   /** The current stream's key (sessionKey of both nonces); frames out of it are tagged with it. */
   private session: Buffer = Buffer.alloc(0);
 
-  constructor(key: Buffer, peer: { host: string; port: number }, ordinal: 0 | 1, log: Logger, opts: SenderOptions) {
-    this.key = key;
+  constructor(keys: Keyring, peer: { host: string; port: number }, ordinal: 0 | 1, log: Logger, opts: SenderOptions) {
+    this.keys = keys;
     this.peer = peer;
     this.ordinal = ordinal;
     this.log = log;
@@ -213,43 +217,52 @@ export class ReplicationSender {
     // The backup speaks first (a fresh challenge); our HELLO echoes it and adds our
     // nonce; from then on both sides tag frames with the session's key.
     let live = false;
-    const reader = new FrameReader(this.key, (f) => {
-      if (!live) {
-        if (f.type !== FrameType.Challenge) {
-          s.destroy();
+    const [key, ...also] = acceptedKeys(this.keys);
+    const reader = new FrameReader(
+      key as Buffer,
+      (f) => {
+        if (!live) {
+          if (f.type !== FrameType.Challenge) {
+            s.destroy();
+            return;
+          }
+          clearTimeout(connectTimer);
+          const nonceS = randomBytes(NONCE);
+          // Answered under the key the challenge came with: in a rotation, the one both hold.
+          const pairKey = reader.key;
+          s.write(encodeHello(pairKey, this.ordinal, this.term, 0, f.nonceR, nonceS));
+          this.session = sessionKey(pairKey, f.nonceR, nonceS);
+          reader.key = this.session;
+          reader.alsoKeys = [];
+          live = true;
+          // A new stream starts its own numbering: the backup acks what it applied of this one.
+          this.seq = 0;
+          this.acked = 0;
+          this.syncedSeq = -1;
+          this.lastProgressAt = this.lag.now();
+          this.connected = true;
+          this.log.info({ peer: this.peer }, 'replicating to the backup');
+          this.onConnected(true);
           return;
         }
-        clearTimeout(connectTimer);
-        const nonceS = randomBytes(NONCE);
-        s.write(encodeHello(this.key, this.ordinal, this.term, 0, f.nonceR, nonceS));
-        this.session = sessionKey(this.key, f.nonceR, nonceS);
-        reader.key = this.session;
-        live = true;
-        // A new stream starts its own numbering: the backup acks what it applied of this one.
-        this.seq = 0;
-        this.acked = 0;
-        this.syncedSeq = -1;
-        this.lastProgressAt = this.lag.now();
-        this.connected = true;
-        this.log.info({ peer: this.peer }, 'replicating to the backup');
-        this.onConnected(true);
-        return;
-      }
-      if (f.type === FrameType.Beat) {
-        this.onBeat(f.heartbeat, this.peer.host);
-        return;
-      }
-      if (f.type === FrameType.Ack && f.seq > this.acked) {
-        this.lastProgressAt = this.lag.now();
-        this.lag.acked(this.acked + 1, f.seq);
-        this.acked = f.seq;
-        this.onAck(f.seq);
-      }
-    });
+        if (f.type === FrameType.Beat) {
+          this.onBeat(f.heartbeat, this.peer.host);
+          return;
+        }
+        if (f.type === FrameType.Ack && f.seq > this.acked) {
+          this.lastProgressAt = this.lag.now();
+          this.lag.acked(this.acked + 1, f.seq);
+          this.acked = f.seq;
+          this.onAck(f.seq);
+        }
+      },
+      also,
+    );
     s.on('data', (chunk: Buffer) => {
       const bad = reader.push(chunk);
       if (bad) {
         this.log.error({ reason: bad }, 'bad frame from the backup; reconnecting');
+        if (bad === 'hmac' && !live) this.onKeyMismatch(this.peer.host);
         s.destroy();
       }
     });
@@ -333,7 +346,8 @@ export class ReplicationReceiver {
   private current: net.Socket | null = null;
   /** Last message of the master's state burst on the current stream (-1: not announced yet). */
   private syncedSeq = -1;
-  private readonly key: Buffer;
+  /** The pair's keys, read at each handshake (a rotation changes them in place: HaNode.setKeys). */
+  keys: Keyring;
   private readonly log: Logger;
   /**
    * Writes the payload to the local server on link connection `link`; false
@@ -344,12 +358,14 @@ export class ReplicationReceiver {
   accepting: () => boolean = () => true;
   /** A heartbeat the master sent on the stream (the second path; the worker judges it). */
   onBeat: (heartbeat: Buffer, from: string) => void = () => {};
+  /** The peer's handshake was signed with a key this side does not hold (a key mismatch, decision 0012). */
+  onKeyMismatch: (from: string) => void = () => {};
   private session: Buffer = Buffer.alloc(0);
   /** The master sends Beat frames on the current stream (so it reads ours too). */
   private peerBeats = false;
 
-  constructor(key: Buffer, log: Logger) {
-    this.key = key;
+  constructor(keys: Keyring, log: Logger) {
+    this.keys = keys;
     this.log = log;
     this.server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
   }
@@ -404,7 +420,8 @@ export class ReplicationReceiver {
     let live = false;
     let pendingAck = false;
     let ackedSent = 0;
-    let session = this.key;
+    const [key, ...also] = acceptedKeys(this.keys) as [Buffer, ...Buffer[]];
+    let session = key;
     const ack = () => {
       pendingAck = false;
       ackedSent = this.applied;
@@ -412,59 +429,65 @@ export class ReplicationReceiver {
     };
     // A fresh challenge: a HELLO (and every frame after it) recorded from another stream does not fit.
     const nonceR = randomBytes(NONCE);
-    s.write(encodeChallenge(this.key, nonceR));
-    const reader = new FrameReader(this.key, (f) => {
-      if (!live) {
-        if (f.type !== FrameType.Hello || !f.nonceR.equals(nonceR)) {
-          this.log.warn({ from, frame: f.type }, 'replication connection without a fresh HELLO; closing');
-          s.destroy();
+    s.write(encodeChallenge(key, nonceR));
+    const reader = new FrameReader(
+      key,
+      (f) => {
+        if (!live) {
+          if (f.type !== FrameType.Hello || !f.nonceR.equals(nonceR)) {
+            this.log.warn({ from, frame: f.type }, 'replication connection without a fresh HELLO; closing');
+            s.destroy();
+            return;
+          }
+          clearTimeout(helloTimer);
+          session = sessionKey(reader.key, nonceR, f.nonceS);
+          reader.key = session;
+          reader.alsoKeys = [];
+          live = true;
+          this.current?.destroy(); // one stream at a time: the newest authenticated one
+          this.current = s;
+          this.session = session;
+          this.peerBeats = false;
+          this.applied = 0;
+          this.syncedSeq = -1;
+          this.log.info({ from, term: f.term }, 'replication stream from the master');
           return;
         }
-        clearTimeout(helloTimer);
-        session = sessionKey(this.key, nonceR, f.nonceS);
-        reader.key = session;
-        live = true;
-        this.current?.destroy(); // one stream at a time: the newest authenticated one
-        this.current = s;
-        this.session = session;
-        this.peerBeats = false;
-        this.applied = 0;
-        this.syncedSeq = -1;
-        this.log.info({ from, term: f.term }, 'replication stream from the master');
-        return;
-      }
-      if (f.type === FrameType.Synced) {
-        this.syncedSeq = f.seq;
-        return;
-      }
-      if (f.type === FrameType.Beat) {
-        if (this.current !== s) return;
-        this.peerBeats = true;
-        this.onBeat(f.heartbeat, from);
-        return;
-      }
-      if (f.type !== FrameType.Data) return;
-      if (f.seq <= this.applied || !this.accepting()) return;
-      if (!this.apply(f.link, f.payload)) {
-        // Never ack what the server did not get: end the stream; the master resyncs us later.
-        this.drop('server-unavailable');
-        return;
-      }
-      this.applied = f.seq;
-      if (this.applied - ackedSent >= ACK_EVERY) {
-        // Deep in a long run of frames (a state burst read in one go): say how far we are now,
-        // so the master sees progress rather than a stall.
-        ack();
-      } else if (!pendingAck) {
-        // One ack per burst of frames read together.
-        pendingAck = true;
-        setImmediate(ack);
-      }
-    });
+        if (f.type === FrameType.Synced) {
+          this.syncedSeq = f.seq;
+          return;
+        }
+        if (f.type === FrameType.Beat) {
+          if (this.current !== s) return;
+          this.peerBeats = true;
+          this.onBeat(f.heartbeat, from);
+          return;
+        }
+        if (f.type !== FrameType.Data) return;
+        if (f.seq <= this.applied || !this.accepting()) return;
+        if (!this.apply(f.link, f.payload)) {
+          // Never ack what the server did not get: end the stream; the master resyncs us later.
+          this.drop('server-unavailable');
+          return;
+        }
+        this.applied = f.seq;
+        if (this.applied - ackedSent >= ACK_EVERY) {
+          // Deep in a long run of frames (a state burst read in one go): say how far we are now,
+          // so the master sees progress rather than a stall.
+          ack();
+        } else if (!pendingAck) {
+          // One ack per burst of frames read together.
+          pendingAck = true;
+          setImmediate(ack);
+        }
+      },
+      also,
+    );
     s.on('data', (chunk: Buffer) => {
       const bad = reader.push(chunk);
       if (bad) {
         this.log.error({ reason: bad, from }, 'bad replication frame; closing');
+        if (bad === 'hmac' && !live) this.onKeyMismatch(from);
         s.destroy();
       }
     });

@@ -37,6 +37,12 @@ export interface NodeState {
   readonly witness: boolean;
   /** The start-up grace period ran out with nobody heard: this node may stand alone (with the witness's grant). */
   readonly alone: boolean;
+  /**
+   * Beats keep coming that fit none of our keys: the peer is alive with another
+   * key (decision 0012). Without a witness that silence elects nobody: a node
+   * that cannot check its peer must not assume it is dead.
+   */
+  readonly peerKeyMismatch: boolean;
 }
 
 export interface PeerView {
@@ -65,7 +71,9 @@ export type HaEvent =
   | { type: 'witness'; granted: true }
   | { type: 'witness'; granted: false; holderTerm: number }
   /** A master with a silent peer could not get the witness's confirmation in time (unreachable). */
-  | { type: 'witness-lapsed' };
+  | { type: 'witness-lapsed' }
+  /** The peer's beats fit none of our keys (mismatch), or no longer come (that ended). */
+  | { type: 'peer-key'; mismatch: boolean };
 
 export interface Decision {
   readonly state: NodeState;
@@ -85,6 +93,7 @@ export function initialState(ordinal: 0 | 1, opts: { preferred?: 0 | 1; witness?
     peerQuiet: false,
     witness: opts.witness ?? false,
     alone: false,
+    peerKeyMismatch: false,
   };
 }
 
@@ -131,7 +140,12 @@ export function step(s0: NodeState, e: HaEvent): Decision {
   if (e.type === 'peer-quiet' && s.peer !== null) s = { ...s, peerQuiet: true };
   if (e.type === 'server') s = { ...s, serverUp: e.up };
   if (e.type === 'startup-timeout' && s.peer === null) s = { ...s, alone: true };
-  if (e.type === 'peer') s = { ...s, alone: false };
+  if (e.type === 'peer') s = { ...s, alone: false, peerKeyMismatch: false };
+  if (e.type === 'peer-key') s = { ...s, peerKeyMismatch: e.mismatch };
+  // Without a witness, silence elects: a peer-lost, the start-up timeout, or the end of a key
+  // mismatch (the peer that held another key went quiet too). Never while the peer is heard
+  // speaking with a key we cannot check.
+  const silenceElects = !s.witness && !s.peerKeyMismatch && (e.type === 'peer-lost' || (e.type === 'peer-key' && !e.mismatch));
   // A grant answers silence: once the peer is heard again it decides nothing.
   const granted = e.type === 'witness' && e.granted && s.peer === null;
 
@@ -161,7 +175,7 @@ export function step(s0: NodeState, e: HaEvent): Decision {
         // Both ready: the preferred ordinal becomes the first master.
         return s.ordinal === s.preferred ? become(s, 'master', 'elected', true) : same(s);
       }
-      if (!p && s.alone && (s.witness ? granted : e.type === 'startup-timeout')) {
+      if (!p && s.alone && (s.witness ? granted : silenceElects || (e.type === 'startup-timeout' && !s.peerKeyMismatch))) {
         return become(s, 'master', 'no-peer-at-startup', true);
       }
       return same(s);
@@ -169,7 +183,7 @@ export function step(s0: NodeState, e: HaEvent): Decision {
     case 'backup': {
       if (!s.serverUp) return become(s, 'resigned', 'server-dead');
       const p = s.peer;
-      if (!s.witness && e.type === 'peer-lost') return become(s, 'master', 'peer-heartbeat-lost', true);
+      if (!p && silenceElects) return become(s, 'master', 'peer-heartbeat-lost', true);
       if (granted) return become(s, 'master', 'peer-heartbeat-lost', true);
       if (p && !canServe(p)) return become(s, 'master', whyPeerCannotServe(p), true);
       // A peer that restarted (starting) or waits as backup too: nobody serves.
@@ -192,7 +206,8 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (p?.role === 'master') return become(s, 'backup', 'rejoined');
       // Nobody heard and our server is up again: nobody else serves. A fenced
       // node waits for the operator or its peer (the fence is for exactly this).
-      if (!p && s.role === 'resigned' && (s.witness ? granted : true)) return become(s, 'master', 'no-master-around', true);
+      if (!p && s.role === 'resigned' && (s.witness ? granted : !s.peerKeyMismatch))
+        return become(s, 'master', 'no-master-around', true);
       // A peer that can serve takes over from us (it sees us resigned); only
       // when nobody else can does this node stand for election again.
       if (e.type === 'peer-lost' || (p && !canServe(p))) return become(s, 'starting', 'no-master-around');

@@ -14,6 +14,8 @@ import type { Witness, WitnessVerdict } from './witness.ts';
 export interface UdpWitnessOptions {
   /** The pair's replication key; the wire uses the key derived from it (witnessKey), as the witness does. */
   readonly key: Buffer;
+  /** The wire key as given (the key files' witness-key, kept across rotations); else derived from `key`. */
+  readonly witnessKey?: Buffer | null;
   readonly ordinal: 0 | 1;
   /** The witness's address and UDP port. */
   readonly address: string;
@@ -37,7 +39,7 @@ interface Attempt {
 }
 
 export class UdpWitness implements Witness {
-  private readonly opts: Required<Omit<UdpWitnessOptions, 'bindAddress'>>;
+  private readonly opts: Required<Omit<UdpWitnessOptions, 'bindAddress' | 'witnessKey'>>;
   private readonly key: Buffer;
   private readonly pair: number;
   private readonly sock: dgram.Socket;
@@ -53,7 +55,7 @@ export class UdpWitness implements Witness {
 
   private constructor(opts: UdpWitnessOptions, sock: dgram.Socket) {
     this.opts = { timeoutMs: 150, attempts: 2, ...opts };
-    this.key = witnessKey(opts.key);
+    this.key = opts.witnessKey ?? witnessKey(opts.key);
     this.pair = witnessPairId(this.key);
     this.sock = sock;
     sock.on('message', (b) => {

@@ -14,6 +14,8 @@ import * as k8s from '@kubernetes/client-node';
 import {
   HANDOVER_REFUSED_ANNOTATION,
   IN_SYNC_ANNOTATION,
+  KEY_MISMATCH_ANNOTATION,
+  KEYS_ANNOTATION,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
   ROLE_SINCE_ANNOTATION,
@@ -37,6 +39,10 @@ export interface RoleReport {
   inSync?: boolean;
   /** "<term> <reason>": a handover the operator asked for and this sidecar refused. */
   handoverRefused?: string;
+  /** The ids of the pair keys held (KEYS_ANNOTATION). */
+  keys?: string;
+  /** The peer is heard with a key this sidecar does not hold (KEY_MISMATCH_ANNOTATION). */
+  keyMismatch?: boolean;
 }
 
 export interface ReporterOptions {
@@ -64,6 +70,8 @@ export function rolePatch(
   if (r.registrations !== undefined) annotations[TAKEOVER_REGISTRATIONS_ANNOTATION] = String(r.registrations);
   if (r.inSync !== undefined) annotations[IN_SYNC_ANNOTATION] = String(r.inSync);
   if (r.handoverRefused !== undefined) annotations[HANDOVER_REFUSED_ANNOTATION] = r.handoverRefused;
+  if (r.keys !== undefined) annotations[KEYS_ANNOTATION] = r.keys;
+  if (r.keyMismatch !== undefined) annotations[KEY_MISMATCH_ANNOTATION] = String(r.keyMismatch);
   return { metadata: { labels: { [ROLE_LABEL]: r.role }, annotations } };
 }
 
