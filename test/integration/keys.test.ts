@@ -78,7 +78,7 @@ describe('a key rotation through the key files (as the kubelet rewrites a mounte
           dirs = ['a', 'b'].map((h) => bed.subdir(`keys-${h}`));
           for (const d of dirs) {
             mkdirSync(d, { recursive: true });
-            write(d, { 'hmac-key': k1, 'key-id': '1' });
+            write(d, { 'key-1': k1 });
           }
         },
         envFor: (ordinal) => ({ SIPHA_REPLICATION_KEY: '', SIPHA_KEY_DIR: dirs[ordinal] as string }),
@@ -114,9 +114,10 @@ describe('a key rotation through the key files (as the kubelet rewrites a mounte
       return all;
     })();
     try {
-      await step({ 'hmac-key-also': k2, 'key-id-also': '2' }, '1,2', ['a', 'b']);
-      await step({ 'hmac-key': k2, 'key-id': '2', 'hmac-key-also': k1, 'key-id-also': '1' }, '2,1', ['b', 'a']);
-      await step({ 'hmac-key-also': null, 'key-id-also': null }, '2', ['a', 'b']);
+      // The operator's three merge patches of the Secret (decision 0012).
+      await step({ 'key-2': k2, 'sign-id': '1' }, '1,2', ['a', 'b']);
+      await step({ 'sign-id': '2' }, '2,1', ['b', 'a']);
+      await step({ 'key-1': null }, '2', ['a', 'b']);
       await sleep(500);
     } finally {
       stop = true;

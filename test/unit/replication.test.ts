@@ -202,8 +202,7 @@ describe('replication stream: two keys while a rotation runs (decision 0012)', (
   const ring = (sign: Buffer, also: Buffer | null) => ({
     sign,
     signId: sign === k1 ? 1 : 2,
-    also,
-    alsoId: also === null ? null : also === k1 ? 1 : 2,
+    others: also === null ? [] : [{ id: also === k1 ? 1 : 2, key: also }],
     witness: null,
   });
   async function connect(senderRing: ReturnType<typeof ring>, receiverRing: ReturnType<typeof ring>) {

@@ -6,15 +6,17 @@
  * rotates the key the kubelet rewrites the files in place, so the sidecar
  * reads them again every second; nothing restarts.
  *
- * Files, each base64 of at least 16 bytes unless said:
- *   hmac-key       the key this side signs with
- *   key-id         its id (decimal; 1 when absent)
- *   hmac-key-also  a second key accepted too, while a rotation runs (optional)
- *   key-id-also    its id
- *   witness-key    the UDP arbiter's key (witnessKey of the pair's first key),
- *                  kept across rotations so the arbiter never needs a new one (optional)
+ * Files (the Secret's entries), each key base64 of at least 16 bytes:
+ *   key-<id>     a key, by its id (a decimal number); every one present is accepted
+ *   sign-id      the id of the key this side signs with (may be left out when there is one key)
+ *   witness-key  the UDP arbiter's key (witnessKey of the pair's first key), kept across
+ *                rotations so the arbiter never needs a new one (optional)
+ *   hmac-key     the single key of a Secret made before key ids: key 1
+ * A rotation is three merge patches of the Secret, none of which needs to read
+ * it (the operator has no right to): add key-<n+1>; set sign-id to n+1 once
+ * both sides hold it; remove key-<n> once both sign with n+1.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
 
@@ -23,26 +25,28 @@ export interface Keyring {
   readonly sign: Buffer;
   readonly signId: number;
   /** Accepted as well as `sign` (the next key, then the previous one, during a rotation). */
-  readonly also: Buffer | null;
-  readonly alsoId: number | null;
+  readonly others: ReadonlyArray<{ readonly id: number; readonly key: Buffer }>;
   /** The UDP arbiter's key as given; null: derive it from `sign` at start. */
   readonly witness: Buffer | null;
 }
 
+/** More keys than a rotation needs is a mistake in the Secret, not a keyring. */
+const MAX_KEYS = 3;
+
 /** Every key a message may be signed with, the signing key first. */
 export function acceptedKeys(k: Keyring): Buffer[] {
-  return k.also ? [k.sign, k.also] : [k.sign];
+  return [k.sign, ...k.others.map((o) => o.key)];
 }
 
-/** What the sidecar reports on its pod: "<sign id>" or "<sign id>,<also id>" (KEYS_ANNOTATION). */
+/** What the sidecar reports on its pod: the signing id, then the other ids held ("2" or "2,1"; KEYS_ANNOTATION). */
 export function keyIds(k: Keyring): string {
-  return k.alsoId === null ? String(k.signId) : `${k.signId},${k.alsoId}`;
+  return [k.signId, ...k.others.map((o) => o.id)].join(',');
 }
 
 export function sameKeys(a: Keyring, b: Keyring): boolean {
-  return (
-    keyIds(a) === keyIds(b) && a.sign.equals(b.sign) && (a.also === null ? b.also === null : b.also?.equals(a.also) === true)
-  );
+  const ka = acceptedKeys(a);
+  const kb = acceptedKeys(b);
+  return keyIds(a) === keyIds(b) && ka.length === kb.length && ka.every((k, i) => k.equals(kb[i] as Buffer));
 }
 
 /** A key from its base64 text; `what` names it in the error. */
@@ -53,41 +57,38 @@ export function parseKey(raw: string, what: string): Buffer {
   return key;
 }
 
-/** One key, no id file: the SIPHA_REPLICATION_KEY of a sidecar outside Kubernetes. */
+/** One key, no id: the SIPHA_REPLICATION_KEY of a sidecar outside Kubernetes. */
 export function keyringOf(key: Buffer): Keyring {
-  return { sign: key, signId: 1, also: null, alsoId: null, witness: null };
+  return { sign: key, signId: 1, others: [], witness: null };
 }
 
 /** Reads the key files of `dir`; throws with the file's name when one is missing or bad. */
 export function readKeyDir(dir: string): Keyring {
-  const read = (name: string): string | null => {
-    try {
-      return readFileSync(join(dir, name), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
-  };
-  const id = (name: string, def: number | null): number | null => {
-    const raw = read(name);
-    if (raw === null) return def;
-    const n = Number(raw.trim());
-    if (!Number.isInteger(n) || n < 1 || n > 2 ** 31) throw new Error(`${join(dir, name)}: expected a key id from 1 to 2^31`);
-    return n;
-  };
-  const signRaw = read('hmac-key');
-  if (signRaw === null) throw new Error(`${join(dir, 'hmac-key')} is missing`);
-  const sign = parseKey(signRaw, join(dir, 'hmac-key'));
-  const alsoRaw = read('hmac-key-also');
-  const also = alsoRaw === null || alsoRaw.trim() === '' ? null : parseKey(alsoRaw, join(dir, 'hmac-key-also'));
-  const signId = id('key-id', 1) as number;
-  const alsoId = also === null ? null : id('key-id-also', null);
-  if (also !== null && (alsoId === null || alsoId === signId)) {
-    throw new Error(`${join(dir, 'key-id-also')}: a second key needs an id of its own`);
+  const keys = new Map<number, Buffer>();
+  let signText: string | null = null;
+  let witness: Buffer | null = null;
+  for (const name of readdirSync(dir)) {
+    const m = /^key-(\d{1,9})$/.exec(name);
+    const path = join(dir, name);
+    if (m) keys.set(Number(m[1]), parseKey(readFileSync(path, 'utf8'), path));
+    else if (name === 'sign-id') signText = readFileSync(path, 'utf8').trim();
+    else if (name === 'witness-key') witness = parseKey(readFileSync(path, 'utf8'), path);
   }
-  const witnessRaw = read('witness-key');
-  const witness = witnessRaw === null ? null : parseKey(witnessRaw, join(dir, 'witness-key'));
-  return { sign, signId, also, alsoId, witness };
+  const legacy = join(dir, 'hmac-key');
+  if (keys.size === 0 && existsSync(legacy)) keys.set(1, parseKey(readFileSync(legacy, 'utf8'), legacy));
+  if (keys.size === 0) throw new Error(`${dir}: no key-<id> file`);
+  if (keys.size > MAX_KEYS) throw new Error(`${dir}: ${keys.size} keys; a rotation needs at most 2`);
+  const ids = [...keys.keys()].sort((x, y) => x - y);
+  let signId: number;
+  if (signText === null) {
+    if (ids.length > 1) throw new Error(`${join(dir, 'sign-id')} is missing: which of keys ${ids.join(', ')} signs?`);
+    signId = ids[0] as number;
+  } else {
+    signId = Number(signText);
+    if (!keys.has(signId)) throw new Error(`${join(dir, 'sign-id')}=${signText}: no key-${signText} beside it`);
+  }
+  const others = ids.filter((i) => i !== signId).map((id) => ({ id, key: keys.get(id) as Buffer }));
+  return { sign: keys.get(signId) as Buffer, signId, others, witness };
 }
 
 /**
