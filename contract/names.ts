@@ -65,7 +65,8 @@ export type Role = (typeof ROLES)[number];
 export const PHASES = ['Pending', 'Replicating', 'Degraded', 'NoMaster', 'Fencing'] as const;
 export type Phase = (typeof PHASES)[number];
 
-export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned'] as const;
+/** KeyMismatch is True while a sidecar hears its peer with a key it does not hold (decision 0012). */
+export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned', 'KeyMismatch'] as const;
 export type ConditionType = (typeof CONDITIONS)[number];
 
 /** status.history keeps this many role changes, oldest dropped first (the CRD's maxItems). */

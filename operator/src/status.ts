@@ -13,6 +13,8 @@ import {
   HANDOVER_ANNOTATION,
   HANDOVER_REFUSED_ANNOTATION,
   IN_SYNC_ANNOTATION,
+  KEY_MISMATCH_ANNOTATION,
+  KEYS_ANNOTATION,
   type Phase,
   ROLE_LABEL,
   ROLE_REASON_ANNOTATION,
@@ -46,6 +48,10 @@ export interface PodView {
   handoverRefused: string | undefined;
   /** The StatefulSet revision the pod was made from (controller-revision-hash). */
   revision: string | undefined;
+  /** The key ids the sidecar holds, signing id first (KEYS_ANNOTATION); undefined: not said. */
+  keys: number[] | undefined;
+  /** The sidecar hears its peer with a key it does not hold (KEY_MISMATCH_ANNOTATION). */
+  keyMismatch: boolean;
 }
 
 export function observe(pods: V1Pod[]): PodView[] {
@@ -74,9 +80,17 @@ export function observe(pods: V1Pod[]): PodView[] {
         handoverTerm: ann[HANDOVER_ANNOTATION] !== undefined ? Number(ann[HANDOVER_ANNOTATION]) : undefined,
         handoverRefused: ann[HANDOVER_REFUSED_ANNOTATION],
         revision: labels['controller-revision-hash'],
+        keys: keyIdList(ann[KEYS_ANNOTATION]),
+        keyMismatch: ann[KEY_MISMATCH_ANNOTATION] === 'true',
       };
     })
     .sort((a, b) => a.ordinal - b.ordinal);
+}
+
+/** "2,1" -> [2, 1]; anything else is not said. */
+function keyIdList(text: string | undefined): number[] | undefined {
+  if (text === undefined || !/^\d{1,9}(,\d{1,9}){0,2}$/.test(text)) return undefined;
+  return text.split(',').map(Number);
 }
 
 /** A non-negative integer annotation, else undefined (a sidecar's word is parsed, not trusted). */
@@ -204,10 +218,15 @@ export function nextStatus(
         : { reason: 'BackupOutOfSync', type: 'Warning', message: replMessage },
     );
   }
+  const [mismatch, keyReason, keyMessage] = keyAgreement(pods);
+  const oldKeys = prev.conditions?.find((c) => c.type === 'KeyMismatch');
+  if (mismatch && oldKeys?.status !== 'True') transitions.push({ reason: 'KeyMismatch', type: 'Warning', message: keyMessage });
+  if (!mismatch && oldKeys?.status === 'True') transitions.push({ reason: 'KeysMatch', type: 'Normal', message: keyMessage });
   const conditions = [
     cond('Ready', phase === 'Replicating', phase, phaseMessage),
     cond('Replicating', replicating, replReason, replMessage),
     cond('VIPAssigned', vipAssigned.ok, vipAssigned.reason, vipAssigned.message),
+    cond('KeyMismatch', mismatch, keyReason, keyMessage),
   ];
 
   const status: SipHaPairStatus = {
@@ -244,6 +263,24 @@ function replication(master: PodView | undefined, backup: PodView | undefined): 
     return [false, 'BackupOutOfSync', `${backup.name} is backup but not in sync with ${master.name} (${who} says so): resyncing`];
   }
   return [true, 'BackupInSync', `${backup.name} follows ${master.name}`];
+}
+
+/**
+ * KeyMismatch: a sidecar hears its peer speak with a key it does not hold
+ * (decision 0012). Without a witness neither side then elects itself on the
+ * other's silence, and nothing replicates until the keys agree.
+ */
+function keyAgreement(pods: PodView[]): [boolean, string, string] {
+  const bad = pods.filter((p) => p.keyMismatch);
+  const held = pods.map((p) => `${p.name} holds ${p.keys?.join(',') ?? '?'}`).join(', ');
+  if (bad.length > 0) {
+    return [
+      true,
+      'PeerKeyMismatch',
+      `${bad.map((p) => p.name).join(' and ')} hear${bad.length === 1 ? 's' : ''} the peer with a key not held (${held}): no replication, and no self-election on the peer's silence without a witness`,
+    ];
+  }
+  return [false, 'KeysMatch', pods.length > 0 ? `no sidecar reports a key mismatch (${held})` : 'no pods'];
 }
 
 /** Status equality that ignores key order (skip the write when nothing changed). */

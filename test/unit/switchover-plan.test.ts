@@ -7,23 +7,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { PodView } from '../../operator/src/status.ts';
 import { switchoverPlan } from '../../operator/src/switchover.ts';
+import { podView } from './fixtures/pod-view.ts';
 
-const pod = (ordinal: number, role: PodView['role'], term: number, more: Partial<PodView> = {}): PodView => ({
-  name: `p-${ordinal}`,
-  ordinal,
-  role,
-  term,
-  reason: undefined,
-  gapMs: undefined,
-  since: undefined,
-  registrations: undefined,
-  fencedTerm: undefined,
-  inSync: true,
-  handoverTerm: undefined,
-  handoverRefused: undefined,
-  revision: undefined,
-  ...more,
-});
+const pod = (ordinal: number, role: PodView['role'], term: number, more: Partial<PodView> = {}): PodView =>
+  podView(ordinal, role, { term, ...more });
 
 describe('operator: a switchover request', () => {
   it('asks the master to hand over at its term, once (one Event)', () => {

@@ -7,23 +7,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { PodView } from '../../operator/src/status.ts';
 import { upgradePlan } from '../../operator/src/upgrade.ts';
+import { podView } from './fixtures/pod-view.ts';
 
-const pod = (ordinal: number, role: PodView['role'], revision: string, more: Partial<PodView> = {}): PodView => ({
-  name: `p-${ordinal}`,
-  ordinal,
-  role,
-  term: 2,
-  reason: undefined,
-  gapMs: undefined,
-  fencedTerm: undefined,
-  inSync: true,
-  handoverTerm: undefined,
-  handoverRefused: undefined,
-  since: undefined,
-  registrations: undefined,
-  revision,
-  ...more,
-});
+const pod = (ordinal: number, role: PodView['role'], revision: string, more: Partial<PodView> = {}): PodView =>
+  podView(ordinal, role, { revision, ...more });
 
 describe('operator: rolling upgrade of a pair', () => {
   it('does nothing while every pod is at the update revision', () => {
