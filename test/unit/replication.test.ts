@@ -164,8 +164,12 @@ describe('replication stream: a large state burst (100k registrations)', () => {
     sender.start(2);
     cleanups.push(() => sender.stop());
     await until(() => sender.isConnected, 3000, 'stream connected');
-    for (let i = 1; i <= 20_000; i++) sender.replicate(0, [msg(i)]);
-    sender.synced();
+    // As the master sends it: in slices, at most the window outstanding (this backup is slower than that).
+    sender.sendBurst(
+      (function* () {
+        for (let i = 1; i <= 20_000; i++) yield { link: 0, bytes: msg(i) };
+      })(),
+    );
     await until(
       () => sender.inSync,
       20_000,
@@ -174,6 +178,65 @@ describe('replication stream: a large state burst (100k registrations)', () => {
     );
     assert.deepEqual(connections, [true], 'one stream: the burst was never restarted');
     await until(() => last.taken === 20_000 && last.inSync, 2000, 'the backup took every message once');
+  });
+});
+
+describe('replication stream: the state burst leaves in slices (the main thread keeps beating)', () => {
+  it('takes a slice per event-loop turn, never more than the window unacknowledged, and live messages follow it in order', async () => {
+    const { sender, receiver, applied } = await pair();
+    const N = 20_000;
+    let pulled = 0;
+    let maxOutstanding = 0;
+    function* source() {
+      for (let i = 1; i <= N; i++) {
+        pulled++;
+        maxOutstanding = Math.max(maxOutstanding, sender.seq - sender.acked);
+        yield { link: 0, bytes: msg(i) };
+      }
+    }
+    let done = -1;
+    sender.sendBurst(source(), (n) => {
+      done = n;
+    });
+    // Queued in one turn, 100k registrations held the master's main thread over a second.
+    assert.ok(pulled <= 512, `one slice in the calling turn, not the whole burst (${pulled})`);
+    assert.equal(sender.inSync, false);
+    // A live message now waits behind the burst, and its turn comes while the burst is under way.
+    const live = Buffer.from('OPTIONS sip:live SIP/2.0\r\nCall-ID: live\r\n\r\n');
+    assert.equal(sender.replicate(1, [live]), 0, 'queued behind the burst');
+    let turnsDuring = 0;
+    const tick = setInterval(() => {
+      if (sender.bursting) turnsDuring++;
+    }, 1);
+    cleanups.push(() => clearInterval(tick));
+    await until(() => sender.inSync && receiver.inSync, 20_000, 'in sync after the burst');
+    await until(() => applied.length === N + 1, 3000, 'the live message applied too');
+    assert.equal(done, N);
+    assert.ok(maxOutstanding <= 8192, `at most the window unacknowledged (${maxOutstanding})`);
+    assert.ok(turnsDuring > 0, 'timers ran while the burst was sent');
+    assert.equal(applied[N - 1]?.toString(), msg(N).toString(), 'the burst in order');
+    assert.equal(applied[N]?.toString(), live.toString(), 'the live message after the whole burst');
+    sender.replicate(0, [msg(0)]);
+    await until(() => applied.length === N + 2, 3000, 'and live messages go straight out again');
+  });
+
+  it('a stream that ends mid-burst abandons it (the next stream starts its own)', async () => {
+    const { sender, connections } = await pair();
+    let pulled = 0;
+    function* endless() {
+      for (;;) {
+        pulled++;
+        yield { link: 0, bytes: msg(pulled) };
+      }
+    }
+    sender.sendBurst(endless());
+    await until(() => pulled > 2000, 3000, 'the burst under way');
+    sender.restart('test');
+    await until(() => connections.filter((c) => c).length === 2, 3000, 'a new stream');
+    const at = pulled;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(pulled, at, 'the old burst stopped');
+    assert.equal(sender.bursting, false);
   });
 });
 

@@ -182,3 +182,97 @@ describe('state cache: bindings (address-of-record + contact), as the registrar 
     assert.deepEqual(b, ['u2', 'u3'], 'the re-registration replaced the removal');
   });
 });
+
+describe('state cache: packed storage (issue 9: 100k registrations under 200 MiB)', () => {
+  const userReg = (i: number, cseq = 1, expires = 3600): SipMessage =>
+    parse(
+      `REGISTER sip:198.18.0.100 SIP/2.0\r\nX-Sipha-Src: udp:198.18.0.${10 + (i % 200)}:5060\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bK${i}x${cseq}\r\nFrom: <sip:u${i}@h>;tag=1\r\nTo: <sip:u${i}@h>\r\nCall-ID: c${i}\r\nCSeq: ${cseq} REGISTER\r\n` +
+        `Contact: <sip:u${i}@198.18.0.10>\r\nExpires: ${expires}\r\nContent-Length: 0\r\n\r\n`,
+    );
+  const callIds = (c: StateCache) => [...c.burst()].map((e) => /Call-ID: (\S+)/.exec(e.bytes.toString('latin1'))?.[1]);
+
+  it('a burst read while bindings change replays each one as it is when reached; a newer REGISTER is not mistaken for one already sent', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    for (let i = 0; i < 3; i++) register(c, userReg(i), 200, `<sip:u${i}@198.18.0.10>;expires=3600`);
+    const it = c.burst();
+    const first = it.next().value;
+    assert.match(first?.bytes.toString('latin1') ?? '', /Call-ID: c0\r\nCSeq: 1 /);
+    // u0 registers again, twice (REGISTERs that reached the server before this stream, answered
+    // now): the first frees u0's message, the second takes its place in the arena.
+    register(c, userReg(0, 2), 200, '<sip:u0@198.18.0.10>;expires=3600');
+    register(c, userReg(0, 3), 200, '<sip:u0@198.18.0.10>;expires=3600');
+    const rest = [...it].map((e) => e.bytes.toString('latin1'));
+    assert.deepEqual(
+      rest.map((t) => /Call-ID: (\S+)\r\nCSeq: (\d+)/.exec(t)?.slice(1).join('/')),
+      ['c1/1', 'c2/1', 'c0/3'],
+    );
+    assert.match(first?.bytes.toString('latin1') ?? '', /Call-ID: c0\r\nCSeq: 1 /, 'a view handed out does not change');
+  });
+
+  it('bytes survive churn: refreshes, removals and expiry free space, the arena compacts, every binding still replays byte for byte', () => {
+    let t = 1_000_000;
+    const c = new StateCache({ now: () => t });
+    const N = 5000;
+    const latest = new Map<number, string>();
+    for (let round = 1; round <= 8; round++) {
+      for (let i = 0; i < N; i++) {
+        if (round > 1 && i % 7 === round % 7) continue; // some keep an old REGISTER (holes in old chunks)
+        const m = userReg(i, round, i % 11 === 0 ? 60 : 3600);
+        register(c, m, 200, `<sip:u${i}@198.18.0.10>;expires=${i % 11 === 0 ? 60 : 3600}`);
+        latest.set(i, m.buf.toString('latin1'));
+      }
+      t += 1000;
+    }
+    for (let i = 0; i < N; i += 13) {
+      register(c, userReg(i, 100, 0), 200);
+      latest.delete(i);
+    }
+    t += 61_000;
+    c.prune();
+    for (const i of [...latest.keys()]) if (i % 11 === 0) latest.delete(i);
+    const { allocated, live } = c.bytes;
+    assert.ok(allocated <= 2 * live + 8 * 2 ** 20 + 2 ** 20, `compacted: ${allocated} bytes held for ${live} live`);
+    const replayed = new Map<number, string>();
+    for (const e of c.burst()) {
+      const text = e.bytes.toString('latin1').replace(';replay', '');
+      const i = Number(/Call-ID: c(\d+)/.exec(text)?.[1]);
+      if (/Expires: 0\r\n/.test(text)) continue; // the removals
+      replayed.set(i, text);
+    }
+    assert.equal(replayed.size, latest.size);
+    for (const [i, text] of latest) assert.equal(replayed.get(i), text, `binding ${i}`);
+    assert.equal(c.size, latest.size);
+  });
+
+  it('a REGISTER for several contacts is stored once and replayed once while any of its bindings lives', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    const two = parse(
+      'REGISTER sip:h SIP/2.0\r\nX-Sipha-Src: udp:198.18.0.10:5060\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bKm\r\nFrom: <sip:m@h>;tag=1\r\nTo: <sip:m@h>\r\nCall-ID: multi\r\nCSeq: 1 REGISTER\r\n' +
+        'Contact: <sip:m1@198.18.0.10>, <sip:m2@198.18.0.10>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n',
+    );
+    register(c, two, 200, '<sip:m1@198.18.0.10>;expires=3600, <sip:m2@198.18.0.10>;expires=3600');
+    assert.equal(c.size, 2);
+    assert.equal(c.bytes.live, two.buf.length, 'one copy for both bindings');
+    assert.deepEqual(callIds(c), ['multi']);
+    register(c, userReg(1), 200, '<sip:u1@198.18.0.10>;expires=3600');
+    const drop = parse(
+      'REGISTER sip:h SIP/2.0\r\nX-Sipha-Src: udp:198.18.0.10:5060\r\nVia: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bKd\r\nFrom: <sip:m@h>;tag=1\r\nTo: <sip:m@h>\r\nCall-ID: multi\r\nCSeq: 2 REGISTER\r\n' +
+        'Contact: <sip:m1@198.18.0.10>;expires=0\r\nContent-Length: 0\r\n\r\n',
+    );
+    register(c, drop, 200);
+    assert.deepEqual(callIds(c), ['multi', 'c1', 'multi'], 'm2 still by the first REGISTER, then m1 removed by the second');
+  });
+
+  it('a backup taking a burst larger than the waiting cap caches every replayed registration (its server answers late)', () => {
+    const c = new StateCache({ now: () => 1_000_000, maxPending: 1000 });
+    const replays = Array.from({ length: 3000 }, (_, i) => parse(markReplay(userReg(i).buf).toString('latin1')));
+    for (const m of replays) c.observe(m, 0, [m.buf]); // read faster than the server answers
+    for (let i = 0; i < 200; i++) c.observe(userReg(10_000 + i), 0, [userReg(10_000 + i).buf]); // live ones meanwhile
+    for (let i = 0; i < 3000; i++) c.answer(answer(`c${i}`, 1, 200, `<sip:u${i}@198.18.0.10>;expires=3600`));
+    assert.equal(c.size, 3000, 'every replayed registration kept');
+    const live = parse(markReplay(userReg(1).buf).toString('latin1'));
+    assert.equal(markReplay(live.buf), live.buf, 'marked once');
+    for (let i = 0; i < 5000; i++) c.observe(userReg(20_000 + i), 0, [userReg(20_000 + i).buf]);
+    assert.ok(c.pendingSize <= 1000, 'live REGISTERs are still capped');
+  });
+});

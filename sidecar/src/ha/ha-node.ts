@@ -159,13 +159,8 @@ export class HaNode {
         return;
       }
       this.burstOwed = false;
-      let n = 0;
-      for (const e of this.cache.burst()) {
-        this.sender.replicate(e.link, [e.bytes]);
-        n++;
-      }
-      this.sender.synced();
-      this.log.info({ messages: n }, 'state cache replayed to the backup');
+      // In slices, live messages behind it (replication.ts: one turn for 100k held the main thread).
+      this.sender.sendBurst(this.cache.burst(), (n) => this.log.info({ messages: n }, 'state cache replayed to the backup'));
     };
     this.sender.onStall = (reason) => {
       this.metrics.resyncs.inc({ reason });

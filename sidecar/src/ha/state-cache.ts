@@ -24,14 +24,7 @@
 import { REPLAY_MARK, SOURCE_HEADER } from '../../../contract/link.ts';
 import { Hdr, type HdrId } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
-
-interface Entry {
-  link: number;
-  bytes: Buffer;
-  expiresAt: number;
-  /** The REGISTER that removed this binding (replayed so a backup that missed it removes it too). */
-  removal: boolean;
-}
+import { MessageArena } from './message-arena.ts';
 
 interface Pending {
   link: number;
@@ -60,10 +53,31 @@ const MAX_EXPIRY_S = 30 * 86_400;
 const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)(?:;replay)?\r\n/;
 
 export class StateCache {
-  /** By binding (`${aor}\n${contact}`), in the order of their last change: the burst's order. */
-  private readonly entries = new Map<string, Entry>();
+  /**
+   * By binding (`${aor}\n${contact}`), in the order of their last change (the
+   * burst's order): the binding's slot. A slot is a few typed-array fields
+   * and its REGISTER's bytes sit in the arena (message-arena.ts), so a binding
+   * costs its key, one map entry and its bytes: no object or Buffer of its own.
+   */
+  private readonly entries = new Map<string, number>();
+  /** Per slot: when the binding expires (ms), its message in the arena, whether it is a removal. */
+  private expiresAt = new Float64Array(1024);
+  private message = new Int32Array(1024);
+  private removal = new Uint8Array(1024);
+  private readonly freeSlots: number[] = [];
+  private nextSlot = 0;
+  private readonly arena = new MessageArena();
   private removals = 0;
   private readonly pending = new Map<string, Pending>();
+  /**
+   * Replayed REGISTERs (a burst this backup takes) waiting for its server's
+   * answer: accepted by the master already and at most its cache's worth, so
+   * bounded by maxEntries, not by maxPending. A backup reads a burst faster
+   * than its server answers; under the live cap it forgot the oldest
+   * unanswered ones (2,768 of 100,000 in the scale bench) and, once master,
+   * would not have replayed them to the next backup.
+   */
+  private readonly pendingReplays = new Map<string, Pending>();
   private readonly now: () => number;
   private readonly maxEntries: number;
   private readonly maxPending: number;
@@ -82,7 +96,12 @@ export class StateCache {
   }
 
   get pendingSize(): number {
-    return this.pending.size;
+    return this.pending.size + this.pendingReplays.size;
+  }
+
+  /** Bytes of REGISTERs held (live) and the arena's chunks that hold them (allocated). */
+  get bytes(): { allocated: number; live: number } {
+    return this.arena.bytes;
   }
 
   /** Sees every inbound message as it goes to the server (slices as written to the link). */
@@ -90,14 +109,18 @@ export class StateCache {
     if (!m.isRequest || m.method !== 'REGISTER') return;
     const key = transactionKey(m);
     if (key === null) return;
-    this.pending.delete(key); // a retransmission moves to the end
-    if (this.pending.size >= this.maxPending) {
-      const oldest = this.pending.keys().next().value;
-      if (oldest !== undefined) this.pending.delete(oldest);
+    const bytes = ownCopy(slices);
+    const replay = isReplay(bytes);
+    const waiting = replay ? this.pendingReplays : this.pending;
+    const cap = replay ? this.maxEntries : this.maxPending;
+    waiting.delete(key); // a retransmission moves to the end
+    if (waiting.size >= cap) {
+      const oldest = waiting.keys().next().value;
+      if (oldest !== undefined) waiting.delete(oldest);
     }
-    this.pending.set(key, {
+    waiting.set(key, {
       link,
-      bytes: ownCopy(slices),
+      bytes,
       aor: uriOf(m.header(Hdr.To) ?? '') ?? '',
       contacts: requestContacts(m),
       seenAt: this.now(),
@@ -108,21 +131,36 @@ export class StateCache {
   answer(m: SipMessage): void {
     if (m.isRequest || m.status < 200 || m.method !== 'REGISTER') return;
     const key = transactionKey(m);
-    const p = key === null ? undefined : this.pending.get(key);
-    if (p === undefined || key === null) return;
-    this.pending.delete(key);
+    if (key === null) return;
+    let p = this.pending.get(key);
+    if (p !== undefined) this.pending.delete(key);
+    else {
+      p = this.pendingReplays.get(key);
+      if (p === undefined) return;
+      this.pendingReplays.delete(key);
+    }
     if (m.status >= 300) return;
+    // The REGISTER's bytes go into the arena once, shared by every binding it sets or removes.
+    let id = -1;
+    const q = p;
+    const msg = (): number => {
+      if (id < 0) id = this.arena.add(q.bytes, q.link);
+      else this.arena.ref(id);
+      return id;
+    };
     if (p.contacts === 'all') {
-      for (const [k, e] of this.entries) if (k.startsWith(`${p.aor}\n`) && !e.removal) this.removed(k, e, p);
+      for (const [k, slot] of this.entries)
+        if (k.startsWith(`${p.aor}\n`) && this.removal[slot] === 0) this.put(k, msg(), this.expiresAt[slot] as number, true);
       return;
     }
     const now = this.now();
     for (const c of p.contacts) {
-      const k = `${p.aor}\n${c.uri}`;
+      const k = flat(`${p.aor}\n${c.uri}`);
       const old = this.entries.get(k);
       const granted = c.asked === 0 ? 0 : grantedExpiry(m, c.uri, c.asked);
       if (granted === 0) {
-        if (old !== undefined && !old.removal) this.removed(k, old, p);
+        // The removal stands in the binding's place until the binding would have expired.
+        if (old !== undefined && this.removal[old] === 0) this.put(k, msg(), this.expiresAt[old] as number, true);
         continue;
       }
       // Removals count too: a client that registers and removes random contacts in a loop
@@ -131,37 +169,56 @@ export class StateCache {
         this.refused++;
         continue;
       }
-      this.put(k, { link: p.link, bytes: p.bytes, expiresAt: now + granted * 1000, removal: false });
+      this.put(k, msg(), now + granted * 1000, false);
     }
   }
 
-  /** A binding removed by `p`: the removal stands in its place until the binding would have expired. */
-  private removed(k: string, old: Entry, p: Pending): void {
-    this.put(k, { link: p.link, bytes: p.bytes, expiresAt: old.expiresAt, removal: true });
-  }
-
-  /** Sets an entry at the end (the latest change replays last). */
-  private put(k: string, e: Entry): void {
+  /** Sets a binding at the end (the latest change replays last). */
+  private put(k: string, message: number, expiresAt: number, removal: boolean): void {
     this.drop(k);
-    this.entries.set(k, e);
-    if (e.removal) this.removals++;
+    const slot = this.freeSlots.pop() ?? this.newSlot();
+    this.expiresAt[slot] = expiresAt;
+    this.message[slot] = message;
+    this.removal[slot] = removal ? 1 : 0;
+    this.entries.set(k, slot);
+    if (removal) this.removals++;
   }
 
   private drop(k: string): void {
-    const e = this.entries.get(k);
-    if (e === undefined) return;
+    const slot = this.entries.get(k);
+    if (slot === undefined) return;
     this.entries.delete(k);
-    if (e.removal) this.removals--;
+    if (this.removal[slot] === 1) this.removals--;
+    this.arena.release(this.message[slot] as number);
+    this.freeSlots.push(slot);
+  }
+
+  private newSlot(): number {
+    const slot = this.nextSlot++;
+    if (slot >= this.expiresAt.length) {
+      const n = this.expiresAt.length * 2;
+      const e = new Float64Array(n);
+      e.set(this.expiresAt);
+      this.expiresAt = e;
+      const m = new Int32Array(n);
+      m.set(this.message);
+      this.message = m;
+      const r = new Uint8Array(n);
+      r.set(this.removal);
+      this.removal = r;
+    }
+    return slot;
   }
 
   /** Drops expired registrations and REGISTERs that were never answered. */
   prune(): void {
     const now = this.now();
-    for (const [key, e] of this.entries) if (e.expiresAt <= now) this.drop(key);
-    for (const [key, p] of this.pending) {
-      if (now - p.seenAt < PENDING_MS) break; // insertion order is arrival order
-      this.pending.delete(key);
-    }
+    for (const [key, slot] of this.entries) if ((this.expiresAt[slot] as number) <= now) this.drop(key);
+    for (const waiting of [this.pending, this.pendingReplays])
+      for (const [key, p] of waiting) {
+        if (now - p.seenAt < PENDING_MS) break; // insertion order is arrival order
+        waiting.delete(key);
+      }
   }
 
   /**
@@ -171,9 +228,9 @@ export class StateCache {
   udpFlows(): Array<{ address: string; port: number }> {
     const seen = new Map<string, { address: string; port: number }>();
     const now = this.now();
-    for (const e of this.entries.values()) {
-      if (e.expiresAt <= now || e.removal) continue;
-      const m = SOURCE.exec(e.bytes.toString('latin1', 0, Math.min(e.bytes.length, 512)));
+    for (const slot of this.entries.values()) {
+      if ((this.expiresAt[slot] as number) <= now || this.removal[slot] === 1) continue;
+      const m = SOURCE.exec(this.arena.head(this.message[slot] as number, 512));
       if (m && m[1] === 'udp') seen.set(`${m[2]}:${m[3]}`, { address: m[2] as string, port: Number(m[3]) });
     }
     return [...seen.values()];
@@ -182,20 +239,24 @@ export class StateCache {
   /**
    * What a joining backup must be told, oldest first, each marked as a replay
    * (REPLAY_MARK: accepted already, not to be authenticated again); expired
-   * entries are dropped on the way.
+   * entries are dropped on the way. Read lazily (the sender takes a slice per
+   * turn): what changes meanwhile is replayed as it is when reached, and the
+   * live messages that changed it follow the burst (replication.ts).
    */
   *burst(): Generator<{ link: number; bytes: Buffer }> {
-    const now = this.now();
-    // A REGISTER with several contacts stands for each of its bindings: replayed once.
-    const sent = new Set<Buffer>();
-    for (const [key, e] of this.entries) {
-      if (e.expiresAt <= now) {
+    // A REGISTER with several contacts stands for each of its bindings: replayed once. (By
+    // serial, not id: an id freed during the burst may come back for a newer REGISTER.)
+    const sent = new Set<number>();
+    for (const [key, slot] of this.entries) {
+      if ((this.expiresAt[slot] as number) <= this.now()) {
         this.drop(key);
         continue;
       }
-      if (sent.has(e.bytes)) continue;
-      sent.add(e.bytes);
-      yield { link: e.link, bytes: markReplay(e.bytes) };
+      const id = this.message[slot] as number;
+      const serial = this.arena.serial(id);
+      if (sent.has(serial)) continue;
+      sent.add(serial);
+      yield { link: this.arena.link(id), bytes: markReplay(this.arena.view(id)) };
     }
   }
 }
@@ -203,13 +264,30 @@ export class StateCache {
 const SOURCE_LINE = Buffer.from(`\r\n${SOURCE_HEADER}: `, 'latin1');
 const MARK = Buffer.from(REPLAY_MARK, 'latin1');
 
+/** A replayed REGISTER: REPLAY_MARK ends its X-Sipha-Src value (the sidecar's own first header). */
+function isReplay(bytes: Buffer): boolean {
+  const at = bytes.indexOf(SOURCE_LINE);
+  const end = at < 0 ? -1 : bytes.indexOf('\r\n', at + SOURCE_LINE.length, 'latin1');
+  return end >= 0 && bytes.subarray(end - MARK.length, end).equals(MARK);
+}
+
 /** The cached REGISTER with REPLAY_MARK at the end of its X-Sipha-Src value (unchanged if it has none). */
 export function markReplay(bytes: Buffer): Buffer {
   const at = bytes.indexOf(SOURCE_LINE);
   const end = at < 0 ? -1 : bytes.indexOf('\r\n', at + SOURCE_LINE.length, 'latin1');
   // (a backup caches what it was replayed: once a master, it replays it as it came)
-  if (end < 0 || bytes.subarray(end - MARK.length, end).equals(MARK)) return bytes;
+  if (end < 0 || isReplay(bytes)) return bytes;
   return Buffer.concat([bytes.subarray(0, end), MARK, bytes.subarray(end)]);
+}
+
+/**
+ * The string as one flat copy of its own. A key built by concatenation is a
+ * tree of pieces, and a piece cut from a parsed header keeps the whole header
+ * string alive: 150 bytes more per binding kept for an hour. (Headers are
+ * latin1 text, so the round trip is exact.)
+ */
+function flat(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
 }
 
 function transactionKey(m: SipMessage): string | null {
