@@ -13,7 +13,8 @@
 # The images (docs/images.md):
 #   docker.io/sipha/operator:<version>   Node + /app (operator/src, contract/, production node_modules);
 #                                        runs as 65532:65532
-#   docker.io/sipha/sidecar:<version>    the same plus iproute2 and iputils-arping (arp VIP mode);
+#   docker.io/sipha/sidecar:<version>    the same plus iproute2 and iputils-arping (arp VIP mode) and
+#                                        nftables, conntrack (the LB modes' egress agent, same image);
 #                                        runs as root: the VIP needs NET_ADMIN/NET_RAW, which a
 #                                        non-root user would not get from added capabilities
 #   docker.io/sipha/kamailio:5.6.3       Debian bookworm's kamailio package (its stock config at
@@ -49,7 +50,9 @@ OPERATOR_USER=65532:65532
 
 SIDECAR_REF=docker.io/sipha/sidecar:$VERSION
 # arp mode: the VIP is added with iproute2 and announced with arping (sidecar/src/vip/arp.ts).
-SIDECAR_PACKAGES=(iproute2 iputils-arping)
+# LB modes: the egress agent loads its SNAT with nft and forgets a dead pod's flows with
+# conntrack (sidecar/src/egress/).
+SIDECAR_PACKAGES=(iproute2 iputils-arping nftables conntrack)
 # V8 flags as in sidecar/node-flags.json (test/unit/sidecar-image.test.ts).
 SIDECAR_ENTRYPOINT=(node --initial-old-space-size=128 sidecar/src/main.ts)
 SIDECAR_CMD=()

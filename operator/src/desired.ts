@@ -29,6 +29,7 @@ export const names = (pair: string) => ({
   pdb: pair,
   pods: [`${pair}-0`, `${pair}-1`],
   witness: witnessLeaseName(pair),
+  egress: `${pair}-egress`,
 });
 
 export function selectorLabels(p: SipHaPair): Record<string, string> {
@@ -220,6 +221,68 @@ export function vipService(p: SipHaPair): Obj | null {
   };
 }
 
+/** On the egress agent's pods: the pair they serve (not PAIR_LABEL, which selects the pair's own pods). */
+export const EGRESS_OF_LABEL = 'sipha.io/egress-of';
+
+/**
+ * LB modes: the egress agent (sidecar/src/egress), one pod per node, which
+ * SNATs the pair pods' SIP egress (source port = the SIP port, UDP and TCP) to
+ * the VIP in the node's own nftables, so that requests the master relays leave
+ * from the VIP and their answers come back through the node's conntrack
+ * (decision 0010). In the node's namespace, not the pod's: there, the answer
+ * would miss kube-proxy's DNAT. hostNetwork with NET_ADMIN and nothing else;
+ * no API token (it reads the pod addresses from the peers Service by DNS). Its
+ * pods carry no pair label: the pair's Services and the operator's pod list
+ * select by that label.
+ */
+export function egressDaemonSet(p: SipHaPair): Obj | null {
+  const s = p.spec;
+  if (s.vip.mode === 'arp') return null;
+  const n = names(p.metadata.name);
+  const labels = { 'app.kubernetes.io/name': 'sipha-egress', [EGRESS_OF_LABEL]: p.metadata.name };
+  const env = (name: string, value: string | number) => ({ name, value: String(value) });
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: meta(p, n.egress),
+    spec: {
+      selector: { matchLabels: labels },
+      template: {
+        metadata: { labels },
+        spec: {
+          hostNetwork: true,
+          dnsPolicy: 'ClusterFirstWithHostNet',
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          containers: [
+            {
+              name: 'sipha-egress',
+              image: s.sidecar.image,
+              command: ['node', 'sidecar/src/egress/main.ts'],
+              env: [
+                { name: 'SIPHA_POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                env('SIPHA_PAIR', p.metadata.name),
+                env('SIPHA_PEERS_SERVICE', n.peers),
+                env('SIPHA_VIP', s.vip.address),
+                env('SIPHA_SIP_PORT', s.ports.sip),
+              ],
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+              },
+              resources: {
+                requests: { cpu: '10m', memory: '64Mi' },
+                limits: { cpu: '100m', memory: '128Mi' },
+              },
+            },
+          ],
+        },
+      },
+    },
+  };
+}
+
 export function serviceAccount(p: SipHaPair): Obj {
   return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(p, names(p.metadata.name).serviceAccount) };
 }
@@ -305,5 +368,15 @@ export function replicationSecret(p: SipHaPair, key: Buffer, linkToken: string):
 /** Everything applied on each reconcile, in dependency order. */
 export function appliedObjects(p: SipHaPair): Obj[] {
   const vip = vipService(p);
-  return [serviceAccount(p), role(p), roleBinding(p), peersService(p), ...(vip ? [vip] : []), pdb(p), statefulSet(p)];
+  const egress = egressDaemonSet(p);
+  return [
+    serviceAccount(p),
+    role(p),
+    roleBinding(p),
+    peersService(p),
+    ...(vip ? [vip] : []),
+    pdb(p),
+    statefulSet(p),
+    ...(egress ? [egress] : []),
+  ];
 }

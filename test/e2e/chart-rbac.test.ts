@@ -102,6 +102,7 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
     // server-side apply needs no update.
     for (const what of [
       'statefulsets.apps',
+      'daemonsets.apps',
       'services',
       'serviceaccounts',
       'roles.rbac.authorization.k8s.io',

@@ -7,12 +7,15 @@
  * nodes' bridge register 1000 users and make calls over the VIP; then the
  * master pod is deleted and the master's node crashes: the Service follows the
  * new master, MetalLB answers ARP for the VIP from the new master's node, no
- * registration is lost and calls work through the VIP.
+ * registration is lost and calls work through the VIP, calls in progress
+ * included (the operator's egress agent SNATs the pair's SIP egress to the VIP
+ * on each node: docs/decisions/0010-metallb-mode.md, "Egress").
  *
  * Holds the cluster: run it under `flock /tmp/sipha-cluster.lock`.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { tableName } from '../../sidecar/src/egress/rules.ts';
 import * as k from '../lib/cluster.ts';
 import {
   applyExample,
@@ -51,6 +54,14 @@ const target = `${VIP}:5060`;
 const SERVICE = 'sip-edge-vip';
 const roleSince = (name: string) =>
   kubectl('-n', NS, 'get', 'pod', name, '-o', 'jsonpath={.metadata.annotations.sipha\\.io/role-since}').trim();
+/** The egress agent's nft table on a node (sidecar/src/egress/rules.ts), or '' when absent. */
+const snatTable = (node: k.NodeName) => {
+  try {
+    return k.nodeExec(node, 'nft', ['list', 'table', 'ip', tableName(NS, 'sip-edge')]);
+  } catch {
+    return '';
+  }
+};
 const podIp = (name: string) => kubectl('-n', NS, 'get', 'pod', name, '-o', 'jsonpath={.status.podIP}').trim();
 
 describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 10 item 4)', { timeout: 1_500_000 }, () => {
@@ -91,6 +102,15 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
       'the Service has one endpoint: the master',
     );
     await untilAnnouncedFrom(sipClient, VIP, master.node, 30_000);
+    // The egress agent on each node holds the SNAT of both pods' SIP egress to the VIP.
+    const ips = pods().map((p) => podIp(p.name));
+    for (const node of k.NODES)
+      await until(
+        () => ips.every((ip) => snatTable(node).includes(ip)) && snatTable(node).includes(`snat to ${VIP}:5060`),
+        60_000,
+        `the egress agent on ${node} translates ${ips.join(', ')}`,
+        () => snatTable(node),
+      );
   });
 
   it('1000 registrations over the VIP reach both Kamailios; calls run', async () => {
@@ -111,13 +131,11 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
     assert.equal(calls.successful, 20, calls.errors);
   });
 
-  // Known defect, kept as a failing test: the new master's requests to the callee (relayed
-  // INVITE, BYE) leave from its pod's address, not the VIP; the callee answers that address,
-  // which it cannot reach (decision 0010). Before a failover they leave from the VIP only
-  // because the callee's own REGISTER to the VIP left a conntrack entry on that node.
-  it('calls in progress across a master pod delete complete', {
-    todo: 'egress from the pod address after a failover (docs/decisions/0010-metallb-mode.md)',
-  }, async () => {
+  // Without the egress agent the new master's requests to the callee (relayed INVITE, BYE) left
+  // from its pod's address, not the VIP, and the callee answered that address, which it cannot
+  // reach: 20 of 20 (or 15 of 20) failed (decision 0010). Before a failover they left from the VIP
+  // only because the callee's own REGISTER to the VIP left a conntrack entry on that node.
+  it('calls in progress across a master pod delete complete', async () => {
     await until(settled, 120_000, 'a settled pair to start from', () => JSON.stringify(pods()));
     const master = podWithRole('master') as PodView;
     const reg = await runSipp(client as NetBed, uasHost, {

@@ -116,7 +116,7 @@ describe('images: hack/images.sh and the Dockerfiles build the same images', () 
 
   it('reads what it compares (a changed side fails the comparison)', () => {
     const docker = parseDockerfile(read('sidecar/Dockerfile'));
-    assert.deepEqual(docker.packages, ['iproute2', 'iputils-arping']);
+    assert.deepEqual(docker.packages, ['conntrack', 'iproute2', 'iputils-arping', 'nftables']);
     const changed = parseDockerfile(
       read('sidecar/Dockerfile').replace('iputils-arping', 'iputils-arping tcpdump').replace('WORKDIR /app', 'WORKDIR /srv'),
     );
