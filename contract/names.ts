@@ -57,6 +57,8 @@ export const KEYS_ANNOTATION = 'sipha.io/keys';
 export const KEY_MISMATCH_ANNOTATION = 'sipha.io/key-mismatch';
 /** On a SipHaPair: a new value asks the operator for a key rotation (`kubectl sipha rotate-key`). */
 export const ROTATE_KEY_ANNOTATION = 'sipha.io/rotate-key';
+/** On the replication Secret: the rotation request whose last step was made (key-rotation.ts). */
+export const ROTATED_FOR_ANNOTATION = 'sipha.io/rotated-for';
 
 export const ROLES = ['starting', 'backup', 'master', 'resigned', 'fenced'] as const;
 export type Role = (typeof ROLES)[number];

@@ -15,6 +15,7 @@ import {
   witnessLeaseName,
 } from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
+import { witnessKey } from '../../contract/witness-wire.ts';
 import { containerResources, DEFAULT_RESOURCES } from './resources.ts';
 
 export type Obj = KubernetesObject & Record<string, unknown>;
@@ -98,7 +99,7 @@ export function statefulSet(p: SipHaPair): Obj {
       ...(s.vip.interface ? [env('SIPHA_VIP_INTERFACE', s.vip.interface)] : []),
       ...(s.preferredMaster !== undefined ? [env('SIPHA_PREFERRED_MASTER', s.preferredMaster)] : []),
       ...witnessEnv(s),
-      { name: 'SIPHA_REPLICATION_KEY', valueFrom: { secretKeyRef: { name: n.secret, key: 'hmac-key' } } },
+      env('SIPHA_KEY_DIR', KEY_DIR),
       linkToken,
     ],
     ports: [
@@ -111,8 +112,11 @@ export function statefulSet(p: SipHaPair): Obj {
     readinessProbe: { httpGet: { path: '/readyz', port: s.ports.metrics }, periodSeconds: 2 },
     livenessProbe: { httpGet: { path: '/healthz', port: s.ports.metrics }, periodSeconds: 5, failureThreshold: 3 },
     ...(arp ? { securityContext: { capabilities: { add: ['NET_ADMIN', 'NET_RAW'] } } } : {}),
-    // The API token, in this container only (see apiTokenVolume).
-    volumeMounts: [{ name: API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_DIR, readOnly: true }],
+    // The API token and the pair's keys, in this container only (see apiTokenVolume, keyVolume).
+    volumeMounts: [
+      { name: API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_DIR, readOnly: true },
+      { name: KEY_VOLUME, mountPath: KEY_DIR, readOnly: true },
+    ],
     resources: containerResources(s.sidecar.resources, DEFAULT_RESOURCES.sidecar),
   };
   return {
@@ -136,7 +140,7 @@ export function statefulSet(p: SipHaPair): Obj {
           automountServiceAccountToken: false,
           // No shareProcessNamespace: the sidecar watches its server over the link and
           // by SIP, and a shared PID namespace would show the server the sidecar's
-          // environment (its replication key) through /proc.
+          // environment and files through /proc.
           ...(arp ? { hostNetwork: true, dnsPolicy: 'ClusterFirstWithHostNet' } : {}),
           affinity: {
             podAntiAffinity: {
@@ -148,6 +152,8 @@ export function statefulSet(p: SipHaPair): Obj {
           containers: [serverContainer, sidecar],
           volumes: [
             apiTokenVolume(),
+            // All the Secret's entries, no `items`: a rotation adds key-<n> files (decision 0012).
+            { name: KEY_VOLUME, secret: { secretName: n.secret, defaultMode: 0o400 } },
             ...(s.sipServer.configMap ? [{ name: 'sip-config', configMap: { name: s.sipServer.configMap } }] : []),
           ],
         },
@@ -157,6 +163,13 @@ export function statefulSet(p: SipHaPair): Obj {
 }
 
 const API_TOKEN_VOLUME = 'sipha-api-token';
+/**
+ * The replication Secret as files (sidecar/src/ha/keyring.ts): never an environment
+ * variable, which /proc/<pid>/environ shows; the kubelet rewrites the files in place
+ * when a rotation patches the Secret, and the sidecar reads them every second.
+ */
+const KEY_VOLUME = 'sipha-keys';
+export const KEY_DIR = '/etc/sipha/keys';
 /** Where client libraries look for the in-cluster credentials. */
 const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
@@ -352,8 +365,10 @@ export function pdb(p: SipHaPair): Obj {
 
 /**
  * The replication key: made once with random bytes, never part of an apply
- * (that would rotate it). Stored as base64 text, because the sidecar reads it
- * from an environment variable, which cannot carry arbitrary bytes (NUL).
+ * (that would rotate it); rotations patch it (key-rotation.ts). Keys are
+ * stored as base64 text, as the sidecar's key files and the UDP arbiter's
+ * SIPHA_WITNESS_KEY take them. witness-key is derived from the first key and
+ * kept across rotations, so an arbiter host never needs a new one.
  */
 export function replicationSecret(p: SipHaPair, key: Buffer, linkToken: string): Obj {
   return {
@@ -361,7 +376,12 @@ export function replicationSecret(p: SipHaPair, key: Buffer, linkToken: string):
     kind: 'Secret',
     metadata: meta(p, names(p.metadata.name).secret),
     type: 'Opaque',
-    stringData: { 'hmac-key': key.toString('base64'), 'link-token': linkToken },
+    stringData: {
+      'key-1': key.toString('base64'),
+      'sign-id': '1',
+      'witness-key': witnessKey(key).toString('base64'),
+      'link-token': linkToken,
+    },
   };
 }
 

@@ -52,7 +52,7 @@ export function secretKeys(
     .filter((x): x is string => x !== undefined)
     .map(Number)
     .sort((a, b) => a - b);
-  if (ids.length === 0 && d['hmac-key'] !== undefined) ids = [1];
+  if (!ids.includes(1) && d['hmac-key'] !== undefined) ids = [1, ...ids];
   const signText = d['sign-id'] !== undefined ? Buffer.from(d['sign-id'], 'base64').toString('utf8').trim() : undefined;
   const signId = signText !== undefined ? Number(signText) : (ids[0] ?? 0);
   return { ids, signId, doneFor: annotations?.[doneKey] };

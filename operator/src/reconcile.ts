@@ -18,12 +18,15 @@ import {
   PAIR_LABEL,
   PLURAL,
   ROLE_LABEL,
+  ROTATE_KEY_ANNOTATION,
+  ROTATED_FOR_ANNOTATION,
   SWITCHOVER_ANNOTATION,
   VERSION,
 } from '../../contract/names.ts';
 import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
+import { keyRotationPlan, secretKeys } from './key-rotation.ts';
 import { errorText, isConflict, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
@@ -41,10 +44,15 @@ export interface ReconcilerOptions {
   allowedVipRanges?: Cidr[] | null;
 }
 
+/** How soon a reconcile looks again while a key rotation runs. */
+const ROTATION_RECHECK_MS = 2000;
+
 export class Reconciler {
   readonly counters: ReconcileMetrics = { applied: 0, statusWrites: 0 };
   /** Pairs (by uid) told already that their Secret is gone while pods run. */
   private readonly keyMissingWarned = new Set<string>();
+  /** Pairs (by uid) -> the last reason told why their key rotation cannot go on. */
+  private readonly rotationBlocked = new Map<string, string>();
   private readonly kube: Kube;
   private readonly events: EventRecorder;
   private readonly log: Logger;
@@ -112,6 +120,8 @@ export class Reconciler {
 
     await this.switchover(pair, pods);
     if (allowed) await this.upgrade(pair, pods);
+    // A rotation in progress looks again soon: pods reporting their keys may be all that changes.
+    const rotating = allowed ? await this.rotateKey(pair, pods) : false;
 
     const vip = allowed
       ? await this.vipAssigned(
@@ -144,7 +154,7 @@ export class Reconciler {
       this.counters.statusWrites++;
       for (const t of transitions) await this.events.record(pair, t.type, t.reason, t.message);
     }
-    return undefined;
+    return rotating ? { retryAfterMs: ROTATION_RECHECK_MS } : undefined;
   }
 
   /**
@@ -227,6 +237,76 @@ export class Reconciler {
       await this.events.record(pair, 'Normal', 'UpgradeSwitchover', plan.message);
       await this.askSwitchover(pair, String(plan.to));
     } else if (plan.kind === 'wait') this.log.debug({ pair: name, why: plan.why }, 'upgrade waits');
+  }
+
+  /**
+   * One step of a key rotation the user asked for (ROTATE_KEY_ANNOTATION; key-rotation.ts).
+   * The Secret holds the state; the operator never gets or lists it: a merge patch of
+   * its own annotation answers with the Secret, and that decides the step.
+   */
+  private async rotateKey(pair: SipHaPair, pods: PodView[]): Promise<boolean> {
+    const requested = pair.metadata.annotations?.[ROTATE_KEY_ANNOTATION];
+    if (requested === undefined) return false;
+    const { namespace } = pair.metadata;
+    const name = names(pair.metadata.name).secret;
+    const uid = pair.metadata.uid ?? '';
+    const patch = (body: object) => this.kube.core.patchNamespacedSecret({ namespace, name, body }, mergePatch);
+    let secret: k8s.V1Secret;
+    try {
+      secret = await patch({ metadata: { annotations: { 'sipha.io/rotation-seen': requested } } });
+    } catch (err) {
+      if (isNotFound(err)) return true; // made on a later reconcile (ensureSecret)
+      throw err;
+    }
+    const plan = keyRotationPlan(requested, secretKeys(secret.data, secret.metadata?.annotations, ROTATED_FOR_ANNOTATION), pods);
+    if (plan.kind === 'idle') {
+      // Done (or asked again with the value already served): the request goes, as a switchover's does.
+      await this.removeAnnotation(pair, ROTATE_KEY_ANNOTATION);
+      return false;
+    }
+    if (plan.kind === 'wait' || plan.kind === 'broken') {
+      const message =
+        plan.kind === 'wait' ? `rotation ${requested}: ${plan.why}` : `rotation ${requested} cannot go on: ${plan.message}`;
+      if (this.rotationBlocked.get(uid) !== message) {
+        this.rotationBlocked.set(uid, message);
+        await this.events.record(
+          pair,
+          plan.kind === 'wait' ? 'Normal' : 'Warning',
+          plan.kind === 'wait' ? 'KeyRotationWaiting' : 'KeyRotationBlocked',
+          message,
+        );
+      }
+      return plan.kind === 'wait';
+    }
+    this.rotationBlocked.delete(uid);
+    const text = (v: string) => Buffer.from(v).toString('base64');
+    if (plan.step === 'add') {
+      const signId = plan.id - 1;
+      await patch({ data: { [`key-${plan.id}`]: text(randomBytes(32).toString('base64')), 'sign-id': text(String(signId)) } });
+    } else if (plan.step === 'sign') {
+      await patch({ data: { 'sign-id': text(String(plan.id)) } });
+    } else {
+      await patch({
+        data: { [`key-${plan.id}`]: null, ...(plan.id === 1 ? { 'hmac-key': null } : {}) },
+        metadata: { annotations: { [ROTATED_FOR_ANNOTATION]: plan.doneFor ?? requested } },
+      });
+    }
+    await this.events.record(pair, 'Normal', plan.event.reason, plan.event.message);
+    return true;
+  }
+
+  private async removeAnnotation(pair: SipHaPair, key: string): Promise<void> {
+    await this.kube.custom.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        namespace: pair.metadata.namespace,
+        plural: PLURAL,
+        name: pair.metadata.name,
+        body: { metadata: { annotations: { [key]: null } } },
+      },
+      mergePatch,
+    );
   }
 
   /**

@@ -91,13 +91,14 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
     assert.equal(can('list', 'siphapairs.sipha.io', ['--all-namespaces']), false);
   });
 
-  it('the operator cannot read a Secret and holds no verb it does not use', () => {
+  it('the operator cannot list or watch Secrets and holds no verb it does not use', () => {
     const can = (verb: string, what: string) =>
       cp.kubectlTry(['auth', 'can-i', verb, what, '-n', 'default', '--as', OPERATOR_SA]).code === 0;
-    // The replication key is created once; never read, listed or watched.
+    // The replication key is created once and rotated by merge patches (decision 0012); never
+    // listed or watched (a patch answers with the Secret it changed, which is all it reads).
     assert.equal(can('create', 'secrets'), true);
-    for (const verb of ['get', 'list', 'watch', 'update', 'patch', 'delete'])
-      assert.equal(can(verb, 'secrets'), false, `${verb} secrets`);
+    assert.equal(can('patch', 'secrets'), true);
+    for (const verb of ['get', 'list', 'watch', 'update', 'delete']) assert.equal(can(verb, 'secrets'), false, `${verb} secrets`);
     // Owned objects go by owner references: no delete (pods only, for the rolling upgrade);
     // server-side apply needs no update.
     for (const what of [
@@ -176,6 +177,20 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
       volume?.projected?.sources?.some((s: { serviceAccountToken?: object }) => s.serviceAccountToken),
       JSON.stringify(spec.volumes),
     );
+    // The pair key: files of the Secret in the sidecar container alone, never an environment
+    // variable (/proc/<pid>/environ), never in the SIP server container (decision 0012).
+    type Env = { name: string; valueFrom?: { secretKeyRef?: { key: string } } };
+    for (const c of spec.containers as Array<Container & { env?: Env[] }>) {
+      const fromSecret = (c.env ?? []).filter((e) => e.valueFrom?.secretKeyRef).map((e) => e.valueFrom?.secretKeyRef?.key);
+      assert.deepEqual(fromSecret, ['link-token'], `${c.name}: only the link token comes from the Secret by environment`);
+    }
+    const keyVolume = spec.volumes.find(
+      (v: { secret?: { secretName: string } }) => v.secret?.secretName === 'rbac-pair-replication',
+    );
+    assert.ok(keyVolume, JSON.stringify(spec.volumes));
+    const mountsOf = (c: Container) => (c.volumeMounts ?? []).filter((m) => m.name === keyVolume.name);
+    assert.equal(mountsOf(container('sipha-sidecar')).length, 1, 'the sidecar mounts the key files');
+    assert.deepEqual(mountsOf(container('sip-server')), [], 'the SIP server does not');
     // QoS is computed by the API server when it admits the pod (no kubelet needed).
     assert.equal(pod.status.qosClass, 'Guaranteed');
     for (const c of spec.containers as Container[]) assert.deepEqual(c.resources?.requests, c.resources?.limits, c.name);

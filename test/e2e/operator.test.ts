@@ -201,16 +201,15 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       assert.equal(svc.spec.externalTrafficPolicy, 'Local');
       assert.equal(svc.metadata.annotations['metallb.io/loadBalancerIPs'], '198.18.0.101');
       assert.deepEqual(svc.spec.selector, { 'sipha.io/pair': 'sip-edge-lb', 'sipha.io/role': 'master' });
-      const cond = (await waitStatus('sip-edge-lb', (s) => s.conditions?.length === 3)).conditions.find(
-        (c: { type: string }) => c.type === 'VIPAssigned',
-      );
+      const vipCond = (s: Json) => s.conditions?.some((c: { type: string }) => c.type === 'VIPAssigned');
+      const cond = (await waitStatus('sip-edge-lb', vipCond)).conditions.find((c: { type: string }) => c.type === 'VIPAssigned');
       assert.equal(cond.status, 'False');
       assert.equal(cond.reason, 'WaitingForLoadBalancer');
     });
 
     it('repairs an owned object deleted or edited by hand, and never rotates the replication key', async () => {
-      const key = json(['get', 'secret', 'sip-edge-replication']).data['hmac-key'];
-      // The env var the sidecar reads holds base64 text of 32 random bytes.
+      const key = json(['get', 'secret', 'sip-edge-replication']).data['key-1'];
+      // The key file the sidecar reads holds base64 text of 32 random bytes.
       assert.equal(Buffer.from(Buffer.from(key, 'base64').toString('latin1'), 'base64').length, 32);
       const uid = json(['get', 'service', 'sip-edge-peers']).metadata.uid;
       cp.kubectl(['delete', 'service', 'sip-edge-peers']);
@@ -223,7 +222,7 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       await until(() => json(['get', 'pdb', 'sip-edge']).spec.maxUnavailable === 1, 20000, 'PDB edit reverted');
       cp.kubectl(['patch', 'statefulset', 'sip-edge', '--type', 'merge', '-p', '{"spec":{"replicas":5}}']);
       await until(() => json(['get', 'statefulset', 'sip-edge']).spec.replicas === 2, 20000, 'replicas reverted');
-      assert.equal(json(['get', 'secret', 'sip-edge-replication']).data['hmac-key'], key, 'key unchanged');
+      assert.equal(json(['get', 'secret', 'sip-edge-replication']).data['key-1'], key, 'key unchanged');
     });
 
     it('gives both containers of each pod the same link token, from the Secret (loopback is not private under hostNetwork)', () => {
@@ -552,6 +551,81 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         'the Events tell the upgrade',
       );
       assert.equal(events().match(/SwitchoverRequested/g)?.length, 1, 'exactly one planned switchover');
+    });
+  });
+
+  describe('the pair key (decision 0012)', () => {
+    let r0: Reporter;
+    let r1: Reporter;
+    const events = () => cp.kubectl(['describe', 'shp', 'kr']);
+    const secret = () => {
+      const d = json(['get', 'secret', 'kr-replication']);
+      const text = (k: string) => (d.data[k] === undefined ? undefined : Buffer.from(d.data[k], 'base64').toString());
+      const ids = Object.keys(d.data)
+        .filter((k) => /^key-\d+$/.test(k))
+        .sort()
+        .join(' ');
+      return { ids, sign: text('sign-id'), done: d.metadata.annotations?.['sipha.io/rotated-for'], key2: text('key-2') };
+    };
+    before(async () => {
+      cp.kubectl(['apply', '-f', '-'], pair('kr', VALID));
+      await until(() => exists('pod', 'kr-0') && exists('pod', 'kr-1') && exists('secret', 'kr-replication'), 30000, 'pods, key');
+      r0 = startReporter(cp, 'default', 'kr-0');
+      r1 = startReporter(cp, 'default', 'kr-1');
+      await r0.report('master', 2, 'elected in-sync keys=1');
+      await r1.report('backup', 2, 'peer-is-master in-sync keys=1');
+      await waitStatus('kr', (x) => x.phase === 'Replicating');
+    });
+    after(async () => {
+      await r0?.stop();
+      await r1?.stop();
+    });
+
+    it('is made as key 1 with the witness key beside it', () => {
+      const s = secret();
+      assert.equal(s.ids, 'key-1');
+      assert.equal(s.sign, '1');
+      assert.ok(json(['get', 'secret', 'kr-replication']).data['witness-key'], 'witness-key');
+    });
+
+    it('a sidecar that hears its peer with another key sets KeyMismatch and a Warning; it clears when the keys agree', async () => {
+      await r1.report('backup', 2, 'peer-is-master out-of-sync keys=1 key-mismatch');
+      const st = await waitStatus('kr', (x) => x.conditions?.some((c: Json) => c.type === 'KeyMismatch' && c.status === 'True'));
+      const c = st.conditions.find((x: Json) => x.type === 'KeyMismatch');
+      assert.equal(c.reason, 'PeerKeyMismatch');
+      assert.match(c.message, /kr-1 hears the peer with a key not held/);
+      await until(() => /Warning\s+KeyMismatch\s+\S+\s+sipha-operator\s+kr-1 hears/.test(events()), 10000, 'the Warning');
+      await r1.report('backup', 2, 'peer-is-master in-sync keys=1');
+      await waitStatus('kr', (x) => x.conditions?.some((c: Json) => c.type === 'KeyMismatch' && c.status === 'False'));
+      await until(() => /Normal\s+KeysMatch/.test(events()), 10000, 'the Event that it is over');
+    });
+
+    it('rotates in three Secret patches, each once both sidecars hold what the last wrote; the request goes when done', async () => {
+      cp.kubectl(['annotate', 'shp', 'kr', 'sipha.io/rotate-key=r1']);
+      await until(() => secret().ids === 'key-1 key-2', 15000, 'key 2 added');
+      const key2 = secret().key2;
+      assert.equal(secret().sign, '1', 'both still sign with 1');
+      await until(() => /KeyRotationWaiting.*to hold keys 1 and 2/s.test(events()), 10000, 'it says what it waits for');
+      await r0.report('master', 2, 'elected in-sync keys=1,2');
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal(secret().sign, '1', 'kr-1 does not hold key 2 yet: nobody signs with it');
+      await r1.report('backup', 2, 'peer-is-master in-sync keys=1,2');
+      await until(() => secret().sign === '2', 15000, 'sign with 2');
+      assert.equal(secret().key2, key2, 'key 2 made once');
+      await r1.report('backup', 2, 'peer-is-master in-sync keys=2,1');
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal(secret().ids, 'key-1 key-2', 'kr-0 still signs with 1: key 1 stays');
+      await r0.report('master', 2, 'elected in-sync keys=2,1');
+      await until(() => secret().ids === 'key-2', 15000, 'key 1 removed');
+      assert.equal(secret().done, 'r1');
+      await until(
+        () => json(['get', 'shp', 'kr']).metadata.annotations?.['sipha.io/rotate-key'] === undefined,
+        15000,
+        'the request is removed',
+      );
+      const ev = events();
+      for (const r of ['KeyRotationStarted', 'KeyRotationStep', 'KeyRotated']) assert.match(ev, new RegExp(r));
+      assert.equal(secret().key2, key2, 'and the key the sidecars hold is the one that stays');
     });
   });
 

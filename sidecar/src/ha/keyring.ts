@@ -11,7 +11,7 @@
  *   sign-id      the id of the key this side signs with (may be left out when there is one key)
  *   witness-key  the UDP arbiter's key (witnessKey of the pair's first key), kept across
  *                rotations so the arbiter never needs a new one (optional)
- *   hmac-key     the single key of a Secret made before key ids: key 1
+ *   hmac-key     the key of a Secret made before key ids: key 1 (unless key-1 is there)
  * A rotation is three merge patches of the Secret, none of which needs to read
  * it (the operator has no right to): add key-<n+1>; set sign-id to n+1 once
  * both sides hold it; remove key-<n> once both sign with n+1.
@@ -75,7 +75,7 @@ export function readKeyDir(dir: string): Keyring {
     else if (name === 'witness-key') witness = parseKey(readFileSync(path, 'utf8'), path);
   }
   const legacy = join(dir, 'hmac-key');
-  if (keys.size === 0 && existsSync(legacy)) keys.set(1, parseKey(readFileSync(legacy, 'utf8'), legacy));
+  if (!keys.has(1) && existsSync(legacy)) keys.set(1, parseKey(readFileSync(legacy, 'utf8'), legacy));
   if (keys.size === 0) throw new Error(`${dir}: no key-<id> file`);
   if (keys.size > MAX_KEYS) throw new Error(`${dir}: ${keys.size} keys; a rotation needs at most 2`);
   const ids = [...keys.keys()].sort((x, y) => x - y);

@@ -1,6 +1,7 @@
 /**
  * Runs the sidecar's Kubernetes side as its own process, driven by lines on
- * stdin:  master <term> <reason> [gapMs] [in-sync|out-of-sync] [registrations=<n>]  |  backup <term> <reason>  |  ...
+ * stdin:  master <term> <reason> [gapMs] [in-sync|out-of-sync] [registrations=<n>] [keys=<ids>] [key-mismatch]
+ *         |  backup <term> <reason>  |  ...
  * The sidecar's role machine drives the same classes in-process; this entry
  * lets tests and operators exercise them alone. It prints:
  *   seeded term <n> [missing <sources>]  once at start (the terms read back)
@@ -67,7 +68,9 @@ for await (const line of rl) {
   const words = line.trim().split(/\s+/);
   const sync = words.find((w) => w === 'in-sync' || w === 'out-of-sync');
   const regs = words.find((w) => /^registrations=\d+$/.test(w));
-  const [role, termText, reason, gap] = words.filter((w) => w !== sync && w !== regs);
+  const keys = words.find((w) => /^keys=[\d,]+$/.test(w));
+  const mismatch = words.find((w) => w === 'key-mismatch');
+  const [role, termText, reason, gap] = words.filter((w) => w !== sync && w !== regs && w !== keys && w !== mismatch);
   if (!role) continue;
   if (!(ROLES as readonly string[]).includes(role) || !Number.isInteger(Number(termText))) {
     console.log(`error: bad line: ${line}`);
@@ -80,6 +83,7 @@ for await (const line of rl) {
     ...(gap ? { gapMs: Number(gap) } : {}),
     ...(sync ? { inSync: sync === 'in-sync' } : {}),
     ...(regs ? { registrations: Number(regs.slice('registrations='.length)) } : {}),
+    ...(keys ? { keys: keys.slice('keys='.length), keyMismatch: mismatch !== undefined } : {}),
   });
 }
 reporter.stop();
