@@ -1,7 +1,7 @@
 /**
  * kubectl sipha: see and operate sipha pairs (SipHaPair) the way kubectl
  * plugins do. Subcommands: status [NAME], history NAME, switchover NAME
- * --to <ordinal|pod>, logs NAME. Errors go to stderr as "error: ...", exit 1.
+ * --to <ordinal|pod>, rotate-key NAME, logs NAME. Errors go to stderr as "error: ...", exit 1.
  */
 import type { V1Pod } from '@kubernetes/client-node';
 import { GROUP, PAIR_LABEL, PLURAL, VERSION } from '../../contract/names.ts';
@@ -11,6 +11,7 @@ import { apiMessage, type Client, connect, isNotFound } from './client.ts';
 import { readLag } from './lag.ts';
 import { pairLogs } from './logs.ts';
 import { historyTable, pairStatus, pairsTable } from './render.ts';
+import { rotateKey } from './rotate-key.ts';
 import { switchover } from './switchover.ts';
 
 export const USAGE = `kubectl sipha: see and operate sipha pairs (SipHaPair, short name shp)
@@ -19,6 +20,7 @@ Usage:
   kubectl sipha status [NAME]                        pairs at a glance; with NAME: pods, roles, terms, sync, lag p99, last role changes
   kubectl sipha history NAME                         the pair's last role changes (status.history)
   kubectl sipha switchover NAME --to <0|1|POD>       planned switchover; waits for the operator's answer (--timeout, default 60s)
+  kubectl sipha rotate-key NAME                      a new pair key without a restart, in three steps; shows each (--timeout, default 10m)
   kubectl sipha logs NAME [--tail N] [--since 10m] [-c CONTAINER]
                                                      both pods' sidecar logs merged by time
 
@@ -87,6 +89,14 @@ async function run(args: Args): Promise<number> {
       const timeout = parseDuration(args.flags.get('timeout') ?? '60s');
       console.log(`asked for a switchover of ${name} to ${to}; waiting up to ${timeout / 1000} s for the operator`);
       const r = await switchover(client, name, to, timeout);
+      (r.ok ? console.log : console.error)(r.ok ? r.message : `error: ${r.message}`);
+      return r.ok ? 0 : 1;
+    }
+    case 'rotate-key': {
+      const name = needName(args);
+      await getPair(client, name);
+      const timeout = parseDuration(args.flags.get('timeout') ?? '10m');
+      const r = await rotateKey(client, name, timeout, (line) => console.log(line));
       (r.ok ? console.log : console.error)(r.ok ? r.message : `error: ${r.message}`);
       return r.ok ? 0 : 1;
     }

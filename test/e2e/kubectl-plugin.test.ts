@@ -167,6 +167,41 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
     );
   });
 
+  it('rotate-key asks the operator, prints each step as the sidecars catch up, and ends at KeyRotated', async (t) => {
+    const child = spawn('kubectl', ['sipha', 'rotate-key', 'edge', '--timeout', '60s'], { env: env() });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const role = (r: Reporter, line: string) => r.report(line.split(' ')[0] as string, 3, line.split(' ').slice(1).join(' '));
+    await until(
+      () => /^KeyRotationStarted: .*key 2 added beside key 1/m.test(out),
+      20000,
+      'step 1 printed',
+      () => out,
+    );
+    await role(r0, 'master peer-resigned in-sync keys=1,2');
+    await role(r1, 'backup rejoined out-of-sync keys=1,2');
+    await until(
+      () => /^KeyRotationStep: .*signing with it now/m.test(out),
+      20000,
+      'step 2 printed',
+      () => out,
+    );
+    await role(r0, 'master peer-resigned in-sync keys=2,1');
+    await role(r1, 'backup rejoined out-of-sync keys=2,1');
+    assert.equal(await exited, 0, out);
+    assert.match(out, /^KeyRotated: rotation \S+: every sidecar signs with key 2; key 1 removed$/m);
+    t.diagnostic(`kubectl sipha rotate-key edge\n${out}`);
+    const again = sipha('rotate-key', 'nope');
+    assert.equal(again.code, 1);
+    assert.match(again.err, /^error: siphapair "nope" not found/m);
+  });
+
   it('logs asks the API server for both sidecars; with no kubelet it says, per pod, that there is no log yet', () => {
     const r = sipha('logs', 'edge', '--tail', '50');
     assert.equal(r.code, 0, r.err);
