@@ -127,6 +127,43 @@ describe('a stalled replication stream while heartbeats flow (item 3)', { timeou
   });
 });
 
+describe('state that came by burst is passed on by burst (two rejoins in a row, as on the cluster)', { timeout: 180_000 }, () => {
+  let bed: NetBed;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('a backup whose sidecar restarted gets the burst, takes over, and the next empty backup gets every registration from it', async () => {
+    const pb = await pairBed();
+    bed = pb.bed;
+    const { a: a0, b: b0, client } = pb;
+    const aors = users('hop', 300);
+    assert.equal(
+      (await runSipp(bed, client, { scenario: 'register.xml', target, calls: 300, rate: 500, users: aors })).successful,
+      300,
+    );
+    await until(() => usrlocStat(b0.kamailio, 'registered_users') === 300, 5000, 'backup has them');
+    // b's sidecar restarts beside its running Kamailio (as the kubelet restarts a killed sidecar
+    // container): it holds nothing, its server holds everything; the burst fills its cache.
+    await bed.stop(b0.sidecar.child, 'SIGKILL');
+    const b = await b0.restartSidecar();
+    await until(() => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 15000, 'b rejoined in sync');
+    await until(() => usrlocStat(b.kamailio, 'registered_users') === 300, 5000, 'b got them by burst');
+    // a dies; b serves with what it got by burst; a comes back empty and must get all of it from b.
+    await bed.stop(a0.sidecar.child, 'SIGKILL');
+    await bed.stop(a0.kamailio.child, 'SIGKILL');
+    await until(() => role(b) === 'master', 5000, 'b takes over');
+    const a = await a0.restart();
+    await until(() => role(a) === 'backup' && a.sidecar.metric('sipha_in_sync') === 1, 15000, 'a rejoined in sync');
+    await until(
+      () => usrlocStat(a.kamailio, 'registered_users') === 300,
+      5000,
+      'a got every registration by burst from b',
+      () => `a holds ${usrlocStat(a.kamailio, 'registered_users')}; b caches ${b.sidecar.metric('sipha_state_cache_entries')}`,
+    );
+  });
+});
+
 describe('registrations removed while the backup was out of reach', { timeout: 180_000 }, () => {
   let bed: NetBed;
   after(async () => {
