@@ -6,10 +6,10 @@
  * SwitchoverRefused (exit 1, with the reason); no answer within the timeout:
  * exit 1. Only Events that did not exist before the request count.
  */
-import * as k8s from '@kubernetes/client-node';
-import { GROUP, PLURAL, SWITCHOVER_ANNOTATION, VERSION } from '../../contract/names.ts';
+import { SWITCHOVER_ANNOTATION } from '../../contract/names.ts';
 import { UsageError } from './args.ts';
 import type { Client } from './client.ts';
+import { requestOnPair } from './pair-request.ts';
 
 const ANSWERS = new Set(['SwitchoverDone', 'SwitchoverNotNeeded', 'SwitchoverRefused']);
 
@@ -27,39 +27,12 @@ export interface SwitchoverResult {
 
 export async function switchover(client: Client, pair: string, to: string, timeoutMs: number): Promise<SwitchoverResult> {
   const ordinal = targetOrdinal(pair, to);
-  const ns = client.namespace;
-  const obj = (await client.custom.getNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: PLURAL,
-    name: pair,
-  })) as { metadata: { resourceVersion?: string; annotations?: Record<string, string> } };
-  const pending = obj.metadata.annotations?.[SWITCHOVER_ANNOTATION];
-  if (pending !== undefined)
-    return { ok: false, message: `a switchover to ${pair}-${pending} is already asked for; wait for it` };
-
-  const selector = `involvedObject.name=${pair},involvedObject.kind=SipHaPair`;
-  const seen = new Set(
-    (await client.core.listNamespacedEvent({ namespace: ns, fieldSelector: selector })).items.map((e) => e.metadata?.uid),
-  );
-  // Optimistic lock: a request made by someone else meanwhile is not overwritten.
-  await client.custom.patchNamespacedCustomObject(
-    {
-      group: GROUP,
-      version: VERSION,
-      namespace: ns,
-      plural: PLURAL,
-      name: pair,
-      body: { metadata: { resourceVersion: obj.metadata.resourceVersion, annotations: { [SWITCHOVER_ANNOTATION]: ordinal } } },
-    },
-    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-  );
-
+  const req = await requestOnPair(client, pair, SWITCHOVER_ANNOTATION, ordinal);
+  if (req.pending !== undefined)
+    return { ok: false, message: `a switchover to ${pair}-${req.pending} is already asked for; wait for it` };
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    const events = (await client.core.listNamespacedEvent({ namespace: ns, fieldSelector: selector })).items;
-    const answer = events.find((e) => !seen.has(e.metadata?.uid) && ANSWERS.has(e.reason ?? ''));
+    const answer = (await req.newEvents()).find((e) => ANSWERS.has(e.reason ?? ''));
     if (answer) return { ok: answer.reason !== 'SwitchoverRefused', message: `${answer.reason}: ${answer.message ?? ''}` };
     await new Promise((r) => setTimeout(r, 250));
   }

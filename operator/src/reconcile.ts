@@ -205,6 +205,11 @@ export class Reconciler {
 
   /** Sets (an ordinal) or removes (null) the switchover request on the pair, as a user's annotation would. */
   private async askSwitchover(pair: SipHaPair, ordinal: string | null): Promise<void> {
+    await this.annotatePair(pair, SWITCHOVER_ANNOTATION, ordinal);
+  }
+
+  /** Sets or removes (null) one annotation on the pair. */
+  private async annotatePair(pair: SipHaPair, key: string, value: string | null): Promise<void> {
     await this.kube.custom.patchNamespacedCustomObject(
       {
         group: GROUP,
@@ -212,7 +217,7 @@ export class Reconciler {
         namespace: pair.metadata.namespace,
         plural: PLURAL,
         name: pair.metadata.name,
-        body: { metadata: { annotations: { [SWITCHOVER_ANNOTATION]: ordinal } } },
+        body: { metadata: { annotations: { [key]: value } } },
       },
       mergePatch,
     );
@@ -261,7 +266,7 @@ export class Reconciler {
     const plan = keyRotationPlan(requested, secretKeys(secret.data, secret.metadata?.annotations, ROTATED_FOR_ANNOTATION), pods);
     if (plan.kind === 'idle') {
       // Done (or asked again with the value already served): the request goes, as a switchover's does.
-      await this.removeAnnotation(pair, ROTATE_KEY_ANNOTATION);
+      await this.annotatePair(pair, ROTATE_KEY_ANNOTATION, null);
       return false;
     }
     if (plan.kind === 'wait' || plan.kind === 'broken') {
@@ -295,24 +300,10 @@ export class Reconciler {
     return true;
   }
 
-  private async removeAnnotation(pair: SipHaPair, key: string): Promise<void> {
-    await this.kube.custom.patchNamespacedCustomObject(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace: pair.metadata.namespace,
-        plural: PLURAL,
-        name: pair.metadata.name,
-        body: { metadata: { annotations: { [key]: null } } },
-      },
-      mergePatch,
-    );
-  }
-
   /**
    * The replication key is created once, with random bytes, and never applied
-   * again. Create only: the operator holds no right to read a Secret, so an
-   * existing key answers AlreadyExists and stays as it is. While a pod of the
+   * again. Create, no get: the operator holds no right to read a Secret, so an
+   * existing key answers AlreadyExists and stays as it is (rotation patches it). While a pod of the
    * pair runs it holds the key, so nothing is created then: a Secret deleted
    * meanwhile made again with a new key would start a restarted pod with a key
    * its peer does not have (with `witness: none`, both would serve). Such a pod

@@ -51,6 +51,19 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
   const status = () => JSON.parse(cp.kubectl(['get', 'shp', 'edge', '-o', 'json'])).status ?? {};
+  /** The plugin running in the background: what it printed so far (both streams) and its exit. */
+  const background = (...args: string[]) => {
+    const child = spawn('kubectl', ['sipha', ...args], { env: env() });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    return { output: () => out, exited };
+  };
 
   before(async () => {
     cp = await startControlPlane();
@@ -133,26 +146,18 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
   });
 
   it('switchover --to POD asks the operator and waits for SwitchoverDone', async (t) => {
-    const child = spawn('kubectl', ['sipha', 'switchover', 'edge', '--to', 'edge-0', '--timeout', '30s'], { env: env() });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      out += d;
-    });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const run = background('switchover', 'edge', '--to', 'edge-0', '--timeout', '30s');
     // The operator passes the request on to the master pod; its sidecar hands over (decision 0006).
     await until(() => /^handover 2$/m.test(r1.output()), 15000, 'edge-1 is asked to hand over at term 2');
-    assert.doesNotMatch(out, /SwitchoverDone/, 'the plugin waits for the outcome');
+    assert.doesNotMatch(run.output(), /SwitchoverDone/, 'the plugin waits for the outcome');
     await r1.report('resigned', 2, 'switchover in-sync');
     await r0.report('master', 3, 'peer-resigned in-sync registrations=1000', 9);
     await r1.report('backup', 3, 'rejoined in-sync');
-    assert.equal(await exited, 0, out);
-    assert.match(out, /^SwitchoverDone: edge-0 is master now \(term 3\)$/m);
+    assert.equal(await run.exited, 0, run.output());
+    assert.match(run.output(), /^SwitchoverDone: edge-0 is master now \(term 3\)$/m);
     const h = sipha('history', 'edge').out;
     assert.match(h, /^\S+Z\s+3\s+edge-1\s+edge-0\s+peer-resigned\s+9 ms\s+yes\s+1000$/m);
-    t.diagnostic(`kubectl sipha switchover edge --to edge-0 --timeout 30s\n${out}\nkubectl sipha history edge\n${h}`);
+    t.diagnostic(`kubectl sipha switchover edge --to edge-0 --timeout 30s\n${run.output()}\nkubectl sipha history edge\n${h}`);
   });
 
   it('switchover to a backup that is not in sync: the operator refuses, the plugin says why and exits 1', async () => {
@@ -168,35 +173,27 @@ describe('kubectl sipha, the plugin, on a real kube-apiserver', { timeout: 600_0
   });
 
   it('rotate-key asks the operator, prints each step as the sidecars catch up, and ends at KeyRotated', async (t) => {
-    const child = spawn('kubectl', ['sipha', 'rotate-key', 'edge', '--timeout', '60s'], { env: env() });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      out += d;
-    });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const run = background('rotate-key', 'edge', '--timeout', '60s');
     const role = (r: Reporter, line: string) => r.report(line.split(' ')[0] as string, 3, line.split(' ').slice(1).join(' '));
     await until(
-      () => /^KeyRotationStarted: .*key 2 added beside key 1/m.test(out),
+      () => /^KeyRotationStarted: .*key 2 added beside key 1/m.test(run.output()),
       20000,
       'step 1 printed',
-      () => out,
+      () => run.output(),
     );
     await role(r0, 'master peer-resigned in-sync keys=1,2');
     await role(r1, 'backup rejoined out-of-sync keys=1,2');
     await until(
-      () => /^KeyRotationStep: .*signing with it now/m.test(out),
+      () => /^KeyRotationStep: .*signing with it now/m.test(run.output()),
       20000,
       'step 2 printed',
-      () => out,
+      () => run.output(),
     );
     await role(r0, 'master peer-resigned in-sync keys=2,1');
     await role(r1, 'backup rejoined out-of-sync keys=2,1');
-    assert.equal(await exited, 0, out);
-    assert.match(out, /^KeyRotated: rotation \S+: every sidecar signs with key 2; key 1 removed$/m);
-    t.diagnostic(`kubectl sipha rotate-key edge\n${out}`);
+    assert.equal(await run.exited, 0, run.output());
+    assert.match(run.output(), /^KeyRotated: rotation \S+: every sidecar signs with key 2; key 1 removed$/m);
+    t.diagnostic(`kubectl sipha rotate-key edge\n${run.output()}`);
     const again = sipha('rotate-key', 'nope');
     assert.equal(again.code, 1);
     assert.match(again.err, /^error: siphapair "nope" not found/m);

@@ -34,21 +34,26 @@ describe('heartbeat worker start', () => {
   });
 });
 
+/** One of two workers beating to each other on loopback, 20 ms x 5. */
+function twoOnLoopback(key: Buffer, ordinal: 0 | 1, port: number, peerPort: number) {
+  return {
+    keys: [key],
+    ordinal,
+    bindAddress: '127.0.0.1',
+    port,
+    peerAddress: '127.0.0.1',
+    peerPort,
+    intervalMs: 20,
+    misses: 5,
+    quietMs: 40,
+    mainHungMs: 5000,
+  };
+}
+
 describe('heartbeat worker messages before anyone listens', () => {
   it("what the worker heard before the handler was set is delivered (the peer's view is told only when it changes)", async () => {
     const key = randomBytes(32);
-    const cfg = (ordinal: 0 | 1, port: number, peerPort: number) => ({
-      keys: [key],
-      ordinal,
-      bindAddress: '127.0.0.1',
-      port,
-      peerAddress: '127.0.0.1',
-      peerPort,
-      intervalMs: 20,
-      misses: 5,
-      quietMs: 40,
-      mainHungMs: 5000,
-    });
+    const cfg = (ordinal: 0 | 1, port: number, peerPort: number) => twoOnLoopback(key, ordinal, port, peerPort);
     const base = 20000 + Math.floor(Math.random() * 20000);
     const a = new Heartbeats(cfg(0, base, base + 1));
     const b = new Heartbeats(cfg(1, base + 1, base));
@@ -75,18 +80,7 @@ describe('heartbeat worker messages before anyone listens', () => {
 
 describe('heartbeat worker: a peer with another key (decision 0012)', () => {
   it('is a key mismatch, said before the peer counts as lost; a common key ends it and the peer is heard', async () => {
-    const cfg = (key: Buffer, ordinal: 0 | 1, port: number, peerPort: number) => ({
-      keys: [key],
-      ordinal,
-      bindAddress: '127.0.0.1',
-      port,
-      peerAddress: '127.0.0.1',
-      peerPort,
-      intervalMs: 20,
-      misses: 5,
-      quietMs: 40,
-      mainHungMs: 5000,
-    });
+    const cfg = twoOnLoopback;
     const [k1, k2] = [randomBytes(32), randomBytes(32)];
     const base = 20000 + Math.floor(Math.random() * 20000);
     const a = new Heartbeats(cfg(k1, 0, base, base + 1));
