@@ -75,7 +75,10 @@ export function settled(): boolean {
     const st = JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')).status as {
       conditions?: Array<{ type: string; status: string }>;
     };
-    return shpRow().PHASE === 'Replicating' && st.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+    // Ready (master and backup), and Replicating: the backup holds the state, so a fault that
+    // follows tests the failover, not a takeover by a backup that was still being resynced.
+    const on = (type: string) => st.conditions?.some((c) => c.type === type && c.status === 'True') === true;
+    return shpRow().PHASE === 'Replicating' && on('Ready') && on('Replicating');
   } catch {
     return false;
   }

@@ -276,3 +276,22 @@ describe('state cache: packed storage (issue 9: 100k registrations under 200 MiB
     assert.ok(c.pendingSize <= 1000, 'live REGISTERs are still capped');
   });
 });
+
+describe('state cache: a replay its server refuses is still kept (the master accepted it)', () => {
+  it('Kamailio answers 400 to a replay of a binding it holds from an earlier replay: kept, with the expiry the answer lists', () => {
+    // Seen on the netns bed (faults.test.ts, "the cluster e2e fault sequence"): a sidecar restarted beside
+    // its running server is replayed the state; the server, holding each binding from an earlier burst,
+    // answers 400 with the binding's contact and remaining expiry. A cache that dropped them replayed
+    // nothing once this node was master: the next backup got 0 of 300, and lost them all at a takeover.
+    const c = new StateCache({ now: () => 1_000_000 });
+    const m = parse(markReplay(reg('k1', '<sip:u@198.18.0.10:5060>', 3600).buf).toString('latin1'));
+    c.observe(m, 0, [m.buf]);
+    c.answer(answer('k1', 1, 400, '<sip:u@198.18.0.10:5060>;expires=3574;received="sip:198.18.0.10:5060"'));
+    assert.equal(c.size, 1);
+    const [e] = [...c.burst()];
+    assert.ok(e && e.bytes.includes(Buffer.from('Call-ID: k1')));
+    // A live REGISTER the server refuses is still not kept (issue 9 item 5).
+    register(c, reg('k2', '<sip:v@198.18.0.10:5060>', 3600), 400);
+    assert.equal(c.size, 1);
+  });
+});

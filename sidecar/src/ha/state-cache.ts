@@ -133,13 +133,18 @@ export class StateCache {
     const key = transactionKey(m);
     if (key === null) return;
     let p = this.pending.get(key);
+    let replay = false;
     if (p !== undefined) this.pending.delete(key);
     else {
       p = this.pendingReplays.get(key);
       if (p === undefined) return;
       this.pendingReplays.delete(key);
+      replay = true;
     }
-    if (m.status >= 300) return;
+    // A replay was accepted by the master's server when it was new: whatever this server says
+    // (Kamailio answers 400 to a replay of a binding it holds from an earlier one), it is part of
+    // the state this node must pass on. Its answer still tells the expiry, when it lists the contact.
+    if (m.status >= 300 && !replay) return;
     // The REGISTER's bytes go into the arena once, shared by every binding it sets or removes.
     let id = -1;
     const q = p;
