@@ -3,9 +3,11 @@
  * (built from Go modules by hack/build-k8s.sh). No fake API server anywhere.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { witnessKey } from '../../contract/witness-wire.ts';
 import { type ControlPlane, startControlPlane } from '../lib/control-plane.ts';
 import { type Operator, type Reporter, startOperator, startReporter } from '../lib/operator.ts';
 import { until } from '../lib/procs.ts';
@@ -626,6 +628,37 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
       const ev = events();
       for (const r of ['KeyRotationStarted', 'KeyRotationStep', 'KeyRotated']) assert.match(ev, new RegExp(r));
       assert.equal(secret().key2, key2, 'and the key the sidecars hold is the one that stays');
+    });
+  });
+
+  describe('a replication Secret from before key ids (hmac-key alone)', () => {
+    it('is read as key 1, and the first rotation pins the UDP arbiter key to it before it goes', async () => {
+      cp.kubectl(['apply', '-f', '-'], pair('lg', VALID));
+      await until(() => exists('secret', 'lg-replication'), 30000, 'the Secret');
+      const key = randomBytes(32);
+      // What an earlier operator made: the key as hmac-key, no ids, no witness key.
+      cp.kubectl([
+        'patch',
+        'secret',
+        'lg-replication',
+        '--type=merge',
+        '-p',
+        JSON.stringify({
+          data: {
+            'key-1': null,
+            'sign-id': null,
+            'witness-key': null,
+            'hmac-key': Buffer.from(key.toString('base64')).toString('base64'),
+          },
+        }),
+      ]);
+      cp.kubectl(['annotate', 'shp', 'lg', 'sipha.io/rotate-key=first']);
+      const data = () => json(['get', 'secret', 'lg-replication']).data as Record<string, string>;
+      await until(() => data()['key-2'] !== undefined, 15000, 'key 2 added');
+      const text = (k: string) => Buffer.from(data()[k] ?? '', 'base64').toString();
+      assert.equal(text('sign-id'), '1', 'still signing with the old key, now named by id');
+      assert.equal(text('witness-key'), witnessKey(key).toString('base64'), 'the arbiter key the sidecars derived from key 1');
+      cp.kubectl(['delete', 'shp', 'lg']);
     });
   });
 
