@@ -209,7 +209,7 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
 });
 
 /** A random fault for node 0 or 1 (`tell` delivers the other node's current view, a heartbeat). */
-type FaultKind = 'tell' | 'quiet' | 'lost' | 'startup-timeout' | 'server' | 'fenced' | 'serve-failed' | 'witness';
+type FaultKind = 'tell' | 'quiet' | 'lost' | 'startup-timeout' | 'server' | 'fenced' | 'serve-failed' | 'witness' | 'key';
 type Fault = { node: 0 | 1; kind: FaultKind; up: boolean; term: number; granted: boolean; holderTerm: number };
 const faults = (...kinds: FaultKind[]) =>
   fc.record({
@@ -238,15 +238,48 @@ function asEvent(e: Fault, other: NodeState): HaEvent {
       return { type: 'serve-failed', reason: 'test' };
     case 'witness':
       return e.granted ? { type: 'witness', granted: true } : { type: 'witness', granted: false, holderTerm: e.holderTerm };
+    case 'key':
+      return { type: 'peer-key', mismatch: e.up };
     default:
       return { type: 'startup-timeout' };
   }
 }
 
+describe('role state machine: a peer heard with another key (decision 0012)', () => {
+  const mismatch = (s: NodeState) => step(s, { type: 'peer-key', mismatch: true }).state;
+  it('without a witness, a node alone at start does not elect itself while the mismatch lasts; it does once it ends', () => {
+    let s = mismatch(up(initialState(1)));
+    s = step(s, { type: 'startup-timeout' }).state;
+    assert.equal(s.role, 'starting', 'the peer is alive with another key: silence proves nothing');
+    const d = step(s, { type: 'peer-key', mismatch: false });
+    assert.equal(d.state.role, 'master', 'the other side went quiet too: now silence elects');
+  });
+  it('a backup that loses a master it cannot check does not take over; a master stays master', () => {
+    let b = step(backup(1, 2), { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } }).state;
+    b = mismatch(b);
+    b = step(b, { type: 'peer-lost' }).state;
+    assert.equal(b.role, 'backup');
+    let m = mismatch(master(0, 2));
+    m = step(m, { type: 'peer-lost' }).state;
+    assert.equal(m.role, 'master');
+  });
+  it('with a witness the witness decides, as for any silence', () => {
+    let s = mismatch(up(initialState(1, { witness: true })));
+    s = step(s, { type: 'startup-timeout' }).state;
+    assert.equal(s.role, 'starting');
+    assert.equal(step(s, { type: 'witness', granted: true }).state.role, 'master');
+  });
+  it('a valid beat ends the mismatch', () => {
+    const s = step(mismatch(up(initialState(1))), { type: 'peer', peer: { role: 'master', term: 2, serverUp: true } }).state;
+    assert.equal(s.peerKeyMismatch, false);
+    assert.equal(s.role, 'backup');
+  });
+});
+
 describe('role state machine: safety', () => {
   it('no sequence of events makes two masters of the same term', () => {
     // Events for node 0 or 1; "tell" delivers the other node's current view (a heartbeat).
-    const ev = faults('tell', 'quiet', 'lost', 'startup-timeout', 'server', 'fenced', 'witness');
+    const ev = faults('tell', 'quiet', 'lost', 'startup-timeout', 'server', 'fenced', 'witness', 'key');
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 80 }), fc.boolean(), (events, witness) => {
         const nodes: NodeState[] = [initialState(0, { witness }), initialState(1, { witness })];
@@ -266,7 +299,7 @@ describe('role state machine: safety', () => {
   });
 
   it('whatever happened before, two healthy nodes that hear each other end with exactly one master', () => {
-    const ev = faults('tell', 'quiet', 'lost', 'startup-timeout', 'server', 'serve-failed', 'witness');
+    const ev = faults('tell', 'quiet', 'lost', 'startup-timeout', 'server', 'serve-failed', 'witness', 'key');
     fc.assert(
       fc.property(fc.array(ev, { maxLength: 60 }), fc.constantFrom(0, 1), fc.boolean(), (events, preferred, witness) => {
         const opts = { preferred: preferred as 0 | 1, witness };
