@@ -289,7 +289,7 @@ describe('state cache: a replay its server refuses is still kept (the master acc
     c.answer(answer('k1', 1, 400, '<sip:u@198.18.0.10:5060>;expires=3574;received="sip:198.18.0.10:5060"'));
     assert.equal(c.size, 1);
     const [e] = [...c.burst()];
-    assert.ok(e && e.bytes.includes(Buffer.from('Call-ID: k1')));
+    assert.ok(e?.bytes.includes(Buffer.from('Call-ID: k1')));
     // A live REGISTER the server refuses is still not kept (issue 9 item 5).
     register(c, reg('k2', '<sip:v@198.18.0.10:5060>', 3600), 400);
     assert.equal(c.size, 1);
