@@ -24,9 +24,10 @@ import {
   VERSION,
 } from '../../contract/names.ts';
 import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
+import { witnessKey } from '../../contract/witness-wire.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
-import { keyRotationPlan, rotationPatch, secretKeys } from './key-rotation.ts';
+import { keyRotationPlan, secretKeys } from './key-rotation.ts';
 import { errorText, isConflict, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
@@ -284,7 +285,29 @@ export class Reconciler {
       return plan.kind === 'wait';
     }
     this.rotationBlocked.delete(uid);
-    await patch(rotationPatch(plan, secret.data, requested, randomBytes(32)));
+    const text = (v: string) => Buffer.from(v).toString('base64');
+    if (plan.step === 'add') {
+      const signId = plan.id - 1;
+      const data: Record<string, string> = {
+        [`key-${plan.id}`]: text(randomBytes(32).toString('base64')),
+        'sign-id': text(String(signId)),
+      };
+      // A Secret from before key ids has no witness-key: pin the UDP arbiter's key to the key in
+      // use now, before it goes (the sidecars derived it from that one).
+      const current = secret.data?.[`key-${signId}`] ?? (signId === 1 ? secret.data?.['hmac-key'] : undefined);
+      if (secret.data?.['witness-key'] === undefined && current !== undefined) {
+        const key = Buffer.from(Buffer.from(current, 'base64').toString('utf8').trim(), 'base64');
+        data['witness-key'] = text(witnessKey(key).toString('base64'));
+      }
+      await patch({ data });
+    } else if (plan.step === 'sign') {
+      await patch({ data: { 'sign-id': text(String(plan.id)) } });
+    } else {
+      await patch({
+        data: { [`key-${plan.id}`]: null, ...(plan.id === 1 ? { 'hmac-key': null } : {}) },
+        metadata: { annotations: { [ROTATED_FOR_ANNOTATION]: plan.doneFor ?? requested } },
+      });
+    }
     await this.events.record(pair, 'Normal', plan.event.reason, plan.event.message);
     return true;
   }
