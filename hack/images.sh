@@ -50,6 +50,7 @@ OPERATOR_USER=65532:65532
 
 SIDECAR_REF=docker.io/sipha/sidecar:$VERSION
 # arp mode: the VIP is added with iproute2 and announced with arping (sidecar/src/vip/arp.ts).
+# Tickle ACKs at takeover (sidecar/src/vip/tcp-tickle.ts) go out through perl-base (Essential, always there).
 # LB modes: the egress agent loads its SNAT with nft and forgets a dead pod's flows with
 # conntrack (sidecar/src/egress/).
 SIDECAR_PACKAGES=(iproute2 iputils-arping nftables conntrack)

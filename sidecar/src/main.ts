@@ -49,7 +49,7 @@ async function main(): Promise<void> {
       }
     }
     ha = new HaNode(
-      { ...config.ha, peerAddress },
+      { ...config.ha, peerAddress, tcpFlows: { max: config.tcpLimits.maxFlows, idleMs: config.tcpLimits.idleMs } },
       proxy,
       config.ha.vipMode === 'arp'
         ? new ArpAnnouncer(config.ha.vip, config.ha.vipInterface, log.child({ room: 'vip' }))
@@ -58,6 +58,18 @@ async function main(): Promise<void> {
       metrics,
     );
     if (byName) ha.resolvePeer = resolvePeer;
+    if (config.ha.vipMode === 'arp') {
+      // The old master's TCP clients learn at takeover that their connections died with it.
+      const { tickleFlows } = await import('./vip/tcp-tickle.ts');
+      const vipLog = log.child({ room: 'vip' });
+      const { vip } = config.ha;
+      ha.tickle = (flows) =>
+        void tickleFlows(vip, config.sipPort, flows, vipLog).then(({ sent, failed }) => {
+          metrics.tcpTickles.inc({ result: 'sent' }, sent);
+          metrics.tcpTickles.inc({ result: 'failed' }, failed);
+          vipLog.info({ flows: flows.length, sent, failed }, "told the old master's TCP clients their connections are gone");
+        });
+    }
     if (config.ha.keyDir !== null) {
       // The kubelet rewrites the mounted key files when the operator rotates the key.
       const { KeyDirWatch } = await import('./ha/keyring.ts');

@@ -216,7 +216,15 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const path of ['udp', 'stream']) keyMismatches.inc({ path }, 0);
+  const tcpTickles = new Counter({
+    name: 'sipha_tcp_tickles_total',
+    help: "Tickle ACKs a new master sent to the old master's TCP clients at takeover (arp mode), by result: sent, or failed (the client then learns of its dead connection only when it next writes into it)",
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  for (const result of ['sent', 'failed']) tcpTickles.inc({ result }, 0);
   return {
+    tcpTickles,
     replicationLag,
     takeoverSeconds,
     witnessClaims,

@@ -80,13 +80,13 @@ describe('a UDP softphone keeps UDP for the whole dialog, through a host crash o
   });
 });
 
-describe('a TCP softphone through a host crash of the master (known limit)', { timeout: 180_000 }, () => {
+describe('a TCP softphone through a host crash of the master', { timeout: 180_000 }, () => {
   let bed: NetBed | undefined;
   after(async () => {
     await bed?.destroy();
   });
 
-  it('keeps TCP for its ACK and BYE; after the crash its BYE goes into the dead connection, is reset, and is not resent', async () => {
+  it('keeps TCP for its ACK and BYE; the new master resets the dead connection at takeover, so the BYE goes on a new one and is answered 200', async () => {
     const pb = await pairBed();
     bed = pb.bed;
     const callee = await startBaresip(bed, pb.uas, { user: 'callee', registrar: VIP, transport: 'udp', answer: 'auto' });
@@ -98,12 +98,18 @@ describe('a TCP softphone through a host crash of the master (known limit)', { t
     await establish(caller, callee);
     await sleep(1000); // an established, quiet call: nothing in flight at the crash
     await crashMaster(pb);
-    await sleep(500);
+    const fresh = await startCapture(bed, pb.client, `tcp port 5060 and tcp[tcpflags] & tcp-syn != 0 and dst host ${VIP}`);
+    // The phone sends nothing yet: the new master tells it that its connection died with the old one
+    // (a tickle ACK from the VIP, the phone's answer, the new master's kernel's reset).
+    await until(() => countPackets(resets.path) >= 1, 3000, 'the new master resets the dead connection before the phone uses it');
     const mark = callee.events.length;
     await caller.hangup();
-    await until(() => countPackets(resets.path) >= 1, 5000, 'the new master resets the dead connection');
-    // The BYE does not reach the far end: baresip does not resend it on a new connection.
-    await assert.rejects(callee.waitEvent('CALL_CLOSED', 5000, mark), /no CALL_CLOSED/);
+    await callee.waitEvent('CALL_CLOSED', 10000, mark).catch((err: Error) => {
+      throw new Error(`${err.message}\nSIP at the caller: ${wire(overUdp, overTcp)}\ncaller events: ${seen(caller)}`);
+    });
+    const byeAnswered = () => sipSoFar(overTcp).some((p) => p.method === 'BYE' && p.status === 200 && p.dst === pb.client.ip);
+    await until(byeAnswered, 5000, 'the BYE is answered 200 to the caller');
+    assert.ok(countPackets(fresh.path) >= 1, 'the BYE went on a new TCP connection to the VIP');
     const tcp = readSip(await overTcp.stop());
     assert.equal(readSip(await overUdp.stop()).length, 0, 'no SIP over UDP from or to the TCP phone');
     // Two Record-Route entries: the callee's side (UDP), the caller's (TCP); r2=on: loose_route takes both.
@@ -112,17 +118,7 @@ describe('a TCP softphone through a host crash of the master (known limit)', { t
     assert.match(rr[0] as string, new RegExp(`^<sip:${VIP.replaceAll('.', '\\.')}:5060;r2=on;ftag=[^;>]+;lr>$`));
     assert.match(rr[1] as string, new RegExp(`^<sip:${VIP.replaceAll('.', '\\.')}:5060;transport=tcp;r2=on;ftag=[^;>]+;lr>$`));
     assert.ok(requests(tcp, pb.client.ip, 'ACK').length >= 1, 'the ACK went over TCP');
-    assert.equal(requests(tcp, pb.client.ip, 'BYE').length, 1, 'one BYE, over TCP, never resent');
-    assert.equal(tcp.filter((p) => p.method === 'BYE' && p.status > 0).length, 0, 'the BYE got no answer');
-    // The phone's next request opens a new connection and reaches the new master: a phone that
-    // re-registers on a dead flow (RFC 5626) recovers; the call above is lost on the callee's side.
-    const fresh = await startCapture(bed, pb.client, `tcp port 5060 and tcp[tcpflags] & tcp-syn != 0 and dst host ${VIP}`);
-    const registrations = () => caller.output().match(/\} 200 OK/g)?.length ?? 0;
-    const before = registrations();
-    await caller.command('uadel', caller.aor);
-    await caller.command('uanew', `<${caller.aor};transport=tcp>;regint=3600`);
-    await until(() => registrations() > before, 10000, 'the caller registers again');
-    await until(() => countPackets(fresh.path) >= 1, 5000, 'over a new TCP connection to the VIP');
+    assert.equal(requests(tcp, pb.client.ip, 'BYE').length, 1, 'one BYE, over TCP');
     await fresh.stop();
     await resets.stop();
   });

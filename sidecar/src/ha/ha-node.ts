@@ -13,6 +13,8 @@ import type { Metrics } from '../metrics.ts';
 import type { EdgeProxy } from '../proxy/edge-proxy.ts';
 import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
+import type { ClientFlow } from '../vip/tcp-tickle.ts';
+import { TcpClientFlows, tcpSource } from './client-flows.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { acceptedKeys, type Keyring, keyIds } from './keyring.ts';
@@ -48,6 +50,8 @@ export interface HaConfig {
   stateCacheMax: number;
   /** Witness timings (decision 0005), when a witness decides self-elections on silence. */
   witness: { renewMs: number; confirmMs: number; headStart?: boolean } | null;
+  /** The master's TCP client flows a backup remembers for a takeover: as many as the edge accepts, as long as it keeps them idle. */
+  tcpFlows: { max: number; idleMs: number };
 }
 
 export interface Timeline {
@@ -74,6 +78,13 @@ export class HaNode {
    * rescheduled pod comes back under the same name at a new address.
    */
   resolvePeer: (() => Promise<string>) | null = null;
+  /**
+   * Tells the TCP clients of the old master that their connections are gone
+   * (arp mode: vip/tcp-tickle.ts), so a quiet phone's next request opens a new
+   * one instead of dying in a reset. Fire and forget, after serving starts.
+   */
+  tickle: ((flows: ClientFlow[]) => void) | null = null;
+  private readonly clientFlows: TcpClientFlows;
   private peerAddress: string;
   private resolveTimer: NodeJS.Timeout | null = null;
   /** Set before start() when cfg.witness is: the UDP witness or the pair's Lease. */
@@ -133,6 +144,7 @@ export class HaNode {
       ackDeadlineMs: cfg.ackDeadlineMs,
     });
     this.cache = new StateCache({ maxEntries: cfg.stateCacheMax });
+    this.clientFlows = new TcpClientFlows(cfg.tcpFlows.max, cfg.tcpFlows.idleMs);
     this.receiver = new ReplicationReceiver(cfg.keys, log);
     this.barrier = new SyncBarrier(this.sender);
     this.sender.lag.onLag = (ms) => metrics.replicationLag.observe(ms / 1000);
@@ -177,6 +189,8 @@ export class HaNode {
       p.hold = (send) => (this.peerCanApply() && this.sender.inSync ? this.barrier.hold(send) : send());
     this.receiver.apply = (link, payload) => {
       if (!p.serverLink.writeNow(link, [payload])) return false;
+      const tcp = tcpSource(payload);
+      if (tcp !== null) this.clientFlows.heardFrom(tcp);
       // Keep a cache here too: after a takeover this node resyncs whoever joins next.
       if (payload.subarray(0, 9).toString('latin1') === 'REGISTER ') {
         const m = parseMessage(payload);
@@ -495,6 +509,10 @@ export class HaNode {
         this.takeovers++;
         this.metrics.takeoverSeconds.observe((timeline.servingAt - now) / 1000);
       }
+      // The old master's TCP clients, once this node answers for the VIP (a planned
+      // handover closes them itself; tickling them again costs one ACK each).
+      const flows = this.clientFlows.take();
+      if (flows.length > 0) this.tickle?.(flows);
       this.lastTimeline = timeline;
       this.log.info(
         {
