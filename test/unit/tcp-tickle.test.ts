@@ -56,6 +56,8 @@ describe("the master's TCP client flows, as a backup learns them", () => {
     assert.equal(tcpSource(link('X-Sipha-Src: udp:198.18.0.10:5060')), null);
     // Not the first header: a client's own X-Sipha-Src is removed at the edge, but never trusted here either.
     assert.equal(tcpSource(Buffer.from('BYE sip:a SIP/2.0\r\nVia: x\r\nX-Sipha-Src: tcp:1.2.3.4:5\r\n\r\n')), null);
+    for (const short of ['', 'OPTIONS', 'BYE x SIP/2.0\r\n', 'BYE x SIP/2.0\r\nX-Sipha-Src: tc'])
+      assert.equal(tcpSource(Buffer.from(short)), null, JSON.stringify(short));
     for (const bad of ['tcp:198.18.0.10:0', 'tcp:198.18.0.10:70000', 'tcp:host.example:5060', 'tcp:1.2:5060'])
       assert.equal(tcpSource(link(`X-Sipha-Src: ${bad}`)), null, bad);
   });

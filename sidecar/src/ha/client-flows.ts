@@ -16,8 +16,10 @@ const FIRST_LINE_MAX = 8192;
 
 /** The TCP client a link message came from (the sidecar's own first header), or null for UDP and anything else. */
 export function tcpSource(payload: Buffer): ClientFlow | null {
-  const at = payload.indexOf(PREFIX, 0, 'latin1');
-  if (at < 0 || at > FIRST_LINE_MAX || payload.indexOf(13) !== at) return null; // must be the first header
+  // The first header, or nothing: one scan for the end of the start line, one compare.
+  const at = payload.indexOf(13);
+  if (at < 0 || at > FIRST_LINE_MAX || at + PREFIX.length > payload.length) return null;
+  if (payload.compare(PREFIX, 0, PREFIX.length, at, at + PREFIX.length) !== 0) return null;
   let i = at + PREFIX.length;
   let address = '';
   for (; i < payload.length; i++) {
