@@ -1,5 +1,5 @@
 /**
- * npm run bench -- cluster   [--trials N]
+ * npm run bench -- cluster   [--trials N] [--faults kamailio-kill,pod-delete,node-crash] [--skip-metallb] [--merge]
  *
  * The pair as pods (issue 10): the two-node cluster of hack/cluster.sh, the
  * chart's operator, examples/siphapair.yaml in arp mode, 1000 registered
@@ -20,16 +20,23 @@
  * metallb_pod_down_gap_ms_p50, metallb_pod_down_gap_ms_max,
  * metallb_regs_lost, metallb_calls_failed, metallb_takeover_ms_p50, metallb_label_ms_p50,
  * metallb_endpoints_ms_p50, metallb_proxy_sync_ms_p50, metallb_garp_ms_p50, bed_host_down_gap_ms_p50,
- * cluster_apply_to_ready_s, operator_image_mb, sidecar_image_mb.
+ * cluster_apply_to_ready_s, operator_image_mb, sidecar_image_mb; and where an
+ * arp-mode failover spent its time, from the sidecars' own logs (ms after the
+ * fault, p50): cluster_<fault>_{server_down,resigned,takeover,serving}_ms_p50,
+ * and cluster_<fault>_throttled_ms_max (CFS throttling of the two pods'
+ * containers during a trial: a CPU limit at work).
+ *
+ * --faults runs only those arp-mode faults; --skip-metallb leaves the metallb
+ * part out; --merge keeps the keys of bench/out/cluster.json this run does not
+ * measure (a partial re-run).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import * as k from '../test/lib/cluster.ts';
 import {
   applyExample,
   clusterWithImages,
-  injectFault,
   installOperator,
   kubectl,
   NS,
@@ -37,6 +44,7 @@ import {
   podKamailio,
   pods,
   podWithRole,
+  prepareFault,
   settled,
   sipClients,
   VIP,
@@ -50,10 +58,26 @@ import { VIP as BED_VIP, PAIR_BED_HOSTS, startPair } from '../test/lib/pair.ts';
 import { outage, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { podThrottledMs, type TakeoverSteps, takeoverSteps } from '../test/lib/takeover-steps.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 
-const { values } = parseArgs({ options: { trials: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: {
+    trials: { type: 'string', default: '5' },
+    faults: { type: 'string', default: 'kamailio-kill,pod-delete,node-crash' },
+    'skip-metallb': { type: 'boolean', default: false },
+    merge: { type: 'boolean', default: false },
+  },
+});
 const TRIALS = Number(values.trials);
+const ARP_FAULTS = [
+  ['kamailio-kill', 'cluster_kamailio_kill'],
+  ['pod-delete', 'cluster_pod_delete'],
+  ['node-crash', 'cluster_node_down'],
+] as const;
+const asked = values.faults.split(',');
+for (const f of asked)
+  if (!ARP_FAULTS.some(([name]) => name === f)) throw new Error(`--faults: ${f} is not one of ${ARP_FAULTS.map(([n]) => n)}`);
 const USERS = users('bench', 1000);
 const CALLS = 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -64,9 +88,15 @@ interface Trial {
   callsFailed: number;
   /** metallb mode: when each step of the failover was seen, ms after the fault. */
   timeline?: LbTimeline;
+  /** arp mode: the steps as the sidecars logged them, ms after the fault. */
+  steps?: TakeoverSteps;
+  /** CFS throttling of both pods' containers during the trial (ms), null if not read. */
+  throttledMs?: number | null;
 }
 
 const LB_SERVICE = 'sip-edge-vip';
+/** Ends the run before the metallb part (--skip-metallb). */
+class SkipMetallb extends Error {}
 
 /** Calls in progress across the fault: 20 at 10/s, each held 2 s, to the registered "uas". */
 async function callsAcross(bed: NetBed, caller: Host, uasHost: Host, target: string, fault: () => Promise<bigint>) {
@@ -125,12 +155,20 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
   const recorder = opts.lbTimeline ? new LbTimelineRecorder(NS, LB_SERVICE, VIP) : null;
   await recorder?.ready();
   let faultAt = 0;
+  const fire = prepareFault(fault, master);
+  const throttled = () => {
+    const xs = [podThrottledMs(master), podThrottledMs(backup)];
+    return xs.every((x) => x !== null) ? (xs as number[]).reduce((a, b) => a + b, 0) : null;
+  };
+  let throttledBefore: number | null = null;
   const t = await callsAcross(client, client.host('client'), client.host('uas'), `${VIP}:5060`, async () => {
+    throttledBefore = throttled();
     const ns = process.hrtime.bigint();
     faultAt = Date.now();
-    injectFault(fault, master);
+    fire();
     return ns;
   });
+  const throttledAfter = fault === 'kamailio-kill' ? throttled() : null; // other faults end the old pod's cgroups
   await until(
     () => podWithRole('master')?.name === backup.name,
     20_000,
@@ -153,8 +191,15 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
       'jsonpath={.metadata.annotations.sipha\\.io/role-since}',
     ).trim(),
   });
+  const steps = opts.lbTimeline ? undefined : takeoverSteps(master.name, backup.name, faultAt);
   if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName);
-  return { ...t, regsLost, ...(timeline ? { timeline } : {}) };
+  return {
+    ...t,
+    regsLost,
+    ...(timeline ? { timeline } : {}),
+    ...(steps ? { steps } : {}),
+    throttledMs: throttledBefore !== null && throttledAfter !== null ? round(throttledAfter - throttledBefore, 1) : null,
+  };
 }
 
 const rows: Array<Array<string | number>> = [];
@@ -209,27 +254,33 @@ try {
 
   let lost = 0;
   let failed = 0;
-  for (const [fault, key] of [
-    ['kamailio-kill', 'cluster_kamailio_kill'],
-    ['pod-delete', 'cluster_pod_delete'],
-    ['node-crash', 'cluster_node_down'],
-  ] as const) {
+  for (const [fault, key] of ARP_FAULTS) {
+    if (!asked.includes(fault)) continue;
     const ts: Trial[] = [];
     for (let i = 1; i <= TRIALS; i++) {
       ts.push(await clusterTrial(client, fault));
       const t = ts.at(-1) as Trial;
       console.log(
-        `cluster ${fault} trial ${i}/${TRIALS}: gap ${t.gapMs} ms, regs lost ${t.regsLost}, calls failed ${t.callsFailed}`,
+        `cluster ${fault} trial ${i}/${TRIALS}: gap ${t.gapMs} ms, regs lost ${t.regsLost}, calls failed ${t.callsFailed}; ` +
+          `ms after the fault: ${JSON.stringify(t.steps)}, CFS throttled ${t.throttledMs} ms`,
       );
     }
     const s = summarise(`cluster: ${fault}`, ts);
     figures[`${key}_gap_ms_p50`] = s.p50;
     if (fault === 'node-crash') figures.cluster_node_down_gap_ms_max = s.max;
+    for (const step of ['serverDown', 'resigned', 'takeover', 'serving'] as const) {
+      const xs = ts.map((t) => t.steps?.[`${step}Ms`] ?? null).filter((x): x is number => x !== null);
+      const snake = step.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      figures[`${key}_${snake}_ms_p50`] = xs.length === ts.length ? round(median(xs), 1) : null; // not logged in every trial: no median
+    }
+    const thr = ts.map((t) => t.throttledMs).filter((x): x is number => x !== null && x !== undefined);
+    figures[`${key}_throttled_ms_max`] = thr.length ? Math.max(...thr) : null;
     lost += s.lost;
     failed += s.failed;
   }
   figures.cluster_regs_lost = lost;
   figures.cluster_calls_failed = failed;
+  if (values['skip-metallb']) throw new SkipMetallb();
 
   // The same pair in metallb mode, behind a real MetalLB, on the same cluster.
   kubectl('delete', 'namespace', NS, '--wait=true', '--timeout=180s');
@@ -269,6 +320,8 @@ try {
   figures.metallb_endpoints_ms_p50 = step((t) => t.endpointsMs);
   figures.metallb_proxy_sync_ms_p50 = step((t) => t.proxySyncMs);
   figures.metallb_garp_ms_p50 = step((t) => t.garpMs);
+} catch (err) {
+  if (!(err instanceof SkipMetallb)) throw err;
 } finally {
   await client?.destroy();
   k.clusterDown();
@@ -288,4 +341,6 @@ console.log(
     `EndpointSlice ${figures.metallb_endpoints_ms_p50}, kube-proxy sync ${figures.metallb_proxy_sync_ms_p50}, MetalLB ARP on the wire ${figures.metallb_garp_ms_p50}, ` +
     `VIP answers ${figures.metallb_pod_down_gap_ms_p50}`,
 );
-writeFigures('cluster', figures);
+const outPath = new URL('./out/cluster.json', import.meta.url);
+const previous = values.merge && existsSync(outPath) ? (JSON.parse(readFileSync(outPath, 'utf8')) as typeof figures) : {};
+writeFigures('cluster', { ...previous, ...figures });

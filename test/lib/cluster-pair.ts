@@ -116,26 +116,37 @@ export type PodFault = 'kamailio-kill' | 'pod-delete' | 'sidecar-kill' | 'node-c
 
 /** Injects one fault on the master's pod (node-crash: call k.nodeBoot(master.node) to bring the node back). */
 export function injectFault(fault: PodFault, master: PodView): void {
+  prepareFault(fault, master)();
+}
+
+/**
+ * The fault, ready to fire: whatever must be looked up first (the container's
+ * processes) is looked up now, so a bench that stamps the fault instant just
+ * before firing measures the product, not the search through /proc.
+ */
+export function prepareFault(fault: PodFault, master: PodView): () => void {
   if (fault === 'kamailio-kill' || fault === 'sidecar-kill') {
     // kill -9 inside the container (from the host: the container's processes are ours to see).
     const pids = containerPids(master, fault === 'kamailio-kill' ? 'kamailio' : 'sidecar/src/main.ts');
     if (pids.length === 0) throw new Error(`no ${fault} processes found in ${master.name}`);
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // a worker that ended with its main process
+    return () => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // a worker that ended with its main process
+        }
       }
-    }
-  } else if (fault === 'node-crash') {
-    k.nodeCrash(master.node as k.NodeName);
-  } else if (fault === 'operator-delete') {
-    // The operator's pods go away in the middle of a failover: the data plane does not need them.
-    kubectl('-n', 'sipha-system', 'delete', 'pod', '-l', 'app.kubernetes.io/name=sipha-operator', '--wait=false');
-    kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
-  } else {
-    kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
+    };
   }
+  if (fault === 'node-crash') return () => k.nodeCrash(master.node as k.NodeName);
+  if (fault === 'operator-delete')
+    // The operator's pods go away in the middle of a failover: the data plane does not need them.
+    return () => {
+      kubectl('-n', 'sipha-system', 'delete', 'pod', '-l', 'app.kubernetes.io/name=sipha-operator', '--wait=false');
+      kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
+    };
+  return () => kubectl('-n', NS, 'delete', 'pod', master.name, '--wait=false');
 }
 
 /** The nodes that hold the VIP on their interface. */
