@@ -2,7 +2,9 @@
  * What a SipHaPair should own, as pure functions of the pair: the objects
  * the reconciler server-side-applies. No I/O here; tested without a cluster.
  */
+
 import type { KubernetesObject } from '@kubernetes/client-node';
+import { keyEntry, LINK_TOKEN_ENTRY, SIGN_ID_ENTRY, WITNESS_KEY_ENTRY } from '../../contract/key-files.ts';
 import {
   API_VERSION,
   APP_LABELS,
@@ -64,7 +66,7 @@ export function statefulSet(p: SipHaPair): Obj {
   // Secret predates it runs without one in both, never with it in one container only.
   const linkToken = {
     name: 'SIPHA_LINK_TOKEN',
-    valueFrom: { secretKeyRef: { name: n.secret, key: 'link-token', optional: true } },
+    valueFrom: { secretKeyRef: { name: n.secret, key: LINK_TOKEN_ENTRY, optional: true } },
   };
   const serverContainer: Record<string, unknown> = {
     name: 'sip-server',
@@ -377,10 +379,10 @@ export function replicationSecret(p: SipHaPair, key: Buffer, linkToken: string):
     metadata: meta(p, names(p.metadata.name).secret),
     type: 'Opaque',
     stringData: {
-      'key-1': key.toString('base64'),
-      'sign-id': '1',
-      'witness-key': witnessKey(key).toString('base64'),
-      'link-token': linkToken,
+      [keyEntry(1)]: key.toString('base64'),
+      [SIGN_ID_ENTRY]: '1',
+      [WITNESS_KEY_ENTRY]: witnessKey(key).toString('base64'),
+      [LINK_TOKEN_ENTRY]: linkToken,
     },
   };
 }

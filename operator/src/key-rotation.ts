@@ -14,6 +14,7 @@
  * nothing is lost when the operator restarts halfway. Pure: `keyRotationPlan`
  * decides, reconcile.ts patches.
  */
+import { keyLayout, SIGN_ID_ENTRY } from '../../contract/key-files.ts';
 import type { PodView } from './status.ts';
 
 /** What the Secret says, as its merge patches return it. */
@@ -24,6 +25,8 @@ export interface SecretKeys {
   signId: number;
   /** The rotation request recorded as done (ROTATED_FOR_ANNOTATION on the Secret). */
   doneFor: string | undefined;
+  /** What is wrong with the Secret's keys, when something is (the sidecars cannot read it either). */
+  broken?: string;
 }
 
 export type RotationPlan =
@@ -40,22 +43,21 @@ export type RotationPlan =
     }
   | { kind: 'broken'; message: string };
 
-/** Parses what a Secret's data says about its keys (values are base64, as the API returns them). */
+/** Parses what a Secret's data says about its keys (values are base64, as the API returns them; layout: contract/key-files.ts). */
 export function secretKeys(
   data: Record<string, string> | undefined,
   annotations: Record<string, string> | undefined,
   doneKey: string,
 ): SecretKeys {
   const d = data ?? {};
-  let ids = Object.keys(d)
-    .map((k) => /^key-(\d{1,9})$/.exec(k)?.[1])
-    .filter((x): x is string => x !== undefined)
-    .map(Number)
-    .sort((a, b) => a - b);
-  if (!ids.includes(1) && d['hmac-key'] !== undefined) ids = [1, ...ids];
-  const signText = d['sign-id'] !== undefined ? Buffer.from(d['sign-id'], 'base64').toString('utf8').trim() : undefined;
-  const signId = signText !== undefined ? Number(signText) : (ids[0] ?? 0);
-  return { ids, signId, doneFor: annotations?.[doneKey] };
+  const doneFor = annotations?.[doneKey];
+  const signText = d[SIGN_ID_ENTRY] !== undefined ? Buffer.from(d[SIGN_ID_ENTRY], 'base64').toString('utf8') : null;
+  try {
+    const layout = keyLayout(Object.keys(d), signText);
+    return { ids: layout.keys.map((k) => k.id), signId: layout.signId, doneFor };
+  } catch (err) {
+    return { ids: [], signId: 0, doneFor, broken: `the replication Secret: ${(err as Error).message}` };
+  }
 }
 
 /**
@@ -64,11 +66,7 @@ export function secretKeys(
  * waited for: a pod that starts meanwhile mounts the Secret as it is then.
  */
 export function keyRotationPlan(requested: string | undefined, s: SecretKeys, pods: PodView[]): RotationPlan {
-  if (s.ids.length === 0) return { kind: 'broken', message: 'the replication Secret holds no key' };
-  if (!s.ids.includes(s.signId))
-    return { kind: 'broken', message: `sign-id ${s.signId} names no key in the Secret (${s.ids.join(', ')})` };
-  if (s.ids.length > 2)
-    return { kind: 'broken', message: `the Secret holds ${s.ids.length} keys (${s.ids.join(', ')}); a rotation needs 2 at most` };
+  if (s.broken !== undefined) return { kind: 'broken', message: s.broken };
   if (requested === undefined || requested === '' || requested === s.doneFor) return { kind: 'idle' };
   const speaking = pods.filter((p) => p.role !== undefined);
   const lagging = (ok: (keys: number[]) => boolean) =>

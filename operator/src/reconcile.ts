@@ -6,10 +6,12 @@
  * the status from the pods and write it only when it changed (optimistic
  * lock on resourceVersion; a conflict retries the whole reconcile).
  */
+
 import { randomBytes } from 'node:crypto';
 import type { V1Pod } from '@kubernetes/client-node';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { keyEntry, LEGACY_KEY_ENTRY, SIGN_ID_ENTRY, WITNESS_KEY_ENTRY } from '../../contract/key-files.ts';
 import {
   FENCED_ANNOTATION,
   FIELD_MANAGER,
@@ -289,22 +291,22 @@ export class Reconciler {
     if (plan.step === 'add') {
       const signId = plan.id - 1;
       const data: Record<string, string> = {
-        [`key-${plan.id}`]: text(randomBytes(32).toString('base64')),
-        'sign-id': text(String(signId)),
+        [keyEntry(plan.id)]: text(randomBytes(32).toString('base64')),
+        [SIGN_ID_ENTRY]: text(String(signId)),
       };
       // A Secret from before key ids has no witness-key: pin the UDP arbiter's key to the key in
       // use now, before it goes (the sidecars derived it from that one).
-      const current = secret.data?.[`key-${signId}`] ?? (signId === 1 ? secret.data?.['hmac-key'] : undefined);
-      if (secret.data?.['witness-key'] === undefined && current !== undefined) {
+      const current = secret.data?.[keyEntry(signId)] ?? (signId === 1 ? secret.data?.[LEGACY_KEY_ENTRY] : undefined);
+      if (secret.data?.[WITNESS_KEY_ENTRY] === undefined && current !== undefined) {
         const key = Buffer.from(Buffer.from(current, 'base64').toString('utf8').trim(), 'base64');
-        data['witness-key'] = text(witnessKey(key).toString('base64'));
+        data[WITNESS_KEY_ENTRY] = text(witnessKey(key).toString('base64'));
       }
       await patch({ data });
     } else if (plan.step === 'sign') {
-      await patch({ data: { 'sign-id': text(String(plan.id)) } });
+      await patch({ data: { [SIGN_ID_ENTRY]: text(String(plan.id)) } });
     } else {
       await patch({
-        data: { [`key-${plan.id}`]: null, ...(plan.id === 1 ? { 'hmac-key': null } : {}) },
+        data: { [keyEntry(plan.id)]: null, ...(plan.id === 1 ? { [LEGACY_KEY_ENTRY]: null } : {}) },
         metadata: { annotations: { [ROTATED_FOR_ANNOTATION]: plan.doneFor ?? requested } },
       });
     }

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
+import { secretKeys } from '../../operator/src/key-rotation.ts';
 import { KeyDirWatch, keyIds, readKeyDir } from '../../sidecar/src/ha/keyring.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
 
@@ -39,9 +40,9 @@ describe('key files', () => {
   });
 
   it('says what is wrong: no key, two keys and no sign-id, a sign-id without its key, a short key', () => {
-    assert.throws(() => readKeyDir(dir({})), /no key-<id> file/);
+    assert.throws(() => readKeyDir(dir({})), /no key-<id> entry/);
     assert.throws(() => readKeyDir(dir({ 'key-1': b64(), 'key-2': b64() })), /sign-id is missing/);
-    assert.throws(() => readKeyDir(dir({ 'key-1': b64(), 'sign-id': '3' })), /no key-3 beside it/);
+    assert.throws(() => readKeyDir(dir({ 'key-1': b64(), 'sign-id': '3' })), /sign-id=3 names no key beside it/);
     assert.throws(() => readKeyDir(dir({ 'key-1': 'c2hvcnQ=' })), /at least 16 bytes/);
   });
 
@@ -59,5 +60,36 @@ describe('key files', () => {
     w.check();
     w.check();
     assert.deepEqual(seen, ['1,2']);
+  });
+});
+
+describe('one layout for both readers (contract/key-files.ts)', () => {
+  it('the sidecar (files) and the operator (Secret data) find the same keys and signer, and refuse the same Secrets', () => {
+    const layouts: Array<Record<string, string>> = [
+      { 'key-1': b64() },
+      { 'hmac-key': b64(), 'link-token': 't' },
+      { 'hmac-key': b64(), 'key-2': b64(), 'sign-id': '1' },
+      { 'key-1': b64(), 'hmac-key': b64() },
+      { 'key-2': b64(), 'key-3': b64(), 'sign-id': '3\n', 'witness-key': b64() },
+      {},
+      { 'key-1': b64(), 'key-2': b64() },
+      { 'key-1': b64(), 'sign-id': '2' },
+      { 'key-1': b64(), 'key-2': b64(), 'key-3': b64(), 'sign-id': '1' },
+      { 'key-1': b64(), 'sign-id': 'one' },
+    ];
+    for (const files of layouts) {
+      const data = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Buffer.from(v).toString('base64')]));
+      const op = secretKeys(data, {}, 'done');
+      let side: { ids: number[]; signId: number } | null = null;
+      try {
+        const k = readKeyDir(dir(files));
+        side = { ids: [k.signId, ...k.others.map((o) => o.id)].sort((a, b) => a - b), signId: k.signId };
+      } catch {
+        side = null;
+      }
+      const what = JSON.stringify(Object.keys(files));
+      if (side === null) assert.ok(op.broken, `${what}: the sidecar refuses it, the operator must too`);
+      else assert.deepEqual({ ids: op.ids, signId: op.signId, broken: op.broken }, { ...side, broken: undefined }, what);
+    }
   });
 });

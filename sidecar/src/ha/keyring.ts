@@ -6,18 +6,14 @@
  * rotates the key the kubelet rewrites the files in place, so the sidecar
  * reads them again every second; nothing restarts.
  *
- * Files (the Secret's entries), each key base64 of at least 16 bytes:
- *   key-<id>     a key, by its id (a decimal number); every one present is accepted
- *   sign-id      the id of the key this side signs with (may be left out when there is one key)
- *   witness-key  the UDP arbiter's key (witnessKey of the pair's first key), kept across
- *                rotations so the arbiter never needs a new one (optional)
- *   hmac-key     the key of a Secret made before key ids: key 1 (unless key-1 is there)
- * A rotation is three merge patches of the Secret, none of which needs to read
+ * Files: the Secret's entries (contract/key-files.ts), each key base64 of at least
+ * 16 bytes. A rotation is three merge patches of the Secret, none of which needs to read
  * it (the operator has no right to): add key-<n+1>; set sign-id to n+1 once
  * both sides hold it; remove key-<n> once both sign with n+1.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type KeyLayout, keyLayout, SIGN_ID_ENTRY, WITNESS_KEY_ENTRY } from '../../../contract/key-files.ts';
 import type { Logger } from '../log.ts';
 
 export interface Keyring {
@@ -29,9 +25,6 @@ export interface Keyring {
   /** The UDP arbiter's key as given; null: derive it from `sign` at start. */
   readonly witness: Buffer | null;
 }
-
-/** More keys than a rotation needs is a mistake in the Secret, not a keyring. */
-const MAX_KEYS = 3;
 
 /** Every key a message may be signed with, the signing key first. */
 export function acceptedKeys(k: Keyring): Buffer[] {
@@ -62,33 +55,23 @@ export function keyringOf(key: Buffer): Keyring {
   return { sign: key, signId: 1, others: [], witness: null };
 }
 
-/** Reads the key files of `dir`; throws with the file's name when one is missing or bad. */
+/** Reads the key files of `dir` (their layout: contract/key-files.ts); throws with what is missing or bad. */
 export function readKeyDir(dir: string): Keyring {
-  const keys = new Map<number, Buffer>();
-  let signText: string | null = null;
-  let witness: Buffer | null = null;
-  for (const name of readdirSync(dir)) {
-    const m = /^key-(\d{1,9})$/.exec(name);
-    const path = join(dir, name);
-    if (m) keys.set(Number(m[1]), parseKey(readFileSync(path, 'utf8'), path));
-    else if (name === 'sign-id') signText = readFileSync(path, 'utf8').trim();
-    else if (name === 'witness-key') witness = parseKey(readFileSync(path, 'utf8'), path);
+  const names = readdirSync(dir);
+  let layout: KeyLayout;
+  try {
+    layout = keyLayout(names, names.includes(SIGN_ID_ENTRY) ? readFileSync(join(dir, SIGN_ID_ENTRY), 'utf8') : null);
+  } catch (err) {
+    throw new Error(`${dir}: ${(err as Error).message}`);
   }
-  const legacy = join(dir, 'hmac-key');
-  if (!keys.has(1) && existsSync(legacy)) keys.set(1, parseKey(readFileSync(legacy, 'utf8'), legacy));
-  if (keys.size === 0) throw new Error(`${dir}: no key-<id> file`);
-  if (keys.size > MAX_KEYS) throw new Error(`${dir}: ${keys.size} keys; a rotation needs at most 2`);
-  const ids = [...keys.keys()].sort((x, y) => x - y);
-  let signId: number;
-  if (signText === null) {
-    if (ids.length > 1) throw new Error(`${join(dir, 'sign-id')} is missing: which of keys ${ids.join(', ')} signs?`);
-    signId = ids[0] as number;
-  } else {
-    signId = Number(signText);
-    if (!keys.has(signId)) throw new Error(`${join(dir, 'sign-id')}=${signText}: no key-${signText} beside it`);
-  }
-  const others = ids.filter((i) => i !== signId).map((id) => ({ id, key: keys.get(id) as Buffer }));
-  return { sign: keys.get(signId) as Buffer, signId, others, witness };
+  const read = (entry: string) => parseKey(readFileSync(join(dir, entry), 'utf8'), join(dir, entry));
+  const signing = layout.keys.find((k) => k.id === layout.signId) as { entry: string };
+  return {
+    sign: read(signing.entry),
+    signId: layout.signId,
+    others: layout.keys.filter((k) => k.id !== layout.signId).map((k) => ({ id: k.id, key: read(k.entry) })),
+    witness: names.includes(WITNESS_KEY_ENTRY) ? read(WITNESS_KEY_ENTRY) : null,
+  };
 }
 
 /**
