@@ -2,6 +2,7 @@
  * Sidecar settings, parsed once at start from the environment (never read
  * again on the hot path). Bad values stop the process with a clear message.
  */
+import { isIPv4 } from 'node:net';
 import { type Keyring, keyringOf, parseKey, readKeyDir } from './ha/keyring.ts';
 import { DEFAULT_TCP_LIMITS, type TcpLimits } from './proxy/tcp-flows.ts';
 export interface SidecarConfig {
@@ -212,6 +213,38 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
       maxWriteBuffer: int(env, 'SIPHA_TCP_MAX_WRITE_BUFFER', DEFAULT_TCP_LIMITS.maxWriteBuffer, 65536, 1 << 30),
     },
     ha: haSettings(env),
+  };
+}
+
+/** The egress agent of the LB VIP modes (egress/main.ts), set by the operator's DaemonSet. */
+export interface EgressConfig {
+  pair: string;
+  namespace: string;
+  /** The headless peers Service's name in the cluster's DNS: it lists both pods' addresses. */
+  peers: string;
+  vip: string;
+  sipPort: number;
+  pollMs: number;
+  logLevel: string;
+}
+
+export function loadEgressConfig(env: Env = process.env): EgressConfig {
+  const need = (name: string) => {
+    const v = env[name];
+    if (!v) throw new Error(`${name} is required`);
+    return v;
+  };
+  const vip = need('SIPHA_VIP');
+  if (!isIPv4(vip)) throw new Error(`SIPHA_VIP=${vip}: expected an IPv4 address`);
+  const namespace = need('SIPHA_POD_NAMESPACE');
+  return {
+    pair: need('SIPHA_PAIR'),
+    namespace,
+    peers: `${need('SIPHA_PEERS_SERVICE')}.${namespace}.svc`,
+    vip,
+    sipPort: int(env, 'SIPHA_SIP_PORT', 5060, 1, 65535),
+    pollMs: int(env, 'SIPHA_EGRESS_POLL_MS', 1000, 100, 600_000),
+    logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
   };
 }
 

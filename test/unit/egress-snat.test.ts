@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { PAIR_LABEL } from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 import { appliedObjects, EGRESS_OF_LABEL, egressDaemonSet, statefulSet } from '../../operator/src/desired.ts';
+import { loadEgressConfig } from '../../sidecar/src/config.ts';
 import { nftDeleteScript, nftScript, staleSources, tableName } from '../../sidecar/src/egress/rules.ts';
 
 type Mode = SipHaPair['spec']['vip']['mode'];
@@ -124,5 +125,35 @@ describe('the nft script of the egress agent', () => {
     assert.deepEqual(staleSources(listing, ['198.19.1.5', '198.19.0.9']), ['198.19.0.4']);
     assert.deepEqual(staleSources(listing, ['198.19.1.5', '198.19.0.4']), []);
     assert.deepEqual(staleSources('', []), []);
+  });
+});
+
+describe("the egress agent's settings (config.ts loadEgressConfig)", () => {
+  const env = (more: Record<string, string | undefined> = {}) => ({
+    SIPHA_PAIR: 'edge',
+    SIPHA_POD_NAMESPACE: 'voice',
+    SIPHA_PEERS_SERVICE: 'edge-peers',
+    SIPHA_VIP: '198.18.0.100',
+    SIPHA_SIP_PORT: '5080',
+    ...more,
+  });
+
+  it('reads what the DaemonSet sets, with defaults for the rest', () => {
+    assert.deepEqual(loadEgressConfig(env()), {
+      pair: 'edge',
+      namespace: 'voice',
+      peers: 'edge-peers.voice.svc',
+      vip: '198.18.0.100',
+      sipPort: 5080,
+      pollMs: 1000,
+      logLevel: 'info',
+    });
+  });
+
+  it('says what is wrong instead of running with NaN or nothing', () => {
+    assert.throws(() => loadEgressConfig(env({ SIPHA_SIP_PORT: 'five' })), /SIPHA_SIP_PORT=five: expected an integer/);
+    assert.throws(() => loadEgressConfig(env({ SIPHA_EGRESS_POLL_MS: '0' })), /SIPHA_EGRESS_POLL_MS=0/);
+    assert.throws(() => loadEgressConfig(env({ SIPHA_VIP: 'vip.example' })), /SIPHA_VIP=vip.example: expected an IPv4/);
+    assert.throws(() => loadEgressConfig(env({ SIPHA_PAIR: undefined })), /SIPHA_PAIR is required/);
   });
 });

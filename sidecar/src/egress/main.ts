@@ -11,29 +11,25 @@
  * addresses change (and the conntrack entries of a pod that is gone are
  * deleted then), and removed when the agent stops.
  *
- * Environment (set by the operator, operator/src/desired.ts egressDaemonSet):
- * SIPHA_PAIR, SIPHA_POD_NAMESPACE, SIPHA_PEERS_SERVICE, SIPHA_VIP,
- * SIPHA_SIP_PORT, SIPHA_EGRESS_POLL_MS (default 1000), SIPHA_LOG_LEVEL.
+ * Environment (set by the operator, operator/src/desired.ts egressDaemonSet),
+ * read and checked by config.ts loadEgressConfig.
  */
 import { spawnSync } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
+import { type EgressConfig, loadEgressConfig } from '../config.ts';
 import { createLogger } from '../log.ts';
 import { nftDeleteScript, nftScript, staleSources, tableName } from './rules.ts';
 
-function need(name: string): string {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is required`);
-  return v;
+let config: EgressConfig;
+try {
+  config = loadEgressConfig();
+} catch (err) {
+  console.error(`sipha-egress: ${(err as Error).message}`);
+  process.exit(2);
 }
-
-const pair = need('SIPHA_PAIR');
-const namespace = need('SIPHA_POD_NAMESPACE');
-const peers = `${need('SIPHA_PEERS_SERVICE')}.${namespace}.svc`;
-const vip = need('SIPHA_VIP');
-const sipPort = Number(need('SIPHA_SIP_PORT'));
-const pollMs = Number(process.env.SIPHA_EGRESS_POLL_MS ?? 1000);
+const { pair, namespace, peers, vip, sipPort, pollMs } = config;
 const table = tableName(namespace, pair);
-const log = createLogger(process.env.SIPHA_LOG_LEVEL ?? 'info', 'sipha-egress');
+const log = createLogger(config.logLevel, 'sipha-egress');
 
 function nft(script: string): void {
   const r = spawnSync('nft', ['-f', '-'], { input: script, encoding: 'utf8' });
