@@ -14,7 +14,9 @@
  * nothing is lost when the operator restarts halfway. Pure: `keyRotationPlan`
  * decides, reconcile.ts patches.
  */
-import { keyLayout, SIGN_ID_ENTRY } from '../../contract/key-files.ts';
+import { keyEntry, keyLayout, LEGACY_KEY_ENTRY, SIGN_ID_ENTRY, WITNESS_KEY_ENTRY } from '../../contract/key-files.ts';
+import { ROTATED_FOR_ANNOTATION } from '../../contract/names.ts';
+import { witnessKey } from '../../contract/witness-wire.ts';
 import type { PodView } from './status.ts';
 
 /** What the Secret says, as its merge patches return it. */
@@ -110,4 +112,37 @@ export function keyRotationPlan(requested: string | undefined, s: SecretKeys, po
     doneFor: requested,
     event: { reason: 'KeyRotated', message: `rotation ${requested}: every sidecar signs with key ${n}; key ${other} removed` },
   };
+}
+
+/**
+ * The merge patch of the Secret for one step (values base64, as the API keeps
+ * them). `fresh`: the bytes of the new key, for `add`. A Secret from before key
+ * ids has no witness-key: `add` pins the UDP arbiter's key to the key in use
+ * now, before it goes (the sidecars derived it from that one).
+ */
+export function rotationPatch(
+  plan: Extract<RotationPlan, { kind: 'patch' }>,
+  data: Record<string, string> | undefined,
+  requested: string,
+  fresh: Buffer,
+): { data: Record<string, string | null>; metadata?: { annotations: Record<string, string> } } {
+  const text = (v: string) => Buffer.from(v).toString('base64');
+  if (plan.step === 'sign') return { data: { [SIGN_ID_ENTRY]: text(String(plan.id)) } };
+  if (plan.step === 'remove') {
+    return {
+      data: { [keyEntry(plan.id)]: null, ...(plan.id === 1 ? { [LEGACY_KEY_ENTRY]: null } : {}) },
+      metadata: { annotations: { [ROTATED_FOR_ANNOTATION]: plan.doneFor ?? requested } },
+    };
+  }
+  const signId = plan.id - 1;
+  const out: Record<string, string> = {
+    [keyEntry(plan.id)]: text(fresh.toString('base64')),
+    [SIGN_ID_ENTRY]: text(String(signId)),
+  };
+  const current = data?.[keyEntry(signId)] ?? (signId === 1 ? data?.[LEGACY_KEY_ENTRY] : undefined);
+  if (data?.[WITNESS_KEY_ENTRY] === undefined && current !== undefined) {
+    const key = Buffer.from(Buffer.from(current, 'base64').toString('utf8').trim(), 'base64');
+    out[WITNESS_KEY_ENTRY] = text(witnessKey(key).toString('base64'));
+  }
+  return { data: out };
 }

@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto';
 import type { V1Pod } from '@kubernetes/client-node';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { keyEntry, LEGACY_KEY_ENTRY, SIGN_ID_ENTRY, WITNESS_KEY_ENTRY } from '../../contract/key-files.ts';
 import {
   FENCED_ANNOTATION,
   FIELD_MANAGER,
@@ -26,10 +25,9 @@ import {
   VERSION,
 } from '../../contract/names.ts';
 import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
-import { witnessKey } from '../../contract/witness-wire.ts';
 import { appliedObjects, names, replicationSecret, vipService } from './desired.ts';
 import type { EventRecorder } from './events.ts';
-import { keyRotationPlan, secretKeys } from './key-rotation.ts';
+import { keyRotationPlan, rotationPatch, secretKeys } from './key-rotation.ts';
 import { errorText, isConflict, isNotFound, type Kube, mergePatch } from './kube.ts';
 import type { RetryAfter } from './queue.ts';
 import { fencingVictim, liftableFences, nextStatus, observe, type PodView, sameStatus, type Transition } from './status.ts';
@@ -287,29 +285,7 @@ export class Reconciler {
       return plan.kind === 'wait';
     }
     this.rotationBlocked.delete(uid);
-    const text = (v: string) => Buffer.from(v).toString('base64');
-    if (plan.step === 'add') {
-      const signId = plan.id - 1;
-      const data: Record<string, string> = {
-        [keyEntry(plan.id)]: text(randomBytes(32).toString('base64')),
-        [SIGN_ID_ENTRY]: text(String(signId)),
-      };
-      // A Secret from before key ids has no witness-key: pin the UDP arbiter's key to the key in
-      // use now, before it goes (the sidecars derived it from that one).
-      const current = secret.data?.[keyEntry(signId)] ?? (signId === 1 ? secret.data?.[LEGACY_KEY_ENTRY] : undefined);
-      if (secret.data?.[WITNESS_KEY_ENTRY] === undefined && current !== undefined) {
-        const key = Buffer.from(Buffer.from(current, 'base64').toString('utf8').trim(), 'base64');
-        data[WITNESS_KEY_ENTRY] = text(witnessKey(key).toString('base64'));
-      }
-      await patch({ data });
-    } else if (plan.step === 'sign') {
-      await patch({ data: { [SIGN_ID_ENTRY]: text(String(plan.id)) } });
-    } else {
-      await patch({
-        data: { [keyEntry(plan.id)]: null, ...(plan.id === 1 ? { [LEGACY_KEY_ENTRY]: null } : {}) },
-        metadata: { annotations: { [ROTATED_FOR_ANNOTATION]: plan.doneFor ?? requested } },
-      });
-    }
+    await patch(rotationPatch(plan, secret.data, requested, randomBytes(32)));
     await this.events.record(pair, 'Normal', plan.event.reason, plan.event.message);
     return true;
   }

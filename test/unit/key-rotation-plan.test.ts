@@ -1,7 +1,8 @@
 /** The operator's key rotation steps (operator/src/key-rotation.ts, decision 0012). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { keyRotationPlan, secretKeys } from '../../operator/src/key-rotation.ts';
+import { witnessKey } from '../../contract/witness-wire.ts';
+import { keyRotationPlan, rotationPatch, secretKeys } from '../../operator/src/key-rotation.ts';
 import { podView } from './fixtures/pod-view.ts';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -64,5 +65,34 @@ describe('operator: key rotation plan', () => {
       keyRotationPlan('r1', secret({ 'key-1': 'x', 'key-2': 'y', 'key-3': 'z', 'sign-id': b64('1') }), pods([1], [1])).kind,
       'broken',
     );
+  });
+});
+
+describe('operator: the Secret patch of each rotation step', () => {
+  const fresh = Buffer.alloc(32, 9);
+  const text = (b: Buffer) => b64(b.toString('base64'));
+  const step = (s: 'add' | 'sign' | 'remove', id: number, doneFor?: string) =>
+    ({ kind: 'patch', step: s, id, event: { reason: 'r', message: 'm' }, ...(doneFor ? { doneFor } : {}) }) as const;
+
+  it('add: the new key beside the signing one; a Secret from before key ids gets its witness-key pinned', () => {
+    const k1 = Buffer.alloc(32, 1);
+    assert.deepEqual(rotationPatch(step('add', 2), { 'key-1': text(k1), 'witness-key': 'w' }, 'r1', fresh), {
+      data: { 'key-2': text(fresh), 'sign-id': b64('1') },
+    });
+    assert.deepEqual(rotationPatch(step('add', 2), { 'hmac-key': text(k1) }, 'r1', fresh), {
+      data: { 'key-2': text(fresh), 'sign-id': b64('1'), 'witness-key': text(witnessKey(k1)) },
+    });
+  });
+
+  it('sign, then remove (hmac-key too when key 1 goes), recording the request', () => {
+    assert.deepEqual(rotationPatch(step('sign', 2), {}, 'r1', fresh), { data: { 'sign-id': b64('2') } });
+    assert.deepEqual(rotationPatch(step('remove', 1, 'r1'), {}, 'r2', fresh), {
+      data: { 'key-1': null, 'hmac-key': null },
+      metadata: { annotations: { [DONE]: 'r1' } },
+    });
+    assert.deepEqual(rotationPatch(step('remove', 2), {}, 'r2', fresh), {
+      data: { 'key-2': null },
+      metadata: { annotations: { [DONE]: 'r2' } },
+    });
   });
 });
