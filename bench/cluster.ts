@@ -58,7 +58,7 @@ import { VIP as BED_VIP, PAIR_BED_HOSTS, startPair } from '../test/lib/pair.ts';
 import { outage, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
-import { podThrottledMs, type TakeoverSteps, takeoverSteps } from '../test/lib/takeover-steps.ts';
+import { podThrottle, type TakeoverSteps, takeoverSteps, throttledMsBetween } from '../test/lib/takeover-steps.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 
 const { values } = parseArgs({
@@ -156,11 +156,14 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
   await recorder?.ready();
   let faultAt = 0;
   const fire = prepareFault(fault, master);
+  // Only for the Kamailio kill: the other faults end the old pod's cgroups.
   const throttled = () => {
-    const xs = [podThrottledMs(master), podThrottledMs(backup)];
-    return xs.every((x) => x !== null) ? (xs as number[]).reduce((a, b) => a + b, 0) : null;
+    if (fault !== 'kamailio-kill') return null;
+    const m = podThrottle(master);
+    const b = podThrottle(backup);
+    return m !== null && b !== null ? new Map([...m, ...b]) : null;
   };
-  let throttledBefore: number | null = null;
+  let throttledBefore: Map<string, number> | null = null;
   const t = await callsAcross(client, client.host('client'), client.host('uas'), `${VIP}:5060`, async () => {
     throttledBefore = throttled();
     const ns = process.hrtime.bigint();
@@ -168,7 +171,7 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
     fire();
     return ns;
   });
-  const throttledAfter = fault === 'kamailio-kill' ? throttled() : null; // other faults end the old pod's cgroups
+  const throttledAfter = throttled();
   await until(
     () => podWithRole('master')?.name === backup.name,
     20_000,
@@ -198,7 +201,8 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
     regsLost,
     ...(timeline ? { timeline } : {}),
     ...(steps ? { steps } : {}),
-    throttledMs: throttledBefore !== null && throttledAfter !== null ? round(throttledAfter - throttledBefore, 1) : null,
+    throttledMs:
+      throttledBefore !== null && throttledAfter !== null ? round(throttledMsBetween(throttledBefore, throttledAfter), 1) : null,
   };
 }
 

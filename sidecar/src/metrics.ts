@@ -177,11 +177,12 @@ export function createMetrics() {
   });
   const effectFailures = new Counter({
     name: 'sipha_role_effect_failures_total',
-    help: 'Side effects of a role change that failed (VIP, public sockets), by reason',
+    help: 'Side effects of a role change that failed (VIP, public sockets; unexpected: a bug, logged), by reason',
     labelNames: ['reason'] as const,
     registers: [registry],
   });
-  for (const reason of ['vip-acquire-failed', 'public-sockets-failed', 'vip-release-failed']) effectFailures.inc({ reason }, 0);
+  for (const reason of ['vip-acquire-failed', 'public-sockets-failed', 'vip-release-failed', 'unexpected'])
+    effectFailures.inc({ reason }, 0);
   const resyncs = new Counter({
     name: 'sipha_replication_resyncs_total',
     help: 'Replication streams restarted with a full state burst, by reason (master side)',
@@ -223,7 +224,13 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const result of ['sent', 'failed']) tcpTickles.inc({ result }, 0);
+  const tcpFlowPauses = new Counter({
+    name: 'sipha_tcp_flow_pauses_total',
+    help: 'Times a client TCP connection was paused for sending more than SIPHA_TCP_FLOW_RATE messages a second (TCP backpressure slows it; nothing is dropped)',
+    registers: [registry],
+  });
   return {
+    tcpFlowPauses,
     tcpTickles,
     replicationLag,
     takeoverSeconds,

@@ -60,17 +60,38 @@ export function takeoverSteps(oldMaster: string, newMaster: string, faultAt: num
   };
 }
 
-/** Total CFS throttled time (ms) of a pod's containers so far, from the cgroup v1 cpu hierarchy; null if not found. */
-export function podThrottledMs(pod: PodView): number | null {
-  const root = '/sys/fs/cgroup/cpu';
-  const want = [`pod${pod.uid}`, `pod${pod.uid.replaceAll('-', '_')}`];
-  const found = findDir(root, want, 5);
+/**
+ * CFS throttled time (ns) so far of a pod's cgroup and of each of its
+ * containers' (cgroup v1 cpu hierarchy), by directory; null if the pod's is
+ * not found. A container restarted meanwhile (a killed Kamailio) has a new
+ * directory: compare with `throttledMsBetween`, which counts only those in both.
+ */
+export function podThrottle(pod: PodView): Map<string, number> | null {
+  const found = findDir('/sys/fs/cgroup/cpu', [`pod${pod.uid}`, `pod${pod.uid.replaceAll('-', '_')}`], 5);
   if (found === null) return null;
+  const out = new Map<string, number>();
+  const read = (dir: string) => {
+    try {
+      out.set(dir, Number(/^throttled_time (\d+)$/m.exec(readFileSync(join(dir, 'cpu.stat'), 'utf8'))?.[1] ?? 0));
+    } catch {
+      // gone meanwhile (a container that ended)
+    }
+  };
+  read(found);
+  try {
+    for (const e of readdirSync(found, { withFileTypes: true })) if (e.isDirectory()) read(join(found, e.name));
+  } catch {
+    // the pod's cgroup went meanwhile
+  }
+  return out;
+}
+
+/** Throttled ms between two snapshots, over the cgroups present in both. */
+export function throttledMsBetween(before: Map<string, number>, after: Map<string, number>): number {
   let ns = 0;
-  for (const e of readdirSync(found, { withFileTypes: true })) {
-    if (!e.isDirectory()) continue; // the containers (and the sandbox)
-    const stat = readFileSync(join(found, e.name, 'cpu.stat'), 'utf8');
-    ns += Number(/^throttled_time (\d+)$/m.exec(stat)?.[1] ?? 0);
+  for (const [dir, t] of after) {
+    const b = before.get(dir);
+    if (b !== undefined) ns += t - b;
   }
   return ns / 1e6;
 }

@@ -5,9 +5,11 @@
  * test/integration/softphone.test.ts.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { TcpClientFlows, tcpSource } from '../../sidecar/src/ha/client-flows.ts';
-import { tickleSegment } from '../../sidecar/src/vip/tcp-tickle.ts';
+import { createLogger } from '../../sidecar/src/log.ts';
+import { SENDER, tickleFlows, tickleSegment } from '../../sidecar/src/vip/tcp-tickle.ts';
 
 /** RFC 1071, written out again here: the 16-bit one's complement sum of pseudo-header and segment. */
 function onesSum(src: string, dst: string, seg: Buffer): number {
@@ -44,6 +46,37 @@ describe('tickle segments', () => {
 
   it('refuse an address that is not IPv4', () => {
     assert.throws(() => tickleSegment('fe80::1', 5060, '198.18.0.10', 1), /not an IPv4 address/);
+    assert.throws(() => tickleSegment('198.18.0.100', 5060, '127.1', 1), /not an IPv4 address/);
+  });
+
+  it('are what the Perl sender builds: two rounds, sequence 0 then 2^31 (checked against tickleSegment)', () => {
+    const flows = [
+      ['198.18.0.10', 40312],
+      ['10.1.2.3', 1],
+      ['198.19.255.254', 65535],
+    ] as const;
+    const out = execFileSync('perl', ['-e', SENDER, '198.18.0.100', '5060', '2', '0'], {
+      input: flows.map(([a, p]) => `${a} ${p}\n`).join(''),
+      env: { ...process.env, SIPHA_TICKLE_DRY: '1' },
+      encoding: 'utf8',
+    });
+    const want = [0, 2 ** 31].flatMap((seq) =>
+      flows.map(([a, p]) => tickleSegment('198.18.0.100', 5060, a, p, seq).toString('hex')),
+    );
+    assert.deepEqual(out.trim().split('\n'), want);
+  });
+
+  it('are never built for a flow that is not an IPv4 address and port: nothing is sent, nothing throws', async () => {
+    const r = await tickleFlows(
+      '198.18.0.100',
+      5060,
+      [
+        { address: '127.0.1', port: 5060 },
+        { address: '198.18.0.10', port: 0 },
+      ],
+      createLogger('silent', 'test'),
+    );
+    assert.deepEqual(r, { sent: 0, failed: 0 });
   });
 });
 
@@ -58,19 +91,26 @@ describe("the master's TCP client flows, as a backup learns them", () => {
     assert.equal(tcpSource(Buffer.from('BYE sip:a SIP/2.0\r\nVia: x\r\nX-Sipha-Src: tcp:1.2.3.4:5\r\n\r\n')), null);
     for (const short of ['', 'OPTIONS', 'BYE x SIP/2.0\r\n', 'BYE x SIP/2.0\r\nX-Sipha-Src: tc'])
       assert.equal(tcpSource(Buffer.from(short)), null, JSON.stringify(short));
-    for (const bad of ['tcp:198.18.0.10:0', 'tcp:198.18.0.10:70000', 'tcp:host.example:5060', 'tcp:1.2:5060'])
+    for (const bad of [
+      'tcp:127.0.1:5060',
+      'tcp:203.0.28933:5060',
+      'tcp:198.18.0.10:0',
+      'tcp:198.18.0.10:70000',
+      'tcp:host.example:5060',
+      'tcp:1.2:5060',
+    ])
       assert.equal(tcpSource(link(`X-Sipha-Src: ${bad}`)), null, bad);
   });
 
   it('are bounded, the least recently heard dropped first, and given once, without those idle past the limit', () => {
-    const flows = new TcpClientFlows(3, 1000);
+    const flows = new TcpClientFlows(3, 500); // idle limit 500 ms: flows are kept for twice that
     flows.heardFrom({ address: '198.18.0.1', port: 1 }, 0);
     flows.heardFrom({ address: '198.18.0.2', port: 2 }, 10);
     flows.heardFrom({ address: '198.18.0.3', port: 3 }, 20);
     flows.heardFrom({ address: '198.18.0.1', port: 1 }, 900); // heard again: now the newest
     flows.heardFrom({ address: '198.18.0.4', port: 4 }, 950); // the fourth: .2 goes
     assert.equal(flows.size, 3);
-    const taken = flows.take(1015); // .3 last heard at 20: idle for 995 ms, still kept; .2 gone
+    const taken = flows.take(1015); // .3 last heard at 20: 995 ms ago, within twice the limit; .2 gone
     assert.deepEqual(
       taken.map((f) => f.port),
       [3, 1, 4],

@@ -4,9 +4,11 @@
  * died with the old master (vip/tcp-tickle.ts tells their clients so).
  *
  * Bounded: at most `max` flows, the least recently heard dropped first (a Map
- * in hearing order); a flow silent for `idleMs` was closed by the master's own
- * idle limit and is not returned.
+ * in hearing order). A flow not heard for twice the master's idle limit is not
+ * returned: the master closed it (twice: the master also counts RFC 5626 CRLF
+ * pings, which are not replicated; tickling a closed flow costs one packet).
  */
+import { isIPv4 } from 'node:net';
 import { SOURCE_HEADER } from '../../../contract/link.ts';
 import type { ClientFlow } from '../vip/tcp-tickle.ts';
 
@@ -16,25 +18,22 @@ const FIRST_LINE_MAX = 8192;
 
 /** The TCP client a link message came from (the sidecar's own first header), or null for UDP and anything else. */
 export function tcpSource(payload: Buffer): ClientFlow | null {
-  // The first header, or nothing: one scan for the end of the start line, one compare.
-  const at = payload.indexOf(13);
-  if (at < 0 || at > FIRST_LINE_MAX || at + PREFIX.length > payload.length) return null;
+  // The first header, or nothing: the end of the start line (looked for in the first bytes only), one compare.
+  const at = payload.subarray(0, FIRST_LINE_MAX).indexOf(13);
+  if (at < 0 || at + PREFIX.length > payload.length) return null;
   if (payload.compare(PREFIX, 0, PREFIX.length, at, at + PREFIX.length) !== 0) return null;
-  let i = at + PREFIX.length;
-  let address = '';
-  for (; i < payload.length; i++) {
-    const c = payload[i] as number;
-    if (c === 58) break; // ':'
-    if ((c < 48 || c > 57) && c !== 46) return null;
-    address += String.fromCharCode(c);
-  }
+  const from = at + PREFIX.length;
+  const colon = payload.subarray(from, from + 16).indexOf(58); // ':' after at most "255.255.255.255"
+  if (colon < 0) return null;
+  const address = payload.toString('latin1', from, from + colon);
+  if (!isIPv4(address)) return null;
   let port = 0;
-  for (i++; i < payload.length; i++) {
+  for (let i = from + colon + 1; i < payload.length && i < from + colon + 7; i++) {
     const c = payload[i] as number;
     if (c < 48 || c > 57) break;
     port = port * 10 + c - 48;
   }
-  if (address.length < 7 || port < 1 || port > 65535) return null;
+  if (port < 1 || port > 65535) return null;
   return { address, port };
 }
 
@@ -45,7 +44,7 @@ export class TcpClientFlows {
 
   constructor(max: number, idleMs: number) {
     this.max = max;
-    this.idleMs = idleMs;
+    this.idleMs = 2 * idleMs;
   }
 
   /** A message from this flow was replicated (now: performance.now()). */

@@ -189,8 +189,10 @@ export class HaNode {
       p.hold = (send) => (this.peerCanApply() && this.sender.inSync ? this.barrier.hold(send) : send());
     this.receiver.apply = (link, payload) => {
       if (!p.serverLink.writeNow(link, [payload])) return false;
-      const tcp = tcpSource(payload);
-      if (tcp !== null) this.clientFlows.heardFrom(tcp);
+      if (this.tickle !== null) {
+        const tcp = tcpSource(payload);
+        if (tcp !== null) this.clientFlows.heardFrom(tcp);
+      }
       // Keep a cache here too: after a takeover this node resyncs whoever joins next.
       if (payload.subarray(0, 9).toString('latin1') === 'REGISTER ') {
         const m = parseMessage(payload);
@@ -485,7 +487,14 @@ export class HaNode {
       this.barrier.flush(true);
     }
     this.tellPeer(true);
-    this.effects = this.effects.then(() => this.carryOut(before, d, timeline, now));
+    this.effects = this.effects
+      .then(() => this.carryOut(before, d, timeline, now))
+      .catch((err) => {
+        // carryOut turns its effects' failures into role events; anything else is a bug, but the
+        // next role change must still run its effects (a rejected chain would skip them all).
+        this.log.error({ err }, 'role change effects failed');
+        this.metrics.effectFailures.inc({ reason: 'unexpected' });
+      });
   }
 
   /**
@@ -512,7 +521,7 @@ export class HaNode {
       // The old master's TCP clients, once this node answers for the VIP (a planned
       // handover closes them itself; tickling them again costs one ACK each).
       const flows = this.clientFlows.take();
-      if (flows.length > 0) this.tickle?.(flows);
+      if (flows.length > 0) setImmediate(() => this.tickle?.(flows)); // after this turn's serving and report
       this.lastTimeline = timeline;
       this.log.info(
         {

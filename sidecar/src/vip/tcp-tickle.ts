@@ -8,15 +8,20 @@
  * an established call is lost. At takeover the new master sends each client
  * flow the old master had a "tickle ACK" (as CTDB does at an IP takeover): an
  * ACK from VIP:port with sequence numbers outside the window. The client
- * answers with an ACK carrying its real numbers (RFC 793 / RFC 5961), and this
- * host's kernel, which has no such connection, answers that with a reset the
- * client accepts. Its next request opens a new connection to the new master.
+ * answers an unacceptable segment with an ACK carrying its real numbers (RFC
+ * 9293 3.10.7.4), and this host's kernel, which has no such connection,
+ * answers that with a reset whose sequence number is exactly what the client
+ * expects. Its next request opens a new connection to the new master.
  *
- * Node has no raw sockets: the segments are built here and handed to Perl
- * (perl-base is Essential in Debian, so in every image), which sends them on a
- * raw IPPROTO_TCP socket bound to the VIP (CAP_NET_RAW, as arping needs).
+ * Node has no raw sockets: Perl (perl-base is Essential in Debian, so in every
+ * image) builds the segments and sends them on a raw IPPROTO_TCP socket bound
+ * to the VIP (CAP_NET_RAW, as arping needs). Node only hands it "ip port"
+ * lines, so a takeover with many flows costs the main thread a string, not a
+ * buffer and a checksum per flow. `tickleSegment` below is the reference the
+ * Perl sender is tested against.
  */
 import { spawn } from 'node:child_process';
+import { isIPv4 } from 'node:net';
 import type { Logger } from '../log.ts';
 
 export interface ClientFlow {
@@ -24,22 +29,46 @@ export interface ClientFlow {
   port: number;
 }
 
-/** Reads "<dst> <hex>" lines and sends each segment from the VIP; "e" for each failed send. */
-const SENDER = `use Socket;
-socket(my $s, AF_INET, SOCK_RAW, 6) or die "socket: $!\\n";
-bind($s, pack_sockaddr_in(0, inet_aton($ARGV[0]))) or die "bind $ARGV[0]: $!\\n";
+/**
+ * Reads "<ip> <port>" lines to the end, then sends two rounds of tickles, at
+ * most `rate` a second: sequence number 0, then 2^31 (a window that happens to
+ * hold 0 does not hold both), `againMs` apart (a client answers out-of-window
+ * segments at most twice a second, and the first answer may meet a stale ARP
+ * entry). Prints "e" for each failed send. SIPHA_TICKLE_DRY prints the
+ * segments (hex) instead of sending them: the tests' view.
+ */
+export const SENDER = `use strict; use Socket;
+my ($vip, $sport, $rate, $again) = @ARGV;
+my $src = inet_aton($vip) or die "bad VIP $vip\\n";
+my $dry = $ENV{SIPHA_TICKLE_DRY};
+my $s;
+unless ($dry) {
+  socket($s, AF_INET, SOCK_RAW, 6) or die "socket: $!\\n";
+  bind($s, pack_sockaddr_in(0, $src)) or die "bind $vip: $!\\n";
+  setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1024);
+}
 $| = 1;
-while (my $l = <STDIN>) {
-  my ($d, $h) = split ' ', $l;
-  print "e $d $!\\n" unless defined send($s, pack('H*', $h), 0, pack_sockaddr_in(0, inet_aton($d)));
+my @flows;
+while (my $l = <STDIN>) { my ($d, $p) = split ' ', $l; my $dst = inet_aton($d); push @flows, [$d, $dst, $p] if $dst && $p; }
+sub cks { my $x = 0; $x += $_ for unpack('n*', $_[0]); $x = ($x & 0xffff) + ($x >> 16) while $x >> 16; return ~$x & 0xffff; }
+for my $seq (0, 2147483648) {
+  my $n = 0;
+  for my $f (@flows) {
+    my $h = pack('nnNNCCnnn', $sport, $f->[2], $seq, 0, 0x50, 0x10, 1024, 0, 0);
+    substr($h, 16, 2) = pack('n', cks($src . $f->[1] . pack('CCn', 0, 6, 20) . $h));
+    if ($dry) { print unpack('H*', $h), "\\n"; }
+    elsif (!defined send($s, $h, 0, pack_sockaddr_in(0, $f->[1]))) { print "e $f->[0] $!\\n"; }
+    select(undef, undef, undef, 1) if ++$n % $rate == 0;
+  }
+  select(undef, undef, undef, $again / 1000) if $seq == 0;
 }`;
 
-/** A 20-byte TCP header: ACK, sequence and acknowledgement 0, checksummed for src -> dst. */
-export function tickleSegment(src: string, srcPort: number, dst: string, dstPort: number): Buffer {
+/** The 20-byte segment the sender builds: ACK, sequence `seq`, acknowledgement 0, checksummed for src -> dst. */
+export function tickleSegment(src: string, srcPort: number, dst: string, dstPort: number, seq = 0): Buffer {
   const seg = Buffer.alloc(20);
   seg.writeUInt16BE(srcPort, 0);
   seg.writeUInt16BE(dstPort, 2);
-  // seq 0, ack 0: outside any window the client holds (bytes 4-11 stay zero)
+  seg.writeUInt32BE(seq, 4); // outside any window the client holds; ack (bytes 8-11) 0
   seg.writeUInt8(5 << 4, 12); // data offset: 5 words, no options
   seg.writeUInt8(0x10, 13); // ACK
   seg.writeUInt16BE(1024, 14); // window
@@ -61,53 +90,62 @@ export function tcpChecksum(src: string, dst: string, seg: Buffer): number {
 }
 
 function ipv4Bytes(ip: string): Buffer {
-  const parts = ip.split('.').map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255))
-    throw new Error(`not an IPv4 address: ${ip}`);
-  return Buffer.from(parts);
+  if (!isIPv4(ip)) throw new Error(`not an IPv4 address: ${ip}`);
+  return Buffer.from(ip.split('.').map(Number));
+}
+
+export interface TickleOptions {
+  /** Tickles a second at most (a takeover with many flows spreads its resets, and the re-registrations that follow). */
+  rate?: number;
+  /** Between the two rounds. */
+  againMs?: number;
 }
 
 /**
- * Sends one round of tickles now and one `againMs` later (a client answers
- * out-of-window segments at most twice a second, and the first answer may
- * meet a stale ARP entry). Resolves with the number of sends that failed;
- * never rejects: a failure is logged, and the clients are no worse off than
- * without it.
+ * Tickles `flows` from vip:port. Resolves with how many sends failed; never
+ * rejects or throws: a failure is logged, and the clients are no worse off
+ * than without it.
  */
 export function tickleFlows(
   vip: string,
   port: number,
   flows: readonly ClientFlow[],
   log: Logger,
-  againMs = 1000,
+  opts: TickleOptions = {},
 ): Promise<{ sent: number; failed: number }> {
-  if (flows.length === 0) return Promise.resolve({ sent: 0, failed: 0 });
-  const lines = flows.map((f) => `${f.address} ${tickleSegment(vip, port, f.address, f.port).toString('hex')}\n`).join('');
+  const usable = flows.filter((f) => isIPv4(f.address) && Number.isInteger(f.port) && f.port > 0 && f.port < 65536);
+  if (usable.length === 0) return Promise.resolve({ sent: 0, failed: 0 });
+  const total = usable.length * 2;
   return new Promise((resolve) => {
-    let failed = 0;
+    let out = '';
     let errText = '';
-    const perl = spawn('perl', ['-e', SENDER, vip], { stdio: ['pipe', 'pipe', 'pipe'] });
-    perl.stdout.on('data', (b: Buffer) => {
-      failed += b
-        .toString()
-        .split('\n')
-        .filter((l) => l.startsWith('e ')).length;
+    const args = ['-e', SENDER, vip, String(port), String(opts.rate ?? 5000), String(opts.againMs ?? 1000)];
+    let perl: ReturnType<typeof spawn>;
+    try {
+      perl = spawn('perl', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not start the TCP tickle sender');
+      resolve({ sent: 0, failed: total });
+      return;
+    }
+    perl.stdout?.on('data', (b: Buffer) => {
+      out += b.toString();
     });
-    perl.stderr.on('data', (b: Buffer) => {
+    perl.stderr?.on('data', (b: Buffer) => {
       errText += b.toString();
     });
-    perl.stdin.on('error', () => {}); // a sender that died early says why on stderr and in its exit code
+    perl.stdin?.on('error', () => {}); // a sender that died early says why on stderr and in its exit code
     perl.on('error', (err) => {
       log.warn({ err: err.message }, 'could not start the TCP tickle sender');
-      resolve({ sent: 0, failed: flows.length * 2 });
+      resolve({ sent: 0, failed: total });
     });
     perl.on('exit', (code) => {
+      const failed = out.split('\n').filter((l) => l.startsWith('e ')).length;
       if (code !== 0) {
         log.warn({ code, stderr: errText.trim() }, 'TCP tickle sender failed');
-        resolve({ sent: 0, failed: flows.length * 2 });
-      } else resolve({ sent: flows.length * 2 - failed, failed });
+        resolve({ sent: 0, failed: total });
+      } else resolve({ sent: total - failed, failed });
     });
-    perl.stdin.write(lines);
-    setTimeout(() => perl.stdin.end(lines), againMs).unref();
+    perl.stdin?.end(usable.map((f) => `${f.address} ${f.port}\n`).join(''));
   });
 }
