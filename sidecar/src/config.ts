@@ -211,6 +211,7 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
       headerTimeoutMs: int(env, 'SIPHA_TCP_HEADER_TIMEOUT_MS', DEFAULT_TCP_LIMITS.headerTimeoutMs, 100, 600_000),
       idleMs: int(env, 'SIPHA_TCP_IDLE_MS', DEFAULT_TCP_LIMITS.idleMs, 100, 86_400_000),
       maxWriteBuffer: int(env, 'SIPHA_TCP_MAX_WRITE_BUFFER', DEFAULT_TCP_LIMITS.maxWriteBuffer, 65536, 1 << 30),
+      flowRate: int(env, 'SIPHA_TCP_FLOW_RATE', DEFAULT_TCP_LIMITS.flowRate, 0, 1_000_000),
     },
     ha: haSettings(env),
   };

@@ -12,12 +12,16 @@
  *   bytes wait for it (`tcp-write-backlog`), instead of growing our memory;
  * - a failed accept (EMFILE: out of file descriptors) is counted
  *   (`tcp-accept-failed`) and the listener lives on.
+ * And paced: a client's connection that sends more than `flowRate` messages
+ * a second is paused until it is back under it (flow-pacer.ts; counted in
+ * sipha_tcp_flow_pauses_total, nothing dropped).
  */
 import net from 'node:net';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
 import { destinationKey } from './destination.ts';
+import { FlowPacer } from './flow-pacer.ts';
 import { writeInTurn } from './turn-writer.ts';
 
 export interface Flow {
@@ -33,6 +37,8 @@ export interface TcpLimits {
   headerTimeoutMs: number;
   idleMs: number;
   maxWriteBuffer: number;
+  /** Messages per second one client connection may send (a burst of one second's worth); 0: unpaced. */
+  flowRate: number;
 }
 
 export const DEFAULT_TCP_LIMITS: TcpLimits = {
@@ -42,6 +48,8 @@ export const DEFAULT_TCP_LIMITS: TcpLimits = {
   // REGISTER usually lasts (RFC 5626 keep-alives refresh it).
   idleMs: 3_600_000,
   maxWriteBuffer: 1 << 20,
+  // A phone sends a few a second; a trunk's connection that needs more sets SIPHA_TCP_FLOW_RATE.
+  flowRate: 1000,
 };
 
 const CRLF = Buffer.from('\r\n');
@@ -154,11 +162,17 @@ export class TcpFlows {
     };
     // An accepted connection owes its first message; one we opened waits for nothing.
     let partial = host === undefined;
+    // Clients' connections are paced; those we opened (to a next hop) are not.
+    const pacer = host === undefined && this.limits.flowRate > 0 ? new FlowPacer(this.limits.flowRate) : null;
+    let pauseMs = 0;
     if (partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
     else arm(this.limits.idleMs, 'tcp-idle');
     const framer = new SipStreamFramer(
       {
-        message: (bytes) => this.onMessage(bytes, flow),
+        message: (bytes) => {
+          this.onMessage(bytes, flow);
+          if (pacer !== null) pauseMs = pacer.take();
+        },
         ping: () => writeInTurn(socket, [CRLF]),
         error: (reason, detail) => {
           this.metrics.drop('inbound', reason);
@@ -170,6 +184,13 @@ export class TcpFlows {
     );
     socket.on('data', (chunk: Buffer) => {
       framer.push(chunk);
+      if (pauseMs > 0) {
+        // Over its rate: read nothing more until the bucket has refilled (TCP slows the client).
+        socket.pause();
+        this.metrics.tcpFlowPauses.inc();
+        setTimeout(() => socket.resume(), pauseMs).unref();
+        pauseMs = 0;
+      }
       if (framer.partial) {
         // The deadline runs from the message's first byte: dripping does not extend it.
         if (!partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
