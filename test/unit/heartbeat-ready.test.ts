@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import { Heartbeats } from '../../sidecar/src/ha/heartbeat.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -106,6 +107,34 @@ describe('heartbeat worker: a peer with another key (decision 0012)', () => {
       b.setKeys([randomBytes(32)]);
       await sleep(400);
       assert.deepEqual(seen.slice(0, 2), ['mismatch=true', 'lost'], seen.join(' '));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
+
+describe('a heartbeat worker that was descheduled (a busy host)', () => {
+  it('reads the beats that came meanwhile before it judges the silence: no peer-quiet, no peer-lost', async () => {
+    const key = randomBytes(32);
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    // 100 ms x 5 (not 20 x 5): a's own beats must not be late on a busy test machine.
+    const slow = { intervalMs: 100, quietMs: 200 };
+    const a = new Heartbeats({ ...twoOnLoopback(key, 0, base, base + 1), ...slow });
+    const b = new Heartbeats({ ...twoOnLoopback(key, 1, base + 1, base), ...slow });
+    const said: string[] = [];
+    b.onMessage = (m) => {
+      if (m.type === 'peer' || m.type === 'peer-quiet' || m.type === 'peer-lost') said.push(m.type);
+    };
+    try {
+      await Promise.all([a.ready(), b.ready()]);
+      await sleep(1000);
+      assert.ok(said.includes('peer'), 'b hears a');
+      said.length = 0;
+      // b's thread stops for 1.5 s (three times the loss deadline) while a goes on beating.
+      (b as unknown as { worker: Worker }).worker.postMessage({ type: 'stall', ms: 1500 });
+      await sleep(2500);
+      assert.deepEqual(said, [], "a's beats were in b's socket all along");
     } finally {
       await a.stop();
       await b.stop();

@@ -39,6 +39,8 @@ export type ToWorker =
   | { type: 'beat-in'; bytes: Uint8Array; from: string }
   /** The pair's keys changed (a rotation step): the signing key first. */
   | { type: 'keys'; keys: Uint8Array[] }
+  /** Tests only: this thread stops for `ms`, as a descheduled thread on a busy host does. */
+  | { type: 'stall'; ms: number }
   | { type: 'stop' };
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
@@ -81,8 +83,16 @@ let lost = true;
 /** 'peer-quiet' was said for this silence: the next beat is told even if nothing changed. */
 let quiet = false;
 let quietTimer: NodeJS.Timeout | null = null;
-const onQuiet = () => {
-  if (lost || quiet) return;
+/**
+ * Silence is judged after this loop turn has read what arrived: a timer runs
+ * before the poll for I/O, so a thread that was descheduled (a busy host)
+ * would otherwise find the beats that came meanwhile still unread in its
+ * socket, and call a live peer quiet or lost.
+ */
+const afterPendingIo = (judge: () => void) => setImmediate(judge);
+const onQuiet = () => afterPendingIo(quietVerdict);
+const quietVerdict = () => {
+  if (lost || quiet || performance.now() - lastHeard < cfg.quietMs) return;
   quiet = true;
   port.postMessage({
     type: 'peer-quiet',
@@ -178,6 +188,11 @@ port.on('message', (m: ToWorker) => {
     keys = m.keys.map((k) => Buffer.from(k));
     return;
   }
+  if (m.type === 'stall') {
+    const until = performance.now() + m.ms;
+    while (performance.now() < until);
+    return;
+  }
   if (m.type === 'beat-in') {
     onBeat(Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength), m.from, 'stream');
     return;
@@ -218,6 +233,10 @@ const tick = setInterval(() => {
     drops = {};
     heard = {};
   }
+  afterPendingIo(lossVerdict);
+}, cfg.intervalMs);
+
+const lossVerdict = () => {
   const silent = performance.now() - lastHeard;
   if (!lost && silent > deadline) {
     lost = true;
@@ -230,6 +249,6 @@ const tick = setInterval(() => {
       heardAt: performance.timeOrigin + lastHeard,
     } satisfies FromWorker);
   } else judgeKeys();
-}, cfg.intervalMs);
+};
 
 sock.bind(cfg.port, cfg.bindAddress, () => port.postMessage({ type: 'ready' } satisfies FromWorker));
