@@ -46,8 +46,10 @@ import {
   memoryMib,
   runIn,
   sampleRoles,
+  softnetDrops,
   tapLogs,
   tcpAttack,
+  tcpRetransmits,
   tcpStream,
   udpFlood,
   udpPayloads,
@@ -145,11 +147,16 @@ async function watched<R>(nodes: PairNode[], attack: () => Promise<R>, settleMs 
     mismatch: n.sidecar.metric('sipha_key_mismatches_total'),
   }));
   const logs = tapLogs(nodes, EVENTS);
+  const softnet0 = softnetDrops();
+  const retrans0 = nodes.map((n) => tcpRetransmits(n.host));
   const sampler = sampleRoles(nodes);
   const result = await attack();
   await sleep(settleMs);
   const sampled = await sampler.stop();
   const lines = logs.stop();
+  // The kernel's side: input backlogs that overflowed (host-wide), and the pair's own TCP retransmissions.
+  const softnet = softnetDrops() - softnet0;
+  const retransmits = nodes.reduce((sum, n, i) => sum + tcpRetransmits(n.host) - (retrans0[i] as number), 0);
   let takeovers = 0;
   let mismatches = 0;
   nodes.forEach((n, i) => {
@@ -164,7 +171,15 @@ async function watched<R>(nodes: PairNode[], attack: () => Promise<R>, settleMs 
   const roleChanges = Math.max(sampled.changes, logged);
   if (sampled.changes !== logged) console.log(`  (sampled ${sampled.changes} role changes, logged ${logged})`);
   const events = lines.flatMap((ls, i) => ls.map((l) => `${nodes[i]?.host.name}: ${brief(l)}`));
-  return { result, roleChanges, takeovers, peerLost, mismatches, missedSamples: sampled.missed, events };
+  if (softnet > 0 || retransmits > 0) events.push(`kernel: ${softnet} backlog drops, ${retransmits} pair TCP retransmits`);
+  return { result, roleChanges, takeovers, peerLost, mismatches, missedSamples: sampled.missed, events, softnet, retransmits };
+}
+
+/** Keeps what the sidecars logged during an attack (role changes and their reasons) beside its figures. */
+function keepEvents(key: string, w: { events: string[] }): void {
+  if (w.events.length === 0) return;
+  figures[`${key}_events`] = w.events.join('; ');
+  console.log(`  ${key}: ${w.events.join('; ')}`);
 }
 
 /** The pair's nodes as [master, backup] once it has exactly one of each (and the backup is in sync). */
@@ -209,6 +224,7 @@ async function pairAttacks(): Promise<void> {
     const idle = await watched([a, b], () => legitRegisters(bed, uas, T.legitS, 'idle'));
     const idleLegit = idle.result;
     figures.idle_role_changes = idle.roleChanges;
+    keepEvents('idle', idle);
     figures.idle_register_p99_ms = round(idleLegit.p99, 3);
     figures.idle_register_samples = idleLegit.n;
     console.log(`idle: REGISTER p99 ${round(idleLegit.p99, 3)} ms of ${idleLegit.n}, ${idle.roleChanges} role changes`);
@@ -241,6 +257,7 @@ async function pairAttacks(): Promise<void> {
       ]),
     );
     figures.hb_replay_role_changes = replay.roleChanges;
+    keepEvents('hb_replay', replay);
     figures.hb_replay_beats = recorded.length * 2;
     figures.hb_replay_takeovers = replay.takeovers;
     rows.push([
@@ -277,6 +294,7 @@ async function pairAttacks(): Promise<void> {
     );
     const resurrected = lookupAll(b.kamailio, aors).size;
     figures.stream_replay_role_changes = streamReplay.roleChanges;
+    keepEvents('stream_replay', streamReplay);
     figures.stream_replay_registrations_resurrected = resurrected;
     figures.stream_replay_bytes = stream.length;
     figures.stream_replay_resyncs = a.sidecar.metric('sipha_replication_resyncs_total') - resyncs;
@@ -313,6 +331,7 @@ async function pairAttacks(): Promise<void> {
     const heardStream = b.sidecar.metric('sipha_heartbeats_heard_total', { path: 'stream' }) - heardBefore.stream;
     const floodS = one.result.elapsedMs / 1000;
     figures.hb_flood_one_path_takeovers = one.takeovers;
+    keepEvents('hb_flood_one_path', one);
     figures.hb_flood_one_path_role_changes = one.roleChanges;
     figures.hb_flood_one_path_sent = one.result.sent;
     figures.hb_flood_one_path_rate_per_s = Math.round(one.result.rate);
@@ -367,6 +386,8 @@ async function pairAttacks(): Promise<void> {
       figures[`${key}_sent_per_s`] = Math.round(rate);
       figures[`${key}_judged_per_s`] = Math.round(judged);
       figures[`${key}_stream_beats`] = streamBeats;
+      figures[`${key}_softnet_drops`] = w.softnet;
+      if (w.events.length > 0) figures[`${key}_events`] = w.events.join('; ');
       if (fired) {
         detectedAt = String(Math.round(rate));
         after = `at ${Math.round(rate).toLocaleString('en-US')}/s: ${w.roleChanges} role changes, ${w.takeovers} takeovers, ${w.peerLost} peer-lost, ${w.mismatches} key mismatches; ${w.events.join('; ')}`;
@@ -577,6 +598,8 @@ async function rejectedRegisters(): Promise<void> {
     figures.rejected_register_accepted = r.successful;
     figures.rejected_register_rate_per_s = Math.round(r.callRate);
     figures.rejected_register_role_changes = w.roleChanges;
+    figures.rejected_register_takeovers = w.takeovers;
+    keepEvents('rejected_register', w);
     rows.push([
       `REGISTERs with fresh Call-IDs answered 401 (${sent.toLocaleString('en-US')} sent by sipp at ${Math.round(r.callRate)}/s)`,
       '0 entries',

@@ -250,3 +250,29 @@ export function dropsGrown(before: Map<string, number>, after: Map<string, numbe
     .map(([k, d]) => `${k} +${d}`)
     .join(', ');
 }
+
+/**
+ * Packets the kernel dropped because a CPU's input backlog was full
+ * (/proc/net/softnet_stat, second column, summed over CPUs). Host-wide: every
+ * bed namespace's veth traffic passes these backlogs, so a flood that fills
+ * them drops the pair's own packets too (a partition, on this bed).
+ */
+export function softnetDrops(): number {
+  return readFileSync('/proc/net/softnet_stat', 'utf8')
+    .trim()
+    .split('\n')
+    .reduce((sum, line) => sum + Number.parseInt(line.split(/\s+/)[1] ?? 'x', 16), 0);
+}
+
+/** TCP segments retransmitted from a bed host's namespace (/proc/net/snmp Tcp: RetransSegs). */
+export function tcpRetransmits(host: Host): number {
+  const lines = host
+    .run('cat', ['/proc/net/snmp'])
+    .split('\n')
+    .filter((l) => l.startsWith('Tcp:'));
+  const head = lines[0]?.split(/\s+/) ?? [];
+  const values = lines[1]?.split(/\s+/) ?? [];
+  const i = head.indexOf('RetransSegs');
+  if (i < 0 || values[i] === undefined) throw new Error('no Tcp: RetransSegs in /proc/net/snmp');
+  return Number(values[i]);
+}
