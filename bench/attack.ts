@@ -474,7 +474,7 @@ async function pairAttacks(): Promise<void> {
       const what =
         part === 'edge'
           ? `${counters.attempts} connection attempts (${counters.answered} answered), 1k slowloris (${counters.slowloris_closed_by_server} closed by the sidecar), a never-reader (${counters.never_reader_cut ? 'cut off' : 'not cut'})`
-          : `one connection pumping OPTIONS (reads its replies): ${counters.sent} sent${counters.closed_by_server ? ', then closed by the sidecar' : ''}`;
+          : `one connection pumping OPTIONS (reads its replies): ${counters.sent} sent${counters.closed_by_server ? ', then closed by the far end' : ''}`;
       detail.push(what);
       rows.push([
         `TCP at the master's public port: ${what}`,
