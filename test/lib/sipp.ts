@@ -40,6 +40,8 @@ export interface SippResult {
   output: string;
   /** Start of sipp's error log (-trace_err): which message was unexpected, and why a call was aborted. */
   errors: string;
+  /** Every cumulative column of sipp's last statistics line (e.g. "OutgoingCall(C)"); absent ones are absent. */
+  counters: Record<string, number>;
 }
 
 let seq = 0;
@@ -93,7 +95,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   const out = watchOutput(child, 64 << 10);
   const exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const elapsedMs = Date.now() - started;
-  const { successful, failed, callRate } = readStats(stf);
+  const { successful, failed, callRate, counters } = readStats(stf);
   const rttMs: number[] = [];
   if (run.rtt) {
     for (const f of readdirSync(dir)) {
@@ -106,7 +108,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   }
   let errors = '';
   for (const f of readdirSync(dir)) if (f.endsWith('_errors.log')) errors += readFileSync(join(dir, f), 'utf8').slice(0, 8000);
-  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text(), errors };
+  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text(), errors, counters };
 }
 
 /** Starts the called party (uas-call.xml); stop it with bed.stop(). */
@@ -127,18 +129,22 @@ export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1')
   return { child, output: watchOutput(child, 64 << 10).text };
 }
 
-function readStats(path: string): { successful: number; failed: number; callRate: number } {
+function readStats(path: string): { successful: number; failed: number; callRate: number; counters: Record<string, number> } {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {
-    return { successful: 0, failed: 0, callRate: 0 };
+    return { successful: 0, failed: 0, callRate: 0, counters: {} };
   }
   const lines = text.trim().split('\n');
   const head = (lines[0] ?? '').split(';');
   const last = (lines[lines.length - 1] ?? '').split(';');
   const col = (name: string) => Number(last[head.indexOf(name)] ?? 0);
-  return { successful: col('SuccessfulCall(C)'), failed: col('FailedCall(C)'), callRate: col('CallRate(C)') };
+  const counters: Record<string, number> = {};
+  head.forEach((name, i) => {
+    if (name.endsWith('(C)') && last[i] !== undefined && last[i] !== '') counters[name] = Number(last[i]);
+  });
+  return { successful: col('SuccessfulCall(C)'), failed: col('FailedCall(C)'), callRate: col('CallRate(C)'), counters };
 }
 
 export function users(prefix: string, n: number): string[] {
