@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import { Heartbeats } from '../../sidecar/src/ha/heartbeat.ts';
@@ -136,6 +137,36 @@ describe('a heartbeat worker that was descheduled (a busy host)', () => {
       await sleep(2500);
       assert.deepEqual(said, [], "a's beats were in b's socket all along");
     } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
+
+describe("a flood on the heartbeat port from another address than the peer's", () => {
+  it('never reaches the worker (its socket is connected to the peer); the peer is heard throughout', async () => {
+    const key = randomBytes(32);
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(twoOnLoopback(key, 0, base, base + 1));
+    const b = new Heartbeats(twoOnLoopback(key, 1, base + 1, base));
+    const drops: Record<string, number> = {};
+    const said: string[] = [];
+    b.onMessage = (m) => {
+      if (m.type === 'counts') for (const [r, n] of Object.entries(m.drops)) drops[r] = (drops[r] ?? 0) + n;
+      if (m.type === 'peer-quiet' || m.type === 'peer-lost') said.push(m.type);
+    };
+    const flood = createSocket('udp4');
+    try {
+      await Promise.all([a.ready(), b.ready()]);
+      await sleep(500);
+      for (const r of Object.keys(drops)) delete drops[r]; // the start's own (a first beat not yet echoed)
+      // Junk and beat-shaped junk from 127.0.0.1 but another port: not the peer.
+      for (let i = 0; i < 2000; i++) flood.send(randomBytes(i % 2 ? 64 : 200), base + 1, '127.0.0.1');
+      await sleep(500);
+      assert.deepEqual(drops, {}, 'nothing from the flood was judged');
+      assert.deepEqual(said, []);
+    } finally {
+      flood.close();
       await a.stop();
       await b.stop();
     }

@@ -122,15 +122,51 @@ const send = () => {
     beat,
     appliedSeq: me.appliedSeq,
   });
-  sock.send(b, cfg.peerPort, peerAddress);
+  try {
+    if (connectedTo !== null) sock.send(b);
+    else sock.send(b, cfg.peerPort, peerAddress);
+  } catch {
+    dropped('send-failed'); // between connects; the next tick sends again
+  }
   port.postMessage({ type: 'beat-out', bytes: b } satisfies FromWorker);
 };
 
 // Where our beats go; the main thread moves it when the peer's name resolves elsewhere.
 let peerAddress = cfg.peerAddress;
+/**
+ * The socket is connected to the peer: the kernel then delivers only the
+ * peer's datagrams, so a flood from any other address costs this thread
+ * nothing (it used to be decoded and HMAC-checked one by one, and a saturated
+ * worker sent its own beats late: a false takeover). A flood that forges the
+ * peer's address is still judged by key. A peer that moved is heard on the
+ * stream, or found again by name while silent (HaNode.reresolvePeer), and the
+ * socket is connected to its new address.
+ */
+let connectedTo: string | null = null;
+let connecting = false;
+const connectToPeer = () => {
+  if (connecting || connectedTo === peerAddress) return; // a connect under way looks again when it ends
+  if (connectedTo !== null) {
+    sock.disconnect();
+    connectedTo = null;
+  }
+  const target = peerAddress;
+  connecting = true;
+  try {
+    sock.connect(cfg.peerPort, target, (err?: Error) => {
+      connecting = false;
+      if (err) return dropped('connect-failed'); // unconnected: beats go by address, any sender is judged
+      connectedTo = target;
+      if (target !== peerAddress) connectToPeer(); // moved again meanwhile
+    });
+  } catch {
+    connecting = false;
+    dropped('connect-failed');
+  }
+};
 
-// The peer is known by the pair's key, not by its address: a rescheduled pod
-// has a new one, and an address allowlist would make it a stranger for good.
+// The peer is known by the pair's key: a rescheduled pod has a new address, heard on the
+// stream (and the socket is connected to it once its name resolves there).
 const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   let hb = decodeHeartbeat(keys[0] as Buffer, b);
   for (let i = 1; hb === 'hmac' && i < keys.length; i++) hb = decodeHeartbeat(keys[i] as Buffer, b);
@@ -182,6 +218,7 @@ port.on('message', (m: ToWorker) => {
   if (m.type === 'alive') return;
   if (m.type === 'peer-address') {
     peerAddress = m.address;
+    connectToPeer();
     return;
   }
   if (m.type === 'keys') {
@@ -251,4 +288,10 @@ const lossVerdict = () => {
   } else judgeKeys();
 };
 
-sock.bind(cfg.port, cfg.bindAddress, () => port.postMessage({ type: 'ready' } satisfies FromWorker));
+// A connected UDP socket hears the kernel's ICMP errors (the peer's port closed: it is down or
+// restarting): not news, the beats' silence says it. Without a listener they would end the thread.
+sock.on('error', (err: NodeJS.ErrnoException) => dropped(`socket-${(err.code ?? 'error').toLowerCase()}`));
+sock.bind(cfg.port, cfg.bindAddress, () => {
+  connectToPeer();
+  port.postMessage({ type: 'ready' } satisfies FromWorker);
+});
