@@ -40,6 +40,32 @@ function replay(from: Host, target: string, port: number, payloads: string[], ga
   from.run(process.execPath, ['-e', script, JSON.stringify(payloads)]);
 }
 
+/**
+ * Sends recorded datagrams to target:port from a forged source (src:port), as an attacker on
+ * the node network can: a raw socket in `from` writes the IPv4 and UDP headers itself (the
+ * kernel fills the IP checksum and length; a UDP checksum of 0 means none).
+ */
+function replayForged(
+  from: Host,
+  src: string,
+  target: string,
+  port: number,
+  payloads: string[],
+  gapMs: number,
+  rounds: number,
+): void {
+  const script = `use Socket;
+    socket(my $s, AF_INET, SOCK_RAW, 255) or die "raw: $!";
+    my ($src, $dst, $port, $gap, $rounds, @p) = @ARGV;
+    for my $r (1 .. $rounds) { for my $h (@p) {
+      my $udp = pack('nnnn', $port, $port, 8 + length($h) / 2, 0) . pack('H*', $h);
+      my $ip = pack('CCnnnCCn', 0x45, 0, 20 + length($udp), 0, 0x4000, 64, 17, 0) . inet_aton($src) . inet_aton($dst);
+      send($s, $ip . $udp, 0, pack_sockaddr_in(0, inet_aton($dst))) or die "send: $!";
+      select(undef, undef, undef, $gap / 1000);
+    } }`;
+  from.run('perl', ['-e', script, src, target, String(port), String(gapMs), String(rounds), ...payloads]);
+}
+
 const switchover = (n: PairNode) => n.host.run('curl', ['-s', '-m', '10', '-X', 'POST', 'http://127.0.0.1:9090/switchover']);
 const roleChanges = (n: PairNode) =>
   n.sidecar
@@ -74,9 +100,12 @@ describe('recorded heartbeats replayed into a serving pair (issue 9 item 1)', { 
     await until(() => role(a) === 'master' && role(b) === 'backup', 5000, 'a is master again');
     await sleep(500);
 
-    // The attacker replays start 1's beats to b (the sidecar knows its peer by key, not by address).
+    // The attacker replays start 1's beats to b: from its own address (b's heartbeat socket is
+    // connected to a: the kernel drops them), then forging a's address and port (judged by key
+    // and freshness: stale).
     const before = [roleChanges(a), roleChanges(b)];
     replay(client, b.host.ip, HEARTBEAT_PORT, recorded, 5, 2);
+    replayForged(client, a.host.ip, b.host.ip, HEARTBEAT_PORT, recorded, 5, 2);
     await sleep(500);
     assert.deepEqual([roleChanges(a), roleChanges(b)], before, `no role changed\n${roleStory(a, b)}`);
     assert.equal(role(a), 'master');
