@@ -4,6 +4,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { type Keyring, keyringOf, parseKey, readKeyDir } from './ha/keyring.ts';
+import { DEFAULT_LINK_BACKLOG } from './proxy/server-link.ts';
 import { DEFAULT_TCP_LIMITS, type TcpLimits } from './proxy/tcp-flows.ts';
 export interface SidecarConfig {
   /** Address the public SIP sockets bind to (the host/pod address). */
@@ -16,6 +17,8 @@ export interface SidecarConfig {
   readonly egressPort: number;
   /** Parallel link connections; a dialog always uses the same one. */
   readonly linkConnections: number;
+  /** Bytes the server may leave unread on a link connection before the edge holds back (server-link.ts). */
+  readonly linkMaxBacklog: number;
   /** SIPHA_LINK_TOKEN (contract/link.ts): null when not set (the link is then trusted as loopback). */
   readonly linkToken: string | null;
   readonly httpPort: number;
@@ -202,6 +205,7 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
     serverPort: int(env, 'SIPHA_SERVER_PORT', 5070, 1, 65535),
     egressPort: int(env, 'SIPHA_EGRESS_PORT', 5061, 1, 65535),
     linkConnections: int(env, 'SIPHA_LINK_CONNECTIONS', 2, 1, 64),
+    linkMaxBacklog: int(env, 'SIPHA_LINK_MAX_BACKLOG', DEFAULT_LINK_BACKLOG, 65536, 1 << 30),
     linkToken: linkToken(env.SIPHA_LINK_TOKEN),
     httpPort: int(env, 'SIPHA_HTTP_PORT', 9090, 0, 65535),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',

@@ -224,12 +224,18 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const result of ['sent', 'failed']) tcpTickles.inc({ result }, 0);
+  const linkBusyPauses = new Counter({
+    name: 'sipha_link_busy_pauses_total',
+    help: 'Times a client TCP connection was paused because the SIP server had not read the link backlog (UDP messages are dropped as server-busy instead)',
+    registers: [registry],
+  });
   const tcpFlowPauses = new Counter({
     name: 'sipha_tcp_flow_pauses_total',
     help: 'Times a client TCP connection was paused for sending more than SIPHA_TCP_FLOW_RATE messages a second (TCP backpressure slows it; nothing is dropped)',
     registers: [registry],
   });
   return {
+    linkBusyPauses,
     tcpFlowPauses,
     tcpTickles,
     replicationLag,

@@ -48,6 +48,8 @@ export interface EdgeProxyOptions {
   tcpLimits?: TcpLimits;
   /** The link's shared secret (contract/link.ts LINK_TOKEN_HEADER); null: none. */
   linkToken?: string | null;
+  /** Bytes the server may leave unread on a link connection before it counts as busy. */
+  linkMaxBacklog?: number;
 }
 
 const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
@@ -107,6 +109,7 @@ export class EdgeProxy {
         port: opts.serverPort,
         connections: opts.linkConnections,
         maxMessageBytes: opts.maxMessageBytes,
+        ...(opts.linkMaxBacklog !== undefined ? { maxBacklogBytes: opts.linkMaxBacklog } : {}),
       },
       log,
       metrics,
@@ -182,8 +185,22 @@ export class EdgeProxy {
       return;
     }
     if (flow !== null && m.isRequest && m.topVia.branch !== undefined) this.requestFlows.set(m.topVia.branch, flow);
-    const slices = toServer(m, src, this.opts.linkToken ?? null);
     const link = this.link.indexFor(m.callId);
+    if (this.link.busy(link)) {
+      // The server is behind by the link's whole backlog. A UDP client sends again; a TCP
+      // client's request is taken (TCP requests are not sent again), but its connection is
+      // not read any further until the server has caught up.
+      if (flow === null) {
+        this.metrics.drop('inbound', 'server-busy');
+        return;
+      }
+      if (!flow.socket.isPaused()) {
+        flow.socket.pause();
+        this.metrics.linkBusyPauses.inc();
+        this.link.whenDrained(link, () => flow.socket.resume());
+      }
+    }
+    const slices = toServer(m, src, this.opts.linkToken ?? null);
     // Replicate first: under sync replication the barrier then covers this message.
     this.tap?.(m, link, slices);
     if (!this.link.sendOn(link, slices)) {

@@ -22,6 +22,12 @@ export interface ServerLinkOptions {
   maxMessageBytes: number;
   /** Messages held per connection while it (re)connects; beyond, drop. */
   maxQueued?: number;
+  /**
+   * Bytes written to a connection that the server has not read yet, past which
+   * the connection is busy (`busy`): a server slower than its clients must not
+   * grow our memory without bound.
+   */
+  maxBacklogBytes?: number;
 }
 
 interface Conn {
@@ -29,6 +35,8 @@ interface Conn {
   ready: boolean;
   queue: Buffer[][];
   retryMs: number;
+  /** Called once the server has read the backlog (or the connection is gone). */
+  waiters: Array<() => void>;
 }
 
 export class ServerLink {
@@ -49,12 +57,12 @@ export class ServerLink {
   private serverUp = false;
 
   constructor(opts: ServerLinkOptions, log: Logger, metrics: Metrics, onMessage: (bytes: Buffer) => void) {
-    this.opts = { maxQueued: 10000, ...opts };
+    this.opts = { maxQueued: 10000, maxBacklogBytes: DEFAULT_LINK_BACKLOG, ...opts };
     this.log = log;
     this.metrics = metrics;
     this.onMessage = onMessage;
     for (let i = 0; i < opts.connections; i++) {
-      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 0 };
+      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 0, waiters: [] };
       this.conns.push(c);
       this.connect(c, i);
     }
@@ -68,6 +76,19 @@ export class ServerLink {
   /** The connection a Call-ID maps to (a dialog always uses the same one). */
   indexFor(callId: string): number {
     return hash(callId) % this.conns.length;
+  }
+
+  /** The server has not read `maxBacklogBytes` written to connection `index`: take no more for it. */
+  busy(index: number): boolean {
+    const s = (this.conns[index % this.conns.length] as Conn).socket;
+    return s !== null && s.writableLength > this.opts.maxBacklogBytes;
+  }
+
+  /** Calls `then` once connection `index` has drained its backlog, or has closed. */
+  whenDrained(index: number, then: () => void): void {
+    const c = this.conns[index % this.conns.length] as Conn;
+    if (c.socket === null) then();
+    else c.waiters.push(then);
   }
 
   /** Sends one message (as slices) on the connection its Call-ID maps to. */
@@ -137,12 +158,19 @@ export class ServerLink {
       this.setServer(this.ready);
     });
     socket.on('data', (chunk: Buffer) => framer.push(chunk));
+    const release = () => {
+      const waiting = c.waiters;
+      c.waiters = [];
+      for (const w of waiting) w();
+    };
+    socket.on('drain', release);
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.log.debug({ err: err.message, index }, 'link error');
       // Nobody listens: the server is gone (a crash closes its sockets at once).
       if (err.code === 'ECONNREFUSED') this.setServer(false);
     });
     socket.on('close', () => {
+      release();
       const was = c.ready;
       if (was) {
         this.metrics.linkUp.dec();
@@ -159,6 +187,9 @@ export class ServerLink {
     });
   }
 }
+
+/** 8 MiB a connection: about 20,000 SIP messages the server has not read yet. */
+export const DEFAULT_LINK_BACKLOG = 8 << 20;
 
 /** FNV-1a over the Call-ID's UTF-16 code units; stable, cheap, well spread. */
 function hash(s: string): number {
