@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { MessageChannel } from 'node:worker_threads';
 import { type HaEvent, initialState, type NodeState, step } from '../../sidecar/src/ha/roles.ts';
 import type { Witness, WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
 import { WitnessClaims } from '../../sidecar/src/ha/witness-claims.ts';
@@ -140,5 +141,49 @@ describe('witness claims: a master waiting out a stale lease', () => {
     await sleep(5);
     assert.equal(state.role, 'master', 'still master: it claimed and got the lease');
     assert.equal(n, 2);
+  });
+});
+
+describe('witness claims: a master whose main thread was busy past its confirm deadline', () => {
+  it('reads the peer heard meanwhile (a message waiting on the loop) before it stands down', async () => {
+    let state: NodeState = initialState(0, { witness: true });
+    const events: HaEvent[] = [];
+    const dispatch = (e: HaEvent) => {
+      events.push(e);
+      state = step(state, e).state;
+    };
+    const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
+    for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
+    assert.equal(state.role, 'master');
+    const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} }; // slow: never answers
+    const claims = new WitnessClaims(
+      silent,
+      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+      () => state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    dispatch({ type: 'peer-quiet' });
+    claims.peerQuiet(performance.now());
+    // The peer's next beat arrives (as the heartbeat worker's message does), but this thread is busy
+    // past the confirm deadline before it reads it.
+    const { port1, port2 } = new MessageChannel();
+    port2.on('message', () => {
+      claims.peerHeard();
+      dispatch(peer);
+    });
+    port1.postMessage('heard');
+    const until = performance.now() + 100;
+    while (performance.now() < until);
+    await sleep(30);
+    port2.close();
+    claims.stop();
+    assert.deepEqual(
+      events.filter((e) => e.type === 'witness-lapsed'),
+      [],
+      'it heard its peer: no stand-down',
+    );
+    assert.equal(state.role, 'master');
   });
 });

@@ -173,13 +173,18 @@ export class WitnessClaims {
     });
   }
 
-  /** Checks again at `at` (performance.now() ms): a master must stand down on time, not at the next loop. */
+  /**
+   * Checks again at `at` (performance.now() ms): a master must stand down on time, not at the next loop.
+   * The check itself waits for this loop turn's I/O: a timer runs before the loop reads its messages,
+   * so a thread that was busy past the deadline would otherwise stand down with the peer's next beat
+   * (the heartbeat worker's message) waiting unread (the soak bench: a pair flapping under load).
+   */
   private armLapse(at: number): void {
     if (this.lapseTimer) clearTimeout(this.lapseTimer);
     this.lapseTimer = setTimeout(
       () => {
         this.lapseTimer = null;
-        this.lapsed(this.state());
+        setImmediate(() => this.lapsed(this.state()));
       },
       Math.max(0, at - performance.now()),
     );
