@@ -19,7 +19,8 @@
  *      master must rejoin as an in-sync backup.
  * Figures:
  *   soak_regs_lost            of the users (all registered), those missing from the serving master's location table at the end
- *   soak_calls_failed         sipp's failed calls plus calls it never finished, over the soak
+ *   soak_calls_failed         sipp's failed calls plus calls it created and never finished, over the soak
+ *                             (calls it never created, held back by its -l cap: soak_calls_not_created)
  *   soak_rss_slope_mib_per_h  least-squares slope of each sidecar's VmRSS, sampled every 10 s; a restarted
  *                             sidecar starts a new series (pooled slope: each series its own intercept);
  *                             per node (_a, _b), the key the larger
@@ -118,6 +119,20 @@ const inSync = (n: PairNode) => {
   }
 };
 const failedOf = (r: SippResult, attempted: number) => attempted - r.successful; // failed + never finished
+/**
+ * A long run's calls by sipp's own counters: failed (FailedCall), created but never finished
+ * (failures too: sipp ended, by its run timeout, with them open), and never created (sipp held
+ * back by its concurrency cap, -l, or ended by its timeout first: not failures, a lower rate).
+ */
+const tally = (r: SippResult, target: number) => {
+  const last = statRows(r.statsFile).at(-1);
+  if (!last) throw new Error('sipp wrote no statistics');
+  const created = Number(last['OutgoingCall(C)']);
+  const failed = Number(last['FailedCall(C)']);
+  return { failed, unfinished: created - r.successful - failed, notCreated: target - created };
+};
+/** RFC 3261's Timer B (64 x T1): a call waiting longer for a message is failed, not left holding a slot. */
+const RECV_TIMEOUT_MS = 32_000;
 const achievedOf = (r: SippResult) => creationRate(statRows(r.statsFile));
 
 const benchStart = performance.now();
@@ -207,6 +222,7 @@ try {
         limit: callLimit(callRate),
         service: 'uas',
         holdMs: HOLD_MS,
+        recvTimeoutMs: RECV_TIMEOUT_MS,
         timeoutS: STEP_S + HOLD_MS / 1000 + 30,
       }),
     ]);
@@ -286,6 +302,7 @@ try {
     limit: Math.max(regRate * 3, 100),
     users: USERS,
     localPort: REG_PORT,
+    recvTimeoutMs: RECV_TIMEOUT_MS,
     timeoutS: seconds + 120,
     onStart: (f) => {
       regStats = f;
@@ -299,6 +316,7 @@ try {
     limit: callLimit(callRate),
     service: 'uas',
     holdMs: HOLD_MS,
+    recvTimeoutMs: RECV_TIMEOUT_MS,
     timeoutS: seconds + 120,
     onStart: (f) => {
       callStats = f;
@@ -435,7 +453,8 @@ try {
     for (const w of warnings) byMsg.set(`${w.node}: ${w.msg}`, (byMsg.get(`${w.node}: ${w.msg}`) ?? 0) + 1);
     console.log(`sidecar warnings during the soak: ${[...byMsg].map(([m, n]) => `${m} x${n}`).join('; ')}`);
   }
-  if (calls.successful !== callCount) console.log(`\nsipp's error log of the calls (start):\n${calls.errors.slice(0, 3000)}`);
+  if (calls.successful + tally(calls, callCount).notCreated !== callCount)
+    console.log(`\nsipp's error log of the calls (start):\n${calls.errors.slice(0, 3000)}`);
 
   // ---- figures ----
   const slope = (n: NodeName, f: 'rssMiB' | 'fds', fromS = 0) => round(series[n].slopePerHour(f, fromS), f === 'rssMiB' ? 2 : 1);
@@ -445,10 +464,12 @@ try {
   const maxOf = (x: number, y: number) => (Number.isNaN(x) ? y : Number.isNaN(y) ? x : Math.max(x, y));
   const done = failovers.filter((f) => !f.error);
   const regAchieved = achievedOf(reg);
+  const regTally = tally(reg, regCount);
+  const callTally = tally(calls, callCount);
   const callsAchieved = achievedOf(calls);
   const figures = {
     soak_regs_lost: regsLost,
-    soak_calls_failed: failedOf(calls, callCount),
+    soak_calls_failed: callTally.failed + callTally.unfinished,
     soak_rss_slope_mib_per_h: maxOf(slope('a', 'rssMiB'), slope('b', 'rssMiB')),
     soak_fd_slope_per_h: maxOf(slope('a', 'fds'), slope('b', 'fds')),
     soak_failovers: done.length,
@@ -476,10 +497,14 @@ try {
     soak_register_rate: regRate,
     soak_register_rate_achieved: round(regAchieved, 1),
     soak_registers: regCount,
-    soak_registers_failed: failedOf(reg, regCount),
+    soak_registers_failed: regTally.failed + regTally.unfinished,
+    soak_registers_not_created: regTally.notCreated,
     soak_call_rate: callRate,
     soak_call_rate_achieved: round(callsAchieved, 2),
     soak_calls: callCount,
+    soak_calls_failed_by_sipp: callTally.failed,
+    soak_calls_unfinished: callTally.unfinished,
+    soak_calls_not_created: callTally.notCreated,
     soak_call_hold_ms: HOLD_MS,
     soak_max_register_rate: best.register,
     soak_max_call_rate: best.calls,

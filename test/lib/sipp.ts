@@ -26,6 +26,12 @@ export interface SippRun {
   rtt?: boolean;
   /** sipp's -cid_str: the Call-ID format (%u is the call number), e.g. one Call-ID per user across runs. */
   callIdFormat?: string;
+  /**
+   * sipp's -recv_timeout: a call waiting this long for a message is aborted (a failed call).
+   * Without it, a caller whose INVITE got a 180 but never its 200 (sipp stops retransmitting
+   * the INVITE after a provisional answer) waits until the run ends, holding a slot of -l.
+   */
+  recvTimeoutMs?: number;
   /** Called once sipp is started, with its statistics file (one row a second): to follow a long run. */
   onStart?: (statsFile: string) => void;
 }
@@ -91,6 +97,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   if (run.service) args.push('-s', run.service);
   if (run.callIdFormat) args.push('-cid_str', run.callIdFormat);
   if (run.holdMs !== undefined) args.push('-d', String(run.holdMs));
+  if (run.recvTimeoutMs !== undefined) args.push('-recv_timeout', String(run.recvTimeoutMs));
   if (run.rtt) args.push('-trace_rtt', '-rtt_freq', '1');
   const started = Date.now();
   const child = host.spawn('sipp', args, { cwd: dir });
