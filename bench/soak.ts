@@ -86,8 +86,10 @@ interface Rung {
 
 /** What a sidecar logged about its role, and its warnings (level >= 40): followed live from its output. */
 interface LogEvent {
-  /** Seconds since the bench started. */
+  /** Seconds since the bench started (when the bench read the line: late by its own event loop). */
   atS: number;
+  /** The sidecar's own time of the line (epoch ms, pino's `time`): one clock for both, not late. */
+  logMs: number;
   node: NodeName;
   msg: string;
   from?: string;
@@ -153,9 +155,9 @@ const follow = (node: NodeName, n: PairNode) => {
       nl = buf.indexOf('\n');
       if (!line.startsWith('{')) continue;
       try {
-        const l = JSON.parse(line) as { level: number; msg: string; from?: string; to?: string; reason?: string };
+        const l = JSON.parse(line) as { time: number; level: number; msg: string; from?: string; to?: string; reason?: string };
         if (l.msg === 'role change' || l.level >= 40)
-          events.push({ atS: round(sinceStart(), 2), node, msg: l.msg, from: l.from, to: l.to, reason: l.reason });
+          events.push({ atS: round(sinceStart(), 2), logMs: l.time, node, msg: l.msg, from: l.from, to: l.to, reason: l.reason });
       } catch {
         // not one of its JSON lines
       }
