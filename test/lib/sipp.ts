@@ -26,6 +26,14 @@ export interface SippRun {
   rtt?: boolean;
   /** sipp's -cid_str: the Call-ID format (%u is the call number), e.g. one Call-ID per user across runs. */
   callIdFormat?: string;
+  /**
+   * sipp's -recv_timeout: a call waiting this long for a message is aborted (a failed call).
+   * Without it, a caller whose INVITE got a 180 but never its 200 (sipp stops retransmitting
+   * the INVITE after a provisional answer) waits until the run ends, holding a slot of -l.
+   */
+  recvTimeoutMs?: number;
+  /** Called once sipp is started, with its statistics file (one row a second): to follow a long run. */
+  onStart?: (statsFile: string) => void;
 }
 
 export interface SippResult {
@@ -42,6 +50,8 @@ export interface SippResult {
   errors: string;
   /** Every cumulative column of sipp's last statistics line (e.g. "OutgoingCall(C)"); absent ones are absent. */
   counters: Record<string, number>;
+  /** sipp's statistics file (-trace_stat, a row a second; statRows reads it), kept until the bed is destroyed. */
+  statsFile: string;
 }
 
 let seq = 0;
@@ -89,10 +99,12 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   if (run.service) args.push('-s', run.service);
   if (run.callIdFormat) args.push('-cid_str', run.callIdFormat);
   if (run.holdMs !== undefined) args.push('-d', String(run.holdMs));
+  if (run.recvTimeoutMs !== undefined) args.push('-recv_timeout', String(run.recvTimeoutMs));
   if (run.rtt) args.push('-trace_rtt', '-rtt_freq', '1');
   const started = Date.now();
   const child = host.spawn('sipp', args, { cwd: dir });
   const out = watchOutput(child, 64 << 10);
+  run.onStart?.(stf);
   const exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const elapsedMs = Date.now() - started;
   const { successful, failed, callRate, counters } = readStats(stf);
@@ -108,7 +120,7 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   }
   let errors = '';
   for (const f of readdirSync(dir)) if (f.endsWith('_errors.log')) errors += readFileSync(join(dir, f), 'utf8').slice(0, 8000);
-  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text(), errors, counters };
+  return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text(), errors, counters, statsFile: stf };
 }
 
 /** Starts the called party (uas-call.xml); stop it with bed.stop(). */
@@ -127,6 +139,55 @@ export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1')
     '1000',
   ]);
   return { child, output: watchOutput(child, 64 << 10).text };
+}
+
+/**
+ * sipp's statistics file as rows of named columns ("OutgoingCall(C)", "CurrentTime"...);
+ * empty while sipp has written nothing yet.
+ */
+export function statRows(path: string): Array<Record<string, string>> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return [];
+  }
+  const lines = text.trim().split('\n');
+  const head = (lines[0] ?? '').split(';');
+  return lines.slice(1).map((line) => {
+    const cols = line.split(';');
+    return Object.fromEntries(head.map((h, i) => [h, cols[i] ?? '']));
+  });
+}
+
+/** A stat row's time (CurrentTime or StartTime: "date<TAB>time<TAB>epoch"), epoch seconds. */
+export function statTime(cell: string | undefined): number {
+  const t = Number(cell?.split('\t').at(-1));
+  if (!Number.isFinite(t) || t <= 0) throw new Error(`not a sipp stat time: ${cell}`);
+  return t;
+}
+
+/**
+ * The rate at which sipp created calls, from its own counters: calls created
+ * by the last row written while it was still creating, over the time since it
+ * started. The calls' own length and the wait for the last answers do not
+ * count (sipp's CallRate(C) divides by the whole run); a sipp held back by its
+ * concurrency cap or by a starved CPU shows here as a lower rate.
+ */
+export function creationRate(rows: Array<Record<string, string>>): number {
+  const last = rows.at(-1);
+  if (!last) throw new Error('sipp wrote no statistics');
+  const total = Number(last['OutgoingCall(C)']);
+  const start = statTime(last.StartTime);
+  for (let i = rows.length - 1; i >= 0; i--) {
+    const r = rows[i] as Record<string, string>;
+    const made = Number(r['OutgoingCall(C)']);
+    const t = statTime(r.CurrentTime) - start;
+    if (made < total && t >= 1) return made / t;
+  }
+  // Everything was created within the first row: the first row holding them all bounds the rate from below.
+  const first = rows.find((r) => Number(r['OutgoingCall(C)']) === total);
+  return total / Math.max(statTime(first?.CurrentTime) - start, 1e-3);
 }
 
 function readStats(path: string): { successful: number; failed: number; callRate: number; counters: Record<string, number> } {
