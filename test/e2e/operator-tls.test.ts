@@ -7,6 +7,7 @@
  * cannot serve (client certificates without a CA) leaves the template as it was.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { TLS_MOUNT_DIR } from '../../contract/tls-settings.ts';
 import { type ControlPlane, startControlPlane } from '../lib/control-plane.ts';
@@ -86,6 +87,13 @@ describe('spec.tls on a real kube-apiserver', { timeout: 180_000 }, () => {
       assert.match(r.err, message);
     });
   }
+
+  it('accepts the SipHaPair of examples/siphapair-tls.yaml', () => {
+    const example = readFileSync(new URL('../../examples/siphapair-tls.yaml', import.meta.url), 'utf8');
+    const doc = example.split(/^---$/m).find((d) => /^kind: SipHaPair$/m.test(d)) ?? '';
+    const r = cp.kubectlTry(['apply', '--dry-run=server', '-f', '-'], doc);
+    assert.equal(r.code, 0, r.err);
+  });
 
   it('a Secret missing: TLSReady and Ready False with the reason, one Warning Event, and no StatefulSet', async () => {
     cp.kubectl(['apply', '-f', '-'], pair('edge', '    secretName: edge-tls\n'));
