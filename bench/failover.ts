@@ -16,6 +16,12 @@
  *   backup egress (sipha) = SIP packets the backup sent before the fault (tcpdump on its interface).
  * keepalived runs twice: default (VRRPv2, advert_int 1) and the fastest it
  * accepts (VRRPv3, advert_int 0.01), with a 1 s track script on Kamailio.
+ *
+ * Then host_down with TLS and TCP clients (--streams tls,tcp; sipha only):
+ * 200 clients each on its own connection, 100 calls established, the crash,
+ * the clients reconnect 1-4 s later and re-register, the far end hangs up
+ * every call (bench/lib/stream-failover.ts). Keys tls_host_down_gap_ms_p50,
+ * <t>_host_down_regs_lost, <t>_host_down_calls_failed, <t>_host_down_dialogs_stuck.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +35,7 @@ import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { runSipp, startUas, users } from '../test/lib/sipp.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
+import { type StreamTrial, streamTrial } from './lib/stream-failover.ts';
 
 const { values } = parseArgs({
   options: {
@@ -47,6 +54,8 @@ const { values } = parseArgs({
     // Calls during a sipha trial: rate * 6 calls at this rate, the fault 4 s in.
     'call-rate': { type: 'string', default: '10' },
     'hold-ms': { type: 'string', default: '10000' },
+    // Host crash with TCP / TLS clients that reconnect (empty: none).
+    streams: { type: 'string', default: 'tls,tcp' },
   },
 });
 const TRIALS = Number(values.trials ?? (values.quick ? 2 : 5));
@@ -248,8 +257,8 @@ if (values['only-load']) {
 }
 
 const results: Record<string, Trial[]> = {};
-for (const fault of (values.faults as string).split(',') as Fault[]) {
-  for (const system of (values.systems as string).split(',') as System[]) {
+for (const fault of (values.faults as string).split(',').filter(Boolean) as Fault[]) {
+  for (const system of (values.systems as string).split(',').filter(Boolean) as System[]) {
     const key = `${fault}_${system}`;
     results[key] = [];
     for (let i = 1; i <= TRIALS; i++) {
@@ -299,6 +308,52 @@ for (const [key, ts] of Object.entries(results)) {
     system === 'sipha' ? ts.reduce((n, t) => n + (t.backupEgress ?? 0), 0) : '-',
   ]);
 }
+const streamRows: Array<Array<string | number>> = [];
+for (const transport of (values.streams as string).split(',').filter(Boolean) as Array<'tls' | 'tcp'>) {
+  const ts: StreamTrial[] = [];
+  for (let i = 1; i <= TRIALS; i++) {
+    const t = await streamTrial(transport);
+    ts.push(t);
+    console.log(
+      `host_down ${transport} clients trial ${i}/${TRIALS}: gap ${t.gapMs ?? 'never'} ms (TLS probe), regs lost ${t.regsLost}, ` +
+        `calls failed ${t.callsFailed}, dialogs stuck ${t.dialogsStuck} of ${t.established}, ` +
+        `re-registered within 5 s ${t.reconnectedIn5s} of ${t.lostConnections} (p50 ${t.reRegisterMsP50} ms)`,
+    );
+  }
+  const gaps = ts.map((t) => t.gapMs).filter((g): g is number => g !== null);
+  const sum = (f: (t: StreamTrial) => number) => ts.reduce((n, t) => n + f(t), 0);
+  if (transport === 'tls') {
+    figures.tls_host_down_gap_ms_p50 = gaps.length ? round(median(gaps), 1) : null;
+    figures.tls_host_down_gap_ms_max = gaps.length ? Math.max(...gaps) : null;
+  }
+  figures[`${transport}_host_down_regs_lost`] = Math.max(...ts.map((t) => t.regsLost));
+  figures[`${transport}_host_down_calls_failed`] = sum((t) => t.callsFailed);
+  figures[`${transport}_host_down_dialogs_stuck`] = sum((t) => t.dialogsStuck);
+  figures[`${transport}_host_down_dialogs`] = sum((t) => t.established);
+  streamRows.push([
+    transport,
+    gaps.length ? round(median(gaps), 1) : '-',
+    gaps.length ? Math.max(...gaps) : '-',
+    Math.max(...ts.map((t) => t.regsLost)),
+    sum((t) => t.callsFailed),
+    `${sum((t) => t.dialogsStuck)} of ${sum((t) => t.established)}`,
+    `${sum((t) => t.reconnectedIn5s)} of ${sum((t) => t.lostConnections)}`,
+  ]);
+}
+if (streamRows.length)
+  table(
+    `host_down with TCP/TLS clients (sipha, ${TRIALS} trials; 200 clients on their own connections, 100 calls; clients reconnect 1-4 s after their connection died; the far end then hangs up every call)`,
+    [
+      'clients',
+      'gap p50 (TLS probe)',
+      'gap max',
+      'regs lost (of 200)',
+      'calls failed',
+      'dialogs stuck',
+      're-registered within 5 s',
+    ],
+    streamRows,
+  );
 // The keys the issue names, with keepalived meaning its default setting.
 // (The keys the issue names are written whenever their system ran; a narrowed --merge run keeps the others.)
 if (!values['skip-load']) {

@@ -10,9 +10,11 @@ import { execFileSync } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { type Baresip, startBaresip } from '../lib/baresip.ts';
 import { type Capture, countPackets, readSip, type SipPacket, startCapture } from '../lib/capture.ts';
+import { lookupAll } from '../lib/kamailio.ts';
 import type { NetBed } from '../lib/netbed.ts';
 import { type PairBed, pairBed, role, VIP } from '../lib/pair.ts';
 import { sleep, until } from '../lib/procs.ts';
+import { makeTestCa } from '../lib/tls-certs.ts';
 
 /** Crashes the master's host: link down, then its Kamailio and sidecar killed, as failover.test.ts does. */
 async function crashMaster(pb: PairBed): Promise<void> {
@@ -121,6 +123,37 @@ describe('a TCP softphone through a host crash of the master', { timeout: 180_00
     assert.equal(requests(tcp, pb.client.ip, 'BYE').length, 1, 'one BYE, over TCP');
     await fresh.stop();
     await resets.stop();
+  });
+});
+
+describe('a TLS softphone (baresip over TLS) through a host crash of the master', { timeout: 180_000 }, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+
+  it('registers and calls over TLS; after the takeover its BYE goes on a new TLS connection and is answered 200', async () => {
+    const ca = makeTestCa(`/tmp/sipha-softphone-tls-${process.pid}`);
+    const server = ca.issue('server', [VIP]);
+    const pb = await pairBed({ SIPHA_TLS_DIR: server.dir });
+    bed = pb.bed;
+    const callee = await startBaresip(bed, pb.uas, { user: 'callee', registrar: VIP, transport: 'udp', answer: 'auto' });
+    const caller = await startBaresip(bed, pb.client, { user: 'caller', registrar: VIP, transport: 'tls', caFile: ca.certFile });
+    const handshakes = await startCapture(bed, pb.client, `tcp port 5061 and tcp[tcpflags] & tcp-syn != 0 and dst host ${VIP}`);
+    assert.equal(lookupAll(pb.a.kamailio, ['caller']).get('caller')?.received.endsWith(';transport=tls'), true);
+    await establish(caller, callee);
+    await sleep(1000);
+    await crashMaster(pb);
+    await sleep(1500); // the tickle has told the phone its connection is gone
+    const mark = callee.events.length;
+    await caller.hangup();
+    await callee.waitEvent('CALL_CLOSED', 10000, mark).catch((err: Error) => {
+      throw new Error(`${err.message}\ncaller events: ${seen(caller)}\n${pb.b.sidecar.output().slice(-2000)}`);
+    });
+    // The phone's first connection was opened before the capture (at registration): this is a new one.
+    assert.ok(countPackets(await handshakes.stop()) >= 1, 'a new TLS connection to the VIP carried the BYE');
+    await caller.stop();
+    await callee.stop();
   });
 });
 

@@ -16,7 +16,9 @@ export interface BaresipSpec {
   user: string;
   /** The proxy and registrar, e.g. the VIP. */
   registrar: string;
-  transport: 'udp' | 'tcp';
+  transport: 'udp' | 'tcp' | 'tls';
+  /** TLS: the CA the proxy's certificate is checked against (baresip's sip_cafile). */
+  caFile?: string;
   /** SIP port (TLS would take port + 1: keep that one free too). */
   sipPort?: number;
   ctrlPort?: number;
@@ -70,7 +72,7 @@ export async function startBaresip(bed: NetBed, host: Host, spec: BaresipSpec): 
   const ctrlPort = spec.ctrlPort ?? 4444;
   const regint = spec.regint ?? 3600;
   const dir = bed.subdir(`baresip-${host.name}-${spec.user}`);
-  writeFileSync(join(dir, 'config'), config(host.ip, sipPort, ctrlPort));
+  writeFileSync(join(dir, 'config'), config(host.ip, sipPort, ctrlPort, spec.caFile));
   const aor = `sip:${spec.user}@${spec.registrar}`;
   // The transport rides on the AOR URI: REGISTER, INVITE and the Contact all use it.
   writeFileSync(
@@ -180,10 +182,11 @@ export async function startBaresip(bed: NetBed, host: Host, spec: BaresipSpec): 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: baresip colours its tables with ANSI escapes
 const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, '');
 
-function config(ip: string, sipPort: number, ctrlPort: number): string {
+function config(ip: string, sipPort: number, ctrlPort: number, caFile?: string): string {
   return [
     'poll_method epoll',
     `sip_listen ${ip}:${sipPort}`,
+    ...(caFile ? [`sip_cafile ${caFile}`] : []),
     'call_local_timeout 120',
     'call_max_calls 4',
     // No audio device: a sine source (48 kHz stereo, what ausine produces) and a null player.

@@ -98,11 +98,11 @@ export function format(lines: string[], body = ''): string {
 }
 
 /** A response to request `m` (Vias, From, To, Call-ID, CSeq copied: RFC 3261 8.2.6). */
-export function reply(m: Message, code: string, extra: string[] = [], toTag?: string): string {
+export function reply(m: Message, code: string, extra: string[] = [], toTag?: string, body = ''): string {
   const copy = m.headers
     .filter(([n]) => /^(via|v|from|f|to|t|call-id|i|cseq)$/i.test(n))
     .map(([n, v]) => (toTag && /^(to|t)$/i.test(n) && !/;tag=/.test(v) ? `${n}: ${v};tag=${toTag}` : `${n}: ${v}`));
-  return format([`SIP/2.0 ${code}`, ...copy, ...extra]);
+  return format([`SIP/2.0 ${code}`, ...copy, ...extra], body);
 }
 
 export function sdp(ip: string): string {
