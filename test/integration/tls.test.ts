@@ -64,7 +64,7 @@ describe('SIP over TLS (and TCP) through the pair, through a host crash of the m
     await assert.rejects(mallory.connect(), /certificate/);
   });
 
-  it("after the crash, TLS and TCP clients reconnect and re-register, and the far end's BYE reaches each on its new connection", async () => {
+  it("after the crash, TLS and TCP clients reconnect and re-register, and the far end's re-INVITE and BYE reach each on its new connection", async () => {
     const callees: Baresip[] = [];
     const users: Array<{ transport: 'tcp' | 'tls'; ua: SipUa; callId: string; callee: Baresip }> = [];
     for (const [i, transport] of (['tls', 'tcp'] as const).entries()) {
@@ -96,6 +96,16 @@ describe('SIP over TLS (and TCP) through the pair, through a host crash of the m
       assert.equal(await u.ua.register(), 200, `${u.transport} client re-registered with the new master`);
     }
     for (const u of users) {
+      // The far end puts the call on hold: a re-INVITE in the old dialog.
+      const held = u.ua.events.length;
+      await u.callee.command('hold');
+      const reinvite = await u.ua.waitEvent(
+        (e) => e.event === 'request' && e.method === 'INVITE',
+        5000,
+        held,
+        `the far end's re-INVITE reaches the ${u.transport} caller`,
+      );
+      assert.equal(reinvite.dialog, true, 'the re-INVITE is inside the old dialog');
       const mark = u.ua.events.length;
       await u.callee.hangup();
       const bye = await u.ua
