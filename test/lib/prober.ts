@@ -5,6 +5,7 @@
  * the send and answer times of every probe (process.hrtime, CLOCK_MONOTONIC:
  * the same clock in every process on the machine) to OUT.json.
  */
+import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -103,21 +104,23 @@ export function startProber(
       env: { ...process.env, PROBER_LOCAL_IP: host.ip },
     },
   );
+  return { done: probeLogAtExit(child, out, `prober in ${host.name}`) };
+}
+
+/** The log a prober process writes to `out` when it ends. */
+export function probeLogAtExit(child: ChildProcess, out: string, what: string): Promise<ProbeLog> {
   const output = watchOutput(child);
-  const done = new Promise<ProbeLog>((resolve, reject) => {
+  return new Promise<ProbeLog>((resolve, reject) => {
     child.once('exit', (code, signal) => {
       try {
         resolve(JSON.parse(readFileSync(out, 'utf8')) as ProbeLog);
       } catch (err) {
         reject(
-          new Error(
-            `prober in ${host.name} left no log (exit ${code ?? signal}): ${(err as Error).message}\n${output.text().slice(-2000)}`,
-          ),
+          new Error(`${what} left no log (exit ${code ?? signal}): ${(err as Error).message}\n${output.text().slice(-2000)}`),
         );
       }
     });
   });
-  return { done };
 }
 
 if (process.argv[1]?.endsWith('prober.ts')) {

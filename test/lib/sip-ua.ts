@@ -3,18 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { Host } from './netbed.ts';
 import { until, watchOutput } from './procs.ts';
+import type { StreamUaSpec } from './stream-ua.ts';
 
 const MAIN = fileURLToPath(new URL('./sip-ua-main.ts', import.meta.url));
 
-export interface UaSpec {
-  transport: 'tcp' | 'tls';
-  proxy: string;
-  port: number;
-  user: string;
-  domain: string;
-  caFile?: string;
-  certDir?: string;
-}
+/** What the user agent is: transport, proxy, user, CA (stream-ua.ts). */
+export type UaSpec = Omit<StreamUaSpec, 'instance'>;
 
 export interface UaEvent {
   event: string;

@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Host, NetBed } from './netbed.ts';
-import type { ProbeLog } from './prober.ts';
-import { watchOutput } from './procs.ts';
+import { type ProbeLog, probeLogAtExit } from './prober.ts';
 
 export function startTlsProber(
   bed: NetBed,
@@ -30,19 +29,7 @@ export function startTlsProber(
     String(durationMs),
     out,
   ]);
-  const output = watchOutput(child);
-  const done = new Promise<ProbeLog>((resolve, reject) => {
-    child.once('exit', (code, signal) => {
-      try {
-        resolve(JSON.parse(readFileSync(out, 'utf8')) as ProbeLog);
-      } catch (err) {
-        reject(
-          new Error(`TLS prober left no log (exit ${code ?? signal}): ${(err as Error).message}\n${output.text().slice(-2000)}`),
-        );
-      }
-    });
-  });
-  return { done };
+  return { done: probeLogAtExit(child, out, 'TLS prober') };
 }
 
 if (process.argv[1]?.endsWith('tls-prober.ts')) {
