@@ -123,7 +123,7 @@ export function probeLogAtExit(child: ChildProcess, out: string, what: string): 
   });
 }
 
-if (process.argv[1]?.endsWith('prober.ts')) {
+if (process.argv[1]?.endsWith('/prober.ts')) {
   const [target, portText, intervalText, durationText, out] = process.argv.slice(2) as [string, string, string, string, string];
   const port = Number(portText);
   const interval = Math.max(1, Number(intervalText));
