@@ -34,4 +34,4 @@ export const NEXT_HOP_HEADER = 'X-Sipha-Nh';
 export const LINK_TOKEN_HEADER = 'X-Sipha-Token';
 
 /** Transports a SIP client can use towards the sidecar. */
-export type Transport = 'udp' | 'tcp';
+export type Transport = 'udp' | 'tcp' | 'tls';

@@ -67,8 +67,11 @@ export type Role = (typeof ROLES)[number];
 export const PHASES = ['Pending', 'Replicating', 'Degraded', 'NoMaster', 'Fencing'] as const;
 export type Phase = (typeof PHASES)[number];
 
-/** KeyMismatch is True while a sidecar hears its peer with a key it does not hold (decision 0012). */
-export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned', 'KeyMismatch'] as const;
+/**
+ * KeyMismatch is True while a sidecar hears its peer with a key it does not hold (decision 0012).
+ * TLSReady, on pairs with spec.tls only: the Secrets and CA bundles it names are there and usable (decision 0013).
+ */
+export const CONDITIONS = ['Ready', 'Replicating', 'VIPAssigned', 'KeyMismatch', 'TLSReady'] as const;
 export type ConditionType = (typeof CONDITIONS)[number];
 
 /** status.history keeps this many role changes, oldest dropped first (the CRD's maxItems). */

@@ -4,6 +4,30 @@ import type { ConditionType, Phase } from './names.ts';
 export type VipMode = 'arp' | 'metallb' | 'kube-vip';
 export type ReplicationMode = 'sync' | 'async';
 export type WitnessMode = 'lease' | 'udp' | 'none';
+/** spec.tls.clientAuth as the CRD spells it; the sidecar's SIPHA_TLS_CLIENT_AUTH is the lower-case word. */
+export type TlsClientAuthMode = 'None' | 'Optional' | 'Require';
+
+/** A ConfigMap or Secret in the pair's namespace whose entry ca.crt is a PEM CA bundle. */
+export interface CaBundleRef {
+  kind: 'ConfigMap' | 'Secret';
+  name: string;
+}
+
+/** SIP over TLS at the edge (contract/tls-settings.ts says how it reaches the sidecar). */
+export interface TlsSpec {
+  /** A kubernetes.io/tls Secret in the pair's namespace: tls.crt, tls.key, optionally ca.crt. */
+  secretName: string;
+  /** Defaulted by the CRD (DEFAULT_TLS_PORT). */
+  port?: number;
+  /** Defaulted by the CRD to None. */
+  clientAuth?: TlsClientAuthMode;
+  /** Where client certificates are checked against; absent: the Secret's own ca.crt. */
+  clientCA?: CaBundleRef;
+  /** More certificates, chosen by the client's SNI. */
+  sni?: Array<{ serverName: string; secretName: string }>;
+  /** The CA bundle next hops reached over TLS are verified against; absent: the system's CAs. */
+  outboundCA?: CaBundleRef;
+}
 
 /** A container's requests and limits (a Pod's ResourceRequirements, quantities as Kubernetes writes them). */
 export interface ContainerResources {
@@ -32,6 +56,7 @@ export interface SipHaPairSpec {
   witness?: { mode: WitnessMode; address?: string };
   /** Ordinal (0 or 1) preferred as master when both start. */
   preferredMaster?: number;
+  tls?: TlsSpec;
 }
 
 export interface Condition {

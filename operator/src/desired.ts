@@ -19,6 +19,7 @@ import {
 import type { SipHaPair } from '../../contract/siphapair.ts';
 import { witnessKey } from '../../contract/witness-wire.ts';
 import { containerResources, DEFAULT_RESOURCES } from './resources.ts';
+import { tlsPod, tlsPort } from './tls-pod.ts';
 
 export type Obj = KubernetesObject & Record<string, unknown>;
 
@@ -62,6 +63,7 @@ export function statefulSet(p: SipHaPair): Obj {
   const s = p.spec;
   const n = names(p.metadata.name);
   const arp = s.vip.mode === 'arp';
+  const tls = tlsPod(s);
   // The link's shared secret (contract/link.ts), in both containers. Optional: a pair whose
   // Secret predates it runs without one in both, never with it in one container only.
   const linkToken = {
@@ -73,7 +75,7 @@ export function statefulSet(p: SipHaPair): Obj {
     image: s.sipServer.image,
     ...(s.sipServer.command ? { command: s.sipServer.command } : {}),
     ...(s.sipServer.args ? { args: s.sipServer.args } : {}),
-    env: [{ name: 'SIPHA_PUBLIC_IP', value: s.vip.address }, linkToken, ...(s.sipServer.env ?? [])],
+    env: [{ name: 'SIPHA_PUBLIC_IP', value: s.vip.address }, linkToken, ...(tls?.serverEnv ?? []), ...(s.sipServer.env ?? [])],
     ...(s.sipServer.configMap ? { volumeMounts: [{ name: 'sip-config', mountPath: s.sipServer.configMountPath }] } : {}),
     resources: containerResources(s.sipServer.resources, DEFAULT_RESOURCES.sipServer),
   };
@@ -103,6 +105,7 @@ export function statefulSet(p: SipHaPair): Obj {
       ...witnessEnv(s),
       env('SIPHA_KEY_DIR', KEY_DIR),
       linkToken,
+      ...(tls?.sidecarEnv ?? []),
     ],
     ports: [
       { name: 'sip-udp', containerPort: s.ports.sip, protocol: 'UDP' },
@@ -110,6 +113,7 @@ export function statefulSet(p: SipHaPair): Obj {
       { name: 'heartbeat', containerPort: s.ports.heartbeat, protocol: 'UDP' },
       { name: 'replication', containerPort: s.ports.replication, protocol: 'TCP' },
       { name: 'metrics', containerPort: s.ports.metrics, protocol: 'TCP' },
+      ...(tls ? [tls.port] : []),
     ],
     readinessProbe: { httpGet: { path: '/readyz', port: s.ports.metrics }, periodSeconds: 2 },
     livenessProbe: { httpGet: { path: '/healthz', port: s.ports.metrics }, periodSeconds: 5, failureThreshold: 3 },
@@ -118,6 +122,7 @@ export function statefulSet(p: SipHaPair): Obj {
     volumeMounts: [
       { name: API_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_DIR, readOnly: true },
       { name: KEY_VOLUME, mountPath: KEY_DIR, readOnly: true },
+      ...(tls?.sidecarMounts ?? []),
     ],
     resources: containerResources(s.sidecar.resources, DEFAULT_RESOURCES.sidecar),
   };
@@ -157,6 +162,7 @@ export function statefulSet(p: SipHaPair): Obj {
             // All the Secret's entries, no `items`: a rotation adds key-<n> files (decision 0012).
             { name: KEY_VOLUME, secret: { secretName: n.secret, defaultMode: 0o400 } },
             ...(s.sipServer.configMap ? [{ name: 'sip-config', configMap: { name: s.sipServer.configMap } }] : []),
+            ...(tls?.volumes ?? []),
           ],
         },
       },
@@ -231,6 +237,7 @@ export function vipService(p: SipHaPair): Obj | null {
       ports: [
         { name: 'sip-udp', port: s.ports.sip, targetPort: s.ports.sip, protocol: 'UDP' },
         { name: 'sip-tcp', port: s.ports.sip, targetPort: s.ports.sip, protocol: 'TCP' },
+        ...(s.tls ? [{ name: 'sip-tls', port: tlsPort(s.tls), targetPort: tlsPort(s.tls), protocol: 'TCP' }] : []),
       ],
     },
   };
@@ -387,9 +394,14 @@ export function replicationSecret(p: SipHaPair, key: Buffer, linkToken: string):
   };
 }
 
-/** Everything applied on each reconcile, in dependency order. */
-export function appliedObjects(p: SipHaPair): Obj[] {
-  const vip = vipService(p);
+/**
+ * Everything applied on each reconcile, in dependency order. `holdTls`: spec.tls names
+ * something missing or unusable (tls-check.ts), so what carries it (the StatefulSet,
+ * the VIP Service) stays as it is: pods started now could not mount it, and the
+ * running ones keep serving with what they have.
+ */
+export function appliedObjects(p: SipHaPair, opts: { holdTls?: boolean } = {}): Obj[] {
+  const vip = opts.holdTls ? null : vipService(p);
   const egress = egressDaemonSet(p);
   return [
     serviceAccount(p),
@@ -398,7 +410,7 @@ export function appliedObjects(p: SipHaPair): Obj[] {
     peersService(p),
     ...(vip ? [vip] : []),
     pdb(p),
-    statefulSet(p),
+    ...(opts.holdTls ? [] : [statefulSet(p)]),
     ...(egress ? [egress] : []),
   ];
 }

@@ -154,6 +154,8 @@ export function nextStatus(
   pods: PodView[],
   now: Date,
   vipAssigned: { ok: boolean; reason: string; message: string },
+  /** Pairs with spec.tls: tls-check.ts's verdict; absent: no TLSReady condition. */
+  tls?: { ok: boolean; reason: string; message: string },
 ): { status: SipHaPairStatus; transitions: Transition[] } {
   const prev = pair.status ?? {};
   const split = fencingVictim(pods) !== undefined;
@@ -222,11 +224,21 @@ export function nextStatus(
   const oldKeys = prev.conditions?.find((c) => c.type === 'KeyMismatch');
   if (mismatch && oldKeys?.status !== 'True') transitions.push({ reason: 'KeyMismatch', type: 'Warning', message: keyMessage });
   if (!mismatch && oldKeys?.status === 'True') transitions.push({ reason: 'KeysMatch', type: 'Normal', message: keyMessage });
+  // A TLS setting the pods cannot use is told once when it appears and once when it is fixed;
+  // meanwhile Ready says why, whatever the pods do (they keep what they had, and a pod
+  // restarted now would not start).
+  const oldTls = prev.conditions?.find((c) => c.type === 'TLSReady');
+  if (tls && !tls.ok && (oldTls?.status !== 'False' || oldTls.reason !== tls.reason)) {
+    transitions.push({ reason: tls.reason, type: 'Warning', message: tls.message });
+  }
+  if (tls?.ok && oldTls?.status === 'False') transitions.push({ reason: tls.reason, type: 'Normal', message: tls.message });
+  const tlsBroken = tls !== undefined && !tls.ok;
   const conditions = [
-    cond('Ready', phase === 'Replicating', phase, phaseMessage),
+    tlsBroken ? cond('Ready', false, tls.reason, tls.message) : cond('Ready', phase === 'Replicating', phase, phaseMessage),
     cond('Replicating', replicating, replReason, replMessage),
     cond('VIPAssigned', vipAssigned.ok, vipAssigned.reason, vipAssigned.message),
     cond('KeyMismatch', mismatch, keyReason, keyMessage),
+    ...(tls ? [cond('TLSReady', tls.ok, tls.reason, tls.message)] : []),
   ];
 
   const status: SipHaPairStatus = {

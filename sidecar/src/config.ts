@@ -3,9 +3,20 @@
  * again on the hot path). Bad values stop the process with a clear message.
  */
 import { isIPv4 } from 'node:net';
+import {
+  DEFAULT_TLS_PORT,
+  TLS_CLIENT_AUTH_ENV,
+  TLS_CLIENT_AUTH_VALUES,
+  TLS_DIR_ENV,
+  TLS_OUTBOUND_CA_ENV,
+  TLS_PORT_ENV,
+  TLS_SNI_ENV,
+  type TlsClientAuth,
+} from '../../contract/tls-settings.ts';
 import { type Keyring, keyringOf, parseKey, readKeyDir } from './ha/keyring.ts';
 import { DEFAULT_LINK_BACKLOG } from './proxy/server-link.ts';
 import { DEFAULT_TCP_LIMITS, type TcpLimits } from './proxy/tcp-flows.ts';
+import type { TlsSettings } from './tls/credentials.ts';
 export interface SidecarConfig {
   /** Address the public SIP sockets bind to (the host/pod address). */
   readonly publicAddress: string;
@@ -26,6 +37,8 @@ export interface SidecarConfig {
   readonly maxMessageBytes: number;
   /** SIPHA_TCP_MAX_FLOWS, SIPHA_TCP_HEADER_TIMEOUT_MS, SIPHA_TCP_IDLE_MS, SIPHA_TCP_MAX_WRITE_BUFFER. */
   readonly tcpLimits: TcpLimits;
+  /** SIP over TLS (contract/tls-settings.ts); null: TLS is refused, never sent as TCP. */
+  readonly tls: TlsSettings | null;
   /** Set when this sidecar is one of a pair (HA); absent: a single edge proxy. */
   readonly ha: HaSettings | null;
 }
@@ -217,8 +230,26 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
       maxWriteBuffer: int(env, 'SIPHA_TCP_MAX_WRITE_BUFFER', DEFAULT_TCP_LIMITS.maxWriteBuffer, 65536, 1 << 30),
       flowRate: int(env, 'SIPHA_TCP_FLOW_RATE', DEFAULT_TCP_LIMITS.flowRate, 0, 1_000_000),
     },
+    tls: tlsSettings(env),
     ha: haSettings(env),
   };
+}
+
+function tlsSettings(env: Env): TlsSettings | null {
+  const dir = env[TLS_DIR_ENV];
+  if (!dir) return null;
+  const port = int(env, TLS_PORT_ENV, DEFAULT_TLS_PORT, 1, 65535);
+  if (port === int(env, 'SIPHA_SIP_PORT', 5060, 1, 65535)) throw new Error(`${TLS_PORT_ENV}=${port} is the SIP port too`);
+  const auth = (env[TLS_CLIENT_AUTH_ENV] ?? 'none').toLowerCase();
+  if (!TLS_CLIENT_AUTH_VALUES.includes(auth as TlsClientAuth))
+    throw new Error(`${TLS_CLIENT_AUTH_ENV}=${auth}: expected one of ${TLS_CLIENT_AUTH_VALUES.join(', ')}`);
+  const sni = new Map<string, string>();
+  for (const item of (env[TLS_SNI_ENV] ?? '').split(',').filter((x) => x.trim() !== '')) {
+    const eq = item.indexOf('=');
+    if (eq <= 0 || eq === item.length - 1) throw new Error(`${TLS_SNI_ENV}: "${item}" is not name=directory`);
+    sni.set(item.slice(0, eq).trim().toLowerCase(), item.slice(eq + 1).trim());
+  }
+  return { dir, port, clientAuth: auth as TlsClientAuth, sni, outboundCaFile: env[TLS_OUTBOUND_CA_ENV] || null };
 }
 
 /** The egress agent of the LB VIP modes (egress/main.ts), set by the operator's DaemonSet. */

@@ -11,8 +11,10 @@ import { createLogger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
 import { EgressDigest } from './proxy/egress-digest.ts';
+import { TlsCredentials, type TlsSettings } from './tls/credentials.ts';
 import { ArpAnnouncer } from './vip/arp.ts';
 import { LabelAnnouncer } from './vip/label.ts';
+import type { ClientFlow } from './vip/tcp-tickle.ts';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -24,13 +26,29 @@ async function main(): Promise<void> {
   }
   const log = createLogger(config.logLevel, 'sipha-sidecar');
   const metrics = createMetrics();
+  let tls: { settings: TlsSettings; credentials: TlsCredentials } | null = null;
+  if (config.tls) {
+    try {
+      tls = { settings: config.tls, credentials: new TlsCredentials(config.tls, log.child({ room: 'tls' })) };
+    } catch (err) {
+      console.error(`sipha-sidecar: ${(err as Error).message}`);
+      process.exit(2);
+    }
+    tls.credentials.onReload = (result) => metrics.tlsReloads.inc({ result });
+  }
   // In a pair the public address is the VIP: only the serving master binds it.
   const proxy = new EdgeProxy(
     // arp: only the serving master binds the VIP. LB modes: the Service forwards to the pod's own address.
-    config.ha ? { ...config, publicAddress: config.ha.vipMode === 'arp' ? config.ha.vip : config.ha.nodeAddress } : config,
+    {
+      ...config,
+      tls,
+      ...(config.ha ? { publicAddress: config.ha.vipMode === 'arp' ? config.ha.vip : config.ha.nodeAddress } : {}),
+    },
     log.child({ room: 'edge' }),
     metrics,
   );
+  // A renewed certificate (the kubelet rewrote the Secret's files) serves from the next handshake on.
+  tls?.credentials.start(() => proxy.tlsServer);
   if (process.env.SIPHA_EGRESS_DIGEST_FILE) proxy.digest = new EgressDigest(process.env.SIPHA_EGRESS_DIGEST_FILE);
   let ha: HaNode | null = null;
   if (config.ha) {
@@ -63,12 +81,21 @@ async function main(): Promise<void> {
       const { tickleFlows } = await import('./vip/tcp-tickle.ts');
       const vipLog = log.child({ room: 'vip' });
       const { vip } = config.ha;
-      ha.tickle = (flows) =>
-        void tickleFlows(vip, config.sipPort, flows, vipLog).then(({ sent, failed }) => {
+      const tickle = (port: number, flows: ClientFlow[]) =>
+        void tickleFlows(vip, port, flows, vipLog).then(({ sent, failed }) => {
           metrics.tcpTickles.inc({ result: 'sent' }, sent);
           metrics.tcpTickles.inc({ result: 'failed' }, failed);
-          vipLog.info({ flows: flows.length, sent, failed }, "told the old master's TCP clients their connections are gone");
+          vipLog.info(
+            { flows: flows.length, port, sent, failed },
+            "told the old master's TCP clients their connections are gone",
+          );
         });
+      // Each from the port its client connected to: TLS clients came to the TLS port.
+      ha.tickle = (flows) => {
+        const overTls = flows.filter((f) => f.tls);
+        if (overTls.length < flows.length) tickle(config.sipPort, overTls.length ? flows.filter((f) => !f.tls) : flows);
+        if (overTls.length && config.tls) tickle(config.tls.port, overTls);
+      };
     }
     if (config.ha.keyDir !== null) {
       // The kubelet rewrites the mounted key files when the operator rotates the key.

@@ -217,6 +217,18 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const path of ['udp', 'stream']) keyMismatches.inc({ path }, 0);
+  const flowRedirects = new Counter({
+    name: 'sipha_flow_redirects_total',
+    help: "Requests for a client's TCP/TLS flow that was gone, sent on the same client's newest flow instead (it reconnected and registered again, e.g. after a takeover)",
+    labelNames: ['transport'] as const,
+    registers: [registry],
+  });
+  const tlsReloads = new Counter({
+    name: 'sipha_tls_reloads_total',
+    help: 'Re-reads of the TLS certificate files that changed what is served (changed) or could not be used (failed: the certificates in use stay)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
   const tcpTickles = new Counter({
     name: 'sipha_tcp_tickles_total',
     help: "Tickle ACKs a new master sent to the old master's TCP clients at takeover (arp mode), by result: sent, or failed (the client then learns of its dead connection only when it next writes into it)",
@@ -238,6 +250,8 @@ export function createMetrics() {
     linkBusyPauses,
     tcpFlowPauses,
     tcpTickles,
+    tlsReloads,
+    flowRedirects,
     replicationLag,
     takeoverSeconds,
     witnessClaims,

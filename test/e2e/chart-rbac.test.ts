@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { type ControlPlane, startControlPlane } from '../lib/control-plane.ts';
 import { type Operator, startOperator, startReporter } from '../lib/operator.ts';
 import { until } from '../lib/procs.ts';
+import { makeTestCa } from '../lib/tls-certs.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const OPERATOR_SA = 'system:serviceaccount:sipha-system:sipha-operator';
@@ -94,11 +95,16 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
   it('the operator cannot list or watch Secrets and holds no verb it does not use', () => {
     const can = (verb: string, what: string) =>
       cp.kubectlTry(['auth', 'can-i', verb, what, '-n', 'default', '--as', OPERATOR_SA]).code === 0;
-    // The replication key is created once and rotated by merge patches (decision 0012); never
-    // listed or watched (a patch answers with the Secret it changed, which is all it reads).
+    // The replication key is created once and rotated by merge patches (decision 0012); the
+    // Secrets spec.tls names are read by name (decision 0013). Never listed or watched: the
+    // operator reads only Secrets whose names it is given.
     assert.equal(can('create', 'secrets'), true);
     assert.equal(can('patch', 'secrets'), true);
-    for (const verb of ['get', 'list', 'watch', 'update', 'delete']) assert.equal(can(verb, 'secrets'), false, `${verb} secrets`);
+    assert.equal(can('get', 'secrets'), true);
+    for (const verb of ['list', 'watch', 'update', 'delete']) assert.equal(can(verb, 'secrets'), false, `${verb} secrets`);
+    // A CA bundle spec.tls names may be a ConfigMap: read by name, nothing else.
+    assert.equal(can('get', 'configmaps'), true);
+    for (const verb of ['list', 'watch', 'patch']) assert.equal(can(verb, 'configmaps'), false, `${verb} configmaps`);
     // Owned objects go by owner references: no delete (pods only, for the rolling upgrade);
     // server-side apply needs no update.
     for (const what of [
@@ -156,6 +162,24 @@ describe('Helm chart and RBAC on a real API server', { timeout: 300_000 }, () =>
     cp.kubectl(['annotate', 'shp', 'rbac-pair', 'test/poke=1']);
     await until(async () => ((await op?.metric('sipha_operator_applies_total')) ?? 0) > reconciles, 15000, 'reconciled again');
     assert.doesNotMatch(op.output(), /forbidden|reconcile failed/i, op.output().slice(-2000));
+  });
+
+  it('the chart identity reads the Secret and the ConfigMap a pair’s spec.tls names (get by name, decision 0013)', async () => {
+    const ca = makeTestCa(join(cp.dir, 'tls-ca'));
+    const leaf = ca.issue('rbac-tls', ['sip.example.com']);
+    cp.kubectl(['create', 'secret', 'tls', 'rbac-tls', `--cert=${leaf.dir}/tls.crt`, `--key=${leaf.dir}/tls.key`]);
+    cp.kubectl(['create', 'configmap', 'rbac-peers-ca', `--from-file=ca.crt=${ca.certFile}`]);
+    cp.kubectl(
+      ['apply', '-f', '-'],
+      `${pairYaml('rbac-tls')}  tls:\n    secretName: rbac-tls\n    outboundCA:\n      name: rbac-peers-ca\n`,
+    );
+    const tlsReady = () =>
+      (JSON.parse(cp.kubectl(['get', 'shp', 'rbac-tls', '-o', 'json'])).status?.conditions ?? []).find(
+        (c: { type: string }) => c.type === 'TLSReady',
+      );
+    await until(() => tlsReady()?.status === 'True', 20000, 'TLSReady True with the chart identity');
+    assert.doesNotMatch(op?.output() ?? '', /forbidden|TLSSecretUnreadable/i);
+    cp.kubectl(['delete', 'shp', 'rbac-tls', '--wait=false']);
   });
 
   it('the SIP server container gets no API token; the sidecar does, and the pods are Guaranteed', async () => {

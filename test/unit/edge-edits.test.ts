@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { replyDestination, TLS_UNSUPPORTED, uriDestination } from '../../sidecar/src/proxy/destination.ts';
+import { replyDestination, TLS_UNSUPPORTED, TRANSPORT_UNSUPPORTED, uriDestination } from '../../sidecar/src/proxy/destination.ts';
 import { toServer } from '../../sidecar/src/proxy/edge-proxy.ts';
 import { ExpiringMap } from '../../sidecar/src/proxy/expiring-map.ts';
 import { applyEdits } from '../../sidecar/src/sip/edit.ts';
@@ -62,19 +62,22 @@ describe('edge proxy edits', () => {
     assert.equal(typeof uriDestination('tel:+123'), 'string');
   });
 
-  it('refuses secure next hops and replies (TLS is not supported): never sent in clear (issue 9 item 9)', () => {
-    for (const uri of [
-      'sips:x@h',
-      '<sips:x@h:5061;lr>',
-      'sip:x@h;transport=tls',
-      'sip:x@h;transport=TLS',
-      'sip:h;transport=wss',
-      'sip:h;transport=ws',
-    ]) {
-      assert.equal(uriDestination(uri), TLS_UNSUPPORTED, uri);
+  it('reads TLS next hops and replies (sips:, transport=tls, a TLS Via); refuses other transports and sips downgrades', () => {
+    const tls = (host: string, port: number) => ({ transport: 'tls', host, port });
+    assert.deepEqual(uriDestination('sips:x@h'), tls('h', 5061));
+    assert.deepEqual(uriDestination('<sips:x@h:5071;lr>'), tls('h', 5071));
+    assert.deepEqual(uriDestination('sip:x@h;transport=tls'), tls('h', 5061));
+    assert.deepEqual(uriDestination('sip:x@h;transport=TLS'), tls('h', 5061));
+    // RFC 5630: sips;transport=tcp is TLS over TCP; sips over UDP would be a downgrade.
+    assert.deepEqual(uriDestination('sips:x@h;transport=tcp'), tls('h', 5061));
+    assert.equal(uriDestination('sips:x@h;transport=udp'), TLS_UNSUPPORTED);
+    for (const uri of ['sip:h;transport=wss', 'sip:h;transport=ws', 'sip:h;transport=sctp']) {
+      assert.equal(uriDestination(uri), TRANSPORT_UNSUPPORTED, uri);
     }
-    for (const t of ['TLS', 'WSS', 'WS', 'SCTP']) {
-      assert.equal(replyDestination(v(`SIP/2.0/${t} 1.2.3.4:5061;branch=z9hG4bK1`)), TLS_UNSUPPORTED, t);
+    assert.deepEqual(replyDestination(v('SIP/2.0/TLS 1.2.3.4;branch=z9hG4bK1;rport=40000')), tls('1.2.3.4', 40000));
+    assert.deepEqual(replyDestination(v('SIP/2.0/TLS 1.2.3.4;branch=z9hG4bK1')), tls('1.2.3.4', 5061));
+    for (const t of ['WSS', 'WS', 'SCTP']) {
+      assert.equal(replyDestination(v(`SIP/2.0/${t} 1.2.3.4:5061;branch=z9hG4bK1`)), TRANSPORT_UNSUPPORTED, t);
     }
     assert.equal(typeof uriDestination('tel:+123'), 'string');
     assert.equal(typeof uriDestination('sip:h:99999'), 'string');

@@ -24,8 +24,18 @@ describe('bounded API calls from the sidecar', () => {
   let server: http.Server;
   let kc: k8s.KubeConfig;
   const seen: Seen[] = [];
-  /** While true, requests are accepted and never answered. */
+  /** While true, requests are accepted and held unanswered (release() answers them). */
   let hang = false;
+  const held: http.ServerResponse[] = [];
+  const answer = (res: http.ServerResponse) => {
+    if (res.destroyed || res.writableEnded) return;
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p-0', namespace: 'ns' } }));
+  };
+  const release = () => {
+    hang = false;
+    for (const res of held.splice(0)) answer(res);
+  };
 
   before(async () => {
     server = http.createServer((req, res) => {
@@ -35,9 +45,8 @@ describe('bounded API calls from the sidecar', () => {
       });
       req.on('end', () => {
         seen.push({ method: req.method ?? '', url: req.url ?? '', contentType: req.headers['content-type'], body });
-        if (hang) return;
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p-0', namespace: 'ns' } }));
+        if (hang) held.push(res);
+        else answer(res);
       });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -73,7 +82,7 @@ describe('bounded API calls from the sidecar', () => {
       await assert.rejects(core.readNamespacedPod({ namespace: 'ns', name: 'p-0' }, withSignal(ac.signal)));
       assert.ok(Date.now() - t0 < 2000, `aborted after ${Date.now() - t0} ms`);
     } finally {
-      hang = false;
+      release();
     }
   });
 
@@ -95,8 +104,11 @@ describe('bounded API calls from the sidecar', () => {
       assert.match(failures[0] as string, /timed out after 150 ms/);
       assert.ok(seen.filter((s) => s.method === 'PATCH').length >= 2, 'each timed-out attempt was a new request');
       assert.equal(landed.length, 0);
+      // A third attempt of the stale report is in flight when the newer one comes; the
+      // server then answers it: it must not land (the label would say master for a backup).
+      await until(() => seen.filter((s) => s.method === 'PATCH').length >= 3, 5000, 'a third attempt is in flight');
       reporter.report({ role: 'backup', term: 4, reason: 'higher-term-peer' });
-      hang = false;
+      release();
       await until(() => landed.length > 0, 5000, 'the report lands once the server answers');
       assert.deepEqual(
         landed.map((r) => `${r.role} ${r.term}`),
@@ -109,7 +121,7 @@ describe('bounded API calls from the sidecar', () => {
       assert.equal(reporter.pending, false);
     } finally {
       reporter.stop();
-      hang = false;
+      release();
     }
   });
 });

@@ -13,15 +13,23 @@ import { SOURCE_HEADER } from '../../../contract/link.ts';
 import type { ClientFlow } from '../vip/tcp-tickle.ts';
 
 const PREFIX = Buffer.from(`\r\n${SOURCE_HEADER}: tcp:`, 'latin1');
+/** Where "tcp" / "tls" sits in PREFIX (the two differ in their last two letters only). */
+const PROTO_AT = PREFIX.length - 4;
 /** The first header starts within this many bytes (a request line is short; anything longer is not ours). */
 const FIRST_LINE_MAX = 8192;
 
-/** The TCP client a link message came from (the sidecar's own first header), or null for UDP and anything else. */
+/** The TCP or TLS client a link message came from (the sidecar's own first header), or null for UDP and anything else. */
 export function tcpSource(payload: Buffer): ClientFlow | null {
   // The first header, or nothing: the end of the start line (looked for in the first bytes only), one compare.
   const at = payload.subarray(0, FIRST_LINE_MAX).indexOf(13);
   if (at < 0 || at + PREFIX.length > payload.length) return null;
-  if (payload.compare(PREFIX, 0, PREFIX.length, at, at + PREFIX.length) !== 0) return null;
+  let tls = false;
+  if (payload.compare(PREFIX, 0, PREFIX.length, at, at + PREFIX.length) !== 0) {
+    // "tls:" instead of "tcp:"?
+    const p = at + PROTO_AT;
+    if (payload.compare(PREFIX, 0, PROTO_AT, at, p) !== 0 || payload.toString('latin1', p, p + 4) !== 'tls:') return null;
+    tls = true;
+  }
   const from = at + PREFIX.length;
   const colon = payload.subarray(from, from + 16).indexOf(58); // ':' after at most "255.255.255.255"
   if (colon < 0) return null;
@@ -34,7 +42,7 @@ export function tcpSource(payload: Buffer): ClientFlow | null {
     port = port * 10 + c - 48;
   }
   if (port < 1 || port > 65535) return null;
-  return { address, port };
+  return tls ? { address, port, tls } : { address, port };
 }
 
 export class TcpClientFlows {
@@ -49,7 +57,7 @@ export class TcpClientFlows {
 
   /** A message from this flow was replicated (now: performance.now()). */
   heardFrom(flow: ClientFlow, now = performance.now()): void {
-    const key = `${flow.address}:${flow.port}`;
+    const key = `${flow.tls ? 's' : ''}${flow.address}:${flow.port}`;
     this.heard.delete(key); // re-inserted last: the Map stays in hearing order
     this.heard.set(key, { flow, at: now });
     if (this.heard.size > this.max) this.heard.delete(this.heard.keys().next().value as string);

@@ -15,6 +15,7 @@ import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
 import type { ClientFlow } from '../vip/tcp-tickle.ts';
 import { TcpClientFlows, tcpSource } from './client-flows.ts';
+import { FlowSuccessors } from './flow-successors.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { acceptedKeys, type Keyring, keyIds } from './keyring.ts';
@@ -144,6 +145,11 @@ export class HaNode {
       ackDeadlineMs: cfg.ackDeadlineMs,
     });
     this.cache = new StateCache({ maxEntries: cfg.stateCacheMax });
+    // Both roles learn each client's flows from what their server accepted, so a new
+    // master sends a dialog's requests on the flow its client reconnected with.
+    const successors = new FlowSuccessors(cfg.stateCacheMax);
+    this.cache.onAccepted = (bytes, aor, contacts) => successors.accepted(bytes, aor, contacts);
+    proxy.flowSuccessor = (t, host, port) => successors.successor(t, host, port);
     this.clientFlows = new TcpClientFlows(cfg.tcpFlows.max, cfg.tcpFlows.idleMs);
     this.receiver = new ReplicationReceiver(cfg.keys, log);
     this.barrier = new SyncBarrier(this.sender);

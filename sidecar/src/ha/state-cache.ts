@@ -32,9 +32,21 @@ interface Pending {
   /** The address-of-record (To URI). */
   aor: string;
   /** Each Contact URI and the seconds asked for it (0: a removal); 'all' for `Contact: *`; none for a query. */
-  contacts: Array<{ uri: string; asked: number }> | 'all';
+  contacts: ContactAsked[] | 'all';
   seenAt: number;
 }
+
+/** A Contact of a REGISTER: its URI, the seconds asked (0: a removal), its RFC 5626 flow identity when it gives one. */
+export interface ContactAsked {
+  uri: string;
+  asked: number;
+  /** The +sip.instance value (RFC 5626 4.1), and reg-id. */
+  instance?: string;
+  regId?: string;
+}
+
+/** Sees each REGISTER the server accepted: its bytes (X-Sipha-Src first), its AOR and its contacts. */
+export type AcceptedRegister = (bytes: Buffer, aor: string, contacts: readonly ContactAsked[]) => void;
 
 export interface StateCacheOptions {
   now?: () => number;
@@ -50,7 +62,7 @@ const PENDING_MS = 40_000;
 const MAX_EXPIRY_S = 30 * 86_400;
 
 // The sidecar stamps the client's source as the first header (contract/link.ts).
-const SOURCE = /\r\nX-Sipha-Src: (udp|tcp):([0-9.]+):(\d+)(?:;replay)?\r\n/;
+const SOURCE = /\r\nX-Sipha-Src: (udp|tcp|tls):([0-9.]+):(\d+)(?:;replay)?\r\n/;
 
 export class StateCache {
   /**
@@ -69,6 +81,8 @@ export class StateCache {
   private readonly arena = new MessageArena();
   private removals = 0;
   private readonly pending = new Map<string, Pending>();
+  /** Told of every REGISTER the server accepted (the flow successors learn from it). */
+  onAccepted: AcceptedRegister | null = null;
   /**
    * Replayed REGISTERs (a burst this backup takes) waiting for its server's
    * answer: accepted by the master already and at most its cache's worth, so
@@ -145,6 +159,7 @@ export class StateCache {
     // (Kamailio answers 400 to a replay of a binding it holds from an earlier one), it is part of
     // the state this node must pass on. Its answer still tells the expiry, when it lists the contact.
     if (m.status >= 300 && !replay) return;
+    if (p.contacts !== 'all') this.onAccepted?.(p.bytes, p.aor, p.contacts);
     // The REGISTER's bytes go into the arena once, shared by every binding it sets or removes.
     let id = -1;
     const q = p;
@@ -314,15 +329,23 @@ function uriOf(value: string): string | null {
 }
 
 /** The bindings a REGISTER names, with the seconds asked for each; 'all' for `Contact: *`; [] for a query. */
-function requestContacts(m: SipMessage): Array<{ uri: string; asked: number }> | 'all' {
+function requestContacts(m: SipMessage): ContactAsked[] | 'all' {
   const values = allValues(m, Hdr.Contact);
   if (values.length === 1 && values[0]?.trim() === '*') return 'all';
   const e = m.header(Hdr.Expires);
   const header = e !== undefined && /^\s*\d+\s*$/.test(e) ? Number(e) : 3600;
-  const out: Array<{ uri: string; asked: number }> = [];
+  const out: ContactAsked[] = [];
   for (const v of values) {
     const uri = uriOf(v);
-    if (uri !== null) out.push({ uri, asked: expiresParam(v) ?? header });
+    if (uri === null) continue;
+    const c: ContactAsked = { uri, asked: expiresParam(v) ?? header };
+    // Header parameters follow the URI's closing '>' (RFC 5626 4.2: +sip.instance, reg-id).
+    const params = v.slice(v.indexOf('>') + 1);
+    const instance = /;\s*\+sip\.instance\s*=\s*"?<([^>"]{1,256})>"?/i.exec(params)?.[1];
+    const regId = /;\s*reg-id\s*=\s*(\d{1,9})/i.exec(params)?.[1];
+    if (instance !== undefined) c.instance = instance;
+    if (regId !== undefined) c.regId = regId;
+    out.push(c);
   }
   return out;
 }

@@ -30,6 +30,14 @@ export class AttemptTimeout extends Error {
   }
 }
 
+/** An attempt cut off because a newer value came. */
+class Superseded extends Error {
+  constructor() {
+    super('superseded by a newer value');
+    this.name = 'Superseded';
+  }
+}
+
 export class LatestRetry<T> {
   private next: { value: T } | null = null;
   private running = false;
@@ -44,10 +52,15 @@ export class LatestRetry<T> {
     this.opts = opts;
   }
 
-  /** Queues `value` in place of anything not yet delivered. Never throws. */
+  /**
+   * Queues `value` in place of anything not yet delivered, and cuts off an
+   * attempt in flight: its answer would land an older value (a backup's pod
+   * labelled master) just before the newer one. Never throws.
+   */
   offer(value: T): void {
     if (this.stopped) return;
     this.next = { value };
+    this.inFlight?.abort(new Superseded());
     if (!this.running) void this.loop();
   }
 
@@ -79,6 +92,7 @@ export class LatestRetry<T> {
         this.call(() => this.opts.delivered?.(value));
       } catch (err) {
         if (this.stopped) break;
+        if (err instanceof Superseded) continue; // no failure: the newer value goes at once
         this.next ??= { value }; // a newer value, if one came meanwhile, wins
         this.call(() => this.opts.failed?.(value, err, attempt));
         const wait = backoff * (0.5 + (this.opts.random ?? Math.random)());
@@ -102,7 +116,11 @@ export class LatestRetry<T> {
     });
     try {
       // A send that throws synchronously is a failed attempt like any other.
-      await Promise.race([Promise.resolve().then(() => this.send(value, ac.signal)), timeout]);
+      // The send may ignore its signal: a cut-off attempt ends here all the same.
+      const cut = new Promise<never>((_, reject) => {
+        ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true });
+      });
+      await Promise.race([Promise.resolve().then(() => this.send(value, ac.signal)), timeout, cut]);
     } finally {
       clearTimeout(timer);
       this.inFlight = null;

@@ -12,22 +12,29 @@ export interface Destination {
 }
 
 /**
- * The sidecar carries SIP over UDP and TCP only. A next hop or a reply that
- * asks for TLS (sips:, transport=tls, a TLS Via) or WebSockets is refused and
- * counted, never sent in clear over TCP (issue 9 item 9).
+ * The sidecar carries SIP over UDP, TCP and (when it has certificates) TLS.
+ * A next hop or a reply that asks for another transport (WebSockets, SCTP) is
+ * refused and counted, never sent over one it did not ask for; so is TLS on a
+ * sidecar without TLS (issue 9 item 9): never a silent downgrade to TCP.
  */
 export const TLS_UNSUPPORTED = 'tls-unsupported';
+export const TRANSPORT_UNSUPPORTED = 'transport-unsupported';
+export type Unsupported = typeof TLS_UNSUPPORTED | typeof TRANSPORT_UNSUPPORTED;
 
 export function transportOf(token: string): Transport | null {
   if (token === 'UDP') return 'udp';
-  return token === 'TCP' ? 'tcp' : null;
+  if (token === 'TCP') return 'tcp';
+  return token === 'TLS' ? 'tls' : null;
 }
 
+/** RFC 3261 19.1.2: 5061 for TLS, 5060 otherwise. */
+export const defaultPort = (t: Transport): number => (t === 'tls' ? 5061 : 5060);
+
 /** A response goes to received (else sent-by host), port rport (else sent-by port). */
-export function replyDestination(via: Via): Destination | typeof TLS_UNSUPPORTED {
+export function replyDestination(via: Via): Destination | Unsupported {
   const transport = transportOf(via.transport);
-  if (transport === null) return TLS_UNSUPPORTED;
-  return { transport, host: via.received ?? via.host, port: via.rport || via.port || 5060 };
+  if (transport === null) return TRANSPORT_UNSUPPORTED;
+  return { transport, host: via.received ?? via.host, port: via.rport || via.port || defaultPort(transport) };
 }
 
 /**
@@ -40,8 +47,7 @@ export function uriDestination(raw: string): Destination | string {
   const colon = s.indexOf(':');
   if (colon < 0) return 'URI without scheme';
   const scheme = s.slice(0, colon).toLowerCase();
-  if (scheme === 'sips') return TLS_UNSUPPORTED;
-  if (scheme !== 'sip') return `unsupported scheme ${scheme}`;
+  if (scheme !== 'sip' && scheme !== 'sips') return `unsupported scheme ${scheme}`;
   let rest = s.slice(colon + 1);
   const q = rest.indexOf('?');
   if (q >= 0) rest = rest.slice(0, q);
@@ -63,14 +69,18 @@ export function uriDestination(raw: string): Destination | string {
     if (c >= 0) portText = hostport.slice(c + 1);
   }
   if (host === '') return 'URI without host';
-  const port = portText === '' ? 5060 : Number(portText);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return `bad port ${portText}`;
-  let transport: Transport = 'udp';
+  // RFC 3263 4.1 without DNS: sips means TLS; else the transport parameter, else UDP.
+  let transport: Transport = scheme === 'sips' ? 'tls' : 'udp';
   for (const p of params.split(';')) {
-    if (p === 'transport=tcp') transport = 'tcp';
-    else if (p === 'transport=udp') transport = 'udp';
-    else if (p.startsWith('transport=')) return TLS_UNSUPPORTED;
+    if (!p.startsWith('transport=')) continue;
+    const t = transportOf(p.slice(10).toUpperCase());
+    if (t === null) return TRANSPORT_UNSUPPORTED;
+    // sips over anything but TLS would be a downgrade (RFC 5630 3.1.3: sips means TLS on every hop).
+    if (scheme === 'sips' && t !== 'tls' && t !== 'tcp') return TLS_UNSUPPORTED;
+    if (scheme !== 'sips') transport = t;
   }
+  const port = portText === '' ? defaultPort(transport) : Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `bad port ${portText}`;
   return { transport, host, port };
 }
 

@@ -17,7 +17,15 @@ import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit
 import { Hdr } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 import { parseMessage } from '../sip/scanner.ts';
-import { type Destination, replyDestination, TLS_UNSUPPORTED, uriDestination } from './destination.ts';
+import type { TlsCredentials, TlsSettings } from '../tls/credentials.ts';
+import {
+  type Destination,
+  replyDestination,
+  TLS_UNSUPPORTED,
+  TRANSPORT_UNSUPPORTED,
+  type Unsupported,
+  uriDestination,
+} from './destination.ts';
 import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
 import { ServerLink } from './server-link.ts';
@@ -50,6 +58,8 @@ export interface EdgeProxyOptions {
   linkToken?: string | null;
   /** Bytes the server may leave unread on a link connection before it counts as busy. */
   linkMaxBacklog?: number;
+  /** SIP over TLS (contract/tls-settings.ts); absent: TLS is refused, never sent as TCP. */
+  tls?: { settings: TlsSettings; credentials: TlsCredentials } | null;
 }
 
 const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
@@ -64,6 +74,11 @@ export class EdgeProxy {
   digest: EgressDigest | null = null;
   /** Consumes answers to the sidecar's own probes of its server (they never leave). */
   probeAnswer: ((m: SipMessage) => boolean) | null = null;
+  /**
+   * Where a request for a TCP/TLS flow that is not open here goes instead: the
+   * same client's newest flow (ha/flow-successors.ts), or null.
+   */
+  flowSuccessor: ((transport: 'tcp' | 'tls', host: string, port: number) => { host: string; port: number } | null) | null = null;
   /** Sees every reply from the server, whatever the role (the state cache keeps what it accepted). */
   replyTap: ((m: SipMessage) => void) | null = null;
   /**
@@ -77,6 +92,8 @@ export class EdgeProxy {
   private publicBound = false;
   private readonly egress: dgram.Socket;
   private readonly flows: TcpFlows;
+  /** TLS clients and next hops; null without certificates. */
+  private readonly tlsFlows: TcpFlows | null;
   private readonly link: ServerLink;
   /** Branch of a TCP client's request -> its flow, for the responses. */
   private readonly requestFlows = new ExpiringMap<string, Flow>(TRANSACTION_MS);
@@ -95,14 +112,12 @@ export class EdgeProxy {
       if (rinfo.address !== opts.serverHost) return; // only the local server may hand over egress
       this.fromServer(bytes, true);
     });
-    this.flows = new TcpFlows(
-      opts.publicAddress,
-      opts.maxMessageBytes,
-      log,
-      metrics,
-      (bytes, flow) => this.fromClient(bytes, { transport: 'tcp', address: flow.address, port: flow.port }, flow),
-      opts.tcpLimits,
-    );
+    const fromFlow = (bytes: Buffer, flow: Flow) =>
+      this.fromClient(bytes, { transport: flow.transport, address: flow.address, port: flow.port }, flow);
+    this.flows = new TcpFlows(opts.publicAddress, opts.maxMessageBytes, log, metrics, fromFlow, opts.tcpLimits);
+    this.tlsFlows = opts.tls
+      ? new TcpFlows(opts.publicAddress, opts.maxMessageBytes, log, metrics, fromFlow, opts.tcpLimits, opts.tls)
+      : null;
     this.link = new ServerLink(
       {
         host: opts.serverHost,
@@ -142,6 +157,7 @@ export class EdgeProxy {
     await bind(udp, this.opts.sipPort, this.opts.publicAddress);
     this.udp = udp;
     await this.flows.listen(this.opts.sipPort);
+    if (this.tlsFlows && this.opts.tls) await this.tlsFlows.listen(this.opts.tls.settings.port);
     this.publicBound = true;
   }
 
@@ -151,6 +167,7 @@ export class EdgeProxy {
     this.udp?.close();
     this.udp = null;
     this.flows.close();
+    this.tlsFlows?.close();
     this.publicBound = false;
   }
 
@@ -162,10 +179,16 @@ export class EdgeProxy {
     return this.link;
   }
 
+  /** The TLS listener while it is bound (its certificate is swapped in place on reload). */
+  get tlsServer() {
+    return this.tlsFlows?.tlsServer ?? null;
+  }
+
   close(): void {
     this.udp?.close();
     this.egress.close();
     this.flows.close();
+    this.tlsFlows?.close();
     this.link.close();
     this.requestFlows.close();
     this.inviteHops.close();
@@ -178,7 +201,7 @@ export class EdgeProxy {
       this.metrics.drop('inbound', 'switchover');
       return;
     }
-    const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes, requireContentLength: src.transport === 'tcp' });
+    const m = parseMessage(bytes, { maxBytes: this.opts.maxMessageBytes, requireContentLength: src.transport !== 'udp' });
     if (!m.ok) {
       this.metrics.drop('inbound', m.reason);
       this.log.debug({ src, reason: m.reason, detail: m.detail }, 'dropped malformed message');
@@ -254,19 +277,26 @@ export class EdgeProxy {
   }
 
   private sendReply(m: SipMessage): void {
-    const dst = replyDestination(m.topVia);
-    if (dst === TLS_UNSUPPORTED) {
-      this.metrics.drop('egress', TLS_UNSUPPORTED);
+    const dst = this.carrier(replyDestination(m.topVia));
+    if (typeof dst === 'string') {
+      this.metrics.drop('egress', dst);
       return;
     }
     if (dst.transport === 'udp') {
       this.sendUdp([m.buf], dst);
       return;
     }
+    const flows = dst.transport === 'tls' ? (this.tlsFlows as TcpFlows) : this.flows;
     const branch = m.topVia.branch;
-    const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? this.flows.getOrOpen(dst.host, dst.port);
-    this.flows.write(flow, [m.buf]);
+    const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? flows.getOrOpen(dst.host, dst.port);
+    flows.write(flow, [m.buf]);
     this.metrics.hot.toClient++;
+  }
+
+  /** The destination if this sidecar can carry its transport: TLS only with certificates. */
+  private carrier(dst: Destination | Unsupported | string): Destination | string {
+    if (typeof dst === 'string') return dst;
+    return dst.transport === 'tls' && this.tlsFlows === null ? TLS_UNSUPPORTED : dst;
   }
 
   /**
@@ -288,27 +318,49 @@ export class EdgeProxy {
     return { dst, nh };
   }
 
-  private sendRequest(m: SipMessage, { dst, nh }: { dst: Destination | string; nh: number }): void {
+  private sendRequest(m: SipMessage, hop: { dst: Destination | string; nh: number }): void {
+    const dst = this.carrier(hop.dst);
     if (typeof dst === 'string') {
-      this.metrics.drop('egress', dst === TLS_UNSUPPORTED ? TLS_UNSUPPORTED : 'no-next-hop');
+      const known = dst === TLS_UNSUPPORTED || dst === TRANSPORT_UNSUPPORTED;
+      this.metrics.drop('egress', known ? dst : 'no-next-hop');
       this.log.warn({ method: m.method, problem: dst }, 'request from the SIP server has no usable next hop');
       return;
     }
-    const edits: Edit[] = nh >= 0 ? [removeHeader(m, nh)] : [];
+    const edits: Edit[] = hop.nh >= 0 ? [removeHeader(m, hop.nh)] : [];
     for (let i = m.find(Hdr.SiphaToken); i >= 0; i = m.find(Hdr.SiphaToken, i + 1)) edits.push(removeHeader(m, i));
     // The server sent it to us over UDP, so its Via says UDP; say what really carries it.
-    const want = dst.transport === 'udp' ? 'UDP' : 'TCP';
+    const want = dst.transport.toUpperCase();
     const via = m.topVia;
     if (via.transport !== want && via.transportEnd - via.transportStart === 3) {
       edits.push({ at: via.transportStart, remove: 3, insert: Buffer.from(want) });
+      // Over TLS the sent-by names the TLS port: a response whose connection broke
+      // (the master died mid-transaction) comes back there (RFC 3261 18.2.2).
+      if (dst.transport === 'tls' && this.opts.tls && via.port !== this.opts.tls.settings.port) {
+        const sentBy = `${via.host}:${this.opts.tls.settings.port}`;
+        edits.push({ at: via.sentByStart, remove: via.sentByEnd - via.sentByStart, insert: Buffer.from(sentBy) });
+      }
     }
     const slices = applyEdits(m, edits);
     if (dst.transport === 'udp') {
       this.sendUdp(slices, dst);
       return;
     }
-    this.flows.write(this.flows.getOrOpen(dst.host, dst.port), slices);
+    const flows = dst.transport === 'tls' ? (this.tlsFlows as TcpFlows) : this.flows;
+    flows.write(this.streamFlow(flows, dst.host, dst.port), slices);
     this.metrics.hot.toClient++;
+  }
+
+  /** The open flow to host:port; else the same client's newest flow, if open here; else a new connection. */
+  private streamFlow(flows: TcpFlows, host: string, port: number): Flow {
+    const open = flows.get(host, port);
+    if (open !== undefined) return open;
+    const next = this.flowSuccessor?.(flows.transport, host, port);
+    const moved = next ? flows.get(next.host, next.port) : undefined;
+    if (moved !== undefined) {
+      this.metrics.flowRedirects.inc({ transport: flows.transport });
+      return moved;
+    }
+    return flows.getOrOpen(host, port);
   }
 
   /**

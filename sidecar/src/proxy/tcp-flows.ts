@@ -17,14 +17,17 @@
  * sipha_tcp_flow_pauses_total, nothing dropped).
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
+import { clientOptions, type TlsCredentials, type TlsSettings } from '../tls/credentials.ts';
 import { destinationKey } from './destination.ts';
 import { FlowPacer } from './flow-pacer.ts';
 import { writeInTurn } from './turn-writer.ts';
 
 export interface Flow {
+  readonly transport: 'tcp' | 'tls';
   readonly socket: net.Socket;
   readonly address: string;
   readonly port: number;
@@ -54,6 +57,12 @@ export const DEFAULT_TCP_LIMITS: TcpLimits = {
 
 const CRLF = Buffer.from('\r\n');
 
+/** The certificates a TLS flow set serves, and what it checks next hops against. */
+export interface FlowTls {
+  readonly credentials: TlsCredentials;
+  readonly settings: TlsSettings;
+}
+
 export class TcpFlows {
   private readonly flows = new Map<string, Flow>();
   private server: net.Server;
@@ -63,6 +72,9 @@ export class TcpFlows {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly onMessage: FlowMessageHandler;
+  /** Set: this is the TLS flow set (RFC 3261 26: SIP over TLS, terminated here). */
+  private readonly tls: FlowTls | null;
+  readonly transport: 'tcp' | 'tls';
 
   constructor(
     bindAddress: string,
@@ -71,7 +83,10 @@ export class TcpFlows {
     metrics: Metrics,
     onMessage: FlowMessageHandler,
     limits: TcpLimits = DEFAULT_TCP_LIMITS,
+    tlsConfig: FlowTls | null = null,
   ) {
+    this.tls = tlsConfig;
+    this.transport = tlsConfig ? 'tls' : 'tcp';
     this.bindAddress = bindAddress;
     this.maxBytes = maxBytes;
     this.limits = limits;
@@ -82,7 +97,7 @@ export class TcpFlows {
   }
 
   private createServer(): net.Server {
-    const server = net.createServer({ noDelay: true }, (s) => this.adopt(s));
+    const server = this.tls ? this.createTlsServer(this.tls) : net.createServer({ noDelay: true }, (s) => this.adopt(s));
     server.maxConnections = this.limits.maxFlows;
     server.on('drop', () => this.metrics.drop('inbound', 'tcp-flows-full'));
     // For good, not only while listening: a failed accept (EMFILE) is an 'error'
@@ -93,6 +108,40 @@ export class TcpFlows {
       this.log.warn({ err: err.message, code: err.code }, 'TCP accept failed');
     });
     return server;
+  }
+
+  /**
+   * A handshake must end within the header timeout (a client that opens and
+   * says nothing holds a slot, as slowloris does over TCP); one that fails is
+   * counted, as is a client certificate the CA did not sign.
+   */
+  private createTlsServer({ credentials }: FlowTls): tls.Server {
+    const server = tls.createServer(
+      { ...credentials.serverOptions(), handshakeTimeout: this.limits.headerTimeoutMs, noDelay: true },
+      (s) => {
+        // clientAuth "optional": no certificate is fine; one that does not verify is not.
+        if (!s.authorized && s.getPeerCertificate()?.subject !== undefined) {
+          this.metrics.drop('inbound', 'tls-client-cert');
+          this.log.info(
+            { peer: `${s.remoteAddress}:${s.remotePort}`, why: s.authorizationError },
+            'TLS client certificate refused',
+          );
+          s.destroy();
+          return;
+        }
+        this.adopt(s);
+      },
+    );
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, s: tls.TLSSocket) => {
+      this.metrics.drop('inbound', 'tls-handshake-failed');
+      this.log.debug({ peer: `${s.remoteAddress}:${s.remotePort}`, err: err.message }, 'TLS handshake failed');
+    });
+    return server;
+  }
+
+  /** The TLS server in use (the credentials swap its certificate when the files change). */
+  get tlsServer(): tls.Server | null {
+    return this.tls && this.server.listening ? (this.server as tls.Server) : null;
   }
 
   listen(port: number): Promise<void> {
@@ -131,7 +180,19 @@ export class TcpFlows {
     const existing = this.get(host, port);
     if (existing !== undefined) return existing;
     const localAddress = this.bindAddress === '0.0.0.0' ? undefined : this.bindAddress;
-    const socket = net.connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
+    const where = { host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) };
+    if (this.tls === null) return this.adopt(net.connect(where), host, port);
+    // Writes wait for the handshake; a next hop whose certificate does not verify gets nothing.
+    const socket = tls.connect({ ...where, ...clientOptions(this.tls.settings, host) });
+    let secured = false;
+    socket.once('secureConnect', () => {
+      secured = true;
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (secured) return;
+      this.metrics.drop('egress', 'tls-connect-failed');
+      this.log.warn({ peer: destinationKey(host, port), err: err.message, code: err.code }, 'TLS connection to next hop failed');
+    });
     return this.adopt(socket, host, port);
   }
 
@@ -142,6 +203,7 @@ export class TcpFlows {
 
   private adopt(socket: net.Socket, host?: string, port?: number): Flow {
     const flow: Flow = {
+      transport: this.transport,
       socket,
       address: host ?? normalise(socket.remoteAddress ?? ''),
       port: port ?? socket.remotePort ?? 0,

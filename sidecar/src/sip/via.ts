@@ -9,6 +9,9 @@ export interface Via {
   readonly host: string;
   /** 0 when the sent-by has no port. */
   readonly port: number;
+  /** Offsets of the sent-by (host[:port]) for in-place edits. */
+  readonly sentByStart: number;
+  readonly sentByEnd: number;
   readonly branch: string | undefined;
   readonly received: string | undefined;
   /** True when an rport parameter is present, with or without a value. */
@@ -66,7 +69,9 @@ export function parseVia(b: Buffer, start: number, end: number): Via | string {
     while (q < end && HOSTNAME[b[q] as number] === 1) q++;
   }
   if (q === p) return 'sent-by host';
+  const sentByStart = p;
   const host = b.toString('latin1', p, q);
+  let sentByEnd = q;
   p = skipLws(b, q, end);
   let port = 0;
   if (b[p] === COLON) {
@@ -74,6 +79,7 @@ export function parseVia(b: Buffer, start: number, end: number): Via | string {
     q = p;
     while (q < end && isDigit(b[q])) port = port * 10 + ((b[q++] as number) - 0x30);
     if (q === p || q - p > 5 || port > 65535) return 'sent-by port';
+    sentByEnd = q;
     p = skipLws(b, q, end);
   }
 
@@ -134,6 +140,8 @@ export function parseVia(b: Buffer, start: number, end: number): Via | string {
     transportEnd,
     host,
     port,
+    sentByStart,
+    sentByEnd,
     branch,
     received,
     hasRport,

@@ -27,6 +27,8 @@ import type { Logger } from '../log.ts';
 export interface ClientFlow {
   address: string;
   port: number;
+  /** A TLS client's flow: it came to the TLS port, so its tickle comes from there. */
+  tls?: boolean;
 }
 
 /**

@@ -1,0 +1,85 @@
+/**
+ * Where a request for a dead TCP/TLS client flow goes instead (issue 11 item
+ * 2; decision 0013). A client's connection dies with the master that held it;
+ * the client connects to the new master and registers again, from a new port.
+ * Its dialogs still name the old flow (the registrar's `received`, or the
+ * Contact it gave in the INVITE), so the far end's BYE or re-INVITE would be
+ * sent to a port nobody listens on.
+ *
+ * Both sidecars see every REGISTER their server accepts (the backup through
+ * replication), so both know, per client, its newest flow and every flow and
+ * contact address it used before. A client is
+ * - RFC 5626: its AOR, +sip.instance and reg-id (the phone says it is the same);
+ * - else: its AOR and its IP address (the same phone, reconnected).
+ * The AOR is part of the identity: only a client the server accepted as that
+ * AOR can take over its flows (no stealing another user's calls by copying
+ * their instance id). A request whose flow is not open here goes to the
+ * client's newest flow when that one is, and over the same transport only
+ * (never TLS traffic on a TCP connection).
+ *
+ * Bounded: both maps keep at most `max` entries, the least recently
+ * registered dropped first.
+ */
+import type { Transport } from '../../../contract/link.ts';
+import { destinationKey, uriDestination } from '../proxy/destination.ts';
+import type { ContactAsked } from './state-cache.ts';
+
+export interface StreamFlow {
+  readonly transport: 'tcp' | 'tls';
+  readonly host: string;
+  readonly port: number;
+}
+
+// The sidecar stamps the client's source as the first header (contract/link.ts).
+const SOURCE = /\r\nX-Sipha-Src: (tcp|tls):([0-9.]{7,15}):(\d{1,5})/;
+
+const flowKey = (transport: Transport, host: string, port: number) => `${transport}:${destinationKey(host, port)}`;
+
+export class FlowSuccessors {
+  /** Client identity -> its newest flow. */
+  private readonly newest = new Map<string, StreamFlow>();
+  /** Any flow or contact address a client used -> its identity. */
+  private readonly clientOf = new Map<string, string>();
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** A REGISTER the server accepted: its source (X-Sipha-Src) becomes the client's newest flow. */
+  accepted(bytes: Buffer, aor: string, contacts: readonly ContactAsked[]): void {
+    const m = SOURCE.exec(bytes.toString('latin1', 0, Math.min(bytes.length, 1024)));
+    if (m === null) return; // UDP: a datagram has no flow to lose
+    const flow: StreamFlow = { transport: m[1] as 'tcp' | 'tls', host: m[2] as string, port: Number(m[3]) };
+    for (const c of contacts) {
+      if (c.asked === 0) continue;
+      const id = c.instance !== undefined ? `${aor}\n${c.instance}\n${c.regId ?? ''}` : `${aor}\n@${flow.host}`;
+      put(this.newest, id, flow, this.max);
+      put(this.clientOf, flowKey(flow.transport, flow.host, flow.port), id, this.max);
+      // The Contact names the flow too when the phone wrote its connection's address there.
+      const contact = uriDestination(c.uri);
+      if (typeof contact !== 'string' && contact.transport !== 'udp')
+        put(this.clientOf, flowKey(contact.transport, contact.host, contact.port), id, this.max);
+    }
+  }
+
+  /** The newest flow of the client `transport:host:port` belonged to, when it is another one over the same transport. */
+  successor(transport: Transport, host: string, port: number): StreamFlow | null {
+    const id = this.clientOf.get(flowKey(transport, host, port));
+    if (id === undefined) return null;
+    const next = this.newest.get(id);
+    if (next === undefined || next.transport !== transport || (next.host === host && next.port === port)) return null;
+    return next;
+  }
+
+  get size(): number {
+    return this.newest.size;
+  }
+}
+
+/** Sets k last (the Map stays in registration order) and drops the oldest past max. */
+function put<V>(map: Map<string, V>, k: string, v: V, max: number): void {
+  map.delete(k);
+  map.set(k, v);
+  if (map.size > max) map.delete(map.keys().next().value as string);
+}

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { FlowSuccessors } from '../../sidecar/src/ha/flow-successors.ts';
+
+const reg = (src: string) => Buffer.from(`REGISTER sip:x SIP/2.0\r\nX-Sipha-Src: ${src}\r\nVia: SIP/2.0/TLS a\r\n\r\n`);
+const outbound = (uri: string, instance = 'urn:uuid:1') => [{ uri, asked: 600, instance, regId: '1' }];
+
+describe('flow successors (a reconnected client gets its dialogs on its new flow)', () => {
+  it('an RFC 5626 client: the old flow and its contact lead to the newest flow, over the same transport only', () => {
+    const s = new FlowSuccessors(100);
+    s.accepted(reg('tls:198.18.0.10:40000'), 'sip:alice@v', outbound('sip:alice@198.18.0.10:40000;transport=tls'));
+    assert.equal(s.successor('tls', '198.18.0.10', 40000), null, 'its own newest flow has no successor');
+    s.accepted(reg('tls:198.18.0.10:40002'), 'sip:alice@v', outbound('sip:alice@198.18.0.10:40002;transport=tls'));
+    assert.deepEqual(s.successor('tls', '198.18.0.10', 40000), { transport: 'tls', host: '198.18.0.10', port: 40002 });
+    assert.equal(s.successor('tcp', '198.18.0.10', 40000), null, 'never TCP for a TLS flow');
+    assert.equal(s.successor('tls', '198.18.0.11', 40000), null, 'an unknown flow has none');
+  });
+
+  it('another AOR claiming the same instance id takes nothing', () => {
+    const s = new FlowSuccessors(100);
+    s.accepted(reg('tcp:198.18.0.10:40000'), 'sip:alice@v', outbound('sip:alice@198.18.0.10:40000;transport=tcp'));
+    s.accepted(reg('tcp:198.18.0.66:50000'), 'sip:mallory@v', outbound('sip:m@198.18.0.66:50000;transport=tcp'));
+    assert.equal(s.successor('tcp', '198.18.0.10', 40000), null);
+  });
+
+  it('without outbound: the same AOR from the same address; a removal moves nothing; UDP is ignored', () => {
+    const s = new FlowSuccessors(100);
+    s.accepted(reg('tcp:198.18.0.10:40000'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060;transport=tcp', asked: 600 }]);
+    s.accepted(reg('tcp:198.18.0.10:40001'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060;transport=tcp', asked: 0 }]);
+    assert.equal(s.successor('tcp', '198.18.0.10', 40000), null, 'a removal is no new flow');
+    s.accepted(reg('tcp:198.18.0.10:40003'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060;transport=tcp', asked: 600 }]);
+    assert.deepEqual(s.successor('tcp', '198.18.0.10', 5060), { transport: 'tcp', host: '198.18.0.10', port: 40003 });
+    s.accepted(reg('udp:198.18.0.10:5060'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060', asked: 600 }]);
+    assert.equal(s.size, 1);
+  });
+
+  it('is bounded: the least recently registered client goes first', () => {
+    const s = new FlowSuccessors(2);
+    for (let i = 0; i < 5; i++)
+      s.accepted(reg(`tcp:198.18.0.10:${40000 + i}`), `sip:u${i}@v`, outbound(`sip:u@198.18.0.10:${40000 + i}`, `urn:uuid:${i}`));
+    assert.equal(s.size, 2);
+  });
+});
