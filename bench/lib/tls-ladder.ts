@@ -108,8 +108,8 @@ export async function runTlsLoad(
 export interface Target {
   host: string;
   port: number;
-  /** The server's process (its group's tree is summed): CPU per rung. */
-  pid: number;
+  /** The server's processes (each one's tree summed): CPU per rung. For the sidecar, its Kamailio too. */
+  pids: number[];
   /** True once the server's process has exited (a crash under load ends its ladder). */
   exited: () => boolean;
 }
@@ -163,7 +163,8 @@ export async function tlsLadder<S extends string>(
     for (const system of systems) {
       if (!alive.has(system)) continue;
       const t = opts.targets[system];
-      const cpu0 = treeCpuSeconds(t.pid);
+      const cpu = () => t.pids.reduce((n, pid) => n + treeCpuSeconds(pid), 0);
+      const cpu0 = cpu();
       const result = await runTlsLoad(
         bed,
         client,
@@ -171,7 +172,7 @@ export async function tlsLadder<S extends string>(
         opts.processes,
       );
       const crashed = t.exited();
-      const serverCpuUsPerOk = crashed ? Number.NaN : ((treeCpuSeconds(t.pid) - cpu0) * 1e6) / Math.max(1, result.ok);
+      const serverCpuUsPerOk = crashed ? Number.NaN : ((cpu() - cpu0) * 1e6) / Math.max(1, result.ok);
       // Everything planned that did not end in a 200: failed, timed out, skipped, never sent.
       const lostPct = (100 * (result.planned - result.ok)) / result.planned;
       const pass = !crashed && lostPct < 1 && result.achievedPerS >= 0.95 * rate;
