@@ -133,6 +133,9 @@ export class TcpFlows {
       },
     );
     server.on('tlsClientError', (err: NodeJS.ErrnoException, s: tls.TLSSocket) => {
+      // With a listener here Node leaves the connection open (a handshake that timed
+      // out would hold its slot for good): close it.
+      s.destroy();
       this.metrics.drop('inbound', 'tls-handshake-failed');
       this.log.debug({ peer: `${s.remoteAddress}:${s.remotePort}`, err: err.message }, 'TLS handshake failed');
     });
