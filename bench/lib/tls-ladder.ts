@@ -6,7 +6,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { Host, NetBed } from '../../test/lib/netbed.ts';
-import { watchOutput } from '../../test/lib/procs.ts';
+import { until, watchOutput } from '../../test/lib/procs.ts';
 import { treeCpuSeconds } from './memory.ts';
 import { percentile, round } from './report.ts';
 import type { LoadResult, LoadSpec } from './tls-load.ts';
@@ -171,6 +171,9 @@ export async function tlsLadder<S extends string>(
         { ...opts.base, host: t.host, port: t.port, rate, tag: `${opts.label[0]}${system[0]}${rate}` },
         opts.processes,
       );
+      // Kamailio's main process ends the others before it exits itself: after a
+      // failed rung, give a dying server a moment to show it crashed.
+      if (result.planned - result.ok >= 0.01 * result.planned) await until(t.exited, 3000, 'exit').catch(() => undefined);
       const crashed = t.exited();
       const serverCpuUsPerOk = crashed ? Number.NaN : ((cpu() - cpu0) * 1e6) / Math.max(1, result.ok);
       // Everything planned that did not end in a 200: failed, timed out, skipped, never sent.
