@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup: run as root (network namespaces, apt)" >&2; exit 1; }; }
 
-APT_PACKAGES=(fonts-dejavu-core kamailio sip-tester tshark iproute2 iputils-arping keepalived tcpdump curl conntrack procps baresip nftables
+APT_PACKAGES=(fonts-dejavu-core kamailio kamailio-tls-modules sip-tester tshark iproute2 iputils-arping keepalived tcpdump curl conntrack procps baresip nftables
   containerd runc containernetworking-plugins iptables mmdebstrap umoci openssl gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

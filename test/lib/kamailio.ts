@@ -20,11 +20,20 @@ export const LINK_TOKEN = 'sipha-test-link-token-0123456789';
 export async function startKamailio(
   bed: NetBed,
   host: Host,
-  opts: { sipha: boolean; publicIp: string; tag?: string; directPort?: number; defines?: string[]; env?: Record<string, string> },
+  opts: {
+    sipha: boolean;
+    publicIp: string;
+    tag?: string;
+    directPort?: number;
+    defines?: string[];
+    env?: Record<string, string>;
+    /** Another configuration (a bench's, e.g. one that includes the example); default the example. */
+    cfg?: string;
+  },
 ): Promise<Kamailio> {
   const dir = bed.subdir(`kamailio-${host.name}${opts.tag ?? ''}`);
   const ctl = `unix:${dir}/ctl`;
-  const args = ['-DD', '-E', '-f', KAMAILIO_CFG, '-Y', dir, '-m', '256', '-M', '16'];
+  const args = ['-DD', '-E', '-f', opts.cfg ?? KAMAILIO_CFG, '-Y', dir, '-m', '256', '-M', '16'];
   if (opts.sipha) args.push('-A', 'WITH_SIPHA');
   for (const d of opts.defines ?? []) args.push('-A', d);
   const child = host.spawn('kamailio', args, {
