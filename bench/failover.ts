@@ -317,7 +317,7 @@ for (const transport of (values.streams as string).split(',').filter(Boolean) as
     console.log(
       `host_down ${transport} clients trial ${i}/${TRIALS}: gap ${t.gapMs ?? 'never'} ms (TLS probe), regs lost ${t.regsLost}, ` +
         `calls failed ${t.callsFailed}, dialogs stuck ${t.dialogsStuck} of ${t.established}, ` +
-        `re-registered within 5 s ${t.reconnectedIn5s} of ${t.lostConnections} (p50 ${t.reRegisterMsP50} ms)`,
+        `re-registered within 5 s ${t.reconnectedIn5s} of ${t.lostConnections} (p50 ${t.reRegisterMsP50} ms, never ${t.neverBack})`,
     );
   }
   const gaps = ts.map((t) => t.gapMs).filter((g): g is number => g !== null);
@@ -330,6 +330,7 @@ for (const transport of (values.streams as string).split(',').filter(Boolean) as
   figures[`${transport}_host_down_calls_failed`] = sum((t) => t.callsFailed);
   figures[`${transport}_host_down_dialogs_stuck`] = sum((t) => t.dialogsStuck);
   figures[`${transport}_host_down_dialogs`] = sum((t) => t.established);
+  figures[`${transport}_host_down_clients_never_back`] = sum((t) => t.neverBack);
   streamRows.push([
     transport,
     gaps.length ? round(median(gaps), 1) : '-',

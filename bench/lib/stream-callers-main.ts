@@ -41,6 +41,7 @@ const counts = {
   reRegisterMs: [] as number[],
 };
 
+const ended = new Set<string>();
 const uas = Array.from(
   { length: spec.users },
   (_, i) =>
@@ -92,10 +93,12 @@ for (const ua of uas) {
     counts.closed++;
     void reconnect(ua);
   };
-  ua.onRequest = (method, _callId, inDialog) => {
+  ua.onRequest = (method, callId, inDialog) => {
     if (method !== 'BYE') return;
-    if (inDialog) counts.byeInDialog++;
+    // Distinct dialogs: a retransmitted BYE is one call ended, not two.
+    if (inDialog) ended.add(callId);
     else counts.byeUnknown++;
+    counts.byeInDialog = ended.size;
   };
 }
 

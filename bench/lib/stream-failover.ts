@@ -36,6 +36,8 @@ export interface StreamTrial {
   established: number;
   /** Clients that re-registered within 5 s of losing their connection, of those that lost it. */
   reconnectedIn5s: number;
+  /** Clients that lost their connection and never re-registered. */
+  neverBack: number;
   lostConnections: number;
   reRegisterMsP50: number | null;
 }
@@ -134,7 +136,7 @@ export async function streamTrial(transport: 'tcp' | 'tls', users = 200, calls =
       },
       20000,
       'the clients reconnected and re-registered',
-    ).catch(() => {});
+    ).catch(() => {}); // some never came back: counted below (their dialogs stay stuck)
     const byeFrom = far.lines.length;
     far.send('bye');
     const byes = await far.wait('byes-done', 40000, byeFrom);
@@ -150,6 +152,7 @@ export async function streamTrial(transport: 'tcp' | 'tls', users = 200, calls =
       dialogsStuck: established - Number(report.byeInDialog),
       established,
       reconnectedIn5s: reMs.filter((ms) => ms <= 5000).length,
+      neverBack: Number(report.closed) - Number(report.reRegistered),
       lostConnections: Number(report.closed),
       reRegisterMsP50: reMs.length ? (reMs[Math.floor(reMs.length / 2)] as number) : null,
     };

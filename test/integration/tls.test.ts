@@ -42,7 +42,7 @@ describe('SIP over TLS (and TCP) through the pair, through a host crash of the m
   const ua = (transport: 'tcp' | 'tls', user: string) =>
     startUa(pb.client, { transport, proxy: VIP, port: transport === 'tls' ? 5061 : 5060, user, domain: VIP, caFile });
 
-  it('registers over TLS: the server binds the TLS flow, and the master refuses a client that does not trust its certificate', async () => {
+  it('registers over TLS: the server binds the TLS flow, replicated to the backup; the pair shows the certificate its Secret holds (a client trusting another CA refuses it)', async () => {
     const alice = await ua('tls', 'alice');
     const { local } = await alice.connect();
     assert.equal(await alice.register(), 200);

@@ -23,15 +23,26 @@ describe('flow successors (a reconnected client gets its dialogs on its new flow
     assert.equal(s.successor('tcp', '198.18.0.10', 40000), null);
   });
 
-  it('without outbound: the same AOR from the same address; a removal moves nothing; UDP is ignored', () => {
+  it('without outbound: the same AOR from the same address (Contact = its connection); a removal moves nothing; UDP is ignored', () => {
     const s = new FlowSuccessors(100);
-    s.accepted(reg('tcp:198.18.0.10:40000'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060;transport=tcp', asked: 600 }]);
-    s.accepted(reg('tcp:198.18.0.10:40001'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060;transport=tcp', asked: 0 }]);
+    const self = (port: number, asked = 600) => [{ uri: `sip:bob@198.18.0.10:${port};transport=tcp`, asked }];
+    s.accepted(reg('tcp:198.18.0.10:40000'), 'sip:bob@v', self(40000));
+    s.accepted(reg('tcp:198.18.0.10:40001'), 'sip:bob@v', self(40001, 0));
     assert.equal(s.successor('tcp', '198.18.0.10', 40000), null, 'a removal is no new flow');
-    s.accepted(reg('tcp:198.18.0.10:40003'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060;transport=tcp', asked: 600 }]);
-    assert.deepEqual(s.successor('tcp', '198.18.0.10', 5060), { transport: 'tcp', host: '198.18.0.10', port: 40003 });
+    s.accepted(reg('tcp:198.18.0.10:40003'), 'sip:bob@v', self(40003));
+    assert.deepEqual(s.successor('tcp', '198.18.0.10', 40000), { transport: 'tcp', host: '198.18.0.10', port: 40003 });
+    assert.equal(s.successor('tcp', '198.18.0.10', 5060), null, 'only flows a REGISTER came on');
     s.accepted(reg('udp:198.18.0.10:5060'), 'sip:bob@v', [{ uri: 'sip:bob@198.18.0.10:5060', asked: 600 }]);
     assert.equal(s.size, 1);
+  });
+
+  it('without outbound, two phones of one AOR behind one address with their own Contacts stay apart', () => {
+    const s = new FlowSuccessors(100);
+    s.accepted(reg('tcp:198.18.0.10:40000'), 'sip:bob@v', [{ uri: 'sip:bob@192.168.1.10:5060;transport=tcp', asked: 600 }]);
+    s.accepted(reg('tcp:198.18.0.10:40001'), 'sip:bob@v', [{ uri: 'sip:bob@192.168.1.11:5060;transport=tcp', asked: 600 }]);
+    assert.equal(s.successor('tcp', '198.18.0.10', 40000), null, "the desk phone's flow is not the softphone's");
+    s.accepted(reg('tcp:198.18.0.10:40005'), 'sip:bob@v', [{ uri: 'sip:bob@192.168.1.10:5060;transport=tcp', asked: 600 }]);
+    assert.deepEqual(s.successor('tcp', '198.18.0.10', 40000), { transport: 'tcp', host: '198.18.0.10', port: 40005 });
   });
 
   it('is bounded: the least recently registered client goes first', () => {
@@ -39,5 +50,28 @@ describe('flow successors (a reconnected client gets its dialogs on its new flow
     for (let i = 0; i < 5; i++)
       s.accepted(reg(`tcp:198.18.0.10:${40000 + i}`), `sip:u${i}@v`, outbound(`sip:u@198.18.0.10:${40000 + i}`, `urn:uuid:${i}`));
     assert.equal(s.size, 2);
+  });
+
+  it("a Contact naming another address takes nothing there: not a trunk, not another user's flow (review finding)", () => {
+    const s = new FlowSuccessors(100);
+    // alice's flow, then mallory registers (accepted as mallory) with Contacts naming alice's flow and a trunk.
+    s.accepted(
+      reg('tls:198.51.100.1:40000'),
+      'sip:alice@v',
+      outbound('sip:alice@198.51.100.1:40000;transport=tls', 'urn:uuid:a'),
+    );
+    for (const uri of ['sips:m@192.0.2.50:5061', 'sip:m@198.51.100.1:40000;transport=tls'])
+      s.accepted(reg('tls:203.0.113.66:50000'), 'sip:mallory@v', outbound(uri, 'urn:uuid:m'));
+    s.accepted(reg('tls:203.0.113.66:50001'), 'sip:mallory@v', outbound('sips:m@192.0.2.50:5061', 'urn:uuid:m'));
+    assert.equal(s.successor('tls', '192.0.2.50', 5061), null, "the trunk is nobody's flow");
+    assert.equal(s.successor('tls', '198.51.100.1', 40000), null, "alice's flow stays alice's");
+  });
+
+  it("phones behind NATs with the same private Contact do not get each other's requests", () => {
+    const s = new FlowSuccessors(100);
+    const lan = 'sip:x@192.168.1.100:5060;transport=tcp';
+    s.accepted(reg('tcp:198.51.100.1:40000'), 'sip:alice@v', [{ uri: lan.replace('x', 'alice'), asked: 600 }]);
+    s.accepted(reg('tcp:198.51.100.2:41000'), 'sip:carol@v', [{ uri: lan.replace('x', 'carol'), asked: 600 }]);
+    assert.equal(s.successor('tcp', '192.168.1.100', 5060), null, 'a private address is not a flow of ours');
   });
 });

@@ -61,6 +61,18 @@ describe('state cache (burst resync)', () => {
     assert.equal([...c.burst()].length, 2, 'ua2 expired');
   });
 
+  it('reads Contacts with quoted commas (display names, parameters) and their RFC 5626 instance (review finding)', () => {
+    const c = new StateCache({ now: () => 1_000_000 });
+    const seen: string[] = [];
+    c.onAccepted = (_b, _aor, contacts) => {
+      for (const k of contacts) seen.push(`${k.uri} ${k.instance ?? '-'} ${k.regId ?? '-'}`);
+    };
+    const contact =
+      '"Smith, John" <sip:js@198.18.0.10:40000;transport=tcp>;x="a,b";+sip.instance="<urn:uuid:1111>";reg-id=2, <sip:js@198.18.0.10:5060>';
+    register(c, reg('q', contact, 60), 200);
+    assert.deepEqual(seen, ['sip:js@198.18.0.10:40000;transport=tcp urn:uuid:1111 2', 'sip:js@198.18.0.10:5060 - -']);
+  });
+
   it('a REGISTER the server rejected (401, 403) or never answered is not kept, and gets no keepalives', () => {
     const c = new StateCache({ now: () => 1_000_000 });
     for (let i = 0; i < 1000; i++)

@@ -14,9 +14,10 @@ import tls from 'node:tls';
 import type { TlsClientAuth } from '../../contract/tls-settings.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
 import { createMetrics } from '../../sidecar/src/metrics.ts';
+import { EdgeProxy } from '../../sidecar/src/proxy/edge-proxy.ts';
 import { DEFAULT_TCP_LIMITS, type Flow, TcpFlows } from '../../sidecar/src/proxy/tcp-flows.ts';
 import { TlsCredentials, type TlsSettings } from '../../sidecar/src/tls/credentials.ts';
-import { until } from '../lib/procs.ts';
+import { sleep, until } from '../lib/procs.ts';
 import { makeTestCa } from '../lib/tls-certs.ts';
 
 const root = `/tmp/sipha-tls-unit-${process.pid}`;
@@ -108,6 +109,24 @@ describe('SIP over TLS: the listener', { timeout: 30_000 }, () => {
     assert.deepEqual(l.reloads, ['failed']);
   });
 
+  it('reads the outbound CA at start (a missing file is a clear error, not a crash at the first TLS request) and keeps it when it goes', () => {
+    const log = createLogger('silent', 'test');
+    const missing = join(root, 'no-such-ca.crt');
+    assert.throws(
+      () => new TlsCredentials({ dir: first.dir, port: 0, clientAuth: 'none', sni: new Map(), outboundCaFile: missing }, log),
+      /TLS outbound CA .*no-such-ca\.crt: ENOENT/,
+    );
+    const file = join(root, 'outbound-ca.crt');
+    copyFileSync(ca.certFile, file);
+    const c = new TlsCredentials({ dir: first.dir, port: 0, clientAuth: 'none', sni: new Map(), outboundCaFile: file }, log);
+    const reloads: string[] = [];
+    c.onReload = (r) => reloads.push(r);
+    rmSync(file);
+    c.check(null);
+    assert.deepEqual(reloads, ['failed']);
+    assert.ok(c.clientOptions('127.0.0.1').ca, 'the CA in use stays');
+  });
+
   it('picks the certificate by SNI', async () => {
     const l = await listener({ dir: first.dir, sni: new Map([['sip.example.test', named.dir]]) });
     const byName = await handshake(l.port, { servername: 'sip.example.test', checkServerIdentity: () => undefined });
@@ -143,11 +162,69 @@ describe('SIP over TLS: the listener', { timeout: 30_000 }, () => {
     });
   }
 
+  it("checks client certificates against the main directory's CA whatever certificate SNI picks (review finding)", async () => {
+    // The SNI Secret carries its own issuer's ca.crt (another CA), or none at all.
+    const sniDir = join(root, 'sni-other-ca');
+    mkdirSync(sniDir, { recursive: true });
+    for (const f of ['tls.crt', 'tls.key']) copyFileSync(join(named.dir, f), join(sniDir, f));
+    copyFileSync(join(root, 'stranger', 'ca.crt'), join(sniDir, 'ca.crt'));
+    const noCa = join(root, 'sni-no-ca');
+    mkdirSync(noCa, { recursive: true });
+    for (const f of ['tls.crt', 'tls.key']) copyFileSync(join(named.dir, f), join(noCa, f));
+    const l = await listener({
+      dir: first.dir,
+      clientAuth: 'require',
+      sni: new Map([
+        ['sip.example.test', sniDir],
+        ['other.example.test', noCa],
+      ]),
+    });
+    for (const servername of ['sip.example.test', 'other.example.test']) {
+      const via = { servername, checkServerIdentity: () => undefined };
+      const ours = await handshake(l.port, { ...via, cert: client.cert, key: client.key });
+      const before = l.got.length;
+      ours.socket?.write(OPTIONS);
+      await until(() => l.got.length > before, 2000, `a client our CA signed is let in through ${servername}`);
+      ours.socket?.destroy();
+      const foreign = await handshake(l.port, { ...via, cert: stranger.cert, key: stranger.key });
+      const carried = foreign.ok
+        ? await new Promise<boolean>((resolve) => {
+            const n = l.got.length;
+            foreign.socket?.write(OPTIONS);
+            setTimeout(() => resolve(l.got.length > n), 500);
+          })
+        : false;
+      foreign.socket?.destroy();
+      assert.equal(carried, false, `another CA's client is refused through ${servername}`);
+    }
+  });
+
+  it('does not adopt a handshake that ends after the listener closed (a demoted node serves nobody; review finding)', async () => {
+    const l = await listener({ dir: first.dir });
+    const raw = net.connect(l.port, '127.0.0.1');
+    await new Promise((r) => raw.once('connect', r));
+    await sleep(50); // accepted by the server, handshake not begun
+    l.flows.close();
+    const s = tls.connect({ socket: raw, ca: ca.cert, servername: undefined, checkServerIdentity: () => undefined });
+    await new Promise<void>((resolve) => {
+      s.once('secureConnect', () => {
+        s.write(OPTIONS);
+        resolve();
+      });
+      s.once('error', () => resolve());
+      s.once('close', () => resolve());
+    });
+    await sleep(300);
+    assert.equal(l.got.length, 0, 'nothing handed on after the listener closed');
+    s.destroy();
+  });
+
   it('cuts off a client that opens a connection and never finishes its handshake', async () => {
     const l = await listener({ dir: first.dir }, { ...DEFAULT_TCP_LIMITS, headerTimeoutMs: 200 });
     const s = net.connect(l.port, '127.0.0.1');
-    const closedAt = await new Promise<number>((resolve) => s.on('close', () => resolve(Date.now())));
-    assert.ok(closedAt > 0);
+    const t0 = Date.now();
+    const closedAfter = await new Promise<number>((resolve) => s.on('close', () => resolve(Date.now() - t0)));
+    assert.ok(closedAfter < 2000, `closed after ${closedAfter} ms (the limit is 200 ms)`);
     const text = await l.metrics.registry.getSingleMetricAsString('sipha_messages_dropped_total');
     assert.match(text, /tls-handshake-failed/);
   });
@@ -165,5 +242,36 @@ describe('SIP over TLS: the listener', { timeout: 30_000 }, () => {
     assert.equal(received, 0);
     const text = await l.metrics.registry.getSingleMetricAsString('sipha_messages_dropped_total');
     assert.match(text, /tls-connect-failed/);
+  });
+});
+
+describe('SIP over TLS: binding the public sockets', () => {
+  it('is all or nothing: a TLS port taken by another process leaves nothing bound, and a later attempt works (review finding)', async () => {
+    const squatter = net.createServer();
+    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
+    const tlsPort = (squatter.address() as AddressInfo).port;
+    const settings: TlsSettings = { dir: first.dir, port: tlsPort, clientAuth: 'none', sni: new Map(), outboundCaFile: null };
+    const log = createLogger('silent', 'test');
+    const sipPort = tlsPort + 1;
+    const proxy = new EdgeProxy(
+      {
+        publicAddress: '127.0.0.1',
+        sipPort,
+        serverHost: '127.0.0.1',
+        serverPort: 9,
+        egressPort: 0,
+        linkConnections: 1,
+        maxMessageBytes: 65535,
+        tls: { settings, credentials: new TlsCredentials(settings, log) },
+      },
+      log,
+      createMetrics(),
+    );
+    open.push(proxy);
+    await proxy.start(true);
+    await assert.rejects(proxy.openPublic(), /EADDRINUSE/);
+    await new Promise<void>((r) => squatter.close(() => r()));
+    await proxy.openPublic(); // before: the UDP and TCP sockets of the first attempt were still bound
+    proxy.closePublic();
   });
 });

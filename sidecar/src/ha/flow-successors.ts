@@ -7,10 +7,13 @@
  * sent to a port nobody listens on.
  *
  * Both sidecars see every REGISTER their server accepts (the backup through
- * replication), so both know, per client, its newest flow and every flow and
- * contact address it used before. A client is
+ * replication), so both know, per client, its newest flow and every flow it
+ * registered from before. Only flows a REGISTER came on count: a Contact is
+ * the client's word, not checked by anyone, so it never names a flow here
+ * (else one Contact could pull a trunk's or another user's requests). A client is
  * - RFC 5626: its AOR, +sip.instance and reg-id (the phone says it is the same);
- * - else: its AOR and its IP address (the same phone, reconnected).
+ * - else: its AOR, its IP address and its Contact (unless the Contact is the
+ *   connection itself, which changes with every reconnection).
  * The AOR is part of the identity: only a client the server accepted as that
  * AOR can take over its flows (no stealing another user's calls by copying
  * their instance id). A request whose flow is not open here goes to the
@@ -51,15 +54,22 @@ export class FlowSuccessors {
     const m = SOURCE.exec(bytes.toString('latin1', 0, Math.min(bytes.length, 1024)));
     if (m === null) return; // UDP: a datagram has no flow to lose
     const flow: StreamFlow = { transport: m[1] as 'tcp' | 'tls', host: m[2] as string, port: Number(m[3]) };
+    const source = flowKey(flow.transport, flow.host, flow.port);
     for (const c of contacts) {
       if (c.asked === 0) continue;
-      const id = c.instance !== undefined ? `${aor}\n${c.instance}\n${c.regId ?? ''}` : `${aor}\n@${flow.host}`;
+      // Only the connection the REGISTER came on is the client's: a Contact naming another
+      // address (a trunk, another user's flow, a private address many phones share) says
+      // nothing the server checked, and must never pull requests meant for it.
+      let id: string;
+      if (c.instance !== undefined) id = `${aor}\n${c.instance}\n${c.regId ?? ''}`;
+      else {
+        const contact = uriDestination(c.uri);
+        const named = typeof contact === 'string' ? c.uri : flowKey(contact.transport, contact.host, contact.port);
+        // The same AOR from the same address, with the same Contact unless the Contact is the connection itself.
+        id = `${aor}\n@${flow.host}\n${named === source ? '' : named}`;
+      }
       put(this.newest, id, flow, this.max);
-      put(this.clientOf, flowKey(flow.transport, flow.host, flow.port), id, this.max);
-      // The Contact names the flow too when the phone wrote its connection's address there.
-      const contact = uriDestination(c.uri);
-      if (typeof contact !== 'string' && contact.transport !== 'udp')
-        put(this.clientOf, flowKey(contact.transport, contact.host, contact.port), id, this.max);
+      put(this.clientOf, source, id, this.max);
     }
   }
 

@@ -317,8 +317,30 @@ function transactionKey(m: SipMessage): string | null {
 /** Every value of a header that may repeat (Contact), comma lists split. */
 function allValues(m: SipMessage, id: HdrId): string[] {
   const out: string[] = [];
-  for (let i = m.find(id); i >= 0; i = m.find(id, i + 1)) out.push(...m.valueAt(i).split(','));
+  for (let i = m.find(id); i >= 0; i = m.find(id, i + 1)) splitList(m.valueAt(i), out);
   return out;
+}
+
+/** Splits a header value at the commas outside quotes and <> (a display name or a parameter may hold one). */
+function splitList(v: string, out: string[]): void {
+  let depth = 0;
+  let quoted = false;
+  let from = 0;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (quoted) {
+      if (c === 0x5c)
+        i++; // quoted-pair
+      else if (c === 0x22) quoted = false;
+    } else if (c === 0x22) quoted = true;
+    else if (c === 0x3c) depth++;
+    else if (c === 0x3e) depth = Math.max(0, depth - 1);
+    else if (c === 0x2c && depth === 0) {
+      out.push(v.slice(from, i));
+      from = i + 1;
+    }
+  }
+  out.push(v.slice(from));
 }
 
 /** The URI inside a name-addr or addr-spec value (without <>, header parameters or display name). */

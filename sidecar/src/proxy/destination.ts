@@ -3,6 +3,7 @@
  * RFC 3581 rport), requests by the next-hop URI the server names.
  */
 import type { Transport } from '../../../contract/link.ts';
+import { DEFAULT_TLS_PORT } from '../../../contract/tls-settings.ts';
 import type { Via } from '../sip/via.ts';
 
 export interface Destination {
@@ -28,7 +29,7 @@ export function transportOf(token: string): Transport | null {
 }
 
 /** RFC 3261 19.1.2: 5061 for TLS, 5060 otherwise. */
-export const defaultPort = (t: Transport): number => (t === 'tls' ? 5061 : 5060);
+export const defaultPort = (t: Transport): number => (t === 'tls' ? DEFAULT_TLS_PORT : 5060);
 
 /** A response goes to received (else sent-by host), port rport (else sent-by port). */
 export function replyDestination(via: Via): Destination | Unsupported {

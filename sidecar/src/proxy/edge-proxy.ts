@@ -153,11 +153,20 @@ export class EdgeProxy {
     udp.on('message', (bytes, rinfo) =>
       this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null),
     );
-    udp.on('error', (err) => this.log.error({ err: err.message }, 'public UDP socket error'));
-    await bind(udp, this.opts.sipPort, this.opts.publicAddress);
-    this.udp = udp;
-    await this.flows.listen(this.opts.sipPort);
-    if (this.tlsFlows && this.opts.tls) await this.tlsFlows.listen(this.opts.tls.settings.port);
+    udp.on('error', (err) => this.log.error({ err }, 'public UDP socket error'));
+    try {
+      await bind(udp, this.opts.sipPort, this.opts.publicAddress);
+      this.udp = udp;
+      await this.flows.listen(this.opts.sipPort);
+      if (this.tlsFlows && this.opts.tls) await this.tlsFlows.listen(this.opts.tls.settings.port);
+    } catch (err) {
+      // All or nothing: a socket left bound would make every later attempt fail on it.
+      udp.close();
+      this.udp = null;
+      this.flows.close();
+      this.tlsFlows?.close();
+      throw err;
+    }
     this.publicBound = true;
   }
 
@@ -286,11 +295,16 @@ export class EdgeProxy {
       this.sendUdp([m.buf], dst);
       return;
     }
-    const flows = dst.transport === 'tls' ? (this.tlsFlows as TcpFlows) : this.flows;
+    const flows = this.flowsFor(dst.transport);
     const branch = m.topVia.branch;
     const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? flows.getOrOpen(dst.host, dst.port);
     flows.write(flow, [m.buf]);
     this.metrics.hot.toClient++;
+  }
+
+  /** The connections of a stream transport (carrier() has refused TLS when there are none). */
+  private flowsFor(transport: 'tcp' | 'tls'): TcpFlows {
+    return transport === 'tls' ? (this.tlsFlows as TcpFlows) : this.flows;
   }
 
   /** The destination if this sidecar can carry its transport: TLS only with certificates. */
@@ -345,7 +359,7 @@ export class EdgeProxy {
       this.sendUdp(slices, dst);
       return;
     }
-    const flows = dst.transport === 'tls' ? (this.tlsFlows as TcpFlows) : this.flows;
+    const flows = this.flowsFor(dst.transport);
     flows.write(this.streamFlow(flows, dst.host, dst.port), slices);
     this.metrics.hot.toClient++;
   }

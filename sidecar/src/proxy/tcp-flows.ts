@@ -21,7 +21,7 @@ import tls from 'node:tls';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
-import { clientOptions, type TlsCredentials, type TlsSettings } from '../tls/credentials.ts';
+import type { TlsCredentials, TlsSettings } from '../tls/credentials.ts';
 import { destinationKey } from './destination.ts';
 import { FlowPacer } from './flow-pacer.ts';
 import { writeInTurn } from './turn-writer.ts';
@@ -119,6 +119,11 @@ export class TcpFlows {
     const server = tls.createServer(
       { ...credentials.serverOptions(), handshakeTimeout: this.limits.headerTimeoutMs, noDelay: true },
       (s) => {
+        // A handshake that began before closePublic ends after it: this node no longer serves.
+        if (server !== this.server || !server.listening) {
+          s.destroy();
+          return;
+        }
         // clientAuth "optional": no certificate is fine; one that does not verify is not.
         if (!s.authorized && s.getPeerCertificate()?.subject !== undefined) {
           this.metrics.drop('inbound', 'tls-client-cert');
@@ -186,7 +191,7 @@ export class TcpFlows {
     const where = { host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) };
     if (this.tls === null) return this.adopt(net.connect(where), host, port);
     // Writes wait for the handshake; a next hop whose certificate does not verify gets nothing.
-    const socket = tls.connect({ ...where, ...clientOptions(this.tls.settings, host) });
+    const socket = tls.connect({ ...where, ...this.tls.credentials.clientOptions(host) });
     let secured = false;
     socket.once('secureConnect', () => {
       secured = true;

@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { TLS_CA_ENTRY, TLS_CERT_ENTRY, TLS_KEY_ENTRY, type TlsClientAuth } from '../../../contract/tls-settings.ts';
@@ -41,12 +42,10 @@ interface Loaded {
   readonly context: tls.SecureContext;
 }
 
-/** One directory's certificate and key (and CA when client certificates are asked for), as a context. */
-function loadDir(dir: string, withCa: boolean): Loaded {
+/** One directory's certificate and key, with the CA that client certificates are checked against (if any). */
+function loadDir(dir: string, ca: Buffer | null): Loaded {
   const cert = readFileSync(join(dir, TLS_CERT_ENTRY));
   const key = readFileSync(join(dir, TLS_KEY_ENTRY));
-  const ca = withCa ? readFileSync(join(dir, TLS_CA_ENTRY)) : null;
-  // createSecureContext checks that the key matches the certificate.
   const options: tls.SecureContextOptions = {
     cert,
     key,
@@ -55,6 +54,7 @@ function loadDir(dir: string, withCa: boolean): Loaded {
     ciphers: CIPHERS,
     honorCipherOrder: true,
   };
+  // createSecureContext checks that the key matches the certificate.
   const context = tls.createSecureContext(options);
   const digest = createHash('sha256')
     .update(cert)
@@ -64,9 +64,16 @@ function loadDir(dir: string, withCa: boolean): Loaded {
   return { digest, options, context };
 }
 
+/** Everything read from the files at one time. */
+interface Snapshot {
+  main: Loaded;
+  byName: Map<string, Loaded>;
+  /** The outbound CA bundle; undefined: the system's CAs. */
+  outboundCa: Buffer | undefined;
+}
+
 export class TlsCredentials {
-  private main: Loaded;
-  private readonly byName = new Map<string, Loaded>();
+  private now: Snapshot;
   private readonly settings: TlsSettings;
   private readonly log: Logger;
   private timer: NodeJS.Timeout | null = null;
@@ -78,27 +85,57 @@ export class TlsCredentials {
   constructor(settings: TlsSettings, log: Logger) {
     this.settings = settings;
     this.log = log;
-    this.main = this.load(settings.dir);
-    for (const [name, dir] of settings.sni) this.byName.set(name, this.load(dir));
+    this.now = this.read();
   }
 
-  private load(dir: string): Loaded {
-    try {
-      return loadDir(dir, this.settings.clientAuth !== 'none');
-    } catch (err) {
-      throw new Error(`TLS certificate in ${dir}: ${(err as Error).message}`);
+  /**
+   * Reads every file. Client certificates are checked against the main
+   * directory's ca.crt whichever certificate SNI picks: OpenSSL verifies with
+   * the context the SNI callback returns, and an SNI Secret's own ca.crt (its
+   * issuer's, or none) is not the CA of the pair's clients.
+   */
+  private read(): Snapshot {
+    const { dir, clientAuth, sni, outboundCaFile } = this.settings;
+    const ca = clientAuth === 'none' ? null : inDir(dir, () => readFileSync(join(dir, TLS_CA_ENTRY)));
+    const main = inDir(dir, () => loadDir(dir, ca));
+    const byName = new Map<string, Loaded>();
+    for (const [name, d] of sni)
+      byName.set(
+        name,
+        inDir(d, () => loadDir(d, ca)),
+      );
+    let outboundCa: Buffer | undefined;
+    if (outboundCaFile) {
+      try {
+        outboundCa = readFileSync(outboundCaFile);
+      } catch (err) {
+        throw new Error(`TLS outbound CA ${outboundCaFile}: ${(err as Error).message}`);
+      }
     }
+    return { main, byName, outboundCa };
   }
 
   /** Options for tls.Server: the default context's files, SNI, client certificates. */
   serverOptions(): tls.TlsOptions {
     const ask = this.settings.clientAuth !== 'none';
     return {
-      ...this.main.options,
-      SNICallback: (name, cb) => cb(null, this.byName.get(name.toLowerCase())?.context ?? this.main.context),
+      ...this.now.main.options,
+      SNICallback: (name, cb) => cb(null, this.now.byName.get(name.toLowerCase())?.context ?? this.now.main.context),
       requestCert: ask,
       // "optional": a client without a certificate is let in; the edge refuses one whose certificate fails.
       rejectUnauthorized: this.settings.clientAuth === 'require',
+    };
+  }
+
+  /** Options for connecting to a next hop over TLS: verified against the CA bundle, SNI when it is a name. */
+  clientOptions(host: string): tls.ConnectionOptions {
+    return {
+      ...(this.now.outboundCa ? { ca: this.now.outboundCa } : {}),
+      // RFC 5922: the next hop's certificate must name the host we were sent to (checked by Node).
+      rejectUnauthorized: true,
+      minVersion: MIN_VERSION,
+      ciphers: CIPHERS,
+      ...(isIP(host) ? {} : { servername: host }),
     };
   }
 
@@ -111,41 +148,43 @@ export class TlsCredentials {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** Reads every directory again; a changed one is served from the next handshake on. */
+  /** Reads every file again; a changed certificate is served from the next handshake on. */
   check(server: tls.Server | null): void {
-    let main: Loaded;
-    const named = new Map<string, Loaded>();
+    let next: Snapshot;
     try {
-      main = this.load(this.settings.dir);
-      for (const [name, dir] of this.settings.sni) named.set(name, this.load(dir));
+      next = this.read();
     } catch (err) {
       const why = (err as Error).message;
       if (why !== this.lastError) {
-        this.log.error({ err: why }, 'TLS certificates unreadable: serving the ones in use');
+        this.log.error({ err }, 'TLS certificates unreadable: serving the ones in use');
         this.onReload?.('failed');
       }
       this.lastError = why;
       return;
     }
     this.lastError = '';
-    const changed = main.digest !== this.main.digest || [...named].some(([n, l]) => this.byName.get(n)?.digest !== l.digest);
+    const was = this.now;
+    const changed =
+      next.main.digest !== was.main.digest ||
+      [...next.byName].some(([n, l]) => was.byName.get(n)?.digest !== l.digest) ||
+      !sameBytes(next.outboundCa, was.outboundCa);
     if (!changed) return;
-    this.main = main;
-    for (const [n, l] of named) this.byName.set(n, l);
-    server?.setSecureContext(main.options);
+    this.now = next;
+    server?.setSecureContext(next.main.options);
     this.log.warn({ dir: this.settings.dir }, 'TLS certificates changed: new handshakes use them');
     this.onReload?.('changed');
   }
 }
 
-/** Options for connecting to a next hop over TLS: verified against the CA bundle, SNI when it is a name. */
-export function clientOptions(settings: TlsSettings | null, host: string): tls.ConnectionOptions {
-  const ca = settings?.outboundCaFile ? readFileSync(settings.outboundCaFile) : undefined;
-  return {
-    ...(ca ? { ca } : {}),
-    // RFC 5922: the next hop's certificate must name the host we were sent to (checked by Node).
-    rejectUnauthorized: true,
-    minVersion: MIN_VERSION,
-    ...(/^[0-9.]+$/.test(host) || host.includes(':') ? {} : { servername: host }),
-  };
+/** f(), its failure said with the directory it read. */
+function inDir<T>(dir: string, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw new Error(`TLS certificate in ${dir}: ${(err as Error).message}`);
+  }
+}
+
+function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.equals(b));
 }
