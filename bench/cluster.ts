@@ -272,7 +272,7 @@ try {
     const s = summarise(`cluster: ${fault}`, ts);
     figures[`${key}_gap_ms_p50`] = s.p50;
     if (fault === 'node-crash') figures.cluster_node_down_gap_ms_max = s.max;
-    for (const step of ['serverDown', 'resigned', 'takeover', 'serving'] as const) {
+    for (const step of ['serverDown', 'resigned', 'takeover', 'serving', 'firstIn', 'firstOut'] as const) {
       const xs = ts.map((t) => t.steps?.[`${step}Ms`] ?? null).filter((x): x is number => x !== null);
       const snake = step.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
       figures[`${key}_${snake}_ms_p50`] = xs.length === ts.length ? round(median(xs), 1) : null; // not logged in every trial: no median

@@ -20,6 +20,10 @@ export interface TakeoverSteps {
   takeoverMs: number | null;
   /** The new master holds the VIP and serves. */
   servingMs: number | null;
+  /** The first message in through the VIP after serving (the network's part ends here). */
+  firstInMs: number | null;
+  /** The first message out to a client after serving (the server's part ends here). */
+  firstOutMs: number | null;
 }
 
 interface LogLine {
@@ -27,6 +31,8 @@ interface LogLine {
   msg: string;
   from?: string;
   to?: string;
+  firstInMs?: number | null;
+  firstOutMs?: number | null;
 }
 
 function sidecarLog(pod: string, faultAt: number): LogLine[] {
@@ -52,11 +58,17 @@ export function takeoverSteps(oldMaster: string, newMaster: string, faultAt: num
     const l = lines.find(match);
     return l === undefined ? null : l.time - faultAt;
   };
+  const servingMs = at(next, (l) => l.msg === 'serving as master');
+  // Logged a second later, relative to serving (ha-node.ts traceFirstMessages).
+  const first = next.find((l) => l.msg === 'first messages after taking over');
+  const plus = (x: number | null | undefined) => (servingMs === null || x === null || x === undefined ? null : servingMs + x);
   return {
     serverDownMs: at(old, (l) => l.msg === 'SIP server is down'),
     resignedMs: at(old, (l) => l.msg === 'role change' && l.from === 'master'),
     takeoverMs: at(next, (l) => l.msg === 'role change' && l.to === 'master'),
-    servingMs: at(next, (l) => l.msg === 'serving as master'),
+    servingMs,
+    firstInMs: plus(first?.firstInMs),
+    firstOutMs: plus(first?.firstOutMs),
   };
 }
 

@@ -538,6 +538,7 @@ export class HaNode {
         },
         'serving as master',
       );
+      this.traceFirstMessages(timeline, now);
     } else if (before.role === 'master' && to !== 'master') {
       // A failed removal is not fatal: the address lifetime runs out by itself.
       await this.attempt(null, () => this.vip.release());
@@ -550,6 +551,28 @@ export class HaNode {
       ...(timeline.servingAt !== undefined ? { gapMs: timeline.servingAt - now } : {}),
     };
     this.reportState();
+  }
+
+  /**
+   * A second after a takeover, says when the first message came in through the
+   * VIP and the first went out, after serving: the time from serving to a
+   * client's first answer is the network's (ARP, forwarding) up to "in", the
+   * server's and this process's after it.
+   */
+  private traceFirstMessages(timeline: Timeline, detectedAt: number): void {
+    const first = this.proxy.firstAfterOpen;
+    setTimeout(() => {
+      if (timeline.servingAt === undefined || first.openedAt > timeline.servingAt) return; // opened again since
+      const after = (t: number) => (t === 0 ? null : round(t - (timeline.servingAt as number)));
+      this.log.info(
+        {
+          detectToServingMs: round(timeline.servingAt - detectedAt),
+          firstInMs: after(first.inAt),
+          firstOutMs: after(first.outAt),
+        },
+        'first messages after taking over',
+      );
+    }, 1000).unref();
   }
 
   /** The last role report, with the in-sync state as it is now (re-sent when that changes). */

@@ -90,6 +90,12 @@ export class EdgeProxy {
 
   private udp: dgram.Socket | null = null;
   private publicBound = false;
+  /**
+   * When the public sockets last opened, and the first message in from a
+   * client and out to one after that (performance.now(); 0: none yet): where
+   * a takeover's time goes after the new master serves (network, or server).
+   */
+  readonly firstAfterOpen = { openedAt: 0, inAt: 0, outAt: 0 };
   private readonly egress: dgram.Socket;
   private readonly flows: TcpFlows;
   /** TLS clients and next hops; null without certificates. */
@@ -168,6 +174,9 @@ export class EdgeProxy {
       throw err;
     }
     this.publicBound = true;
+    this.firstAfterOpen.openedAt = performance.now();
+    this.firstAfterOpen.inAt = 0;
+    this.firstAfterOpen.outAt = 0;
   }
 
   /** Unbinds the public sockets (on demotion, before the VIP is released). */
@@ -206,6 +215,7 @@ export class EdgeProxy {
   /** A message from the network: check it, stamp its source, hand it to the server. */
   fromClient(bytes: Buffer, src: Source, flow: Flow | null): void {
     this.metrics.hot.inbound++;
+    if (this.firstAfterOpen.inAt === 0) this.firstAfterOpen.inAt = performance.now();
     if (this.inboundPaused) {
       this.metrics.drop('inbound', 'switchover');
       return;
@@ -299,7 +309,7 @@ export class EdgeProxy {
     const branch = m.topVia.branch;
     const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? flows.getOrOpen(dst.host, dst.port);
     flows.write(flow, [m.buf]);
-    this.metrics.hot.toClient++;
+    this.sentToClient();
   }
 
   /** The connections of a stream transport (carrier() has refused TLS when there are none). */
@@ -361,7 +371,7 @@ export class EdgeProxy {
     }
     const flows = this.flowsFor(dst.transport);
     flows.write(this.streamFlow(flows, dst.host, dst.port), slices);
-    this.metrics.hot.toClient++;
+    this.sentToClient();
   }
 
   /** The open flow to host:port; else the same client's newest flow, if open here; else a new connection. */
@@ -397,7 +407,12 @@ export class EdgeProxy {
         this.log.debug({ err: err.message, dst }, 'UDP send failed');
       }
     });
+    this.sentToClient();
+  }
+
+  private sentToClient(): void {
     this.metrics.hot.toClient++;
+    if (this.firstAfterOpen.outAt === 0) this.firstAfterOpen.outAt = performance.now();
   }
 }
 
