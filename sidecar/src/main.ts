@@ -16,6 +16,9 @@ import { ArpAnnouncer } from './vip/arp.ts';
 import { LabelAnnouncer } from './vip/label.ts';
 import type { ClientFlow } from './vip/tcp-tickle.ts';
 
+/** How long after a role change an arp-mode sidecar reports it on its pod (see where it is used). */
+const ARP_REPORT_DELAY_MS = 150;
+
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
@@ -147,8 +150,13 @@ async function main(): Promise<void> {
       });
       const { withTakeoverRegistrations } = await import('./kube/takeover-registrations.ts');
       // The state cache holds one entry per accepted registration: what a new master took over.
+      // arp mode: the label is for people and the operator, not the data path, and a role
+      // change's report (an API write, then the operator's reconcile) is CPU on the node at
+      // the moment the new master's first packets need it: report a little after. LB modes:
+      // the label moves the Service, at once.
+      const later = config.ha.vipMode === 'arp' ? ARP_REPORT_DELAY_MS : 0;
       node.report = withTakeoverRegistrations(
-        (r) => reporter.report(r),
+        (r) => (later > 0 ? setTimeout(() => reporter.report(r), later).unref() : reporter.report(r)),
         () => node.cacheStats.entries,
       );
       new FencingWatch(
