@@ -30,7 +30,9 @@ import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { Host, NetBed } from '../lib/netbed.ts';
 import { outage, startProber } from '../lib/prober.ts';
 import { sleep, until } from '../lib/procs.ts';
+import { startUa } from '../lib/sip-ua.ts';
 import { callsToUas, runSipp, users } from '../lib/sipp.ts';
+import { makeTestCa } from '../lib/tls-certs.ts';
 
 const target = `${VIP}:5060`;
 describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level failover (issue 10)', {
@@ -39,9 +41,14 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
   let client: NetBed | undefined;
   let sipClient: Host;
   let uasHost: Host;
+  let tlsDir: string;
   const aors = users('cl', 1000);
 
+  let caFile: string;
   before(async () => {
+    const ca = makeTestCa(`/tmp/sipha-cluster-tls-${process.pid}`);
+    caFile = ca.certFile;
+    tlsDir = ca.issue('vip', [VIP]).dir;
     clusterWithImages();
     client = sipClients();
     sipClient = client.host('client');
@@ -67,7 +74,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
 
   it('kubectl apply of the example: two pods Running on two nodes; kubectl get shp shows MASTER, BACKUP, Replicating, VIP, TERM', async () => {
     const applied = Date.now();
-    applyExample();
+    applyExample({ tlsDir });
     await until(
       settled,
       120_000,
@@ -124,6 +131,17 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     await until(() => usrlocStat(podKamailio(backup), 'registered_users') === 1000, 10_000, 'the backup holds the 1000 too');
     const calls = await callsToUas(client as NetBed, sipClient, uasHost, target, 20);
     assert.equal(calls.successful, 20, calls.errors);
+  });
+
+  it('SIP over TLS as pods: a client registers through the VIP on 5061 (spec.tls, the Secret mounted in the sidecars)', async () => {
+    const ua = await startUa(sipClient, { transport: 'tls', proxy: VIP, port: 5061, user: 'tls-user', domain: VIP, caFile });
+    await ua.connect();
+    assert.equal(await ua.register(), 200);
+    const master = podWithRole('master')?.name as string;
+    const backup = podWithRole('backup')?.name as string;
+    assert.match(lookupAll(podKamailio(master), ['tls-user']).get('tls-user')?.received ?? '', /;transport=tls$/);
+    await until(() => lookupAll(podKamailio(backup), ['tls-user']).size === 1, 10_000, "the backup's Kamailio holds it too");
+    await ua.close();
   });
 
   for (const fault of ['kamailio-kill', 'pod-delete', 'sidecar-kill', 'node-crash', 'operator-delete'] as const) {

@@ -190,10 +190,17 @@ export function installOperator(): void {
  * As the example's header says: the Kamailio ConfigMap, then examples/siphapair.yaml
  * (with this cluster's VIP; in an LB mode, that mode and no interface, as a user edits it).
  */
-export function applyExample({ vipMode = 'arp' }: { vipMode?: VipMode } = {}): void {
+export function applyExample({ vipMode = 'arp', tlsDir }: { vipMode?: VipMode; tlsDir?: string } = {}): void {
   kubectl('create', 'namespace', NS);
   kubectl('-n', NS, 'create', 'configmap', 'kamailio-config', `--from-file=${ROOT}examples/kamailio/kamailio.cfg`);
   let example = readFileSync(`${ROOT}examples/siphapair.yaml`, 'utf8').replace(/address: \S+/, `address: ${VIP}`);
+  if (tlsDir !== undefined) {
+    // SIP over TLS too: a kubernetes.io/tls Secret (test/lib/tls-certs.ts) named by spec.tls.
+    kubectl('-n', NS, 'create', 'secret', 'tls', 'sip-edge-tls', `--cert=${tlsDir}/tls.crt`, `--key=${tlsDir}/tls.key`);
+    const edited = example.replace(/\n {2}vip:\n/, '\n  tls:\n    secretName: sip-edge-tls\n  vip:\n');
+    if (edited === example) throw new Error('examples/siphapair.yaml: no "vip:" under spec to put tls before');
+    example = edited;
+  }
   if (vipMode !== 'arp') {
     const edited = example.replace(/mode: arp\n\s*interface: \S+\n/, `mode: ${vipMode}\n`);
     if (edited === example) throw new Error('examples/siphapair.yaml: no "mode: arp" + "interface:" to edit');
