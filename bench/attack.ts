@@ -1,5 +1,5 @@
 /**
- * npm run bench -- attack   [--quick]
+ * npm run bench -- attack   [--quick] [--only tcp]
  *
  * Hostile input against a serving pair (issue 9), on the netns bed with real
  * Kamailio and real sidecar processes; the attacker sits on the client host
@@ -27,10 +27,14 @@
  *                   what the state caches keep.
  * Baselines in the same run: the idle REGISTER times, role changes in an idle
  * window, the idle RSS, the probe stop without crafted branches.
- * Keys: bench/out/attack.json (see docs/benchmarks.md "## attack").
+ * Keys: bench/out/attack.json (see docs/benchmarks.md "## attack"). With
+ * `--only tcp` only the idle baseline and the public-TCP attacks run, and their
+ * keys are merged into the attack.json already there (the other attacks' keys
+ * stay as their last full run left them, dated by `full_run_measured_at`).
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readSip, startCapture, transactionLatenciesUs } from '../test/lib/capture.ts';
 import { lookupAll } from '../test/lib/kamailio.ts';
@@ -57,8 +61,13 @@ import {
 } from './lib/hostile.ts';
 import { type Figures, percentile, round, table, writeFigures } from './lib/report.ts';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } },
+});
 const QUICK = values.quick;
+if (values.only !== undefined && values.only !== 'tcp') throw new Error(`--only ${values.only}: only "tcp" is known`);
+/** Only the public-TCP attacks (and the idle baseline they are compared with). */
+const TCP_ONLY = values.only === 'tcp';
 const T = {
   legitS: QUICK ? 5 : 20,
   oneFloodS: QUICK ? 5 : 20,
@@ -201,17 +210,24 @@ async function settled(x: PairNode, y: PairNode, ms = 20_000): Promise<[PairNode
 const flooder = buildUdpFlood();
 try {
   await pairAttacks();
-  await rejectedRegisters();
+  if (!TCP_ONLY) await rejectedRegisters();
 } finally {
   flooder.remove();
 }
 
 table(
-  `attack: hostile input against a serving pair${QUICK ? ' (--quick)' : ''} (netns bed, real Kamailio and sidecars)`,
+  `attack: hostile input against a serving pair${QUICK ? ' (--quick)' : ''}${TCP_ONLY ? ' (--only tcp)' : ''} (netns bed, real Kamailio and sidecars)`,
   ['attack', 'baseline (idle, this run)', 'under attack', 'target'],
   rows,
 );
-writeFigures('attack', figures);
+if (TCP_ONLY) {
+  // Merged over the last full run's keys, so that attack.json still holds every attack.
+  const path = fileURLToPath(new URL('./out/attack.json', import.meta.url));
+  const last = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Figures) : {};
+  const { measured_at: _, ...kept } = last;
+  const fullRun = last.full_run_measured_at ?? last.measured_at ?? null;
+  writeFigures('attack', { ...kept, ...figures, full_run_measured_at: fullRun });
+} else writeFigures('attack', figures);
 
 async function pairAttacks(): Promise<void> {
   const pb = await pairBed();
@@ -229,192 +245,195 @@ async function pairAttacks(): Promise<void> {
     figures.idle_register_samples = idleLegit.n;
     console.log(`idle: REGISTER p99 ${round(idleLegit.p99, 3)} ms of ${idleLegit.n}, ${idle.roleChanges} role changes`);
 
-    // 1. Recorded heartbeats of a's first start (master, resigned, backup), replayed after a restart.
-    const cap = await startCapture(bed, a.host, `udp and src host ${a.host.ip} and dst port ${HB_PORT}`);
-    await sleep(300);
-    switchover(a);
-    await until(() => role(a) === 'backup' && role(b) === 'master', 5000, 'b took over, a rejoined');
-    await sleep(300);
-    const recorded = udpPayloads(await cap.stop(), HB_PORT);
-    if (recorded.length < 20) throw new Error(`recorded only ${recorded.length} beats`);
-    await bed.stop(a.sidecar.child, 'SIGTERM');
-    a = await a.restartSidecar();
-    await until(() => role(a) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10_000, 'a rejoined in sync');
-    switchover(b);
-    await until(() => role(a) === 'master' && role(b) === 'backup', 5000, 'a is master again');
-    await sleep(500);
-    const replay = await watched([a, b], () =>
-      runIn(client, process.execPath, [
-        '-e',
-        `const s = require('node:dgram').createSocket('udp4');
+    // The other attacks (1-4, 6) are skipped by --only tcp.
+    if (!TCP_ONLY) {
+      // 1. Recorded heartbeats of a's first start (master, resigned, backup), replayed after a restart.
+      const cap = await startCapture(bed, a.host, `udp and src host ${a.host.ip} and dst port ${HB_PORT}`);
+      await sleep(300);
+      switchover(a);
+      await until(() => role(a) === 'backup' && role(b) === 'master', 5000, 'b took over, a rejoined');
+      await sleep(300);
+      const recorded = udpPayloads(await cap.stop(), HB_PORT);
+      if (recorded.length < 20) throw new Error(`recorded only ${recorded.length} beats`);
+      await bed.stop(a.sidecar.child, 'SIGTERM');
+      a = await a.restartSidecar();
+      await until(() => role(a) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10_000, 'a rejoined in sync');
+      switchover(b);
+      await until(() => role(a) === 'master' && role(b) === 'backup', 5000, 'a is master again');
+      await sleep(500);
+      const replay = await watched([a, b], () =>
+        runIn(client, process.execPath, [
+          '-e',
+          `const s = require('node:dgram').createSocket('udp4');
          const p = JSON.parse(process.argv[1]);
          let i = 0;
          const t = setInterval(() => {
            if (i >= p.length * 2) { clearInterval(t); s.close(); return; }
            s.send(Buffer.from(p[i++ % p.length], 'hex'), ${HB_PORT}, '${b.host.ip}');
          }, 5);`,
-        JSON.stringify(recorded),
-      ]),
-    );
-    figures.hb_replay_role_changes = replay.roleChanges;
-    keepEvents('hb_replay', replay);
-    figures.hb_replay_beats = recorded.length * 2;
-    figures.hb_replay_takeovers = replay.takeovers;
-    rows.push([
-      `recorded heartbeats replayed (${recorded.length * 2} beats of an earlier start)`,
-      `${idle.roleChanges} role changes`,
-      `${replay.roleChanges} role changes, ${replay.takeovers} takeovers`,
-      '0',
-    ]);
+          JSON.stringify(recorded),
+        ]),
+      );
+      figures.hb_replay_role_changes = replay.roleChanges;
+      keepEvents('hb_replay', replay);
+      figures.hb_replay_beats = recorded.length * 2;
+      figures.hb_replay_takeovers = replay.takeovers;
+      rows.push([
+        `recorded heartbeats replayed (${recorded.length * 2} beats of an earlier start)`,
+        `${idle.roleChanges} role changes`,
+        `${replay.roleChanges} role changes, ${replay.takeovers} takeovers`,
+        '0',
+      ]);
 
-    // 2. A recorded replication stream (from its HELLO) replayed into the backup.
-    const streamCap = await startCapture(bed, b.host, `tcp and dst port ${REPL_PORT}`);
-    await bed.stop(b.sidecar.child, 'SIGTERM');
-    b = await b.restartSidecar();
-    await until(() => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10_000, 'b rejoined in sync');
-    const aors = users('old', 50);
-    const reg = await runSipp(bed, client, { scenario: 'register.xml', target: TARGET, calls: 50, rate: 100, users: aors });
-    if (reg.successful !== 50) throw new Error(`registered ${reg.successful} of 50: ${reg.errors}`);
-    await until(() => lookupAll(b.kamailio, aors).size === 50, 5000, 'the backup holds the 50');
-    const stream = tcpStream(await streamCap.stop(), REPL_PORT);
-    for (const n of [a, b]) n.kamailio.kamcmd([], `${aors.map((u) => `ul.rm location ${u}`).join('\n')}\n`);
-    if (lookupAll(b.kamailio, aors).size !== 0) throw new Error('the 50 were not removed');
-    const resyncs = a.sidecar.metric('sipha_replication_resyncs_total');
-    const streamFile = join(bed.subdir('recorded'), 'stream.bin');
-    writeFileSync(streamFile, stream);
-    const streamReplay = await watched([a, b], () =>
-      runIn(client, process.execPath, [
-        '-e',
-        `const bytes = require('node:fs').readFileSync(process.argv[1]);
+      // 2. A recorded replication stream (from its HELLO) replayed into the backup.
+      const streamCap = await startCapture(bed, b.host, `tcp and dst port ${REPL_PORT}`);
+      await bed.stop(b.sidecar.child, 'SIGTERM');
+      b = await b.restartSidecar();
+      await until(() => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1, 10_000, 'b rejoined in sync');
+      const aors = users('old', 50);
+      const reg = await runSipp(bed, client, { scenario: 'register.xml', target: TARGET, calls: 50, rate: 100, users: aors });
+      if (reg.successful !== 50) throw new Error(`registered ${reg.successful} of 50: ${reg.errors}`);
+      await until(() => lookupAll(b.kamailio, aors).size === 50, 5000, 'the backup holds the 50');
+      const stream = tcpStream(await streamCap.stop(), REPL_PORT);
+      for (const n of [a, b]) n.kamailio.kamcmd([], `${aors.map((u) => `ul.rm location ${u}`).join('\n')}\n`);
+      if (lookupAll(b.kamailio, aors).size !== 0) throw new Error('the 50 were not removed');
+      const resyncs = a.sidecar.metric('sipha_replication_resyncs_total');
+      const streamFile = join(bed.subdir('recorded'), 'stream.bin');
+      writeFileSync(streamFile, stream);
+      const streamReplay = await watched([a, b], () =>
+        runIn(client, process.execPath, [
+          '-e',
+          `const bytes = require('node:fs').readFileSync(process.argv[1]);
          const s = require('node:net').connect(${REPL_PORT}, '${b.host.ip}', () => s.end(bytes));
          s.on('data', () => {}); s.on('error', () => {}); s.on('close', () => process.exit(0));
          setTimeout(() => process.exit(0), 3000);`,
-        streamFile,
-      ]),
-    );
-    const resurrected = lookupAll(b.kamailio, aors).size;
-    figures.stream_replay_role_changes = streamReplay.roleChanges;
-    keepEvents('stream_replay', streamReplay);
-    figures.stream_replay_registrations_resurrected = resurrected;
-    figures.stream_replay_bytes = stream.length;
-    figures.stream_replay_resyncs = a.sidecar.metric('sipha_replication_resyncs_total') - resyncs;
-    rows.push([
-      `recorded replication stream replayed (${stream.length.toLocaleString('en-US')} bytes, 50 removed users)`,
-      `${idle.roleChanges} role changes`,
-      `${streamReplay.roleChanges} role changes, ${resurrected} of 50 registrations back, ${figures.stream_replay_resyncs} resyncs`,
-      '0, 0',
-    ]);
-
-    // 3. The backup's UDP heartbeat port flooded as fast as one sender goes (recorded authentic beats).
-    const payloads = recorded.map((h) => Buffer.from(h, 'hex'));
-    [a, b] = await settled(a, b);
-    const dropsBefore = counterBefore(b, 'sipha_heartbeats_dropped_total');
-    const heardBefore = {
-      udp: counterBefore(b, 'sipha_heartbeats_heard_total', { path: 'udp' }),
-      stream: counterBefore(b, 'sipha_heartbeats_heard_total', { path: 'stream' }),
-    };
-    const snmpBefore = udpSnmp(b.host);
-    const backup = b;
-    const one = await watched([a, b], () =>
-      udpFlood(client, flooder.bin, {
-        target: backup.host.ip,
-        port: HB_PORT,
-        rate: 0,
-        maxCount: 100_000_000,
-        maxSeconds: T.oneFloodS,
-        payloads,
-      }),
-    );
-    const snmpAfter = udpSnmp(b.host);
-    const processed = b.sidecar.metric('sipha_heartbeats_dropped_total') - dropsBefore;
-    const heardUdp = b.sidecar.metric('sipha_heartbeats_heard_total', { path: 'udp' }) - heardBefore.udp;
-    const heardStream = b.sidecar.metric('sipha_heartbeats_heard_total', { path: 'stream' }) - heardBefore.stream;
-    const floodS = one.result.elapsedMs / 1000;
-    figures.hb_flood_one_path_takeovers = one.takeovers;
-    keepEvents('hb_flood_one_path', one);
-    figures.hb_flood_one_path_role_changes = one.roleChanges;
-    figures.hb_flood_one_path_sent = one.result.sent;
-    figures.hb_flood_one_path_rate_per_s = Math.round(one.result.rate);
-    figures.hb_flood_one_path_judged_per_s = Math.round(processed / floodS);
-    figures.hb_flood_one_path_kernel_drops = (snmpAfter.RcvbufErrors ?? 0) - (snmpBefore.RcvbufErrors ?? 0);
-    figures.hb_flood_one_path_beats_heard_udp = heardUdp;
-    figures.hb_flood_one_path_beats_heard_stream = heardStream;
-    figures.hb_flood_one_path_peer_lost = one.peerLost;
-    rows.push([
-      `UDP heartbeat port of the backup flooded, one sender (${Math.round(one.result.rate).toLocaleString('en-US')}/s sent, ${Math.round(processed / floodS).toLocaleString('en-US')}/s judged, ${round(floodS, 1)} s)`,
-      `${idle.takeovers} takeovers`,
-      `${one.takeovers} takeovers, ${one.peerLost} peer-lost; beats heard: ${heardUdp} by UDP, ${heardStream} by the stream`,
-      '0',
-    ]);
-
-    // 4. Both paths: the UDP heartbeat port at rising rates, the replication port flooded with connections.
-    let detectedAt: string | null = null;
-    let topRate = 0;
-    let after = '';
-    for (const rung of RUNGS) {
-      [a, b] = await settled(a, b);
-      const bk = b;
-      const dBefore = counterBefore(bk, 'sipha_heartbeats_dropped_total');
-      const sBefore = counterBefore(bk, 'sipha_heartbeats_heard_total', { path: 'stream' });
-      const w = await watched([a, b], () =>
-        Promise.all([
-          tcpAttack(client, 'garbage', bk.host.ip, REPL_PORT, T.rungS, 10_000_000),
-          ...Array.from({ length: rung.senders }, () =>
-            udpFlood(client, flooder.bin, {
-              target: bk.host.ip,
-              port: HB_PORT,
-              rate: rung.rate,
-              maxCount: 100_000_000,
-              maxSeconds: T.rungS,
-              payloads,
-            }),
-          ),
+          streamFile,
         ]),
       );
-      const [garbage, ...floods] = w.result;
-      const rate = floods.reduce((s, f) => s + f.rate, 0);
-      const judged = (counterBefore(bk, 'sipha_heartbeats_dropped_total') - dBefore) / T.rungS;
-      const streamBeats = counterBefore(bk, 'sipha_heartbeats_heard_total', { path: 'stream' }) - sBefore;
-      topRate = Math.max(topRate, rate);
-      const fired = w.roleChanges + w.takeovers + w.peerLost + w.mismatches > 0;
-      const asked = rung.rate === 0 ? `max x${rung.senders}` : `${rung.rate.toLocaleString('en-US')}/s`;
-      console.log(
-        `  both paths, asked ${asked}: sent ${Math.round(rate)}/s, judged ${Math.round(judged)}/s, stream beats ${streamBeats}, ` +
-          `garbage connections ${garbage?.attempts}; role changes ${w.roleChanges}, takeovers ${w.takeovers}, peer-lost ${w.peerLost}, key mismatches ${w.mismatches}`,
+      const resurrected = lookupAll(b.kamailio, aors).size;
+      figures.stream_replay_role_changes = streamReplay.roleChanges;
+      keepEvents('stream_replay', streamReplay);
+      figures.stream_replay_registrations_resurrected = resurrected;
+      figures.stream_replay_bytes = stream.length;
+      figures.stream_replay_resyncs = a.sidecar.metric('sipha_replication_resyncs_total') - resyncs;
+      rows.push([
+        `recorded replication stream replayed (${stream.length.toLocaleString('en-US')} bytes, 50 removed users)`,
+        `${idle.roleChanges} role changes`,
+        `${streamReplay.roleChanges} role changes, ${resurrected} of 50 registrations back, ${figures.stream_replay_resyncs} resyncs`,
+        '0, 0',
+      ]);
+
+      // 3. The backup's UDP heartbeat port flooded as fast as one sender goes (recorded authentic beats).
+      const payloads = recorded.map((h) => Buffer.from(h, 'hex'));
+      [a, b] = await settled(a, b);
+      const dropsBefore = counterBefore(b, 'sipha_heartbeats_dropped_total');
+      const heardBefore = {
+        udp: counterBefore(b, 'sipha_heartbeats_heard_total', { path: 'udp' }),
+        stream: counterBefore(b, 'sipha_heartbeats_heard_total', { path: 'stream' }),
+      };
+      const snmpBefore = udpSnmp(b.host);
+      const backup = b;
+      const one = await watched([a, b], () =>
+        udpFlood(client, flooder.bin, {
+          target: backup.host.ip,
+          port: HB_PORT,
+          rate: 0,
+          maxCount: 100_000_000,
+          maxSeconds: T.oneFloodS,
+          payloads,
+        }),
       );
-      const key = `hb_flood_both_${rung.rate === 0 ? `max${rung.senders}` : rung.rate}`;
-      figures[`${key}_sent_per_s`] = Math.round(rate);
-      figures[`${key}_judged_per_s`] = Math.round(judged);
-      figures[`${key}_stream_beats`] = streamBeats;
-      figures[`${key}_softnet_drops`] = w.softnet;
-      if (w.events.length > 0) figures[`${key}_events`] = w.events.join('; ');
-      if (fired) {
-        detectedAt = String(Math.round(rate));
-        after = `at ${Math.round(rate).toLocaleString('en-US')}/s: ${w.roleChanges} role changes, ${w.takeovers} takeovers, ${w.peerLost} peer-lost, ${w.mismatches} key mismatches; ${w.events.join('; ')}`;
-        break;
+      const snmpAfter = udpSnmp(b.host);
+      const processed = b.sidecar.metric('sipha_heartbeats_dropped_total') - dropsBefore;
+      const heardUdp = b.sidecar.metric('sipha_heartbeats_heard_total', { path: 'udp' }) - heardBefore.udp;
+      const heardStream = b.sidecar.metric('sipha_heartbeats_heard_total', { path: 'stream' }) - heardBefore.stream;
+      const floodS = one.result.elapsedMs / 1000;
+      figures.hb_flood_one_path_takeovers = one.takeovers;
+      keepEvents('hb_flood_one_path', one);
+      figures.hb_flood_one_path_role_changes = one.roleChanges;
+      figures.hb_flood_one_path_sent = one.result.sent;
+      figures.hb_flood_one_path_rate_per_s = Math.round(one.result.rate);
+      figures.hb_flood_one_path_judged_per_s = Math.round(processed / floodS);
+      figures.hb_flood_one_path_kernel_drops = (snmpAfter.RcvbufErrors ?? 0) - (snmpBefore.RcvbufErrors ?? 0);
+      figures.hb_flood_one_path_beats_heard_udp = heardUdp;
+      figures.hb_flood_one_path_beats_heard_stream = heardStream;
+      figures.hb_flood_one_path_peer_lost = one.peerLost;
+      rows.push([
+        `UDP heartbeat port of the backup flooded, one sender (${Math.round(one.result.rate).toLocaleString('en-US')}/s sent, ${Math.round(processed / floodS).toLocaleString('en-US')}/s judged, ${round(floodS, 1)} s)`,
+        `${idle.takeovers} takeovers`,
+        `${one.takeovers} takeovers, ${one.peerLost} peer-lost; beats heard: ${heardUdp} by UDP, ${heardStream} by the stream`,
+        '0',
+      ]);
+
+      // 4. Both paths: the UDP heartbeat port at rising rates, the replication port flooded with connections.
+      let detectedAt: string | null = null;
+      let topRate = 0;
+      let after = '';
+      for (const rung of RUNGS) {
+        [a, b] = await settled(a, b);
+        const bk = b;
+        const dBefore = counterBefore(bk, 'sipha_heartbeats_dropped_total');
+        const sBefore = counterBefore(bk, 'sipha_heartbeats_heard_total', { path: 'stream' });
+        const w = await watched([a, b], () =>
+          Promise.all([
+            tcpAttack(client, 'garbage', bk.host.ip, REPL_PORT, T.rungS, 10_000_000),
+            ...Array.from({ length: rung.senders }, () =>
+              udpFlood(client, flooder.bin, {
+                target: bk.host.ip,
+                port: HB_PORT,
+                rate: rung.rate,
+                maxCount: 100_000_000,
+                maxSeconds: T.rungS,
+                payloads,
+              }),
+            ),
+          ]),
+        );
+        const [garbage, ...floods] = w.result;
+        const rate = floods.reduce((s, f) => s + f.rate, 0);
+        const judged = (counterBefore(bk, 'sipha_heartbeats_dropped_total') - dBefore) / T.rungS;
+        const streamBeats = counterBefore(bk, 'sipha_heartbeats_heard_total', { path: 'stream' }) - sBefore;
+        topRate = Math.max(topRate, rate);
+        const fired = w.roleChanges + w.takeovers + w.peerLost + w.mismatches > 0;
+        const asked = rung.rate === 0 ? `max x${rung.senders}` : `${rung.rate.toLocaleString('en-US')}/s`;
+        console.log(
+          `  both paths, asked ${asked}: sent ${Math.round(rate)}/s, judged ${Math.round(judged)}/s, stream beats ${streamBeats}, ` +
+            `garbage connections ${garbage?.attempts}; role changes ${w.roleChanges}, takeovers ${w.takeovers}, peer-lost ${w.peerLost}, key mismatches ${w.mismatches}`,
+        );
+        const key = `hb_flood_both_${rung.rate === 0 ? `max${rung.senders}` : rung.rate}`;
+        figures[`${key}_sent_per_s`] = Math.round(rate);
+        figures[`${key}_judged_per_s`] = Math.round(judged);
+        figures[`${key}_stream_beats`] = streamBeats;
+        figures[`${key}_softnet_drops`] = w.softnet;
+        if (w.events.length > 0) figures[`${key}_events`] = w.events.join('; ');
+        if (fired) {
+          detectedAt = String(Math.round(rate));
+          after = `at ${Math.round(rate).toLocaleString('en-US')}/s: ${w.roleChanges} role changes, ${w.takeovers} takeovers, ${w.peerLost} peer-lost, ${w.mismatches} key mismatches; ${w.events.join('; ')}`;
+          break;
+        }
       }
-    }
-    figures.hb_flood_detect_rate = detectedAt ?? `>=${Math.round(topRate)}`;
-    figures.hb_flood_ladder_top_per_s = Math.round(topRate);
-    if (detectedAt !== null) {
-      // What the pair does next: back to one master and an in-sync backup?
-      const t0 = Date.now();
-      try {
-        [a, b] = await settled(a, b, 30_000);
-        figures.hb_flood_recovered_ms = Date.now() - t0;
-      } catch {
-        figures.hb_flood_recovered_ms = null;
+      figures.hb_flood_detect_rate = detectedAt ?? `>=${Math.round(topRate)}`;
+      figures.hb_flood_ladder_top_per_s = Math.round(topRate);
+      if (detectedAt !== null) {
+        // What the pair does next: back to one master and an in-sync backup?
+        const t0 = Date.now();
+        try {
+          [a, b] = await settled(a, b, 30_000);
+          figures.hb_flood_recovered_ms = Date.now() - t0;
+        } catch {
+          figures.hb_flood_recovered_ms = null;
+        }
+        figures.hb_flood_detect_story = after;
       }
-      figures.hb_flood_detect_story = after;
+      rows.push([
+        'both paths: UDP heartbeat port (ladder) + replication port (connections of random bytes)',
+        'no detection',
+        detectedAt === null
+          ? `no detection up to ${Math.round(topRate).toLocaleString('en-US')}/s (top rung)`
+          : `first detection ${after.split(';')[0]}`,
+        'none below the host limit',
+      ]);
     }
-    rows.push([
-      'both paths: UDP heartbeat port (ladder) + replication port (connections of random bytes)',
-      'no detection',
-      detectedAt === null
-        ? `no detection up to ${Math.round(topRate).toLocaleString('en-US')}/s (top rung)`
-        : `first detection ${after.split(';')[0]}`,
-      'none below the host limit',
-    ]);
 
     // 5. TCP at the master's public port, with a legitimate client registering meanwhile.
     // The attacker's host resets its connections and reuses ports: 50k attempts fit its port range.
@@ -439,6 +458,8 @@ async function pairAttacks(): Promise<void> {
         }
       }, 200);
       const dropsBefore = dropsByReason(a);
+      // The window, for memory samples taken inside the sidecar (bench/lib/memory-sampler.ts).
+      console.log(`  tcp ${part}: master pid ${mpid}, from ${Date.now()}`);
       const w = await watched([a, b], () =>
         Promise.all([
           tcpAttack(client, part, VIP, 5060, T.tcpFloodS, part === 'edge' ? T.tcpAttempts : T.pumpCount),
@@ -446,6 +467,7 @@ async function pairAttacks(): Promise<void> {
         ]),
       );
       clearInterval(rssTimer);
+      console.log(`  tcp ${part}: until ${Date.now()}`);
       const mem = memoryMib(mpid);
       partRss = Math.max(partRss, mem.rss);
       peakRss = Math.max(peakRss, partRss);
@@ -496,6 +518,7 @@ async function pairAttacks(): Promise<void> {
       'bounded',
     ]);
 
+    if (TCP_ONLY) return;
     // 6. The hung-server probe: a stop without crafted branches (baseline), then with them.
     [a, b] = await settled(a, b);
     const base = await stopServer(a, b);

@@ -35,7 +35,10 @@ export interface SidecarConfig {
   readonly httpPort: number;
   readonly logLevel: string;
   readonly maxMessageBytes: number;
-  /** SIPHA_TCP_MAX_FLOWS, SIPHA_TCP_HEADER_TIMEOUT_MS, SIPHA_TCP_IDLE_MS, SIPHA_TCP_MAX_WRITE_BUFFER. */
+  /**
+   * SIPHA_TCP_MAX_FLOWS, SIPHA_TCP_HEADER_TIMEOUT_MS, SIPHA_TCP_IDLE_MS, SIPHA_TCP_MAX_WRITE_BUFFER,
+   * SIPHA_TCP_FLOW_RATE, SIPHA_TCP_MAX_FLOWS_PER_ADDRESS, SIPHA_TCP_ACCEPT_RATE_PER_ADDRESS.
+   */
   readonly tcpLimits: TcpLimits;
   /** SIP over TLS (contract/tls-settings.ts); null: TLS is refused, never sent as TCP. */
   readonly tls: TlsSettings | null;
@@ -229,6 +232,8 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
       idleMs: int(env, 'SIPHA_TCP_IDLE_MS', DEFAULT_TCP_LIMITS.idleMs, 100, 86_400_000),
       maxWriteBuffer: int(env, 'SIPHA_TCP_MAX_WRITE_BUFFER', DEFAULT_TCP_LIMITS.maxWriteBuffer, 65536, 1 << 30),
       flowRate: int(env, 'SIPHA_TCP_FLOW_RATE', DEFAULT_TCP_LIMITS.flowRate, 0, 1_000_000),
+      maxFlowsPerAddress: int(env, 'SIPHA_TCP_MAX_FLOWS_PER_ADDRESS', DEFAULT_TCP_LIMITS.maxFlowsPerAddress, 0, 1_000_000),
+      acceptRatePerAddress: int(env, 'SIPHA_TCP_ACCEPT_RATE_PER_ADDRESS', DEFAULT_TCP_LIMITS.acceptRatePerAddress, 0, 1_000_000),
     },
     tls: tlsSettings(env),
     ha: haSettings(env),

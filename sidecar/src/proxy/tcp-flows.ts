@@ -5,6 +5,11 @@
  *
  * Bounded (issue 9 item 6), each limit counted as an inbound drop:
  * - at most `maxFlows` accepted connections (`tcp-flows-full`);
+ * - per remote address, at most `maxFlowsPerAddress` of them
+ *   (`tcp-address-full`), opened at most `acceptRatePerAddress` a second after
+ *   a burst (`tcp-address-rate`): one address cannot take the whole table, nor
+ *   churn connections faster than that. Judged at accept (address-table.ts),
+ *   before a framer, a timer or a TLS handshake is spent; closed with a reset;
  * - a message must arrive whole within `headerTimeoutMs` of its first byte
  *   (or of the connection, for the first one): slowloris (`tcp-header-timeout`);
  * - a flow silent for `idleMs` is closed (`tcp-idle`);
@@ -22,6 +27,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
 import type { TlsCredentials, TlsSettings } from '../tls/credentials.ts';
+import { type AddressEntry, AddressTable } from './address-table.ts';
 import { destinationKey } from './destination.ts';
 import { FlowPacer } from './flow-pacer.ts';
 import { writeInTurn } from './turn-writer.ts';
@@ -42,6 +48,10 @@ export interface TcpLimits {
   maxWriteBuffer: number;
   /** Messages per second one client connection may send (a burst of one second's worth); 0: unpaced. */
   flowRate: number;
+  /** Accepted connections one remote address may hold; 0: no cap. */
+  maxFlowsPerAddress: number;
+  /** New connections a second one remote address may open, after a burst of maxFlowsPerAddress; 0: no limit. */
+  acceptRatePerAddress: number;
 }
 
 export const DEFAULT_TCP_LIMITS: TcpLimits = {
@@ -53,7 +63,19 @@ export const DEFAULT_TCP_LIMITS: TcpLimits = {
   maxWriteBuffer: 1 << 20,
   // A phone sends a few a second; a trunk's connection that needs more sets SIPHA_TCP_FLOW_RATE.
   flowRate: 1000,
+  // An office NAT: a few hundred phones behind one address, two flows each with
+  // RFC 5626 outbound, fit; a flooder is held to a tenth of maxFlows, so one
+  // address cannot fill the table for everyone else.
+  maxFlowsPerAddress: 1000,
+  // A phone opens a connection when it starts, after a failover (all of a NAT's
+  // phones at once: that is the burst, the per-address cap) and rarely in
+  // between (a flow lasts as long as its registration); a flooder opens
+  // thousands a second. A gateway that churns connections faster sets more.
+  acceptRatePerAddress: 100,
 };
+
+/** Addresses remembered by the per-address limits: every one that can hold a flow, and as many recently refused. */
+const addressesRemembered = (limits: TcpLimits) => Math.max(1024, 2 * limits.maxFlows);
 
 const CRLF = Buffer.from('\r\n');
 
@@ -65,6 +87,7 @@ export interface FlowTls {
 
 export class TcpFlows {
   private readonly flows = new Map<string, Flow>();
+  private readonly addresses: AddressTable;
   private server: net.Server;
   private readonly bindAddress: string;
   private readonly maxBytes: number;
@@ -93,6 +116,11 @@ export class TcpFlows {
     this.log = log;
     this.metrics = metrics;
     this.onMessage = onMessage;
+    this.addresses = new AddressTable({
+      maxFlowsPerAddress: limits.maxFlowsPerAddress,
+      acceptRatePerAddress: limits.acceptRatePerAddress,
+      maxAddresses: addressesRemembered(limits),
+    });
     this.server = this.createServer();
   }
 
@@ -100,6 +128,7 @@ export class TcpFlows {
     const server = this.tls ? this.createTlsServer(this.tls) : net.createServer({ noDelay: true }, (s) => this.adopt(s));
     server.maxConnections = this.limits.maxFlows;
     server.on('drop', () => this.metrics.drop('inbound', 'tcp-flows-full'));
+    this.admitFirst(server);
     // For good, not only while listening: a failed accept (EMFILE) is an 'error'
     // on the server, and an 'error' without a listener ends the process.
     server.on('error', (err: NodeJS.ErrnoException) => {
@@ -108,6 +137,28 @@ export class TcpFlows {
       this.log.warn({ err: err.message, code: err.code }, 'TCP accept failed');
     });
     return server;
+  }
+
+  /**
+   * Puts the per-address check in front of whatever the server does with a new
+   * connection (adopting it, or, for TLS, Node's own listener that starts the
+   * handshake): a refused connection costs an accept and a reset, nothing more.
+   */
+  private admitFirst(server: net.Server): void {
+    if (this.limits.maxFlowsPerAddress === 0 && this.limits.acceptRatePerAddress === 0) return;
+    const next = server.listeners('connection') as Array<(socket: net.Socket) => void>;
+    server.removeAllListeners('connection');
+    server.on('connection', (socket: net.Socket) => {
+      const entry = this.addresses.admit(normalise(socket.remoteAddress ?? ''));
+      if (typeof entry === 'string') {
+        this.metrics.drop('inbound', entry);
+        socket.on('error', () => {}); // the reset may race a write of the client's
+        socket.resetAndDestroy();
+        return;
+      }
+      socket.once('close', () => this.addresses.release(entry as AddressEntry));
+      for (const listener of next) listener.call(server, socket);
+    });
   }
 
   /**
