@@ -307,7 +307,10 @@ export class EdgeProxy {
     }
     const flows = this.flowsFor(dst.transport);
     const branch = m.topVia.branch;
-    const flow = (branch !== undefined ? this.requestFlows.get(branch) : undefined) ?? flows.getOrOpen(dst.host, dst.port);
+    const came = branch !== undefined ? this.requestFlows.get(branch) : undefined;
+    // On the connection the request came on; if that one has closed, RFC 3261 18.2.2: a connection
+    // to the Via's received/rport (or the same client's newest flow: streamFlow).
+    const flow = came !== undefined && !came.socket.destroyed ? came : this.streamFlow(flows, dst.host, dst.port);
     flows.write(flow, [m.buf]);
     this.sentToClient();
   }

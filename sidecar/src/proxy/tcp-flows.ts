@@ -286,11 +286,14 @@ export class TcpFlows {
     // Clients' connections are paced; those we opened (to a next hop) are not.
     const pacer = host === undefined && this.limits.flowRate > 0 ? new FlowPacer(this.limits.flowRate) : null;
     let pauseMs = 0;
+    /** Messages this flow has completed (a read that completes one restarts the header deadline). */
+    let completed = 0;
     if (partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
     else arm(this.limits.idleMs, 'tcp-idle');
     const framer = new SipStreamFramer(
       {
         message: (bytes) => {
+          completed++;
           this.onMessage(bytes, flow);
           if (pacer !== null) pauseMs = pacer.take();
         },
@@ -304,6 +307,7 @@ export class TcpFlows {
       this.maxBytes,
     );
     socket.on('data', (chunk: Buffer) => {
+      const before = completed;
       framer.push(chunk);
       if (pauseMs > 0) {
         // Over its rate: read nothing more until the bucket has refilled (TCP slows the client).
@@ -313,8 +317,10 @@ export class TcpFlows {
         pauseMs = 0;
       }
       if (framer.partial) {
-        // The deadline runs from the message's first byte: dripping does not extend it.
-        if (!partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
+        // The deadline runs from the message's first byte: dripping does not extend it. A read
+        // that ended a message and began the next starts the next one's deadline (a client
+        // streaming steadily is not a slowloris).
+        if (!partial || completed > before) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
         partial = true;
       } else if (!partial && deadline) {
         deadline.refresh(); // idle from now: the same timer, restarted (no allocation per chunk)

@@ -1,0 +1,104 @@
+/**
+ * Two edges of the public TCP flows found in review (issue 9 item 6's timers,
+ * RFC 3261 18.2.2): a client that streams steadily, each read ending inside
+ * the next message, is not a slowloris; and a response whose client
+ * connection has closed goes on a new connection to the Via's address.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+import { createLogger } from '../../sidecar/src/log.ts';
+import { createMetrics } from '../../sidecar/src/metrics.ts';
+import { EdgeProxy } from '../../sidecar/src/proxy/edge-proxy.ts';
+import { DEFAULT_TCP_LIMITS, TcpFlows } from '../../sidecar/src/proxy/tcp-flows.ts';
+import { sleep, until } from '../lib/procs.ts';
+
+const options = (i: number, via = 'SIP/2.0/TCP 127.0.0.1:1') =>
+  `OPTIONS sip:x SIP/2.0\r\nVia: ${via};branch=z9hG4bK-${i}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: c${i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`;
+
+describe('public TCP flows: edges', () => {
+  it('keeps a client that streams steadily whose reads end inside the next message (the header deadline is per message)', async () => {
+    const got: number[] = [];
+    const limits = { ...DEFAULT_TCP_LIMITS, headerTimeoutMs: 400 };
+    const flows = new TcpFlows('127.0.0.1', 65535, createLogger('silent', 'test'), createMetrics(), () => got.push(1), limits);
+    await flows.listen(0);
+    const port = ((flows as unknown as { server: net.Server }).server.address() as net.AddressInfo).port;
+    const c = net.connect(port, '127.0.0.1');
+    let closed = false;
+    c.on('close', () => {
+      closed = true;
+    });
+    await new Promise((r) => c.once('connect', r));
+    try {
+      // 20 writes 100 ms apart (2 s, five header timeouts): each ends one message and starts the next.
+      const messages = Array.from({ length: 21 }, (_, i) => options(i + 10)); // all of one length
+      const text = messages.join('');
+      const len = (messages[0] as string).length;
+      const cut = (i: number) => (i === 0 ? 0 : i * len + 10); // 10 bytes into message i
+      for (let i = 0; i < 20 && !closed; i++) {
+        c.write(text.slice(cut(i), cut(i + 1)));
+        await sleep(100);
+      }
+      assert.equal(closed, false, 'the connection stayed open');
+      assert.ok(got.length >= 18, `messages arrived: ${got.length}`);
+    } finally {
+      c.destroy();
+      flows.close();
+    }
+  });
+
+  it("sends a response whose client connection has closed on a new connection to the Via's received/rport", async () => {
+    // The SIP server behind the edge: answers what it gets over the link, later.
+    let serverSide: net.Socket | null = null;
+    const server = net.createServer((s) => {
+      serverSide = s;
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const serverPort = (server.address() as net.AddressInfo).port;
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const sipPort = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const proxy = new EdgeProxy(
+      {
+        publicAddress: '127.0.0.1',
+        sipPort,
+        serverHost: '127.0.0.1',
+        serverPort,
+        egressPort: 0,
+        linkConnections: 1,
+        maxMessageBytes: 65535,
+      },
+      createLogger('silent', 'test'),
+      createMetrics(),
+    );
+    await proxy.start();
+    try {
+      await until(() => proxy.serverReady && serverSide !== null, 3000, 'the link is up');
+      // Where the client can be reached again (its new listening port; in the Via's rport, as a server writes it).
+      let answered = '';
+      const back = net.createServer((s) => s.on('data', (d: Buffer) => (answered += d.toString('latin1'))));
+      await new Promise<void>((r) => back.listen(0, '127.0.0.1', r));
+      const backPort = (back.address() as net.AddressInfo).port;
+      const c = net.connect({ port: sipPort, host: '127.0.0.1' });
+      await new Promise((r) => c.once('connect', r));
+      c.write(options(7, 'SIP/2.0/TCP 127.0.0.1:1;rport'));
+      let linked = '';
+      (serverSide as unknown as net.Socket).on('data', (d: Buffer) => {
+        linked += d.toString('latin1');
+      });
+      await until(() => linked.includes('Call-ID: c7'), 3000, 'the request reached the server');
+      c.destroy();
+      await sleep(50);
+      const via = `Via: SIP/2.0/TCP 127.0.0.1:1;rport=${backPort};received=127.0.0.1;branch=z9hG4bK-7`;
+      (serverSide as unknown as net.Socket).write(
+        `SIP/2.0 200 OK\r\n${via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>;tag=2\r\nCall-ID: c7\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`,
+      );
+      await until(() => answered.includes('SIP/2.0 200 OK'), 3000, 'the response arrives on a new connection');
+      back.close();
+    } finally {
+      proxy.close();
+      server.close();
+    }
+  });
+});
