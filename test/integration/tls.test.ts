@@ -123,5 +123,12 @@ describe('SIP over TLS (and TCP) through the pair, through a host crash of the m
       await u.callee.waitEvent('CALL_CLOSED', 5000);
     }
     for (const c of callees) await c.stop();
+    // Every message the callers got (relayed replies included) left the sidecar without its link headers.
+    for (const u of users)
+      assert.deepEqual(
+        u.ua.events.filter((e) => e.event === 'leak'),
+        [],
+        `X-Sipha-* headers reached the ${u.transport} caller`,
+      );
   });
 });

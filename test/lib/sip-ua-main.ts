@@ -12,6 +12,7 @@ const ua = new StreamUa(JSON.parse(process.argv[2] as string) as StreamUaSpec);
 const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 ua.onRequest = (method, callId, dialog) => out({ event: 'request', method, callId, dialog });
 ua.onClosed = () => out({ event: 'closed' });
+ua.onLeak = (start) => out({ event: 'leak', message: start });
 
 async function run(c: { id: number; cmd: string; [k: string]: unknown }): Promise<object> {
   switch (c.cmd) {

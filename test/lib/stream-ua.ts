@@ -58,6 +58,8 @@ export class StreamUa {
   /** Told of every request received (after it was answered) and of a connection that closed. */
   onRequest: (method: string, callId: string, inDialog: boolean) => void = () => {};
   onClosed: () => void = () => {};
+  /** A message arrived carrying X-Sipha-* headers (its start line). */
+  onLeak: (start: string) => void = () => {};
 
   constructor(spec: StreamUaSpec) {
     this.spec = spec;
@@ -128,6 +130,8 @@ export class StreamUa {
   }
 
   private onMessage(m: Message): void {
+    // The sidecar's link headers (X-Sipha-Src, the link token) must never reach a client.
+    if (m.headers.some(([n]) => /^x-sipha-/i.test(n))) this.onLeak(m.start);
     const code = status(m);
     if (code > 0) {
       if (code >= 200) this.waiting.get(branchOf(m))?.(m);

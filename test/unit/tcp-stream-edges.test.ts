@@ -101,4 +101,52 @@ describe('public TCP flows: edges', () => {
       server.close();
     }
   });
+
+  it('never lets the link headers out: a reply the server relays still carrying X-Sipha-Src and X-Sipha-Token leaves without them (the soak found the token at a client)', async () => {
+    const dgram = await import('node:dgram');
+    const client = dgram.createSocket('udp4');
+    const got: string[] = [];
+    client.on('message', (b) => got.push(b.toString('latin1')));
+    await new Promise<void>((r) => client.bind(0, '127.0.0.1', r));
+    const clientPort = client.address().port;
+    const server = net.createServer(() => {});
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const sipPort = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const proxy = new EdgeProxy(
+      {
+        publicAddress: '127.0.0.1',
+        sipPort,
+        serverHost: '127.0.0.1',
+        serverPort: (server.address() as net.AddressInfo).port,
+        egressPort: 0,
+        linkConnections: 1,
+        maxMessageBytes: 65535,
+        linkToken: 'secret-link-token',
+      },
+      createLogger('silent', 'test'),
+      createMetrics(),
+    );
+    await proxy.start();
+    try {
+      // As Kamailio relays a far end's 200 upstream: the stamp the sidecar put on it is still there.
+      proxy.fromServer(
+        Buffer.from(
+          'SIP/2.0 200 OK\r\nX-Sipha-Src: udp:198.18.0.20:5060\r\nX-Sipha-Token: secret-link-token\r\n' +
+            `Via: SIP/2.0/UDP 127.0.0.1:${clientPort};received=127.0.0.1;rport=${clientPort};branch=z9hG4bK-1\r\n` +
+            'From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: leak\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n',
+          'latin1',
+        ),
+      );
+      await until(() => got.length === 1, 2000, 'the reply reaches the client');
+      assert.doesNotMatch(got[0] as string, /X-Sipha/i, got[0]);
+      assert.match(got[0] as string, /^SIP\/2\.0 200 OK\r\nVia: /);
+    } finally {
+      proxy.close();
+      server.close();
+      client.close();
+    }
+  });
 });

@@ -301,8 +301,9 @@ export class EdgeProxy {
       this.metrics.drop('egress', dst);
       return;
     }
+    const out = withoutLinkHeaders(m, []);
     if (dst.transport === 'udp') {
-      this.sendUdp([m.buf], dst);
+      this.sendUdp(out, dst);
       return;
     }
     const flows = this.flowsFor(dst.transport);
@@ -311,7 +312,7 @@ export class EdgeProxy {
     // On the connection the request came on; if that one has closed, RFC 3261 18.2.2: a connection
     // to the Via's received/rport (or the same client's newest flow: streamFlow).
     const flow = came !== undefined && !came.socket.destroyed ? came : this.streamFlow(flows, dst.host, dst.port);
-    flows.write(flow, [m.buf]);
+    flows.write(flow, out);
     this.sentToClient();
   }
 
@@ -353,8 +354,7 @@ export class EdgeProxy {
       this.log.warn({ method: m.method, problem: dst }, 'request from the SIP server has no usable next hop');
       return;
     }
-    const edits: Edit[] = hop.nh >= 0 ? [removeHeader(m, hop.nh)] : [];
-    for (let i = m.find(Hdr.SiphaToken); i >= 0; i = m.find(Hdr.SiphaToken, i + 1)) edits.push(removeHeader(m, i));
+    const edits: Edit[] = [];
     // The server sent it to us over UDP, so its Via says UDP; say what really carries it.
     const want = dst.transport.toUpperCase();
     const via = m.topVia;
@@ -367,7 +367,7 @@ export class EdgeProxy {
         edits.push({ at: via.sentByStart, remove: via.sentByEnd - via.sentByStart, insert: Buffer.from(sentBy) });
       }
     }
-    const slices = applyEdits(m, edits);
+    const slices = withoutLinkHeaders(m, edits);
     if (dst.transport === 'udp') {
       this.sendUdp(slices, dst);
       return;
@@ -419,6 +419,19 @@ export class EdgeProxy {
   }
 }
 
+/**
+ * The message as it may leave for the network, with `edits`: without any
+ * X-Sipha-* header. Kamailio relays a far end's reply as it got it, with the
+ * X-Sipha-Src and X-Sipha-Token this sidecar stamped on it (SIPHA_IN removes them
+ * from requests only); the token must never reach a client.
+ */
+function withoutLinkHeaders(m: SipMessage, edits: Edit[]): Buffer[] {
+  for (const h of LINK_HEADERS) for (let i = m.find(h); i >= 0; i = m.find(h, i + 1)) edits.push(removeHeader(m, i));
+  return applyEdits(m, edits);
+}
+
+const LINK_HEADERS = [Hdr.SiphaSource, Hdr.SiphaNextHop, Hdr.SiphaToken];
+
 /** The message as the server must see it: source stamped, framing made explicit. */
 export function toServer(m: SipMessage, src: Source, token: string | null = null): Buffer[] {
   const stamp = `${SOURCE_HEADER}: ${src.transport}:${src.address}:${src.port}\r\n`;
@@ -430,8 +443,7 @@ export function toServer(m: SipMessage, src: Source, token: string | null = null
     },
   ];
   // A client may not speak for the sidecar: its own X-Sipha-* headers go.
-  for (const h of [Hdr.SiphaSource, Hdr.SiphaNextHop, Hdr.SiphaToken])
-    for (let i = m.find(h); i >= 0; i = m.find(h, i + 1)) edits.push(removeHeader(m, i));
+  for (const h of LINK_HEADERS) for (let i = m.find(h); i >= 0; i = m.find(h, i + 1)) edits.push(removeHeader(m, i));
   // The link is a stream: a UDP message without Content-Length gets one.
   if (!m.hasContentLength)
     edits.push({ at: m.headersEnd, remove: 0, insert: Buffer.from(`Content-Length: ${m.bodyLength}\r\n`) });
