@@ -324,3 +324,27 @@ describe('replication stream: two keys while a rotation runs (decision 0012)', (
     assert.equal(receiver.inSync, false);
   });
 });
+
+describe("replication stream: one connection at a time (the soak's spurious key mismatch)", () => {
+  it('a stop and start while a reconnect is pending opens one stream, not two, and no frame goes on a stream before its handshake', async () => {
+    const { sender, receiver, applied } = await pair();
+    let accepted = 0;
+    const mismatches: string[] = [];
+    receiver.onKeyMismatch = (from) => mismatches.push(from);
+    // Count the connections the receiver gets from here on.
+    const server = (receiver as unknown as { server: net.Server }).server;
+    server.on('connection', () => accepted++);
+    // The stream ends (a stall restart): a reconnect is due in 100 ms...
+    sender.restart('test');
+    await new Promise((r) => setTimeout(r, 10));
+    // ...and meanwhile the role flaps: leave master and take it again.
+    sender.stop();
+    sender.start(3);
+    await until(() => sender.isConnected, 3000, 'connected again');
+    await new Promise((r) => setTimeout(r, 300)); // past the pending reconnect
+    for (let i = 1; i <= 50; i++) sender.replicate(0, [msg(i)]);
+    await until(() => applied.length >= 50, 3000, 'the messages are applied');
+    assert.equal(accepted, 1, 'one new connection');
+    assert.deepEqual(mismatches, [], 'no frame reached a stream before its handshake');
+  });
+});

@@ -116,6 +116,8 @@ export class ReplicationSender {
   /** The last message of the state burst on this stream (-1: not announced yet; 0: an empty burst). */
   private syncedSeq = -1;
   private watchdog: NodeJS.Timeout | null = null;
+  /** The reconnect after a stream closed (cleared by stop(): a start() after it connects at once). */
+  private reconnectTimer: NodeJS.Timeout | null = null;
   /** When the backup last acked something new (or the stream came up): how the burst is watched. */
   private lastProgressAt = 0;
   /** The pair's keys, read at each handshake (a rotation changes them in place: HaNode.setKeys). */
@@ -204,6 +206,8 @@ export class ReplicationSender {
 
   stop(): void {
     this.stopped = true;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
     const s = this.socket;
     this.socket = null; // its close event is then ignored: a later start() owns the next socket
     this.burst = null;
@@ -283,7 +287,10 @@ export class ReplicationSender {
   }
 
   private connect(): void {
-    if (this.stopped) return;
+    // One connection at a time: a reconnect that was pending when stop() and start() came
+    // (a role flapping) used to open a second one, and live frames encoded for one went
+    // out on the other before its handshake (the soak's "key this side does not hold").
+    if (this.stopped || this.socket !== null) return;
     if (this.watchdog === null) {
       this.watchdog = setInterval(() => this.checkAcks(), Math.max(5, this.opts.ackDeadlineMs / 4));
       this.watchdog.unref();
@@ -301,7 +308,7 @@ export class ReplicationSender {
       key as Buffer,
       (f) => {
         if (!live) {
-          if (f.type !== FrameType.Challenge) {
+          if (f.type !== FrameType.Challenge || this.socket !== s) {
             s.destroy();
             return;
           }
@@ -359,7 +366,13 @@ export class ReplicationSender {
         this.log.warn('replication connection closed');
         this.onConnected(false);
       }
-      if (!this.stopped) setTimeout(() => this.connect(), 100).unref();
+      if (!this.stopped) {
+        this.reconnectTimer = setTimeout(() => {
+          this.reconnectTimer = null;
+          this.connect();
+        }, 100);
+        this.reconnectTimer.unref();
+      }
     });
   }
 }
