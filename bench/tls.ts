@@ -53,7 +53,7 @@ const POOL = 100;
 const TLS_PORT = 5061;
 const KAMAILIO_TLS_CFG = fileURLToPath(new URL('./kamailio-tls.cfg', import.meta.url));
 const WORKERS =
-  'Kamailio: children=4, tcp_children=4 (TLS in the TCP workers; kamailio_1w: tcp_children=1); sidecar: one Node process, the example Kamailio (4+4) behind it';
+  'Kamailio: children=4, tcp_children=4 (TLS in the TCP workers; kamailio_1w: tcp_children=1); sidecar: one Node process, the example Kamailio (4+4) behind it, per-address connection limits lifted (all the load is one address)';
 
 const dead = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
 
@@ -81,7 +81,17 @@ try {
       const edge = bed.host('edge');
       const cert = ca.issue(`sidecar${tag}`, [edge.ip]);
       const k = await startKamailio(bed, edge, { sipha: true, publicIp: edge.ip, tag });
-      const sc = await startSidecar(edge, { SIPHA_LOG_LEVEL: 'warn', [TLS_DIR_ENV]: cert.dir, [TLS_PORT_ENV]: String(TLS_PORT) });
+      // All the load comes from one client address, and the per-address accept limit (100 new
+      // connections/s, issue 9) would be what the handshake ladder measures. This bench measures
+      // TLS termination (Kamailio has no such limit): lifted here, said in the table; the attack
+      // bench measures the limit itself.
+      const sc = await startSidecar(edge, {
+        SIPHA_LOG_LEVEL: 'warn',
+        [TLS_DIR_ENV]: cert.dir,
+        [TLS_PORT_ENV]: String(TLS_PORT),
+        SIPHA_TCP_ACCEPT_RATE_PER_ADDRESS: '0',
+        SIPHA_TCP_MAX_FLOWS_PER_ADDRESS: '0',
+      });
       return {
         host: edge.ip,
         port: TLS_PORT,
