@@ -13,26 +13,13 @@ import type { LoadResult, LoadSpec } from './tls-load.ts';
 
 const LOAD = fileURLToPath(new URL('./tls-load.ts', import.meta.url));
 
-export interface Merged {
-  planned: number;
-  ok: number;
-  failed: number;
-  timedOut: number;
-  skipped: number;
+/** The load processes' results added up: one LoadResult's figures, with rates and CPU summed over the processes. */
+export type Merged = Omit<LoadResult, 'attempted' | 'elapsedS' | 'cpuUserMs' | 'cpuSystemMs'> & {
   /** Sum over processes of ok / that process's own elapsed time. */
   achievedPerS: number;
-  latenciesUs: number[];
-  protocols: Record<string, number>;
-  ciphers: Record<string, number>;
-  groups: Record<string, number>;
-  errors: Record<string, number>;
-  resumed: number;
-  /** How busy the machine was (all cores, /proc/stat) while the load ran, %, averaged over the processes. */
-  machineBusyPct: number;
   /** CPU the load processes used, ms (user + system). */
   loadCpuMs: number;
-  poolSetupMs: number;
-}
+};
 
 const addCounts = (into: Record<string, number>, from: Record<string, number>) => {
   for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;

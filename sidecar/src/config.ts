@@ -214,9 +214,10 @@ function haSettings(env: Env): HaSettings | null {
 }
 
 export function loadConfig(env: Env = process.env): SidecarConfig {
+  const sipPort = int(env, 'SIPHA_SIP_PORT', 5060, 1, 65535);
   return {
     publicAddress: env.SIPHA_PUBLIC_ADDRESS ?? '0.0.0.0',
-    sipPort: int(env, 'SIPHA_SIP_PORT', 5060, 1, 65535),
+    sipPort,
     serverHost: env.SIPHA_SERVER_HOST ?? '127.0.0.1',
     serverPort: int(env, 'SIPHA_SERVER_PORT', 5070, 1, 65535),
     egressPort: int(env, 'SIPHA_EGRESS_PORT', 5061, 1, 65535),
@@ -235,16 +236,16 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
       maxFlowsPerAddress: int(env, 'SIPHA_TCP_MAX_FLOWS_PER_ADDRESS', DEFAULT_TCP_LIMITS.maxFlowsPerAddress, 0, 1_000_000),
       acceptRatePerAddress: int(env, 'SIPHA_TCP_ACCEPT_RATE_PER_ADDRESS', DEFAULT_TCP_LIMITS.acceptRatePerAddress, 0, 1_000_000),
     },
-    tls: tlsSettings(env),
+    tls: tlsSettings(env, sipPort),
     ha: haSettings(env),
   };
 }
 
-function tlsSettings(env: Env): TlsSettings | null {
+function tlsSettings(env: Env, sipPort: number): TlsSettings | null {
   const dir = env[TLS_DIR_ENV];
   if (!dir) return null;
   const port = int(env, TLS_PORT_ENV, DEFAULT_TLS_PORT, 1, 65535);
-  if (port === int(env, 'SIPHA_SIP_PORT', 5060, 1, 65535)) throw new Error(`${TLS_PORT_ENV}=${port} is the SIP port too`);
+  if (port === sipPort) throw new Error(`${TLS_PORT_ENV}=${port} is the SIP port too`);
   const auth = (env[TLS_CLIENT_AUTH_ENV] ?? 'none').toLowerCase();
   if (!TLS_CLIENT_AUTH_VALUES.includes(auth as TlsClientAuth))
     throw new Error(`${TLS_CLIENT_AUTH_ENV}=${auth}: expected one of ${TLS_CLIENT_AUTH_VALUES.join(', ')}`);

@@ -11,7 +11,8 @@ import { createLogger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { EdgeProxy } from './proxy/edge-proxy.ts';
 import { EgressDigest } from './proxy/egress-digest.ts';
-import { TlsCredentials, type TlsSettings } from './tls/credentials.ts';
+import type { FlowTls } from './proxy/tcp-flows.ts';
+import { TlsCredentials } from './tls/credentials.ts';
 import { ArpAnnouncer } from './vip/arp.ts';
 import { LabelAnnouncer } from './vip/label.ts';
 import type { ClientFlow } from './vip/tcp-tickle.ts';
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger(config.logLevel, 'sipha-sidecar');
   const metrics = createMetrics();
-  let tls: { settings: TlsSettings; credentials: TlsCredentials } | null = null;
+  let tls: FlowTls | null = null;
   if (config.tls) {
     try {
       tls = { settings: config.tls, credentials: new TlsCredentials(config.tls, log.child({ room: 'tls' })) };

@@ -10,21 +10,15 @@ import type { SipHaPair } from '../../contract/siphapair.ts';
 import { appliedObjects, EGRESS_OF_LABEL, egressDaemonSet, statefulSet } from '../../operator/src/desired.ts';
 import { loadEgressConfig } from '../../sidecar/src/config.ts';
 import { nftDeleteScript, nftScript, staleSources, tableName } from '../../sidecar/src/egress/rules.ts';
+import { testPair } from '../lib/siphapair-fixture.ts';
 
 type Mode = SipHaPair['spec']['vip']['mode'];
-const pair = (mode: Mode): SipHaPair => ({
-  apiVersion: 'sipha.io/v1alpha1',
-  kind: 'SipHaPair',
-  metadata: { name: 'p', namespace: 'ns', uid: 'u' },
-  spec: {
-    sipServer: { image: 'k' },
+const pair = (mode: Mode): SipHaPair =>
+  testPair({
     sidecar: { image: 'sidecar:1' },
     ports: { sip: 5070, serverLink: 5071, egress: 5061, heartbeat: 5062, replication: 5063, metrics: 9090 },
     vip: mode === 'arp' ? { address: '198.18.0.100', mode, interface: 'eth0' } : { address: '198.18.0.100', mode },
-    heartbeat: { intervalMs: 20, misses: 5 },
-    replication: { mode: 'sync' },
-  },
-});
+  });
 // biome-ignore lint/suspicious/noExplicitAny: reading into the generated manifests
 type Any = any;
 const podSpec = (mode: Mode) => (statefulSet(pair(mode)) as Any).spec.template.spec;

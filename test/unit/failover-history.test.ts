@@ -9,8 +9,9 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadYaml, type V1Pod } from '@kubernetes/client-node';
 import { HISTORY_LIMIT } from '../../contract/names.ts';
-import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
+import type { SipHaPairStatus } from '../../contract/siphapair.ts';
 import { nextStatus, observe } from '../../operator/src/status.ts';
+import { pairWithStatus } from '../lib/siphapair-fixture.ts';
 
 interface Report {
   role: string;
@@ -35,14 +36,7 @@ const pod = (name: string, r: Report): V1Pod => ({
     },
   },
 });
-const pair = (status?: SipHaPairStatus): SipHaPair =>
-  ({
-    apiVersion: 'sipha.io/v1alpha1',
-    kind: 'SipHaPair',
-    metadata: { name: 'p', namespace: 'n', uid: 'u', generation: 1 },
-    spec: {},
-    status,
-  }) as unknown as SipHaPair;
+const pair = pairWithStatus;
 const vip = { ok: true, reason: 'Held', message: 'held' };
 const at = (s: number) => new Date(Date.UTC(2026, 10, 29, 12, 0, s));
 

@@ -14,6 +14,7 @@ import { targetOrdinal } from '../../cli/src/switchover.ts';
 import { SIDECAR_CONTAINER } from '../../contract/names.ts';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 import { statefulSet } from '../../operator/src/desired.ts';
+import { testPair } from '../lib/siphapair-fixture.ts';
 
 const pino = (time: number | string, msg: string) => JSON.stringify({ level: 30, time, pid: 1, msg });
 
@@ -55,19 +56,7 @@ describe('kubectl sipha: logs merged by time', () => {
   });
 
   it('asks for the container the operator actually names the sidecar', () => {
-    const pair = {
-      apiVersion: 'sipha.io/v1alpha1',
-      kind: 'SipHaPair',
-      metadata: { name: 'p', namespace: 'n', uid: 'u' },
-      spec: {
-        sipServer: { image: 'k' },
-        sidecar: { image: 's' },
-        ports: { sip: 5060, serverLink: 5070, egress: 5061, heartbeat: 5062, replication: 5063, metrics: 9090 },
-        vip: { address: '198.18.0.100', mode: 'arp' },
-        heartbeat: { intervalMs: 20, misses: 5 },
-        replication: { mode: 'sync' },
-      },
-    } as SipHaPair;
+    const pair = testPair({}, 'n');
     const sts = statefulSet(pair) as { spec: { template: { spec: { containers: Array<{ name: string }> } } } };
     assert.ok(
       sts.spec.template.spec.containers.some((c) => c.name === SIDECAR_CONTAINER),

@@ -3,21 +3,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 import { statefulSet } from '../../operator/src/desired.ts';
+import { testPair } from '../lib/siphapair-fixture.ts';
 
-const pair = (spec: Partial<SipHaPair['spec']> = {}): SipHaPair => ({
-  apiVersion: 'sipha.io/v1alpha1',
-  kind: 'SipHaPair',
-  metadata: { name: 'p', namespace: 'ns', uid: 'u' },
-  spec: {
-    sipServer: { image: 'k' },
-    sidecar: { image: 's' },
-    ports: { sip: 5060, serverLink: 5070, egress: 5061, heartbeat: 5062, replication: 5063, metrics: 9090 },
-    vip: { address: '198.18.0.100', mode: 'arp' },
-    heartbeat: { intervalMs: 20, misses: 5 },
-    replication: { mode: 'sync' },
-    ...spec,
-  },
-});
+const pair = testPair;
 
 type Container = { name: string; resources: { requests?: Record<string, unknown>; limits?: Record<string, unknown> } };
 // biome-ignore lint/suspicious/noExplicitAny: reading into the generated manifest

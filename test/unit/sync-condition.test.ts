@@ -6,8 +6,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { V1Pod } from '@kubernetes/client-node';
-import type { SipHaPair, SipHaPairStatus } from '../../contract/siphapair.ts';
+import type { SipHaPairStatus } from '../../contract/siphapair.ts';
 import { nextStatus, observe } from '../../operator/src/status.ts';
+import { pairWithStatus } from '../lib/siphapair-fixture.ts';
 
 const pod = (name: string, role: string, term: number, inSync?: boolean): V1Pod => ({
   metadata: {
@@ -16,14 +17,7 @@ const pod = (name: string, role: string, term: number, inSync?: boolean): V1Pod 
     annotations: { 'sipha.io/term': String(term), ...(inSync !== undefined ? { 'sipha.io/in-sync': String(inSync) } : {}) },
   },
 });
-const pair = (status?: SipHaPairStatus): SipHaPair =>
-  ({
-    apiVersion: 'sipha.io/v1alpha1',
-    kind: 'SipHaPair',
-    metadata: { name: 'p', namespace: 'n', uid: 'u', generation: 1 },
-    spec: {},
-    status,
-  }) as unknown as SipHaPair;
+const pair = pairWithStatus;
 const vip = { ok: true, reason: 'Held', message: 'held' };
 const now = new Date('2026-11-29T12:00:00Z');
 const replicating = (s: SipHaPairStatus) => s.conditions?.find((c) => c.type === 'Replicating');

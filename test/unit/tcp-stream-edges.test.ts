@@ -16,6 +16,37 @@ import { sleep, until } from '../lib/procs.ts';
 const options = (i: number, via = 'SIP/2.0/TCP 127.0.0.1:1') =>
   `OPTIONS sip:x SIP/2.0\r\nVia: ${via};branch=z9hG4bK-${i}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: c${i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`;
 
+/** An edge proxy on a free port with a stand-in SIP server behind it; resolves the server's end of the link once it is up. */
+async function edgeWithServer(linkToken?: string) {
+  let resolveSide: (s: net.Socket) => void = () => {};
+  const serverSide = new Promise<net.Socket>((r) => {
+    resolveSide = r;
+  });
+  const server = net.createServer((s) => resolveSide(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const sipPort = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const proxy = new EdgeProxy(
+    {
+      publicAddress: '127.0.0.1',
+      sipPort,
+      serverHost: '127.0.0.1',
+      serverPort: (server.address() as net.AddressInfo).port,
+      egressPort: 0,
+      linkConnections: 1,
+      maxMessageBytes: 65535,
+      ...(linkToken ? { linkToken } : {}),
+    },
+    createLogger('silent', 'test'),
+    createMetrics(),
+  );
+  await proxy.start();
+  await until(() => proxy.serverReady, 3000, 'the link is up');
+  return { proxy, server, sipPort, serverSide };
+}
+
 describe('public TCP flows: edges', () => {
   it('keeps a client that streams steadily whose reads end inside the next message (the header deadline is per message)', async () => {
     const got: number[] = [];
@@ -48,33 +79,9 @@ describe('public TCP flows: edges', () => {
   });
 
   it("sends a response whose client connection has closed on a new connection to the Via's received/rport", async () => {
-    // The SIP server behind the edge: answers what it gets over the link, later.
-    let serverSide: net.Socket | null = null;
-    const server = net.createServer((s) => {
-      serverSide = s;
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const serverPort = (server.address() as net.AddressInfo).port;
-    const probe = net.createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const sipPort = (probe.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => probe.close(() => r()));
-    const proxy = new EdgeProxy(
-      {
-        publicAddress: '127.0.0.1',
-        sipPort,
-        serverHost: '127.0.0.1',
-        serverPort,
-        egressPort: 0,
-        linkConnections: 1,
-        maxMessageBytes: 65535,
-      },
-      createLogger('silent', 'test'),
-      createMetrics(),
-    );
-    await proxy.start();
+    const { proxy, server, sipPort, serverSide: linkSide } = await edgeWithServer();
     try {
-      await until(() => proxy.serverReady && serverSide !== null, 3000, 'the link is up');
+      const serverSide = await linkSide;
       // Where the client can be reached again (its new listening port; in the Via's rport, as a server writes it).
       let answered = '';
       const back = net.createServer((s) => s.on('data', (d: Buffer) => (answered += d.toString('latin1'))));
@@ -84,14 +91,14 @@ describe('public TCP flows: edges', () => {
       await new Promise((r) => c.once('connect', r));
       c.write(options(7, 'SIP/2.0/TCP 127.0.0.1:1;rport'));
       let linked = '';
-      (serverSide as unknown as net.Socket).on('data', (d: Buffer) => {
+      serverSide.on('data', (d: Buffer) => {
         linked += d.toString('latin1');
       });
       await until(() => linked.includes('Call-ID: c7'), 3000, 'the request reached the server');
       c.destroy();
       await sleep(50);
       const via = `Via: SIP/2.0/TCP 127.0.0.1:1;rport=${backPort};received=127.0.0.1;branch=z9hG4bK-7`;
-      (serverSide as unknown as net.Socket).write(
+      serverSide.write(
         `SIP/2.0 200 OK\r\n${via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>;tag=2\r\nCall-ID: c7\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`,
       );
       await until(() => answered.includes('SIP/2.0 200 OK'), 3000, 'the response arrives on a new connection');
@@ -109,27 +116,7 @@ describe('public TCP flows: edges', () => {
     client.on('message', (b) => got.push(b.toString('latin1')));
     await new Promise<void>((r) => client.bind(0, '127.0.0.1', r));
     const clientPort = client.address().port;
-    const server = net.createServer(() => {});
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const probe = net.createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const sipPort = (probe.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => probe.close(() => r()));
-    const proxy = new EdgeProxy(
-      {
-        publicAddress: '127.0.0.1',
-        sipPort,
-        serverHost: '127.0.0.1',
-        serverPort: (server.address() as net.AddressInfo).port,
-        egressPort: 0,
-        linkConnections: 1,
-        maxMessageBytes: 65535,
-        linkToken: 'secret-link-token',
-      },
-      createLogger('silent', 'test'),
-      createMetrics(),
-    );
-    await proxy.start();
+    const { proxy, server } = await edgeWithServer('secret-link-token');
     try {
       // As Kamailio relays a far end's 200 upstream: the stamp the sidecar put on it is still there.
       proxy.fromServer(

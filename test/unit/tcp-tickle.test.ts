@@ -102,6 +102,12 @@ describe("the master's TCP client flows, as a backup learns them", () => {
       assert.equal(tcpSource(link(`X-Sipha-Src: ${bad}`)), null, bad);
   });
 
+  it('are read for TLS clients too, marked so (they are tickled from the TLS port)', () => {
+    assert.deepEqual(tcpSource(link('X-Sipha-Src: tls:198.18.0.10:40312')), { address: '198.18.0.10', port: 40312, tls: true });
+    assert.equal(tcpSource(link('X-Sipha-Src: tlx:198.18.0.10:40312')), null);
+    assert.equal(tcpSource(link('X-Sipha-Src: tls:198.18.0.10:99999')), null);
+  });
+
   it('are bounded, the least recently heard dropped first, and given once, without those idle past the limit', () => {
     const flows = new TcpClientFlows(3, 500); // idle limit 500 ms: flows are kept for twice that
     flows.heardFrom({ address: '198.18.0.1', port: 1 }, 0);

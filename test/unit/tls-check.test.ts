@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { V1ConfigMap, V1Secret } from '@kubernetes/client-node';
-import type { SipHaPair, SipHaPairStatus, TlsSpec } from '../../contract/siphapair.ts';
+import type { SipHaPairStatus, TlsSpec } from '../../contract/siphapair.ts';
 import { nextStatus } from '../../operator/src/status.ts';
 import { type TlsObjects, tlsRefs, tlsVerdict } from '../../operator/src/tls-check.ts';
+import { pairWithStatus } from '../lib/siphapair-fixture.ts';
 import { makeTestCa, type TlsDir } from '../lib/tls-certs.ts';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -170,14 +171,7 @@ describe('spec.tls checked before the pods use it', () => {
 });
 
 describe('the TLSReady condition and Ready', () => {
-  const pair = (status?: SipHaPairStatus): SipHaPair =>
-    ({
-      apiVersion: 'sipha.io/v1alpha1',
-      kind: 'SipHaPair',
-      metadata: { name: 'p', namespace: 'n', uid: 'u', generation: 1 },
-      spec: {},
-      status,
-    }) as unknown as SipHaPair;
+  const pair = pairWithStatus;
   const vip = { ok: true, reason: 'Held', message: 'held' };
   const now = new Date('2026-11-29T12:00:00Z');
   const broken = { ok: false, reason: 'TLSSecretMissing', message: 'tls.secretName: Secret t not found' };

@@ -10,21 +10,9 @@ import { describe, it } from 'node:test';
 import type { SipHaPair } from '../../contract/siphapair.ts';
 import { TLS_MOUNT_DIR, TLS_OUTBOUND_CA_FILE, TLS_SNI_ENV, tlsSniMountDir } from '../../contract/tls-settings.ts';
 import { appliedObjects, statefulSet, vipService } from '../../operator/src/desired.ts';
+import { testPair } from '../lib/siphapair-fixture.ts';
 
-const pair = (spec: Partial<SipHaPair['spec']> = {}): SipHaPair => ({
-  apiVersion: 'sipha.io/v1alpha1',
-  kind: 'SipHaPair',
-  metadata: { name: 'p', namespace: 'ns', uid: 'u' },
-  spec: {
-    sipServer: { image: 'k' },
-    sidecar: { image: 's' },
-    ports: { sip: 5060, serverLink: 5070, egress: 5061, heartbeat: 5062, replication: 5063, metrics: 9090 },
-    vip: { address: '198.18.0.100', mode: 'arp' },
-    heartbeat: { intervalMs: 20, misses: 5 },
-    replication: { mode: 'sync' },
-    ...spec,
-  },
-});
+const pair = testPair;
 
 type Env = { name: string; value?: string };
 type Mount = { name: string; mountPath: string; readOnly?: boolean; subPath?: string };

@@ -13,8 +13,7 @@ import { SOURCE_HEADER } from '../../../contract/link.ts';
 import type { ClientFlow } from '../vip/tcp-tickle.ts';
 
 const PREFIX = Buffer.from(`\r\n${SOURCE_HEADER}: tcp:`, 'latin1');
-/** Where "tcp" / "tls" sits in PREFIX (the two differ in their last two letters only). */
-const PROTO_AT = PREFIX.length - 4;
+const TLS_PREFIX = Buffer.from(`\r\n${SOURCE_HEADER}: tls:`, 'latin1');
 /** The first header starts within this many bytes (a request line is short; anything longer is not ours). */
 const FIRST_LINE_MAX = 8192;
 
@@ -23,11 +22,10 @@ export function tcpSource(payload: Buffer): ClientFlow | null {
   // The first header, or nothing: the end of the start line (looked for in the first bytes only), one compare.
   const at = payload.subarray(0, FIRST_LINE_MAX).indexOf(13);
   if (at < 0 || at + PREFIX.length > payload.length) return null;
+  // Byte compares only: the backup runs this for every replicated message, UDP ones included.
   let tls = false;
   if (payload.compare(PREFIX, 0, PREFIX.length, at, at + PREFIX.length) !== 0) {
-    // "tls:" instead of "tcp:"?
-    const p = at + PROTO_AT;
-    if (payload.compare(PREFIX, 0, PROTO_AT, at, p) !== 0 || payload.toString('latin1', p, p + 4) !== 'tls:') return null;
+    if (payload.compare(TLS_PREFIX, 0, TLS_PREFIX.length, at, at + TLS_PREFIX.length) !== 0) return null;
     tls = true;
   }
   const from = at + PREFIX.length;

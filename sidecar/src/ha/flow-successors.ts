@@ -25,6 +25,7 @@
  */
 import type { Transport } from '../../../contract/link.ts';
 import { destinationKey, uriDestination } from '../proxy/destination.ts';
+import { tcpSource } from './client-flows.ts';
 import type { ContactAsked } from './state-cache.ts';
 
 export interface StreamFlow {
@@ -32,9 +33,6 @@ export interface StreamFlow {
   readonly host: string;
   readonly port: number;
 }
-
-// The sidecar stamps the client's source as the first header (contract/link.ts).
-const SOURCE = /\r\nX-Sipha-Src: (tcp|tls):([0-9.]{7,15}):(\d{1,5})/;
 
 const flowKey = (transport: Transport, host: string, port: number) => `${transport}:${destinationKey(host, port)}`;
 
@@ -51,9 +49,9 @@ export class FlowSuccessors {
 
   /** A REGISTER the server accepted: its source (X-Sipha-Src) becomes the client's newest flow. */
   accepted(bytes: Buffer, aor: string, contacts: readonly ContactAsked[]): void {
-    const m = SOURCE.exec(bytes.toString('latin1', 0, Math.min(bytes.length, 1024)));
-    if (m === null) return; // UDP: a datagram has no flow to lose
-    const flow: StreamFlow = { transport: m[1] as 'tcp' | 'tls', host: m[2] as string, port: Number(m[3]) };
+    const src = tcpSource(bytes); // the sidecar's own stamp, first header (contract/link.ts)
+    if (src === null) return; // UDP: a datagram has no flow to lose
+    const flow: StreamFlow = { transport: src.tls ? 'tls' : 'tcp', host: src.address, port: src.port };
     const source = flowKey(flow.transport, flow.host, flow.port);
     for (const c of contacts) {
       if (c.asked === 0) continue;

@@ -17,7 +17,6 @@ import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit
 import { Hdr } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 import { parseMessage } from '../sip/scanner.ts';
-import type { TlsCredentials, TlsSettings } from '../tls/credentials.ts';
 import {
   type Destination,
   replyDestination,
@@ -29,7 +28,7 @@ import {
 import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
 import { ServerLink } from './server-link.ts';
-import { type Flow, TcpFlows, type TcpLimits } from './tcp-flows.ts';
+import { type Flow, type FlowTls, TcpFlows, type TcpLimits } from './tcp-flows.ts';
 
 export interface Source {
   readonly transport: Transport;
@@ -59,7 +58,7 @@ export interface EdgeProxyOptions {
   /** Bytes the server may leave unread on a link connection before it counts as busy. */
   linkMaxBacklog?: number;
   /** SIP over TLS (contract/tls-settings.ts); absent: TLS is refused, never sent as TCP. */
-  tls?: { settings: TlsSettings; credentials: TlsCredentials } | null;
+  tls?: FlowTls | null;
 }
 
 const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
@@ -332,7 +331,7 @@ export class EdgeProxy {
    * ACK) where its INVITE went, else the first Route or the Request-URI. An
    * INVITE's hop is remembered by branch.
    */
-  private nextHop(m: SipMessage): { dst: Destination | string; nh: number } {
+  private nextHop(m: SipMessage): Destination | string {
     let dst: Destination | string | undefined;
     const nh = m.find(Hdr.SiphaNextHop);
     if (nh >= 0) dst = uriDestination(m.valueAt(nh));
@@ -343,11 +342,11 @@ export class EdgeProxy {
     if (typeof dst !== 'string' && m.method === 'INVITE' && m.topVia.branch !== undefined) {
       this.inviteHops.set(m.topVia.branch, dst);
     }
-    return { dst, nh };
+    return dst;
   }
 
-  private sendRequest(m: SipMessage, hop: { dst: Destination | string; nh: number }): void {
-    const dst = this.carrier(hop.dst);
+  private sendRequest(m: SipMessage, hop: Destination | string): void {
+    const dst = this.carrier(hop);
     if (typeof dst === 'string') {
       const known = dst === TLS_UNSUPPORTED || dst === TRANSPORT_UNSUPPORTED;
       this.metrics.drop('egress', known ? dst : 'no-next-hop');
