@@ -172,3 +172,39 @@ describe("a flood on the heartbeat port from another address than the peer's", (
     }
   });
 });
+
+describe('every silence longer than quietMs', () => {
+  // Found in session 9 (the faults test "a lease the peer took during an earlier silence",
+  // intermittent since session 8): the quiet timer runs on the event loop's millisecond clock,
+  // which lags performance.now(), so it could fire a fraction of a millisecond before the
+  // silence measured quietMs; the verdict then said nothing and nothing asked again, and the
+  // master never claimed early. About 1 silence in 10 went unsaid on this machine.
+  it("is said as 'peer-quiet', each time", async () => {
+    const key = randomBytes(32);
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(twoOnLoopback(key, 0, base, base + 1));
+    const b = new Heartbeats(twoOnLoopback(key, 1, base + 1, base));
+    let quiets = 0;
+    b.onMessage = (m) => {
+      if (m.type === 'peer-quiet') quiets++;
+    };
+    a.onMessage = () => {};
+    const silences = 40;
+    const unsaid: number[] = [];
+    try {
+      await Promise.all([a.ready(), b.ready()]);
+      await sleep(300);
+      for (let i = 0; i < silences; i++) {
+        quiets = 0;
+        // a's thread stops for 65 ms: b hears nothing for 65 to ~85 ms (quietMs 40, lost at 100).
+        (a as unknown as { worker: Worker }).worker.postMessage({ type: 'stall', ms: 65 });
+        await sleep(200);
+        if (quiets !== 1) unsaid.push(i);
+      }
+      assert.deepEqual(unsaid, [], `silences not said once as peer-quiet, of ${silences}`);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

@@ -84,6 +84,13 @@ let lost = true;
 let quiet = false;
 let quietTimer: NodeJS.Timeout | null = null;
 /**
+ * Timers run on the event loop's clock, whole milliseconds that lag
+ * performance.now(): the quiet timer may fire a fraction early, find the
+ * silence short of quietMs, and must then look again (it used to say nothing,
+ * and the master's early claim never came: decision 0005's head start lost).
+ */
+let quietRecheck: NodeJS.Timeout | null = null;
+/**
  * Silence is judged after this loop turn has read what arrived: a timer runs
  * before the poll for I/O, so a thread that was descheduled (a busy host)
  * would otherwise find the beats that came meanwhile still unread in its
@@ -92,7 +99,13 @@ let quietTimer: NodeJS.Timeout | null = null;
 const afterPendingIo = (judge: () => void) => setImmediate(judge);
 const onQuiet = () => afterPendingIo(quietVerdict);
 const quietVerdict = () => {
-  if (lost || quiet || performance.now() - lastHeard < cfg.quietMs) return;
+  quietRecheck = null;
+  if (lost || quiet) return;
+  const short = cfg.quietMs - (performance.now() - lastHeard);
+  if (short > 0) {
+    quietRecheck = setTimeout(onQuiet, Math.ceil(short));
+    return;
+  }
   quiet = true;
   port.postMessage({
     type: 'peer-quiet',
@@ -184,6 +197,10 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   // gives the master its head start over the peer's claim (decision 0005).
   if (quietTimer) quietTimer.refresh();
   else quietTimer = setTimeout(onQuiet, cfg.quietMs);
+  if (quietRecheck) {
+    clearTimeout(quietRecheck);
+    quietRecheck = null;
+  }
   const view = `${hb.role}|${hb.term}|${hb.serverUp}|${from}`;
   if (lost || quiet || view !== lastPeer) {
     lost = false;
@@ -212,6 +229,7 @@ port.on('message', (m: ToWorker) => {
   if (m.type === 'stop') {
     clearInterval(tick);
     if (quietTimer) clearTimeout(quietTimer);
+    if (quietRecheck) clearTimeout(quietRecheck);
     sock.close();
     return;
   }
