@@ -14,8 +14,8 @@
 #        kamailio-kill   kill -9 of the master's Kamailio
 #        pod-delete      kubectl delete pod of the master (graceful: a switchover)
 #        sidecar-kill    kill -9 of the master's sidecar (the kubelet restarts it)
-#        node-down       the master's node stopped (docker stop), then started
-#        operator-down   the operator's pods deleted during a Kamailio kill
+#        node-crash      the master's node stopped (docker stop), then started
+#        operator-delete the operator's pods deleted during a Kamailio kill
 #
 #   hack/kind-e2e.sh [cluster-name]     (needs docker, kind, kubectl, helm on PATH)
 #
@@ -131,8 +131,8 @@ fault() { # NAME: one fault on the master of a settled pair, and the checks afte
     kamailio-kill) docker exec "$node" pkill -KILL -x kamailio ;;
     pod-delete) kubectl -n "$NS" delete pod "$master" --wait=false ;;
     sidecar-kill) docker exec "$node" pkill -KILL -f sidecar/src/main.ts ;;
-    node-down) docker stop "$node" >/dev/null ;;
-    operator-down)
+    node-crash) docker stop "$node" >/dev/null ;;
+    operator-delete)
       kubectl -n sipha-system delete pod -l app.kubernetes.io/name=sipha-operator --wait=false
       docker exec "$node" pkill -KILL -x kamailio
       ;;
@@ -141,7 +141,7 @@ fault() { # NAME: one fault on the master of a settled pair, and the checks afte
   wait_until 30 "$f: an answer through the VIP" sipp_run -sf options.xml -m 1 -r 1
   say "$f: answered through the VIP after about $((($(date +%s%N) - started) / 1000000)) ms (sipp's start included)"
   wait_until 60 "$f: $backup is master" test "$(role_pod master)" = "$backup"
-  [ "$f" != node-down ] || docker start "$node" >/dev/null
+  [ "$f" != node-crash ] || docker start "$node" >/dev/null
   wait_until 300 "$f: the pair settles again" settled
   local n
   n=$(registered_on "$(role_pod master)")
@@ -152,6 +152,6 @@ fault() { # NAME: one fault on the master of a settled pair, and the checks afte
   kubectl -n "$NS" describe shp "$PAIR" | sed -n '/Events:/,$p' | tail -n 6
   say "$f: passed"
 }
-for f in kamailio-kill pod-delete sidecar-kill node-down operator-down; do fault "$f"; done
+for f in kamailio-kill pod-delete sidecar-kill node-crash operator-delete; do fault "$f"; done
 kubectl -n "$NS" get shp "$PAIR"
 say "all faults passed; the cluster '$name' stays up: kind delete cluster --name $name"
