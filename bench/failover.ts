@@ -12,10 +12,13 @@
  * every 10 ms; the fault; then:
  *   gap        = fault -> first OPTIONS answered via the VIP (probe sent after the fault);
  *   regs lost  = of the 1000, those the new master's location table lacks;
- *   calls failed (sipha) = sipp's failed calls (established or in setup);
+ *   calls failed (sipha, keepalived_dmq) = sipp's failed calls (established or in setup);
  *   backup egress (sipha) = SIP packets the backup sent before the fault (tcpdump on its interface).
- * keepalived runs twice: default (VRRPv2, advert_int 1) and the fastest it
- * accepts (VRRPv3, advert_int 0.01), with a 1 s track script on Kamailio.
+ * keepalived runs three times: default (VRRPv2, advert_int 1), the fastest it
+ * accepts (VRRPv3, advert_int 0.01), both with a 1 s track script on Kamailio,
+ * and the fastest with Kamailio replicating its registrations itself (dmq +
+ * dmq_usrloc, test/lib/kamailio-dmq.ts: the alternative a Kamailio user
+ * weighs), which also runs the calls (the called party's registration survives).
  *
  * Then host_down with TLS and TCP clients (--streams tls,tcp; sipha only):
  * 200 clients each on its own connection, 100 calls established, the crash,
@@ -45,8 +48,8 @@ const { values } = parseArgs({
     'load-rate': { type: 'string' },
     'load-seconds': { type: 'string', default: '120' },
     'only-load': { type: 'boolean', default: false },
-    // Narrow a run: comma-separated systems (sipha,keepalived,keepalived_fast) and faults.
-    systems: { type: 'string', default: 'sipha,keepalived,keepalived_fast' },
+    // Narrow a run: comma-separated systems (sipha,keepalived,keepalived_fast,keepalived_dmq) and faults.
+    systems: { type: 'string', default: 'sipha,keepalived,keepalived_fast,keepalived_dmq' },
     faults: { type: 'string', default: 'kamailio_kill,host_down' },
     'skip-load': { type: 'boolean', default: false },
     // Overlay this run's keys on bench/out/failover.json instead of replacing it (for narrowed runs).
@@ -66,7 +69,9 @@ const HOLD_MS = Number(values['hold-ms']);
 /** The issue's keys are for 10 calls/s with 10 s hold; a stress run's keys say their rate. */
 const SUFFIX = CALL_RATE === 10 && HOLD_MS === 10_000 ? '' : `_${CALL_RATE}cps`;
 type Fault = 'host_down' | 'kamailio_kill';
-type System = 'sipha' | 'keepalived' | 'keepalived_fast';
+type System = 'sipha' | 'keepalived' | 'keepalived_fast' | 'keepalived_dmq';
+/** Systems that keep the called party's registration, so calls can run through the fault. */
+const withCalls = (s: System) => s === 'sipha' || s === 'keepalived_dmq';
 
 interface Trial {
   gapMs: number | null;
@@ -109,7 +114,10 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
       };
       newMasterLookup = () => lookupAll(b.kamailio, USERS);
     } else {
-      const [a, b] = await startKeepalivedPair(bed, ha, hb, VIP, { profile: system === 'keepalived' ? 'default' : 'fastest' });
+      const [a, b] = await startKeepalivedPair(bed, ha, hb, VIP, {
+        profile: system === 'keepalived' ? 'default' : 'fastest',
+        dmq: system === 'keepalived_dmq',
+      });
       await until(() => holdsVip(ha, VIP), 15000, 'keepalived: a holds the VIP');
       killMaster = async () => {
         const at = await injectFault(fault, ha);
@@ -134,7 +142,7 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
 
     let calls: ReturnType<typeof runSipp> | null = null;
     let uas: ReturnType<typeof startUas> | null = null;
-    if (system === 'sipha') {
+    if (withCalls(system)) {
       await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] });
       uas = startUas(uasHost);
       calls = runSipp(bed, client, {
@@ -285,17 +293,18 @@ for (const [key, ts] of Object.entries(results)) {
   f('gap_ms_min', gaps.length ? Math.min(...gaps) : null);
   f('gap_ms_max', gaps.length ? Math.max(...gaps) : null);
   f('regs_lost', Math.max(...ts.map((t) => t.regsLost)));
-  if (system === 'sipha') {
+  if (withCalls(system as System)) {
     f(
       'calls_failed',
       ts.reduce((n, t) => n + (t.callsFailed ?? 0), 0),
     );
     f('calls', CALLS * ts.length);
+  }
+  if (system === 'sipha')
     f(
       'backup_egress_packets',
       ts.reduce((n, t) => n + (t.backupEgress ?? 0), 0),
     );
-  }
   rows.push([
     fault as string,
     system,
@@ -304,7 +313,7 @@ for (const [key, ts] of Object.entries(results)) {
     gaps.length ? Math.max(...gaps) : '-',
     never,
     Math.max(...ts.map((t) => t.regsLost)),
-    system === 'sipha' ? ts.reduce((n, t) => n + (t.callsFailed ?? 0), 0) : '-',
+    withCalls(system as System) ? ts.reduce((n, t) => n + (t.callsFailed ?? 0), 0) : '-',
     system === 'sipha' ? ts.reduce((n, t) => n + (t.backupEgress ?? 0), 0) : '-',
   ]);
 }

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Kamailio, startKamailio } from './kamailio.ts';
+import { writeDmqConfig } from './kamailio-dmq.ts';
 import type { Host, NetBed } from './netbed.ts';
 
 export interface KeepalivedNode {
@@ -20,6 +21,8 @@ export interface KeepalivedNode {
 export interface KeepalivedTuning {
   /** 'default': VRRPv2, advert_int 1. 'fastest': VRRPv3 with the smallest advert_int keepalived accepts. */
   profile: 'default' | 'fastest';
+  /** Kamailio replicates its registrations itself, with dmq + dmq_usrloc (kamailio-dmq.ts). */
+  dmq?: boolean;
 }
 
 export const FASTEST_ADVERT_S = 0.01;
@@ -31,11 +34,12 @@ export async function startKeepalivedPair(
   vip: string,
   t: KeepalivedTuning,
 ): Promise<[KeepalivedNode, KeepalivedNode]> {
-  const start = async (host: Host, priority: number): Promise<KeepalivedNode> => {
+  const start = async (host: Host, peer: Host, priority: number): Promise<KeepalivedNode> => {
     // Kamailio binds the VIP even while it is not on this host.
     execFileSync('ip', ['netns', 'exec', host.ns, 'sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
-    const kamailio = await startKamailio(bed, host, { sipha: false, publicIp: vip, tag: '-vrrp' });
     const dir = bed.subdir(`keepalived-${host.name}`);
+    const cfg = t.dmq ? writeDmqConfig(dir, host.ip, peer.ip) : undefined;
+    const kamailio = await startKamailio(bed, host, { sipha: false, publicIp: vip, tag: '-vrrp', cfg });
     const check = join(dir, 'check-kamailio.sh');
     writeFileSync(
       check,
@@ -87,7 +91,7 @@ export async function startKeepalivedPair(
     ]);
     return { host, kamailio, keepalived };
   };
-  return [await start(a, 150), await start(b, 100)];
+  return [await start(a, b, 150), await start(b, a, 100)];
 }
 
 /** True when `host` holds the VIP on its interface. */
