@@ -132,3 +132,68 @@ describe('SIP over TLS (and TCP) through the pair, through a host crash of the m
       );
   });
 });
+
+// Found in session 9 (the failover bench: 10 of 100 TLS dialogs stuck in one trial of five).
+// Every client of a host reconnects at once after a takeover, and the host's kernel hands out
+// source ports in sequence: a client's new connection can come from the port another client's
+// dead connection had. That port is the address the other client's dialogs name, so the far
+// end's BYE went to the wrong phone (which answered 481), and the caller never got it.
+describe('after a takeover, a client whose new connection has another client’s old port', { timeout: 240_000 }, () => {
+  let pb: PairBed;
+  let caFile: string;
+  before(async () => {
+    const ca = makeTestCa(`/tmp/sipha-tls-reuse-test-${process.pid}`);
+    caFile = ca.certFile;
+    pb = await pairBed({ SIPHA_TLS_DIR: ca.issue('server', [VIP]).dir });
+  });
+  after(async () => {
+    await pb?.bed.destroy();
+  });
+
+  it("does not get the other client's dialogs: the far end's BYE reaches the caller on its own new connection", async () => {
+    const ua = (user: string) => startUa(pb.client, { transport: 'tls', proxy: VIP, port: 5061, user, domain: VIP, caFile });
+    const callee = await startBaresip(pb.bed, pb.uas, {
+      user: 'callee-reuse',
+      registrar: VIP,
+      transport: 'udp',
+      answer: 'auto',
+      sipPort: 5060,
+      ctrlPort: 4444,
+    });
+    const caller = await ua('caller-reuse');
+    const oldPort = Number((await caller.connect()).local.split(':')[1]);
+    assert.equal(await caller.register(), 200);
+    const other = await ua('other-reuse');
+    await other.connect();
+    assert.equal(await other.register(), 200);
+    const call = await caller.invite('callee-reuse');
+    assert.equal(call.status, 200, 'call answered');
+    await callee.waitEvent('CALL_ESTABLISHED', 10000);
+    await sleep(1000);
+    await crashMaster(pb);
+    for (const u of [caller, other])
+      await u.waitEvent((e) => e.event === 'closed', 5000, 0, 'the client learns its connection died');
+    // The other client comes back first, from the caller's old port, then the caller, from a new one.
+    assert.equal((await other.connect(oldPort)).local.split(':')[1], String(oldPort));
+    assert.equal(await other.register(), 200, 'the other client re-registered');
+    await caller.connect();
+    assert.equal(await caller.register(), 200, 'the caller re-registered');
+    const [callerMark, otherMark] = [caller.events.length, other.events.length];
+    await callee.hangup();
+    const bye = await caller
+      .waitEvent((e) => e.event === 'request' && e.method === 'BYE', 5000, callerMark, "the far end's BYE reaches the caller")
+      .catch((err: Error) => {
+        const strays = other.events.slice(otherMark).filter((e) => e.event === 'request');
+        throw new Error(`${err.message}; the other client got: ${JSON.stringify(strays)}`);
+      });
+    assert.equal(bye.callId, call.callId);
+    assert.equal(bye.dialog, true);
+    await callee.waitEvent('CALL_CLOSED', 5000);
+    assert.deepEqual(
+      other.events.slice(otherMark).filter((e) => e.event === 'request'),
+      [],
+      "no request of the caller's dialog reached the other client",
+    );
+    await callee.stop();
+  });
+});

@@ -17,7 +17,7 @@ ua.onLeak = (start) => out({ event: 'leak', message: start });
 async function run(c: { id: number; cmd: string; [k: string]: unknown }): Promise<object> {
   switch (c.cmd) {
     case 'connect':
-      await ua.connect();
+      await ua.connect(5000, c.localPort === undefined ? undefined : Number(c.localPort));
       return { local: ua.local };
     case 'register':
       return { status: await ua.register(Number(c.expires ?? 600)) };

@@ -21,7 +21,8 @@ export interface UaEvent {
 
 export interface SipUa {
   readonly events: UaEvent[];
-  connect(): Promise<{ local: string }>;
+  /** `localPort`: from this port (another client's old one, say). */
+  connect(localPort?: number): Promise<{ local: string }>;
   register(expires?: number): Promise<number>;
   invite(to: string): Promise<{ status: number; callId: string }>;
   bye(callId: string): Promise<number>;
@@ -82,7 +83,9 @@ export async function startUa(host: Host, spec: UaSpec): Promise<SipUa> {
   };
   return {
     events,
-    connect: async () => ({ local: String((await call('connect')).local) }),
+    connect: async (localPort) => ({
+      local: String((await call('connect', localPort === undefined ? {} : { localPort })).local),
+    }),
     register: async (expires = 600) => Number((await call('register', { expires })).status),
     invite: async (to) => {
       const a = await call('invite', { to });

@@ -75,7 +75,8 @@ export class StreamUa {
     return `${this.socket?.localAddress}:${this.socket?.localPort}`;
   }
 
-  connect(timeoutMs = 5000): Promise<void> {
+  /** `localPort`: connect from this port (a test of a port another client used before). */
+  connect(timeoutMs = 5000, localPort?: number): Promise<void> {
     const { spec } = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -98,6 +99,7 @@ export class StreamUa {
               {
                 host: spec.proxy,
                 port: spec.port,
+                ...(localPort !== undefined ? { localPort } : {}),
                 ...(this.ca ? { ca: this.ca } : {}),
                 ...(spec.certDir
                   ? { cert: readFileSync(join(spec.certDir, 'tls.crt')), key: readFileSync(join(spec.certDir, 'tls.key')) }
@@ -106,7 +108,7 @@ export class StreamUa {
               },
               done,
             )
-          : net.connect({ host: spec.proxy, port: spec.port }, done);
+          : net.connect({ host: spec.proxy, port: spec.port, ...(localPort !== undefined ? { localPort } : {}) }, done);
       s.once('error', fail);
       const framer = new StreamFramer();
       s.on('data', (chunk: Buffer) => framer.push(chunk, (m) => this.onMessage(m)));

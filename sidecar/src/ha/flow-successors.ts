@@ -20,7 +20,16 @@
  * client's newest flow when that one is, and over the same transport only
  * (never TLS traffic on a TCP connection).
  *
- * Bounded: both maps keep at most `max` entries, the least recently
+ * A connection is a client's only once a REGISTER of that client was
+ * accepted over it (`onOwned`; the proxy marks the open connection). A host's
+ * clients all reconnect at once after a takeover and its kernel hands out
+ * source ports in sequence, so a new connection can come from the port another
+ * client's dead one had: the address the other client's dialogs name. A request
+ * whose Request-URI is a Contact exactly one client registered (`ownerOf`)
+ * therefore goes only on a connection that client registered over: its
+ * address's, else its newest flow's; never on another client's.
+ *
+ * Bounded: every map keeps at most `max` entries, the least recently
  * registered dropped first.
  */
 import type { Transport } from '../../../contract/link.ts';
@@ -41,10 +50,15 @@ export class FlowSuccessors {
   private readonly newest = new Map<string, StreamFlow>();
   /** Any flow or contact address a client used -> its identity. */
   private readonly clientOf = new Map<string, string>();
+  /** A registered Contact (user part and where it points) -> the one client that registered it; AMBIGUOUS: more than one. */
+  private readonly contactOwner = new Map<string, string>();
   private readonly max: number;
+  /** Told that `id` registered over the flow: the proxy marks its open connection there as that client's. */
+  private readonly onOwned: (flow: StreamFlow, id: string) => void;
 
-  constructor(max: number) {
+  constructor(max: number, onOwned: (flow: StreamFlow, id: string) => void = () => {}) {
     this.max = max;
+    this.onOwned = onOwned;
   }
 
   /** A REGISTER the server accepted: its source (X-Sipha-Src) becomes the client's newest flow. */
@@ -68,7 +82,25 @@ export class FlowSuccessors {
       }
       put(this.newest, id, flow, this.max);
       put(this.clientOf, source, id, this.max);
+      const key = contactKey(c.uri);
+      if (key !== null) {
+        const had = this.contactOwner.get(key);
+        put(this.contactOwner, key, had === undefined || had === id ? id : AMBIGUOUS, this.max);
+      }
+      this.onOwned(flow, id);
     }
+  }
+
+  /** The one client that registered the Contact this Request-URI names, if exactly one did. */
+  ownerOf(requestUri: string): string | undefined {
+    const key = contactKey(requestUri);
+    const id = key === null ? undefined : this.contactOwner.get(key);
+    return id === AMBIGUOUS ? undefined : id;
+  }
+
+  /** The flow a client last registered from. */
+  newestOf(id: string): StreamFlow | undefined {
+    return this.newest.get(id);
   }
 
   /** The newest flow of the client `transport:host:port` belonged to, when it is another one over the same transport. */
@@ -83,6 +115,21 @@ export class FlowSuccessors {
   get size(): number {
     return this.newest.size;
   }
+}
+
+/** Not an identity (those start with the AOR): a Contact more than one client registered. */
+const AMBIGUOUS = '';
+
+/** A Contact or Request-URI as the client wrote it, user part included; null unless TCP or TLS. */
+function contactKey(uri: string): string | null {
+  const dst = uriDestination(uri);
+  if (typeof dst === 'string' || (dst.transport !== 'tcp' && dst.transport !== 'tls')) return null;
+  const s = uri.trim();
+  const colon = s.indexOf(':');
+  const at = s.indexOf('@', colon);
+  const semi = s.indexOf(';', colon);
+  const user = at >= 0 && (semi < 0 || at < semi) ? s.slice(colon + 1, at) : '';
+  return `${user}@${flowKey(dst.transport, dst.host, dst.port)}`;
 }
 
 /** Sets k last (the Map stays in registration order) and drops the oldest past max. */

@@ -147,9 +147,13 @@ export class HaNode {
     this.cache = new StateCache({ maxEntries: cfg.stateCacheMax });
     // Both roles learn each client's flows from what their server accepted, so a new
     // master sends a dialog's requests on the flow its client reconnected with.
-    const successors = new FlowSuccessors(cfg.stateCacheMax);
+    // Only a serving node's REGISTERs came over its own connections (a backup's are the master's, replicated).
+    const successors = new FlowSuccessors(cfg.stateCacheMax, (f, id) => {
+      if (this.serving) proxy.ownedFlow(f.transport, f.host, f.port, id);
+    });
     this.cache.onAccepted = (bytes, aor, contacts) => successors.accepted(bytes, aor, contacts);
     proxy.flowSuccessor = (t, host, port) => successors.successor(t, host, port);
+    proxy.flowOwners = successors;
     this.clientFlows = new TcpClientFlows(cfg.tcpFlows.max, cfg.tcpFlows.idleMs);
     this.receiver = new ReplicationReceiver(cfg.keys, log);
     this.barrier = new SyncBarrier(this.sender);

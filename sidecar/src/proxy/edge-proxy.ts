@@ -78,6 +78,17 @@ export class EdgeProxy {
    * same client's newest flow (ha/flow-successors.ts), or null.
    */
   flowSuccessor: ((transport: 'tcp' | 'tls', host: string, port: number) => { host: string; port: number } | null) | null = null;
+  /**
+   * Which client a request is for: the one that registered the Contact its
+   * Request-URI names (if exactly one did), and that client's newest flow
+   * (ha/flow-successors.ts). Such a request goes only on a connection that
+   * client registered over (ownedFlow), never on another client's that reuses
+   * its old port.
+   */
+  flowOwners: {
+    ownerOf(requestUri: string): string | undefined;
+    newestOf(id: string): { transport: 'tcp' | 'tls'; host: string; port: number } | undefined;
+  } | null = null;
   /** Sees every reply from the server, whatever the role (the state cache keeps what it accepted). */
   replyTap: ((m: SipMessage) => void) | null = null;
   /**
@@ -372,8 +383,43 @@ export class EdgeProxy {
       return;
     }
     const flows = this.flowsFor(dst.transport);
-    flows.write(this.streamFlow(flows, dst.host, dst.port), slices);
+    const owner = this.flowOwners?.ownerOf(m.requestUri);
+    const flow =
+      owner === undefined ? this.streamFlow(flows, dst.host, dst.port) : this.clientsFlow(flows, dst.host, dst.port, owner);
+    if (flow === null) {
+      this.metrics.drop('egress', 'flow-of-another-client');
+      this.log.info(
+        { method: m.method, to: `${dst.host}:${dst.port}` },
+        'request not sent: the connection there is not its client’s',
+      );
+      return;
+    }
+    flows.write(flow, slices);
     this.sentToClient();
+  }
+
+  /** A REGISTER of client `id` was accepted over the flow: its open connection there is that client's. */
+  ownedFlow(transport: 'tcp' | 'tls', host: string, port: number, id: string): void {
+    const flow = transport === 'tls' ? this.tlsFlows?.get(host, port) : this.flows.get(host, port);
+    if (flow === undefined) return; // a backup's replicated REGISTER: the connection is the master's
+    (flow.owners ??= new Set()).add(id);
+  }
+
+  /**
+   * For a request to a known client (`owner`): a connection that client registered over, at
+   * host:port or at its newest flow; null when another connection holds host:port (another
+   * client's from a reused port, or one not registered over yet); else as streamFlow.
+   */
+  private clientsFlow(flows: TcpFlows, host: string, port: number, owner: string): Flow | null {
+    const open = flows.get(host, port);
+    if (open?.owners?.has(owner)) return open;
+    const next = this.flowOwners?.newestOf(owner);
+    const moved = next !== undefined && next.transport === flows.transport ? flows.get(next.host, next.port) : undefined;
+    if (moved?.owners?.has(owner)) {
+      this.metrics.flowRedirects.inc({ transport: flows.transport });
+      return moved;
+    }
+    return open !== undefined ? null : flows.getOrOpen(host, port);
   }
 
   /** The open flow to host:port; else the same client's newest flow, if open here; else a new connection. */

@@ -37,6 +37,8 @@ export interface Flow {
   readonly socket: net.Socket;
   readonly address: string;
   readonly port: number;
+  /** The clients a REGISTER was accepted from over this connection (ha/flow-successors.ts). */
+  owners?: Set<string>;
 }
 
 export type FlowMessageHandler = (bytes: Buffer, flow: Flow) => void;
