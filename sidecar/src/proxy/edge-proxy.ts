@@ -402,7 +402,8 @@ export class EdgeProxy {
   ownedFlow(transport: 'tcp' | 'tls', host: string, port: number, id: string): void {
     const flow = transport === 'tls' ? this.tlsFlows?.get(host, port) : this.flows.get(host, port);
     if (flow === undefined) return; // a backup's replicated REGISTER: the connection is the master's
-    (flow.owners ??= new Set()).add(id);
+    if (flow.owners === undefined) flow.owners = new Set([id]);
+    else flow.owners.add(id);
   }
 
   /**
