@@ -75,42 +75,46 @@ describe('flow successors (a reconnected client gets its dialogs on its new flow
     assert.equal(s.successor('tcp', '192.168.1.100', 5060), null, 'a private address is not a flow of ours');
   });
 
-  it('names the one client that registered the Contact a Request-URI names, and tells the proxy which flow each registered over', () => {
-    const owned: string[] = [];
-    const s = new FlowSuccessors(100, (f, id) => owned.push(`${f.transport}:${f.host}:${f.port} ${id.split('\n')[0]}`));
+  it('names the AOR that registered the Contact a request goes to, and its latest client', () => {
+    const s = new FlowSuccessors(100);
+    const at = (port: number) => ({ transport: 'tls' as const, host: '198.18.0.10', port });
     s.accepted(
       reg('tls:198.18.0.10:40000'),
       'sip:alice@v',
       outbound('sip:alice@198.18.0.10:40000;transport=tls;ob', 'urn:uuid:a'),
     );
     s.accepted(reg('tls:198.18.0.10:40008'), 'sip:bob@v', outbound('sip:bob@198.18.0.10:40008;transport=tls;ob', 'urn:uuid:b'));
-    assert.deepEqual(owned, ['tls:198.18.0.10:40000 sip:alice@v', 'tls:198.18.0.10:40008 sip:bob@v']);
-    const alice = s.ownerOf('sip:alice@198.18.0.10:40000;transport=tls');
-    assert.ok(alice?.startsWith('sip:alice@v'), "alice's dialog Contact, parameters aside");
-    assert.ok(s.ownerOf('sip:bob@198.18.0.10:40008;transport=tls')?.startsWith('sip:bob@v'));
+    const alice = s.ownerOf('sip:alice@198.18.0.10:40000;transport=tls', at(40000));
+    assert.equal(alice?.aor, 'sip:alice@v', "alice's dialog Contact, parameters aside");
+    assert.equal(s.ownerOf('sip:bob@198.18.0.10:40008;transport=tls', at(40008))?.aor, 'sip:bob@v');
     assert.equal(
-      s.ownerOf('sip:bob@198.18.0.10:40000;transport=tls'),
+      s.ownerOf('sip:alice@198.18.0.10:40000;transport=tls', at(5061)),
       undefined,
-      'another user part at that address: nobody registered it',
+      'sent to a proxy on the way: not judged',
     );
-    assert.equal(s.ownerOf('sip:alice@198.18.0.10:40000'), undefined, 'UDP: no flow');
+    assert.equal(s.ownerOf('sip:bob@198.18.0.10:40000;transport=tls', at(40000)), undefined, 'nobody registered that user there');
+    assert.equal(s.ownerOf('sip:alice@198.18.0.10:40000', { ...at(40000), transport: 'tcp' }), undefined, 'UDP: no flow');
     // bob reconnects from alice's old port: the address is his now, alice's Contact still hers.
     s.accepted(reg('tls:198.18.0.10:40000'), 'sip:bob@v', outbound('sip:bob@198.18.0.10:40000;transport=tls;ob', 'urn:uuid:b'));
-    assert.equal(s.ownerOf('sip:alice@198.18.0.10:40000;transport=tls'), alice);
+    assert.deepEqual(s.ownerOf('sip:alice@198.18.0.10:40000;transport=tls', at(40000)), alice);
     s.accepted(
       reg('tls:198.18.0.10:40016'),
       'sip:alice@v',
       outbound('sip:alice@198.18.0.10:40016;transport=tls;ob', 'urn:uuid:a'),
     );
-    assert.deepEqual(s.newestOf(alice as string), { transport: 'tls', host: '198.18.0.10', port: 40016 });
+    assert.deepEqual(s.newestOf((alice as { id: string }).id), at(40016));
   });
 
-  it('a Contact more than one client registered names nobody (the request goes where it points, as before)', () => {
+  it('a client giving its stale Contact from a new connection stays its owner; two AORs behind one Contact name nobody; no user part names nobody', () => {
     const s = new FlowSuccessors(100);
-    const shared = 'sip:bob@192.168.1.10:5060;transport=tcp';
-    s.accepted(reg('tcp:198.51.100.1:40000'), 'sip:bob@v', outbound(shared, 'urn:uuid:desk'));
-    assert.ok(s.ownerOf(shared) !== undefined);
-    s.accepted(reg('tcp:198.51.100.2:40000'), 'sip:bob@v', outbound(shared, 'urn:uuid:soft'));
-    assert.equal(s.ownerOf(shared), undefined);
+    const at = { transport: 'tcp' as const, host: '192.168.1.10', port: 5060 };
+    const lan = 'sip:bob@192.168.1.10:5060;transport=tcp';
+    s.accepted(reg('tcp:198.51.100.1:40000'), 'sip:bob@v', [{ uri: lan, asked: 600 }]);
+    s.accepted(reg('tcp:198.51.100.1:40002'), 'sip:bob@v', [{ uri: lan, asked: 600 }]);
+    assert.equal(s.ownerOf(lan, at)?.aor, 'sip:bob@v', 'one AOR: still its');
+    s.accepted(reg('tcp:198.51.100.2:40000'), 'sip:carol@v', [{ uri: lan, asked: 600 }]);
+    assert.equal(s.ownerOf(lan, at), undefined, 'two AORs: nobody can tell');
+    s.accepted(reg('tcp:198.51.100.3:40000'), 'sip:trunk@v', [{ uri: 'sip:198.51.100.3:40000;transport=tcp', asked: 600 }]);
+    assert.equal(s.ownerOf('sip:198.51.100.3:40000;transport=tcp', { ...at, host: '198.51.100.3', port: 40000 }), undefined);
   });
 });

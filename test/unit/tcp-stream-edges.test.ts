@@ -9,43 +9,12 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../sidecar/src/log.ts';
 import { createMetrics } from '../../sidecar/src/metrics.ts';
-import { EdgeProxy } from '../../sidecar/src/proxy/edge-proxy.ts';
 import { DEFAULT_TCP_LIMITS, TcpFlows } from '../../sidecar/src/proxy/tcp-flows.ts';
+import { edgeWithServer } from '../lib/edge-harness.ts';
 import { sleep, until } from '../lib/procs.ts';
 
 const options = (i: number, via = 'SIP/2.0/TCP 127.0.0.1:1') =>
   `OPTIONS sip:x SIP/2.0\r\nVia: ${via};branch=z9hG4bK-${i}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: c${i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`;
-
-/** An edge proxy on a free port with a stand-in SIP server behind it; resolves the server's end of the link once it is up. */
-async function edgeWithServer(linkToken?: string) {
-  let resolveSide: (s: net.Socket) => void = () => {};
-  const serverSide = new Promise<net.Socket>((r) => {
-    resolveSide = r;
-  });
-  const server = net.createServer((s) => resolveSide(s));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const probe = net.createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const sipPort = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
-  const proxy = new EdgeProxy(
-    {
-      publicAddress: '127.0.0.1',
-      sipPort,
-      serverHost: '127.0.0.1',
-      serverPort: (server.address() as net.AddressInfo).port,
-      egressPort: 0,
-      linkConnections: 1,
-      maxMessageBytes: 65535,
-      ...(linkToken ? { linkToken } : {}),
-    },
-    createLogger('silent', 'test'),
-    createMetrics(),
-  );
-  await proxy.start();
-  await until(() => proxy.serverReady, 3000, 'the link is up');
-  return { proxy, server, sipPort, serverSide };
-}
 
 describe('public TCP flows: edges', () => {
   it('keeps a client that streams steadily whose reads end inside the next message (the header deadline is per message)', async () => {

@@ -20,22 +20,23 @@
  * client's newest flow when that one is, and over the same transport only
  * (never TLS traffic on a TCP connection).
  *
- * A connection is a client's only once a REGISTER of that client was
- * accepted over it (`onOwned`; the proxy marks the open connection). A host's
- * clients all reconnect at once after a takeover and its kernel hands out
- * source ports in sequence, so a new connection can come from the port another
- * client's dead one had: the address the other client's dialogs name. A request
- * whose Request-URI is a Contact exactly one client registered (`ownerOf`)
- * therefore goes only on a connection that client registered over: its
- * address's, else its newest flow's; never on another client's.
+ * A host's clients all reconnect at once after a takeover and its kernel
+ * hands out source ports in sequence, so a new connection can come from the
+ * port another client's dead one had: the address the other client's dialogs
+ * name. `ownerOf` says whose Contact a request goes to (the AOR that
+ * registered it, if only one did; Contacts with a user part only), so the
+ * proxy can keep it off a connection another AOR registered over (the proxy
+ * marks its connections: EdgeProxy.ownedBy).
  *
  * Bounded: every map keeps at most `max` entries, the least recently
  * registered dropped first.
  */
 import type { Transport } from '../../../contract/link.ts';
 import { destinationKey, uriDestination } from '../proxy/destination.ts';
+import type { EdgeProxy } from '../proxy/edge-proxy.ts';
+import type { Flow } from '../proxy/tcp-flows.ts';
 import { tcpSource } from './client-flows.ts';
-import type { ContactAsked } from './state-cache.ts';
+import type { ContactAsked, StateCache } from './state-cache.ts';
 
 export interface StreamFlow {
   readonly transport: 'tcp' | 'tls';
@@ -50,15 +51,12 @@ export class FlowSuccessors {
   private readonly newest = new Map<string, StreamFlow>();
   /** Any flow or contact address a client used -> its identity. */
   private readonly clientOf = new Map<string, string>();
-  /** A registered Contact (user part and where it points) -> the one client that registered it; AMBIGUOUS: more than one. */
-  private readonly contactOwner = new Map<string, string>();
+  /** A registered Contact (user part and where it points) -> its AOR and latest client; null: more than one AOR registered it. */
+  private readonly contactOwner = new Map<string, ContactOwner | null>();
   private readonly max: number;
-  /** Told that `id` registered over the flow: the proxy marks its open connection there as that client's. */
-  private readonly onOwned: (flow: StreamFlow, id: string) => void;
 
-  constructor(max: number, onOwned: (flow: StreamFlow, id: string) => void = () => {}) {
+  constructor(max: number) {
     this.max = max;
-    this.onOwned = onOwned;
   }
 
   /** A REGISTER the server accepted: its source (X-Sipha-Src) becomes the client's newest flow. */
@@ -84,18 +82,23 @@ export class FlowSuccessors {
       put(this.clientOf, source, id, this.max);
       const key = contactKey(c.uri);
       if (key !== null) {
+        // One AOR's client may give the same Contact from a new connection (a stale one, then its own):
+        // the latest is its owner. Two AORs behind one Contact: nobody can tell whose a request is.
         const had = this.contactOwner.get(key);
-        put(this.contactOwner, key, had === undefined || had === id ? id : AMBIGUOUS, this.max);
+        put(this.contactOwner, key, had === undefined || had?.aor === aor ? { aor, id } : null, this.max);
       }
-      this.onOwned(flow, id);
     }
   }
 
-  /** The one client that registered the Contact this Request-URI names, if exactly one did. */
-  ownerOf(requestUri: string): string | undefined {
+  /**
+   * Whose Contact a request to `to` goes to: when its Request-URI is a Contact
+   * with a user part that one AOR registered, and `to` is where that Contact
+   * points (not a proxy on the way).
+   */
+  ownerOf(requestUri: string, to: StreamFlow): ContactOwner | undefined {
     const key = contactKey(requestUri);
-    const id = key === null ? undefined : this.contactOwner.get(key);
-    return id === AMBIGUOUS ? undefined : id;
+    if (key === null || !key.endsWith(`@${flowKey(to.transport, to.host, to.port)}`)) return undefined;
+    return this.contactOwner.get(key) ?? undefined;
   }
 
   /** The flow a client last registered from. */
@@ -117,10 +120,33 @@ export class FlowSuccessors {
   }
 }
 
-/** Not an identity (those start with the AOR): a Contact more than one client registered. */
-const AMBIGUOUS = '';
+/**
+ * Both roles learn each client's flows from what their server accepted, so a
+ * new master sends a dialog's requests on the flow its client reconnected
+ * with; a REGISTER that came over a connection of this node's (not replicated)
+ * makes that connection its AOR's.
+ */
+export function learnClientFlows(cache: StateCache, proxy: EdgeProxy, max: number): FlowSuccessors {
+  const successors = new FlowSuccessors(max);
+  cache.onAccepted = (bytes, aor, contacts, conn) => {
+    successors.accepted(bytes, aor, contacts);
+    if (conn !== null) proxy.ownedBy(conn as Flow, aor);
+  };
+  proxy.flowSuccessor = (t, host, port) => successors.successor(t, host, port);
+  proxy.flowOwners = successors;
+  return successors;
+}
 
-/** A Contact or Request-URI as the client wrote it, user part included; null unless TCP or TLS. */
+/** Who registered a Contact: its AOR, and the latest client of that AOR that did. */
+export interface ContactOwner {
+  readonly aor: string;
+  readonly id: string;
+}
+
+/**
+ * A Contact or Request-URI as the client wrote it: user part @ transport:host:port; null unless
+ * TCP or TLS, or without a user part (a trunk's bare address says nothing about who is there).
+ */
 function contactKey(uri: string): string | null {
   const dst = uriDestination(uri);
   if (typeof dst === 'string' || (dst.transport !== 'tcp' && dst.transport !== 'tls')) return null;
@@ -128,8 +154,8 @@ function contactKey(uri: string): string | null {
   const colon = s.indexOf(':');
   const at = s.indexOf('@', colon);
   const semi = s.indexOf(';', colon);
-  const user = at >= 0 && (semi < 0 || at < semi) ? s.slice(colon + 1, at) : '';
-  return `${user}@${flowKey(dst.transport, dst.host, dst.port)}`;
+  if (at < 0 || (semi >= 0 && semi < at) || at === colon + 1) return null;
+  return `${s.slice(colon + 1, at)}@${flowKey(dst.transport, dst.host, dst.port)}`;
 }
 
 /** Sets k last (the Map stays in registration order) and drops the oldest past max. */

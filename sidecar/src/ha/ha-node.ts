@@ -15,7 +15,7 @@ import { parseMessage } from '../sip/scanner.ts';
 import type { VipAnnouncer } from '../vip/announcer.ts';
 import type { ClientFlow } from '../vip/tcp-tickle.ts';
 import { TcpClientFlows, tcpSource } from './client-flows.ts';
-import { FlowSuccessors } from './flow-successors.ts';
+import { learnClientFlows } from './flow-successors.ts';
 import { Heartbeats } from './heartbeat.ts';
 import type { FromWorker } from './heartbeat-worker.ts';
 import { acceptedKeys, type Keyring, keyIds } from './keyring.ts';
@@ -145,15 +145,7 @@ export class HaNode {
       ackDeadlineMs: cfg.ackDeadlineMs,
     });
     this.cache = new StateCache({ maxEntries: cfg.stateCacheMax });
-    // Both roles learn each client's flows from what their server accepted, so a new
-    // master sends a dialog's requests on the flow its client reconnected with.
-    // Only a serving node's REGISTERs came over its own connections (a backup's are the master's, replicated).
-    const successors = new FlowSuccessors(cfg.stateCacheMax, (f, id) => {
-      if (this.serving) proxy.ownedFlow(f.transport, f.host, f.port, id);
-    });
-    this.cache.onAccepted = (bytes, aor, contacts) => successors.accepted(bytes, aor, contacts);
-    proxy.flowSuccessor = (t, host, port) => successors.successor(t, host, port);
-    proxy.flowOwners = successors;
+    learnClientFlows(this.cache, proxy, cfg.stateCacheMax);
     this.clientFlows = new TcpClientFlows(cfg.tcpFlows.max, cfg.tcpFlows.idleMs);
     this.receiver = new ReplicationReceiver(cfg.keys, log);
     this.barrier = new SyncBarrier(this.sender);
@@ -164,10 +156,10 @@ export class HaNode {
     const p = this.proxy;
     // Only a serving master lets anything out; everything else is counted and dropped.
     p.gate = () => (this.serving ? null : `role-${this.state.role}`);
-    p.tap = (m, link, slices) => {
+    p.tap = (m, link, slices, flow) => {
       if (!this.serving) return;
       this.sender.replicate(link, slices);
-      this.cache.observe(m, link, slices);
+      this.cache.observe(m, link, slices, flow);
     };
     // A backup that connects gets the state cache as a burst, before any live message.
     const barrierOnConnected = this.sender.onConnected;

@@ -29,6 +29,8 @@ import { MessageArena } from './message-arena.ts';
 interface Pending {
   link: number;
   bytes: Buffer;
+  /** The client connection it came over on this node (a replicated one came over the master's: null). */
+  conn: object | null;
   /** The address-of-record (To URI). */
   aor: string;
   /** Each Contact URI and the seconds asked for it (0: a removal); 'all' for `Contact: *`; none for a query. */
@@ -45,8 +47,11 @@ export interface ContactAsked {
   regId?: string;
 }
 
-/** Sees each REGISTER the server accepted: its bytes (X-Sipha-Src first), its AOR and its contacts. */
-export type AcceptedRegister = (bytes: Buffer, aor: string, contacts: readonly ContactAsked[]) => void;
+/**
+ * Sees each REGISTER the server accepted: its bytes (X-Sipha-Src first), its AOR, its contacts,
+ * and the client connection it came over on this node (null: UDP, or replicated).
+ */
+export type AcceptedRegister = (bytes: Buffer, aor: string, contacts: readonly ContactAsked[], conn: object | null) => void;
 
 export interface StateCacheOptions {
   now?: () => number;
@@ -118,8 +123,8 @@ export class StateCache {
     return this.arena.bytes;
   }
 
-  /** Sees every inbound message as it goes to the server (slices as written to the link). */
-  observe(m: SipMessage, link: number, slices: Buffer[]): void {
+  /** Sees every inbound message as it goes to the server (slices as written to the link); `conn`: the connection it came over here. */
+  observe(m: SipMessage, link: number, slices: Buffer[], conn: object | null = null): void {
     if (!m.isRequest || m.method !== 'REGISTER') return;
     const key = transactionKey(m);
     if (key === null) return;
@@ -135,6 +140,7 @@ export class StateCache {
     waiting.set(key, {
       link,
       bytes,
+      conn,
       aor: uriOf(m.header(Hdr.To) ?? '') ?? '',
       contacts: requestContacts(m),
       seenAt: this.now(),
@@ -159,7 +165,7 @@ export class StateCache {
     // (Kamailio answers 400 to a replay of a binding it holds from an earlier one), it is part of
     // the state this node must pass on. Its answer still tells the expiry, when it lists the contact.
     if (m.status >= 300 && !replay) return;
-    if (p.contacts !== 'all') this.onAccepted?.(p.bytes, p.aor, p.contacts);
+    if (p.contacts !== 'all') this.onAccepted?.(p.bytes, p.aor, p.contacts, p.conn);
     // The REGISTER's bytes go into the arena once, shared by every binding it sets or removes.
     let id = -1;
     const q = p;

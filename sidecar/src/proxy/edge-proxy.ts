@@ -39,7 +39,8 @@ export interface Source {
 /** Says why a message must not leave, or null to let it go. */
 export type EgressGate = (msg: SipMessage) => string | null;
 /** Sees every well-formed inbound message as handed to the server, with its link connection (replication hooks in here). */
-export type InboundTap = (m: SipMessage, link: number, slices: Buffer[]) => void;
+/** `flow`: the client connection it came over (null: UDP). */
+export type InboundTap = (m: SipMessage, link: number, slices: Buffer[], flow: Flow | null) => void;
 /** Decides when an allowed egress message may leave (sync replication holds it until the backup acked). */
 export type EgressHold = (send: () => void) => void;
 
@@ -65,6 +66,17 @@ const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
 // Transactions live at most ~3 min (INVITE with provisionals); 2 generations of 120 s.
 const TRANSACTION_MS = 120_000;
 
+/** A TCP or TLS destination. */
+interface StreamTarget {
+  readonly transport: 'tcp' | 'tls';
+  readonly host: string;
+  readonly port: number;
+}
+
+/** AORs remembered per connection; past it (a PBX's lines) the connection counts as any of them. */
+const OWNERS_MAX = 4096;
+const owns = (flow: Flow, aor: string) => flow.owners !== undefined && (flow.owners.size >= OWNERS_MAX || flow.owners.has(aor));
+
 export class EdgeProxy {
   gate: EgressGate = () => null;
   tap: InboundTap | null = null;
@@ -79,15 +91,15 @@ export class EdgeProxy {
    */
   flowSuccessor: ((transport: 'tcp' | 'tls', host: string, port: number) => { host: string; port: number } | null) | null = null;
   /**
-   * Which client a request is for: the one that registered the Contact its
-   * Request-URI names (if exactly one did), and that client's newest flow
-   * (ha/flow-successors.ts). Such a request goes only on a connection that
-   * client registered over (ownedFlow), never on another client's that reuses
-   * its old port.
+   * Whose Contact a request goes to (the AOR that registered the Contact its
+   * Request-URI names, if one did and the request goes where it points), and
+   * that client's newest flow (ha/flow-successors.ts). Such a request is kept
+   * off a connection other AORs registered over (ownedBy): another client's,
+   * from a port the first one had before.
    */
   flowOwners: {
-    ownerOf(requestUri: string): string | undefined;
-    newestOf(id: string): { transport: 'tcp' | 'tls'; host: string; port: number } | undefined;
+    ownerOf(requestUri: string, to: StreamTarget): { aor: string; id: string } | undefined;
+    newestOf(id: string): StreamTarget | undefined;
   } | null = null;
   /** Sees every reply from the server, whatever the role (the state cache keeps what it accepted). */
   replyTap: ((m: SipMessage) => void) | null = null;
@@ -254,7 +266,7 @@ export class EdgeProxy {
     }
     const slices = toServer(m, src, this.opts.linkToken ?? null);
     // Replicate first: under sync replication the barrier then covers this message.
-    this.tap?.(m, link, slices);
+    this.tap?.(m, link, slices, flow);
     if (!this.link.sendOn(link, slices)) {
       this.metrics.drop('inbound', 'server-unavailable');
       return;
@@ -383,7 +395,7 @@ export class EdgeProxy {
       return;
     }
     const flows = this.flowsFor(dst.transport);
-    const owner = this.flowOwners?.ownerOf(m.requestUri);
+    const owner = this.flowOwners?.ownerOf(m.requestUri, dst as StreamTarget);
     const flow =
       owner === undefined ? this.streamFlow(flows, dst.host, dst.port) : this.clientsFlow(flows, dst.host, dst.port, owner);
     if (flow === null) {
@@ -398,29 +410,29 @@ export class EdgeProxy {
     this.sentToClient();
   }
 
-  /** A REGISTER of client `id` was accepted over the flow: its open connection there is that client's. */
-  ownedFlow(transport: 'tcp' | 'tls', host: string, port: number, id: string): void {
-    const flow = transport === 'tls' ? this.tlsFlows?.get(host, port) : this.flows.get(host, port);
-    if (flow === undefined) return; // a backup's replicated REGISTER: the connection is the master's
-    if (flow.owners === undefined) flow.owners = new Set([id]);
-    else flow.owners.add(id);
+  /** A REGISTER of `aor` was accepted over this connection (its owners, up to OWNERS_MAX). */
+  ownedBy(flow: Flow, aor: string): void {
+    if (flow.owners === undefined) flow.owners = new Set([aor]);
+    else if (flow.owners.size < OWNERS_MAX) flow.owners.add(aor);
   }
 
   /**
-   * For a request to a known client (`owner`): a connection that client registered over, at
-   * host:port or at its newest flow; null when another connection holds host:port (another
-   * client's from a reused port, or one not registered over yet); else as streamFlow.
+   * For a request to a registered Contact (`owner`): a connection its AOR registered over, at
+   * host:port or at the client's newest flow; null when host:port is a connection only other AORs
+   * registered over (another client's, from a port this one had before); else as streamFlow (a
+   * connection nobody registered over yet may be the client's own, back from the same port).
    */
-  private clientsFlow(flows: TcpFlows, host: string, port: number, owner: string): Flow | null {
+  private clientsFlow(flows: TcpFlows, host: string, port: number, owner: { aor: string; id: string }): Flow | null {
     const open = flows.get(host, port);
-    if (open?.owners?.has(owner)) return open;
-    const next = this.flowOwners?.newestOf(owner);
+    if (open !== undefined && owns(open, owner.aor)) return open;
+    const next = this.flowOwners?.newestOf(owner.id);
     const moved = next !== undefined && next.transport === flows.transport ? flows.get(next.host, next.port) : undefined;
-    if (moved?.owners?.has(owner)) {
+    if (moved !== undefined && owns(moved, owner.aor)) {
       this.metrics.flowRedirects.inc({ transport: flows.transport });
       return moved;
     }
-    return open !== undefined ? null : flows.getOrOpen(host, port);
+    if (open?.owners !== undefined) return null;
+    return this.streamFlow(flows, host, port);
   }
 
   /** The open flow to host:port; else the same client's newest flow, if open here; else a new connection. */

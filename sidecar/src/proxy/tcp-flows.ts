@@ -37,7 +37,7 @@ export interface Flow {
   readonly socket: net.Socket;
   readonly address: string;
   readonly port: number;
-  /** The clients a REGISTER was accepted from over this connection (ha/flow-successors.ts). */
+  /** The AORs whose REGISTERs were accepted over this connection (EdgeProxy.ownedBy). */
   owners?: Set<string>;
 }
 
