@@ -37,21 +37,12 @@ async function setUp() {
     return m ? Number(m[1]) : 0;
   };
 
-  /** A client connected from `port`, registered as `user` (the server's 200 played here) unless told not to. */
-  const client = async (user: string, port: number, register = true) => {
-    const sock = net.connect({ port: edge.sipPort, host: '127.0.0.1', localPort: port });
-    let got = '';
-    sock.on('data', (d: Buffer) => {
-      got += d.toString('latin1');
-    });
-    sock.on('error', () => {});
-    await new Promise((r) => sock.once('connect', r));
-    const c = { sock, got: () => got };
-    if (!register) return c;
+  /** A REGISTER of `user` over `sock` (from `port`), its instance `device`, answered 200 by the server played here. */
+  const register = async (sock: net.Socket, got: () => string, user: string, port: number, device = user) => {
     const n = ++seq;
     const via = `Via: SIP/2.0/TCP 127.0.0.1:${port};branch=z9hG4bK-reg${n};rport`;
     const head = `From: <sip:${user}@v>;tag=f${n}\r\nTo: <sip:${user}@v>\r\nCall-ID: reg-${user}-${n}\r\nCSeq: 1 REGISTER\r\n`;
-    const contact = `Contact: <sip:${user}@127.0.0.1:${port};transport=tcp;ob>;+sip.instance="<urn:uuid:${user}>";reg-id=1\r\n`;
+    const contact = `Contact: <sip:${user}@127.0.0.1:${port};transport=tcp;ob>;+sip.instance="<urn:uuid:${device}>";reg-id=1\r\n`;
     const before = cache.pendingSize;
     sock.write(`REGISTER sip:v SIP/2.0\r\n${via}\r\n${head}${contact}Expires: 600\r\nContent-Length: 0\r\n\r\n`);
     await until(() => cache.pendingSize > before, 3000, 'the REGISTER reached the cache');
@@ -60,7 +51,20 @@ async function setUp() {
         `SIP/2.0 200 OK\r\n${via.replace(';rport', `;rport=${port};received=127.0.0.1`)}\r\n${head.replace('\r\nCall-ID', ';tag=s\r\nCall-ID')}${contact}Content-Length: 0\r\n\r\n`,
       ),
     );
-    await until(() => got.includes('SIP/2.0 200 OK'), 3000, `${user} registered`);
+    await until(() => got().includes(`Call-ID: reg-${user}-${n}`), 3000, `${user} registered`);
+  };
+
+  /** A client connected from `port`, registered as `user` unless told not to. */
+  const client = async (user: string, port: number, registered = true) => {
+    const sock = net.connect({ port: edge.sipPort, host: '127.0.0.1', localPort: port });
+    let got = '';
+    sock.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+    });
+    sock.on('error', () => {});
+    await new Promise((r) => sock.once('connect', r));
+    const c = { sock, got: () => got, register: (as: string, device = as) => register(sock, () => got, as, port, device) };
+    if (registered) await c.register(user);
     return c;
   };
 
@@ -133,6 +137,25 @@ describe("requests to a registered Contact stay off another AOR's connection", (
       const back = await client('alice', p1, false);
       bye(`sip:alice@127.0.0.1:${p1};transport=tcp`);
       await until(() => back.got().includes('BYE sip:alice'), 3000, 'delivered on the connection at her address');
+      back.sock.destroy();
+    } finally {
+      proxy.close();
+      server.close();
+    }
+  });
+
+  it("one device's lines are its own: back from its port with one line registered, the other line's request reaches it", async () => {
+    const { proxy, server, client, bye } = await setUp();
+    try {
+      const p1 = await freePort();
+      const phone = await client('line-a', p1);
+      await phone.register('line-b', 'line-a'); // the same device (+sip.instance), a second AOR
+      phone.sock.resetAndDestroy();
+      await sleep(50);
+      const back = await client('line-b', p1, false);
+      await back.register('line-b', 'line-a'); // only line B re-registered so far
+      bye(`sip:line-a@127.0.0.1:${p1};transport=tcp`);
+      await until(() => back.got().includes('BYE sip:line-a'), 3000, "line A's request reaches the device");
       back.sock.destroy();
     } finally {
       proxy.close();

@@ -85,7 +85,8 @@ export class FlowSuccessors {
         // One AOR's client may give the same Contact from a new connection (a stale one, then its own):
         // the latest is its owner. Two AORs behind one Contact: nobody can tell whose a request is.
         const had = this.contactOwner.get(key);
-        put(this.contactOwner, key, had === undefined || had?.aor === aor ? { aor, id } : null, this.max);
+        const owner: ContactOwner = c.instance === undefined ? { aor, id } : { aor, id, instance: c.instance };
+        put(this.contactOwner, key, had === undefined || had?.aor === aor ? owner : null, this.max);
       }
     }
   }
@@ -130,7 +131,7 @@ export function learnClientFlows(cache: StateCache, proxy: EdgeProxy, max: numbe
   const successors = new FlowSuccessors(max);
   cache.onAccepted = (bytes, aor, contacts, conn) => {
     successors.accepted(bytes, aor, contacts);
-    if (conn !== null) proxy.ownedBy(conn as Flow, aor);
+    if (conn !== null) proxy.ownedBy(conn as Flow, aor, contacts);
   };
   proxy.flowSuccessor = (t, host, port) => successors.successor(t, host, port);
   proxy.flowOwners = successors;
@@ -141,6 +142,8 @@ export function learnClientFlows(cache: StateCache, proxy: EdgeProxy, max: numbe
 export interface ContactOwner {
   readonly aor: string;
   readonly id: string;
+  /** Its +sip.instance (RFC 5626): one device's lines share it, whatever their AORs. */
+  readonly instance?: string;
 }
 
 /**

@@ -73,9 +73,22 @@ interface StreamTarget {
   readonly port: number;
 }
 
-/** AORs remembered per connection; past it (a PBX's lines) the connection counts as any of them. */
+/** Whose Contact a request goes to: its AOR, its client, the client's RFC 5626 instance. */
+interface FlowOwner {
+  readonly aor: string;
+  readonly id: string;
+  readonly instance?: string;
+}
+
+/** AORs and instances remembered per connection; past it (a PBX's lines) the connection counts as anyone's. */
 const OWNERS_MAX = 4096;
-const owns = (flow: Flow, aor: string) => flow.owners !== undefined && (flow.owners.size >= OWNERS_MAX || flow.owners.has(aor));
+/** Instances are kept apart from AORs in a connection's owners. */
+const INSTANCE = '\ninstance ';
+const owns = (flow: Flow, o: FlowOwner) =>
+  flow.owners !== undefined &&
+  (flow.owners.size >= OWNERS_MAX ||
+    flow.owners.has(o.aor) ||
+    (o.instance !== undefined && flow.owners.has(INSTANCE + o.instance)));
 
 export class EdgeProxy {
   gate: EgressGate = () => null;
@@ -98,7 +111,7 @@ export class EdgeProxy {
    * from a port the first one had before.
    */
   flowOwners: {
-    ownerOf(requestUri: string, to: StreamTarget): { aor: string; id: string } | undefined;
+    ownerOf(requestUri: string, to: StreamTarget): FlowOwner | undefined;
     newestOf(id: string): StreamTarget | undefined;
   } | null = null;
   /** Sees every reply from the server, whatever the role (the state cache keeps what it accepted). */
@@ -395,7 +408,7 @@ export class EdgeProxy {
       return;
     }
     const flows = this.flowsFor(dst.transport);
-    const owner = this.flowOwners?.ownerOf(m.requestUri, dst as StreamTarget);
+    const owner = this.flowOwners?.ownerOf(m.requestUri, dst as StreamTarget); // not udp: returned above
     const flow =
       owner === undefined ? this.streamFlow(flows, dst.host, dst.port) : this.clientsFlow(flows, dst.host, dst.port, owner);
     if (flow === null) {
@@ -411,9 +424,15 @@ export class EdgeProxy {
   }
 
   /** A REGISTER of `aor` was accepted over this connection (its owners, up to OWNERS_MAX). */
-  ownedBy(flow: Flow, aor: string): void {
-    if (flow.owners === undefined) flow.owners = new Set([aor]);
-    else if (flow.owners.size < OWNERS_MAX) flow.owners.add(aor);
+  ownedBy(flow: Flow, aor: string, contacts: readonly { instance?: string }[] = []): void {
+    flow.owners ??= new Set();
+    const owners = flow.owners;
+    const add = (v: string) => {
+      if (owners.size < OWNERS_MAX) owners.add(v);
+    };
+    add(aor);
+    // The device's RFC 5626 instance too: its other lines are its own, registered over it or not yet.
+    for (const c of contacts) if (c.instance !== undefined) add(INSTANCE + c.instance);
   }
 
   /**
@@ -422,12 +441,12 @@ export class EdgeProxy {
    * registered over (another client's, from a port this one had before); else as streamFlow (a
    * connection nobody registered over yet may be the client's own, back from the same port).
    */
-  private clientsFlow(flows: TcpFlows, host: string, port: number, owner: { aor: string; id: string }): Flow | null {
+  private clientsFlow(flows: TcpFlows, host: string, port: number, owner: FlowOwner): Flow | null {
     const open = flows.get(host, port);
-    if (open !== undefined && owns(open, owner.aor)) return open;
+    if (open !== undefined && owns(open, owner)) return open;
     const next = this.flowOwners?.newestOf(owner.id);
     const moved = next !== undefined && next.transport === flows.transport ? flows.get(next.host, next.port) : undefined;
-    if (moved !== undefined && owns(moved, owner.aor)) {
+    if (moved !== undefined && owns(moved, owner)) {
       this.metrics.flowRedirects.inc({ transport: flows.transport });
       return moved;
     }
