@@ -119,7 +119,19 @@ async function callsAcross(bed: NetBed, caller: Host, uasHost: Host, target: str
   const o = outage(await prober.done, faultNs, 10);
   const r = await calls;
   await bed.stop(uas.child);
-  return { gapMs: o.gapMs, callsFailed: r.failed + (CALLS - r.successful - r.failed) };
+  const callsFailed = r.failed + (CALLS - r.successful - r.failed);
+  if (callsFailed > 0) {
+    // Which message the failed calls stopped at (sipp's per-message counters), and what sipp saw.
+    console.log(
+      r.output
+        .split('\n')
+        .filter((l) => /---|<---|Pause|Aborting|nexpected|Timeout/.test(l))
+        .slice(-24)
+        .join('\n'),
+    );
+    console.log(r.errors.slice(0, 4000));
+  }
+  return { gapMs: o.gapMs, callsFailed };
 }
 
 async function bedHostDown(): Promise<Trial> {
