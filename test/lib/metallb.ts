@@ -121,5 +121,15 @@ export function nodeAssignedEvents(ns: string, service: string): Array<{ message
 
 /** The speakers' logs (JSON lines), for the timeline of an announcement. */
 export function speakerLogs(sinceSeconds: number): string {
-  return k.kubectl(['-n', METALLB_NS, 'logs', '-l', 'component=speaker', '--tail=-1', `--since=${sinceSeconds}s`, '--prefix']);
+  return k.kubectl([
+    '-n',
+    METALLB_NS,
+    'logs',
+    '-l',
+    'component=speaker',
+    '--tail=-1',
+    `--since=${sinceSeconds}s`,
+    '--prefix',
+    '--request-timeout=20s',
+  ]);
 }

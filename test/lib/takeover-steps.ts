@@ -36,7 +36,8 @@ interface LogLine {
 }
 
 function sidecarLog(pod: string, faultAt: number): LogLine[] {
-  const r = kubectlTry(['-n', NS, 'logs', pod, '-c', 'sipha-sidecar', '--since=120s']);
+  // A pod on a crashed node: its kubelet never answers, and kubectl logs would wait for good.
+  const r = kubectlTry(['-n', NS, 'logs', pod, '-c', 'sipha-sidecar', '--since=120s', '--request-timeout=20s']);
   if (r.code !== 0) return [];
   const lines: LogLine[] = [];
   for (const l of r.out.split('\n')) {
