@@ -38,6 +38,7 @@ import {
   applyExample,
   clusterWithImages,
   installOperator,
+  isMaster,
   kubectl,
   NS,
   type PodFault,
@@ -185,7 +186,7 @@ async function clusterTrial(client: NetBed, fault: PodFault, opts: { lbTimeline?
   });
   const throttledAfter = throttled();
   await until(
-    () => podWithRole('master')?.name === backup.name,
+    () => isMaster(backup.name),
     20_000,
     `the backup is master after ${fault}`,
     () => `${JSON.stringify(pods())}\n${kubectl('-n', NS, 'get', 'events', '--sort-by=.lastTimestamp')}`,

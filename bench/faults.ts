@@ -37,6 +37,7 @@ import {
   clusterWithImages,
   injectFault,
   installOperator,
+  isMaster,
   podKamailio,
   podWithRole,
   settled,
@@ -562,7 +563,7 @@ async function clusterTrial(cb: ClusterBed, fault: ClusterFault): Promise<Trial>
     });
     f.up();
     downed = false;
-    await until(() => podWithRole('master')?.name === backup.name, 60_000, 'the backup is master');
+    await until(() => isMaster(backup.name), 60_000, 'the backup is master');
     return { ...w, regsLost: 1000 - lookupAll(podKamailio(backup.name), USERS).size };
   } finally {
     if (downed) f.up();

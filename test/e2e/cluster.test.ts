@@ -14,6 +14,7 @@ import {
   clusterWithImages,
   injectFault,
   installOperator,
+  isMaster,
   kubectl,
   NS,
   type PodView,
@@ -157,7 +158,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       console.log(`${fault}: gap ${o.gapMs} ms (interruption ${o.interruptionMs} ms, ${o.lostAfter} probes lost after it)`);
       assert.ok(o.gapMs !== null, 'the VIP answers again');
       assert.equal(o.lostAfter, 0, 'one outage, then every probe answered');
-      await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master (its pod says so)');
+      await until(() => isMaster(backup.name), 20_000, 'the backup is master (its pod says so)');
       assert.equal(lookupAll(podKamailio(backup.name), aors).size, 1000, 'no registration lost');
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName); // the node comes back; its pod rejoins
       await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', () => JSON.stringify(pods()));

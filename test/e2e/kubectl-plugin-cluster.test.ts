@@ -18,6 +18,7 @@ import {
   clusterWithImages,
   injectFault,
   installOperator,
+  isMaster,
   kubectl,
   NS,
   type PodView,
@@ -99,7 +100,7 @@ describe('kubectl sipha on the two-node cluster: real sidecars, their lag, their
     );
     const before = (JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')).status.history ?? []).length;
     injectFault('kamailio-kill', master);
-    await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master');
+    await until(() => isMaster(backup.name), 20_000, 'the backup is master');
     let entry: Record<string, unknown> | undefined;
     await until(
       () => {

@@ -22,6 +22,7 @@ import {
   clusterWithImages,
   injectFault,
   installOperator,
+  isMaster,
   kubectl,
   NS,
   type PodView,
@@ -186,7 +187,7 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
       );
       assert.ok(o.gapMs !== null, 'the VIP answers again');
       assert.equal(o.lostAfter, 0, 'one outage, then every probe answered');
-      await until(() => podWithRole('master')?.name === backup.name, 20_000, 'the backup is master (its pod says so)');
+      await until(() => isMaster(backup.name), 20_000, 'the backup is master (its pod says so)');
       const mac = Object.entries(nodeMacs()).find(([, n]) => n === backup.node)?.[0] as string;
       const steps = timeline.stop(faultAt, {
         pod: backup.name,

@@ -57,6 +57,11 @@ export function pods(): PodView[] {
 }
 
 export const podWithRole = (role: string) => pods().find((p) => p.role === role);
+/**
+ * The pod's own label says master. Not podWithRole('master'): a crashed node's pod keeps saying
+ * master until the operator fences it (later still when the operator's leader died with that node).
+ */
+export const isMaster = (name: string) => pods().some((p) => p.name === name && p.role === 'master');
 
 /** `kubectl get shp` as a user reads it: the printer columns. */
 export function shpRow(): Record<string, string> {
