@@ -58,7 +58,7 @@ import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { VIP as BED_VIP, PAIR_BED_HOSTS, startPair } from '../test/lib/pair.ts';
 import { outage, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
-import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { failedCallsReport, runSipp, startUas, users } from '../test/lib/sipp.ts';
 import { podThrottle, type TakeoverSteps, takeoverSteps, throttledMsBetween } from '../test/lib/takeover-steps.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 
@@ -121,17 +121,7 @@ async function callsAcross(bed: NetBed, caller: Host, uasHost: Host, target: str
   const r = await calls;
   await bed.stop(uas.child);
   const callsFailed = r.failed + (CALLS - r.successful - r.failed);
-  if (callsFailed > 0) {
-    // Which message the failed calls stopped at (sipp's per-message counters), and what sipp saw.
-    console.log(
-      r.output
-        .split('\n')
-        .filter((l) => /---|<---|Pause|Aborting|nexpected|Timeout/.test(l))
-        .slice(-24)
-        .join('\n'),
-    );
-    console.log(r.errors.slice(0, 4000));
-  }
+  if (callsFailed > 0) console.log(failedCallsReport(r));
   return { gapMs: o.gapMs, callsFailed };
 }
 

@@ -36,7 +36,7 @@ import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { PAIR_BED_HOSTS, role, startPair, VIP } from '../test/lib/pair.ts';
 import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
-import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { failedCallsReport, runSipp, startUas, users } from '../test/lib/sipp.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 import { type StreamTrial, streamTrial } from './lib/stream-failover.ts';
 
@@ -165,18 +165,7 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
     if (calls) {
       const r = await calls;
       callsFailed = r.failed + (CALLS - r.successful - r.failed);
-      if (callsFailed > 0) {
-        // Say which message the failed calls stopped at (sipp's per-message counters).
-        console.log(
-          r.output
-            .split('\n')
-            .filter((l) => /---|<---|Pause|Aborting|nexpected|Timeout/.test(l))
-            .slice(-24)
-            .join('\n'),
-        );
-        // And what sipp saw: the unexpected message and the call it broke.
-        console.log(r.errors.slice(0, 4000));
-      }
+      if (callsFailed > 0) console.log(failedCallsReport(r));
       if (uas) await bed.stop(uas.child);
     }
     let backupEgress: number | null = null;

@@ -13,6 +13,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './free-port.ts';
 import { until, watchOutput } from './procs.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -35,17 +36,6 @@ export interface ControlPlane {
 export function k8sBinDir(): string {
   const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return out.trim().split('\n').pop() as string;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startControlPlane(opts: { controllerManager?: boolean } = {}): Promise<ControlPlane> {

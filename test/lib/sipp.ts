@@ -36,6 +36,16 @@ export interface SippRun {
   onStart?: (statsFile: string) => void;
 }
 
+/** Which message a run's failed calls stopped at (sipp's per-message counters), and what sipp saw. */
+export function failedCallsReport(r: SippResult): string {
+  const steps = r.output
+    .split('\n')
+    .filter((l) => /---|<---|Pause|Aborting|nexpected|Timeout/.test(l))
+    .slice(-24)
+    .join('\n');
+  return `${steps}\n${r.errors.slice(0, 4000)}`;
+}
+
 export interface SippResult {
   exitCode: number | null;
   successful: number;

@@ -12,16 +12,8 @@ import { describe, it } from 'node:test';
 import { learnClientFlows } from '../../sidecar/src/ha/flow-successors.ts';
 import { StateCache } from '../../sidecar/src/ha/state-cache.ts';
 import { edgeWithServer } from '../lib/edge-harness.ts';
+import { freePort } from '../lib/free-port.ts';
 import { sleep, until } from '../lib/procs.ts';
-
-/** A free TCP port on loopback, to connect from. */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 let seq = 0;
 

@@ -14,19 +14,12 @@ import { encodeChallenge } from '../../contract/wire.ts';
 import { keyringOf } from '../../sidecar/src/ha/keyring.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from '../../sidecar/src/ha/replication.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
+import { freePort } from '../lib/free-port.ts';
 import { until } from '../lib/procs.ts';
 
 const key = randomBytes(32);
 const log = createLogger('silent', 'test');
 const msg = (n: number) => Buffer.from(`REGISTER sip:x SIP/2.0\r\nCall-ID: ${n}\r\n\r\n`);
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 const cleanups: Array<() => void> = [];
 afterEach(() => {
