@@ -5,7 +5,7 @@
  * the worker posts what the peer says and when it goes quiet.
  */
 import dgram from 'node:dgram';
-import { parentPort, workerData } from 'node:worker_threads';
+import { MessageChannel, parentPort, workerData } from 'node:worker_threads';
 import type { Role } from '../../../contract/names.ts';
 import { decodeHeartbeat, encodeHeartbeat } from '../../../contract/wire.ts';
 import { BeatFreshness } from './beat-freshness.ts';
@@ -39,8 +39,13 @@ export type ToWorker =
   | { type: 'beat-in'; bytes: Uint8Array; from: string }
   /** The pair's keys changed (a rotation step): the signing key first. */
   | { type: 'keys'; keys: Uint8Array[] }
-  /** Tests only: this thread stops for `ms`, as a descheduled thread on a busy host does. */
-  | { type: 'stall'; ms: number }
+  /**
+   * Tests only: this thread stops for `ms`, as a descheduled thread on a busy
+   * host does; now, or 'after-tick': while polling for I/O right after the
+   * next tick, between the tick's verdict being scheduled and judged (the
+   * worst moment, which a real stall hits by chance).
+   */
+  | { type: 'stall'; ms: number; at?: 'now' | 'after-tick' }
   | { type: 'stop' };
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
@@ -90,13 +95,27 @@ let quietTimer: NodeJS.Timeout | null = null;
  * and the master's early claim never came: decision 0005's head start lost).
  */
 let quietRecheck: NodeJS.Timeout | null = null;
+/** Longer than any loop turn of this thread when it is not stalled. */
+const STALL_MS = 2;
+/** Bounded: a thread starved turn after turn must still call a dead peer lost. */
+const STALL_RETRIES = 3;
 /**
- * Silence is judged after this loop turn has read what arrived: a timer runs
- * before the poll for I/O, so a thread that was descheduled (a busy host)
- * would otherwise find the beats that came meanwhile still unread in its
- * socket, and call a live peer quiet or lost.
+ * Silence is judged after the loop has read what arrived: a thread that was
+ * descheduled (a busy host) would otherwise find the beats that came
+ * meanwhile still unread in its socket, and call a live peer quiet or lost.
+ * Verdicts are asked for from timers, and an immediate runs after the poll
+ * for I/O that follows; but a stall may fall inside that poll, after the read
+ * (found in CI: about 1 run in 5 when it fell right after the tick). So a
+ * verdict that comes late waits for one more poll, which starts after the
+ * stall and reads what it held back.
  */
-const afterPendingIo = (judge: () => void) => setImmediate(judge);
+const afterPendingIo = (judge: () => void, retries = STALL_RETRIES) => {
+  const askedAt = performance.now();
+  setImmediate(() => {
+    if (performance.now() - askedAt > STALL_MS && retries > 0) afterPendingIo(judge, retries - 1);
+    else judge();
+  });
+};
 const onQuiet = () => afterPendingIo(quietVerdict);
 const quietVerdict = () => {
   quietRecheck = null;
@@ -221,6 +240,22 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
 // has a new one, and an address allowlist would make it a stranger for good.
 sock.on('message', (b, rinfo) => onBeat(b, rinfo.address, 'udp'));
 
+/** The 'stall' test hook (ToWorker). */
+const stall = (ms: number) => {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+};
+let stallAfterTick = 0;
+/** A message to ourselves is read in the poll phase that follows the timers phase we are in. */
+const stallInNextPoll = (ms: number) => {
+  const self = new MessageChannel();
+  self.port2.once('message', () => {
+    stall(ms);
+    self.port2.close();
+  });
+  self.port1.postMessage(null);
+};
+
 let mainAliveAt = performance.now();
 let mainHung = false;
 
@@ -244,8 +279,8 @@ port.on('message', (m: ToWorker) => {
     return;
   }
   if (m.type === 'stall') {
-    const until = performance.now() + m.ms;
-    while (performance.now() < until);
+    if (m.at === 'after-tick') stallAfterTick = m.ms;
+    else stall(m.ms);
     return;
   }
   if (m.type === 'beat-in') {
@@ -289,6 +324,10 @@ const tick = setInterval(() => {
     heard = {};
   }
   afterPendingIo(lossVerdict);
+  if (stallAfterTick > 0) {
+    stallInNextPoll(stallAfterTick);
+    stallAfterTick = 0;
+  }
 }, cfg.intervalMs);
 
 const lossVerdict = () => {
