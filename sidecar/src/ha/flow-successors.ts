@@ -34,25 +34,19 @@
 import type { Transport } from '../../../contract/link.ts';
 import { destinationKey, uriDestination } from '../proxy/destination.ts';
 import type { EdgeProxy } from '../proxy/edge-proxy.ts';
-import type { Flow } from '../proxy/tcp-flows.ts';
+import type { Flow, FlowOwner, StreamTarget } from '../proxy/tcp-flows.ts';
 import { tcpSource } from './client-flows.ts';
 import type { ContactAsked, StateCache } from './state-cache.ts';
-
-export interface StreamFlow {
-  readonly transport: 'tcp' | 'tls';
-  readonly host: string;
-  readonly port: number;
-}
 
 const flowKey = (transport: Transport, host: string, port: number) => `${transport}:${destinationKey(host, port)}`;
 
 export class FlowSuccessors {
   /** Client identity -> its newest flow. */
-  private readonly newest = new Map<string, StreamFlow>();
+  private readonly newest = new Map<string, StreamTarget>();
   /** Any flow or contact address a client used -> its identity. */
   private readonly clientOf = new Map<string, string>();
   /** A registered Contact (user part and where it points) -> its AOR and latest client; null: more than one AOR registered it. */
-  private readonly contactOwner = new Map<string, ContactOwner | null>();
+  private readonly contactOwner = new Map<string, FlowOwner | null>();
   private readonly max: number;
 
   constructor(max: number) {
@@ -63,7 +57,7 @@ export class FlowSuccessors {
   accepted(bytes: Buffer, aor: string, contacts: readonly ContactAsked[]): void {
     const src = tcpSource(bytes); // the sidecar's own stamp, first header (contract/link.ts)
     if (src === null) return; // UDP: a datagram has no flow to lose
-    const flow: StreamFlow = { transport: src.tls ? 'tls' : 'tcp', host: src.address, port: src.port };
+    const flow: StreamTarget = { transport: src.tls ? 'tls' : 'tcp', host: src.address, port: src.port };
     const source = flowKey(flow.transport, flow.host, flow.port);
     for (const c of contacts) {
       if (c.asked === 0) continue;
@@ -85,7 +79,7 @@ export class FlowSuccessors {
         // One AOR's client may give the same Contact from a new connection (a stale one, then its own):
         // the latest is its owner. Two AORs behind one Contact: nobody can tell whose a request is.
         const had = this.contactOwner.get(key);
-        const owner: ContactOwner = c.instance === undefined ? { aor, id } : { aor, id, instance: c.instance };
+        const owner: FlowOwner = c.instance === undefined ? { aor, id } : { aor, id, instance: c.instance };
         put(this.contactOwner, key, had === undefined || had?.aor === aor ? owner : null, this.max);
       }
     }
@@ -96,19 +90,19 @@ export class FlowSuccessors {
    * with a user part that one AOR registered, and `to` is where that Contact
    * points (not a proxy on the way).
    */
-  ownerOf(requestUri: string, to: StreamFlow): ContactOwner | undefined {
+  ownerOf(requestUri: string, to: StreamTarget): FlowOwner | undefined {
     const key = contactKey(requestUri);
     if (key === null || !key.endsWith(`@${flowKey(to.transport, to.host, to.port)}`)) return undefined;
     return this.contactOwner.get(key) ?? undefined;
   }
 
   /** The flow a client last registered from. */
-  newestOf(id: string): StreamFlow | undefined {
+  newestOf(id: string): StreamTarget | undefined {
     return this.newest.get(id);
   }
 
   /** The newest flow of the client `transport:host:port` belonged to, when it is another one over the same transport. */
-  successor(transport: Transport, host: string, port: number): StreamFlow | null {
+  successor(transport: Transport, host: string, port: number): StreamTarget | null {
     const id = this.clientOf.get(flowKey(transport, host, port));
     if (id === undefined) return null;
     const next = this.newest.get(id);
@@ -133,17 +127,8 @@ export function learnClientFlows(cache: StateCache, proxy: EdgeProxy, max: numbe
     successors.accepted(bytes, aor, contacts);
     if (conn !== null) proxy.ownedBy(conn as Flow, aor, contacts);
   };
-  proxy.flowSuccessor = (t, host, port) => successors.successor(t, host, port);
-  proxy.flowOwners = successors;
+  proxy.clientFlows = successors;
   return successors;
-}
-
-/** Who registered a Contact: its AOR, and the latest client of that AOR that did. */
-export interface ContactOwner {
-  readonly aor: string;
-  readonly id: string;
-  /** Its +sip.instance (RFC 5626): one device's lines share it, whatever their AORs. */
-  readonly instance?: string;
 }
 
 /**

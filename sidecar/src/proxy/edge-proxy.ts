@@ -28,7 +28,7 @@ import {
 import type { EgressDigest } from './egress-digest.ts';
 import { ExpiringMap } from './expiring-map.ts';
 import { ServerLink } from './server-link.ts';
-import { type Flow, type FlowTls, TcpFlows, type TcpLimits } from './tcp-flows.ts';
+import { type Flow, type FlowOwner, type FlowTls, type StreamTarget, TcpFlows, type TcpLimits } from './tcp-flows.ts';
 
 export interface Source {
   readonly transport: Transport;
@@ -66,20 +66,6 @@ const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
 // Transactions live at most ~3 min (INVITE with provisionals); 2 generations of 120 s.
 const TRANSACTION_MS = 120_000;
 
-/** A TCP or TLS destination. */
-interface StreamTarget {
-  readonly transport: 'tcp' | 'tls';
-  readonly host: string;
-  readonly port: number;
-}
-
-/** Whose Contact a request goes to: its AOR, its client, the client's RFC 5626 instance. */
-interface FlowOwner {
-  readonly aor: string;
-  readonly id: string;
-  readonly instance?: string;
-}
-
 /** AORs and instances remembered per connection; past it (a PBX's lines) the connection counts as anyone's. */
 const OWNERS_MAX = 4096;
 /** Instances are kept apart from AORs in a connection's owners. */
@@ -99,18 +85,16 @@ export class EdgeProxy {
   /** Consumes answers to the sidecar's own probes of its server (they never leave). */
   probeAnswer: ((m: SipMessage) => boolean) | null = null;
   /**
-   * Where a request for a TCP/TLS flow that is not open here goes instead: the
-   * same client's newest flow (ha/flow-successors.ts), or null.
+   * What the node learned of its TCP/TLS clients (ha/flow-successors.ts):
+   * `successor`, where a request for a flow that is not open here goes instead
+   * (the same client's newest flow); `ownerOf`, whose Contact a request goes to
+   * (the AOR that registered the Contact its Request-URI names, if one did and
+   * the request goes where it points), and `newestOf` that client's newest
+   * flow. Such a request is kept off a connection other AORs registered over
+   * (ownedBy): another client's, from a port the first one had before.
    */
-  flowSuccessor: ((transport: 'tcp' | 'tls', host: string, port: number) => { host: string; port: number } | null) | null = null;
-  /**
-   * Whose Contact a request goes to (the AOR that registered the Contact its
-   * Request-URI names, if one did and the request goes where it points), and
-   * that client's newest flow (ha/flow-successors.ts). Such a request is kept
-   * off a connection other AORs registered over (ownedBy): another client's,
-   * from a port the first one had before.
-   */
-  flowOwners: {
+  clientFlows: {
+    successor(transport: 'tcp' | 'tls', host: string, port: number): StreamTarget | null;
     ownerOf(requestUri: string, to: StreamTarget): FlowOwner | undefined;
     newestOf(id: string): StreamTarget | undefined;
   } | null = null;
@@ -408,7 +392,7 @@ export class EdgeProxy {
       return;
     }
     const flows = this.flowsFor(dst.transport);
-    const owner = this.flowOwners?.ownerOf(m.requestUri, dst as StreamTarget); // not udp: returned above
+    const owner = this.clientFlows?.ownerOf(m.requestUri, dst as StreamTarget); // not udp: returned above
     const flow =
       owner === undefined ? this.streamFlow(flows, dst.host, dst.port) : this.clientsFlow(flows, dst.host, dst.port, owner);
     if (flow === null) {
@@ -444,7 +428,7 @@ export class EdgeProxy {
   private clientsFlow(flows: TcpFlows, host: string, port: number, owner: FlowOwner): Flow | null {
     const open = flows.get(host, port);
     if (open !== undefined && owns(open, owner)) return open;
-    const next = this.flowOwners?.newestOf(owner.id);
+    const next = this.clientFlows?.newestOf(owner.id);
     const moved = next !== undefined && next.transport === flows.transport ? flows.get(next.host, next.port) : undefined;
     if (moved !== undefined && owns(moved, owner)) {
       this.metrics.flowRedirects.inc({ transport: flows.transport });
@@ -458,7 +442,7 @@ export class EdgeProxy {
   private streamFlow(flows: TcpFlows, host: string, port: number): Flow {
     const open = flows.get(host, port);
     if (open !== undefined) return open;
-    const next = this.flowSuccessor?.(flows.transport, host, port);
+    const next = this.clientFlows?.successor(flows.transport, host, port);
     const moved = next ? flows.get(next.host, next.port) : undefined;
     if (moved !== undefined) {
       this.metrics.flowRedirects.inc({ transport: flows.transport });

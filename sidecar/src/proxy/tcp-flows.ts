@@ -41,6 +41,21 @@ export interface Flow {
   owners?: Set<string>;
 }
 
+/** A TCP or TLS destination: where a client's flow is. */
+export interface StreamTarget {
+  readonly transport: 'tcp' | 'tls';
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Whose Contact a request goes to: its AOR, its client, the client's RFC 5626 instance. */
+export interface FlowOwner {
+  readonly aor: string;
+  readonly id: string;
+  /** Its +sip.instance: one device's lines share it, whatever their AORs. */
+  readonly instance?: string;
+}
+
 export type FlowMessageHandler = (bytes: Buffer, flow: Flow) => void;
 
 export interface TcpLimits {
