@@ -37,7 +37,16 @@ import { lookupAll } from '../test/lib/kamailio.ts';
 import { NetBed } from '../test/lib/netbed.ts';
 import { PAIR_BED_HOSTS, type PairNode, role, roleStory, startPair, VIP, WITNESS_HOST } from '../test/lib/pair.ts';
 import { sleep, until } from '../test/lib/procs.ts';
-import { creationRate, runSipp, type SippResult, startUas, statRows, statTime, users } from '../test/lib/sipp.ts';
+import {
+  creationRate,
+  failedCallsReport,
+  runSipp,
+  type SippResult,
+  startUas,
+  statRows,
+  statTime,
+  users,
+} from '../test/lib/sipp.ts';
 import { NodeSeries, readProcess } from './lib/process-series.ts';
 import { round, table, writeFigures } from './lib/report.ts';
 
@@ -456,7 +465,7 @@ try {
     console.log(`sidecar warnings during the soak: ${[...byMsg].map(([m, n]) => `${m} x${n}`).join('; ')}`);
   }
   if (calls.successful + tally(calls, callCount).notCreated !== callCount)
-    console.log(`\nsipp's error log of the calls (start):\n${calls.errors.slice(0, 3000)}`);
+    console.log(`\nwhere the failed calls stopped, and sipp's error log:\n${failedCallsReport(calls)}`);
 
   // ---- figures ----
   const slope = (n: NodeName, f: 'rssMiB' | 'fds', fromS = 0) => round(series[n].slopePerHour(f, fromS), f === 'rssMiB' ? 2 : 1);
