@@ -55,7 +55,7 @@ SIDECAR_REF=docker.io/sipha/sidecar:$VERSION
 # conntrack (sidecar/src/egress/).
 SIDECAR_PACKAGES=(iproute2 iputils-arping nftables conntrack)
 # V8 flags as in sidecar/node-flags.json (test/unit/sidecar-image.test.ts).
-SIDECAR_ENTRYPOINT=(node --initial-old-space-size=128 sidecar/src/main.ts)
+SIDECAR_ENTRYPOINT=(node --initial-old-space-size=128 --max-semi-space-size=8 sidecar/src/main.ts)
 SIDECAR_CMD=()
 SIDECAR_WORKDIR=/app
 SIDECAR_USER=
