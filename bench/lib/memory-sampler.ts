@@ -9,11 +9,14 @@
  * SIPHA_MEMORY_DETAIL=1 adds, per sample, what is resident by kind
  * (/proc/self/smaps_rollup: anonymous vs file-backed) and V8's spaces
  * (committed and used, main isolate): enough to say which part of the RSS
- * is the heap's young or old generation, code, or memory outside V8.
+ * is the heap's young or old generation, code, or memory outside V8; every
+ * 5 s, the resident memory by mapping ([heap]: glibc's main arena; anonymous
+ * mappings by size); and a worker thread (the heartbeat worker) writes its own
+ * isolate's heap to DIR/<pid>-t<threadId>.jsonl.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
 import { getHeapSpaceStatistics } from 'node:v8';
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread, threadId } from 'node:worker_threads';
 
 const dir = process.env.SIPHA_MEMORY_SAMPLES;
 const detail = process.env.SIPHA_MEMORY_DETAIL === '1';
@@ -35,8 +38,36 @@ function spaces(): Record<string, [number, number]> {
   return out;
 }
 
+/** Resident MiB by mapping: the brk heap, file-backed, and anonymous mappings by their size. */
+function mappings(): Record<string, number> {
+  const out: Record<string, number> = {};
+  let kind = '';
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) {
+      const size = (Number.parseInt(head[2] as string, 16) - Number.parseInt(head[1] as string, 16)) / 1048576;
+      const name = (head[3] as string).trim();
+      kind = name === '[heap]' ? 'brk' : name.startsWith('/') ? 'file' : name ? name : size >= 60 ? 'anon>=60MiB' : size >= 1 ? 'anon1-60MiB' : 'anon<1MiB';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] = (out[kind] ?? 0) + Number(rss[1]) / 1024;
+  }
+  for (const k of Object.keys(out)) out[k] = Math.round((out[k] as number) * 10) / 10;
+  return out;
+}
+
+if (dir && !isMainThread && detail) {
+  const file = `${dir}/${process.pid}-t${threadId}.jsonl`;
+  setInterval(() => {
+    const m = process.memoryUsage();
+    appendFileSync(file, `${JSON.stringify({ t: Date.now(), heapTotal: mib(m.heapTotal), heapUsed: mib(m.heapUsed), spaces: spaces() })}\n`);
+  }, 1000).unref();
+}
+
 if (dir && isMainThread) {
   const file = `${dir}/${process.pid}.jsonl`;
+  let n = 0;
   setInterval(() => {
     const m = process.memoryUsage();
     const line = {
@@ -47,6 +78,7 @@ if (dir && isMainThread) {
       external: mib(m.external),
       arrayBuffers: mib(m.arrayBuffers),
       ...(detail ? { resident: resident(), spaces: spaces() } : {}),
+      ...(detail && n++ % 25 === 0 ? { mappings: mappings() } : {}),
     };
     appendFileSync(file, `${JSON.stringify(line)}\n`);
   }, 200).unref();
