@@ -38,6 +38,15 @@ function spaces(): Record<string, [number, number]> {
   return out;
 }
 
+/** glibc's main arena is [heap]; its other arenas are anonymous 64 MiB reservations; V8's pages are 256 KiB. */
+function mappingKind(name: string, sizeMiB: number): string {
+  if (name === '[heap]') return 'brk';
+  if (name.startsWith('/')) return 'file';
+  if (name) return name;
+  if (sizeMiB >= 60) return 'anon>=60MiB';
+  return sizeMiB >= 1 ? 'anon1-60MiB' : 'anon<1MiB';
+}
+
 /** Resident MiB by mapping: the brk heap, file-backed, and anonymous mappings by their size. */
 function mappings(): Record<string, number> {
   const out: Record<string, number> = {};
@@ -47,7 +56,7 @@ function mappings(): Record<string, number> {
     if (head) {
       const size = (Number.parseInt(head[2] as string, 16) - Number.parseInt(head[1] as string, 16)) / 1048576;
       const name = (head[3] as string).trim();
-      kind = name === '[heap]' ? 'brk' : name.startsWith('/') ? 'file' : name ? name : size >= 60 ? 'anon>=60MiB' : size >= 1 ? 'anon1-60MiB' : 'anon<1MiB';
+      kind = mappingKind(name, size);
       continue;
     }
     const rss = /^Rss:\s+(\d+) kB/.exec(line);
@@ -61,7 +70,10 @@ if (dir && !isMainThread && detail) {
   const file = `${dir}/${process.pid}-t${threadId}.jsonl`;
   setInterval(() => {
     const m = process.memoryUsage();
-    appendFileSync(file, `${JSON.stringify({ t: Date.now(), heapTotal: mib(m.heapTotal), heapUsed: mib(m.heapUsed), spaces: spaces() })}\n`);
+    appendFileSync(
+      file,
+      `${JSON.stringify({ t: Date.now(), heapTotal: mib(m.heapTotal), heapUsed: mib(m.heapUsed), spaces: spaces() })}\n`,
+    );
   }, 1000).unref();
 }
 

@@ -145,6 +145,55 @@ describe('witness claims: a master waiting out a stale lease', () => {
 });
 
 describe('witness claims: a master whose main thread was busy past its confirm deadline', () => {
+  // Found by the soak (session 10): under 2,500 REGISTERs/s + 250 calls/s the new master read the
+  // worker's 'peer-quiet' after its confirm deadline and stood down at once, with the worker's next
+  // message ('peer': heard again) right behind it in the same queue; the old master took back over
+  // (witness-unconfirmed, peer-resigned) and 795 calls failed.
+  it('reads the peer heard right behind a late peer-quiet (the same queue) before it stands down', async () => {
+    let state: NodeState = initialState(0, { witness: true });
+    const events: HaEvent[] = [];
+    const dispatch = (e: HaEvent) => {
+      events.push(e);
+      state = step(state, e).state;
+    };
+    const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
+    for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
+    assert.equal(state.role, 'master');
+    const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
+    const claims = new WitnessClaims(
+      silent,
+      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+      () => state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    // The worker's two messages, as HaNode handles them.
+    const { port1, port2 } = new MessageChannel();
+    port2.on('message', (m: { type: string; heardAt: number }) => {
+      if (m.type === 'peer-quiet') {
+        dispatch({ type: 'peer-quiet' });
+        claims.peerQuiet(m.heardAt);
+      } else {
+        claims.peerHeard();
+        dispatch(peer);
+      }
+    });
+    port1.postMessage({ type: 'peer-quiet', heardAt: performance.now() });
+    port1.postMessage({ type: 'peer', heardAt: 0 });
+    const until = performance.now() + 100; // busy past the deadline before the port is read
+    while (performance.now() < until);
+    await sleep(30);
+    port2.close();
+    claims.stop();
+    assert.deepEqual(
+      events.filter((e) => e.type === 'witness-lapsed'),
+      [],
+      'it heard its peer: no stand-down',
+    );
+    assert.equal(state.role, 'master');
+  });
+
   it('reads the peer heard meanwhile (a message waiting on the loop) before it stands down', async () => {
     let state: NodeState = initialState(0, { witness: true });
     const events: HaEvent[] = [];

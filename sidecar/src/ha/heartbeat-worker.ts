@@ -8,6 +8,7 @@ import dgram from 'node:dgram';
 import { MessageChannel, parentPort, workerData } from 'node:worker_threads';
 import type { Role } from '../../../contract/names.ts';
 import { decodeHeartbeat, encodeHeartbeat } from '../../../contract/wire.ts';
+import { afterPendingIo } from './after-pending-io.ts';
 import { BeatFreshness } from './beat-freshness.ts';
 
 export interface HeartbeatConfig {
@@ -95,28 +96,15 @@ let quietTimer: NodeJS.Timeout | null = null;
  * and the master's early claim never came: decision 0005's head start lost).
  */
 let quietRecheck: NodeJS.Timeout | null = null;
-/** Longer than any loop turn of this thread when it is not stalled. */
-const STALL_MS = 2;
-/** Bounded: a thread starved turn after turn must still call a dead peer lost. */
-const STALL_RETRIES = 3;
 /**
- * Silence is judged after the loop has read what arrived: a thread that was
- * descheduled (a busy host) would otherwise find the beats that came
- * meanwhile still unread in its socket, and call a live peer quiet or lost.
- * Verdicts are asked for from timers, and an immediate runs after the poll
- * for I/O that follows; but a stall may fall inside that poll, after the read
- * (found in CI: about 1 run in 5 when it fell right after the tick). So a
- * verdict that comes late waits for one more poll, which starts after the
- * stall and reads what it held back.
+ * Silence is judged after the loop has read what arrived (a thread that was
+ * descheduled would otherwise call a live peer quiet or lost with its beats
+ * unread in the socket; found in CI, a stall right after the tick). This
+ * thread's loop is cheap: up to 3 more polls when a stall is seen.
  */
-const afterPendingIo = (judge: () => void, retries = STALL_RETRIES) => {
-  const askedAt = performance.now();
-  setImmediate(() => {
-    if (performance.now() - askedAt > STALL_MS && retries > 0) afterPendingIo(judge, retries - 1);
-    else judge();
-  });
-};
-const onQuiet = () => afterPendingIo(quietVerdict);
+const STALL_RETRIES = 3;
+const judgeAfterPendingIo = (judge: () => void) => afterPendingIo(judge, STALL_RETRIES);
+const onQuiet = () => judgeAfterPendingIo(quietVerdict);
 const quietVerdict = () => {
   quietRecheck = null;
   if (lost || quiet) return;
@@ -323,7 +311,7 @@ const tick = setInterval(() => {
     drops = {};
     heard = {};
   }
-  afterPendingIo(lossVerdict);
+  judgeAfterPendingIo(lossVerdict);
   if (stallAfterTick > 0) {
     stallInNextPoll(stallAfterTick);
     stallAfterTick = 0;

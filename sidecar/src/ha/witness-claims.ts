@@ -22,6 +22,7 @@
  */
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import { afterPendingIo } from './after-pending-io.ts';
 import { claimTerm, type HaEvent, type NodeState, wantsWitness } from './roles.ts';
 import type { Witness } from './witness.ts';
 
@@ -36,6 +37,12 @@ export interface WitnessTiming {
   /** How long silence must last to mean a lost peer (heartbeat interval x misses). */
   listenMs: number;
 }
+
+/**
+ * One poll more at most before a late stand-down: the main thread's poll may
+ * hold many SIP messages, and a cut-off master must not serve much longer.
+ */
+const LAPSE_STALL_RETRIES = 1;
 
 /** Room for the claim made once a stale lease ran out (a Lease round trip, with margin). */
 const STALE_SLACK_MS = 250;
@@ -57,6 +64,7 @@ export class WitnessClaims {
   private wasCutOff = false;
   /** A grant counts from then on (performance.now() ms): silence heard since the witness came back. */
   private listenUntil = 0;
+  private stopped = false;
   private readonly witness: Witness;
   private readonly timing: WitnessTiming;
   private readonly state: () => NodeState;
@@ -87,6 +95,7 @@ export class WitnessClaims {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.lapseTimer) clearTimeout(this.lapseTimer);
     this.witness.close();
@@ -121,16 +130,31 @@ export class WitnessClaims {
     this.lapseTimer = null;
   }
 
-  /** A master past its confirm deadline stands down (true); otherwise the check is set for that deadline. */
-  private lapsed(s: NodeState): boolean {
+  /**
+   * A master past its confirm deadline stands down (true); otherwise the check is set for that deadline.
+   * Not at once unless `final`: this thread may be reading a backlog, and the peer's next beat (the
+   * worker's next message) may be right behind the one that brought us here (the soak bench: a new
+   * master busy with 2,750 messages/s read a late 'peer-quiet' and handed the pair back). The verdict
+   * is taken again after pending I/O, one poll more if that came late too.
+   */
+  private lapsed(s: NodeState, final = false): boolean {
     if (s.role !== 'master' || !wantsWitness(s)) return false;
     const confirmBy = Math.max(this.validUntil, this.silentSince + this.timing.confirmMs, this.staleUntil);
-    if (performance.now() >= confirmBy) {
-      this.dispatch({ type: 'witness-lapsed' });
-      return true;
+    if (performance.now() < confirmBy) {
+      this.armLapse(confirmBy);
+      return false;
     }
-    this.armLapse(confirmBy);
-    return false;
+    if (final) this.dispatch({ type: 'witness-lapsed' });
+    else this.lapseAfterPendingIo();
+    return true;
+  }
+
+  private lapseAfterPendingIo(): void {
+    if (this.lapseTimer) clearTimeout(this.lapseTimer);
+    this.lapseTimer = null;
+    afterPendingIo(() => {
+      if (!this.stopped) this.lapsed(this.state(), true);
+    }, LAPSE_STALL_RETRIES);
   }
 
   ask(): void {
@@ -184,7 +208,7 @@ export class WitnessClaims {
     this.lapseTimer = setTimeout(
       () => {
         this.lapseTimer = null;
-        setImmediate(() => this.lapsed(this.state()));
+        this.lapseAfterPendingIo();
       },
       Math.max(0, at - performance.now()),
     );
