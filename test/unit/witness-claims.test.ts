@@ -144,95 +144,79 @@ describe('witness claims: a master waiting out a stale lease', () => {
   });
 });
 
+/**
+ * A master (ordinal 0) with a witness that never answers, whose peer just went quiet; `hear()` is the
+ * worker's 'peer' message as HaNode handles it. Busy past the confirm deadline, then `settled()`.
+ */
+function busyMaster() {
+  let state: NodeState = initialState(0, { witness: true });
+  const events: HaEvent[] = [];
+  const dispatch = (e: HaEvent) => {
+    events.push(e);
+    state = step(state, e).state;
+  };
+  const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
+  for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
+  assert.equal(state.role, 'master');
+  const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} }; // never answers
+  const claims = new WitnessClaims(
+    silent,
+    { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+    () => state,
+    dispatch,
+    createMetrics(),
+    createLogger('silent', 'test'),
+  );
+  const quiet = (heardAt: number) => {
+    dispatch({ type: 'peer-quiet' });
+    claims.peerQuiet(heardAt);
+  };
+  const hear = () => {
+    claims.peerHeard();
+    dispatch(peer);
+  };
+  /** This thread is busy past the deadline (before it reads any message), then the loop runs on. */
+  const busyThenSettle = async () => {
+    const until = performance.now() + 100;
+    while (performance.now() < until);
+    await sleep(30);
+    claims.stop();
+    assert.deepEqual(
+      events.filter((e) => e.type === 'witness-lapsed'),
+      [],
+      'it heard its peer: no stand-down',
+    );
+    assert.equal(state.role, 'master');
+  };
+  return { quiet, hear, busyThenSettle };
+}
+
 describe('witness claims: a master whose main thread was busy past its confirm deadline', () => {
   // Found by the soak (session 10): under 2,500 REGISTERs/s + 250 calls/s the new master read the
   // worker's 'peer-quiet' after its confirm deadline and stood down at once, with the worker's next
   // message ('peer': heard again) right behind it in the same queue; the old master took back over
   // (witness-unconfirmed, peer-resigned) and 795 calls failed.
   it('reads the peer heard right behind a late peer-quiet (the same queue) before it stands down', async () => {
-    let state: NodeState = initialState(0, { witness: true });
-    const events: HaEvent[] = [];
-    const dispatch = (e: HaEvent) => {
-      events.push(e);
-      state = step(state, e).state;
-    };
-    const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
-    for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
-    assert.equal(state.role, 'master');
-    const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
-    const claims = new WitnessClaims(
-      silent,
-      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-      () => state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
-    // The worker's two messages, as HaNode handles them.
+    const m = busyMaster();
     const { port1, port2 } = new MessageChannel();
-    port2.on('message', (m: { type: string; heardAt: number }) => {
-      if (m.type === 'peer-quiet') {
-        dispatch({ type: 'peer-quiet' });
-        claims.peerQuiet(m.heardAt);
-      } else {
-        claims.peerHeard();
-        dispatch(peer);
-      }
-    });
+    port2.on('message', (msg: { type: string; heardAt: number }) =>
+      msg.type === 'peer-quiet' ? m.quiet(msg.heardAt) : m.hear(),
+    );
     port1.postMessage({ type: 'peer-quiet', heardAt: performance.now() });
     port1.postMessage({ type: 'peer', heardAt: 0 });
-    const until = performance.now() + 100; // busy past the deadline before the port is read
-    while (performance.now() < until);
-    await sleep(30);
+    await m.busyThenSettle();
     port2.close();
-    claims.stop();
-    assert.deepEqual(
-      events.filter((e) => e.type === 'witness-lapsed'),
-      [],
-      'it heard its peer: no stand-down',
-    );
-    assert.equal(state.role, 'master');
   });
 
   it('reads the peer heard meanwhile (a message waiting on the loop) before it stands down', async () => {
-    let state: NodeState = initialState(0, { witness: true });
-    const events: HaEvent[] = [];
-    const dispatch = (e: HaEvent) => {
-      events.push(e);
-      state = step(state, e).state;
-    };
-    const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
-    for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
-    assert.equal(state.role, 'master');
-    const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} }; // slow: never answers
-    const claims = new WitnessClaims(
-      silent,
-      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-      () => state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
-    dispatch({ type: 'peer-quiet' });
-    claims.peerQuiet(performance.now());
+    const m = busyMaster();
+    m.quiet(performance.now());
     // The peer's next beat arrives (as the heartbeat worker's message does), but this thread is busy
     // past the confirm deadline before it reads it.
     const { port1, port2 } = new MessageChannel();
-    port2.on('message', () => {
-      claims.peerHeard();
-      dispatch(peer);
-    });
+    port2.on('message', () => m.hear());
     port1.postMessage('heard');
-    const until = performance.now() + 100;
-    while (performance.now() < until);
-    await sleep(30);
+    await m.busyThenSettle();
     port2.close();
-    claims.stop();
-    assert.deepEqual(
-      events.filter((e) => e.type === 'witness-lapsed'),
-      [],
-      'it heard its peer: no stand-down',
-    );
-    assert.equal(state.role, 'master');
   });
 });
