@@ -38,6 +38,7 @@ import {
   injectFault,
   installOperator,
   isMaster,
+  NS,
   podKamailio,
   podWithRole,
   settled,
@@ -563,7 +564,19 @@ async function clusterTrial(cb: ClusterBed, fault: ClusterFault): Promise<Trial>
     });
     f.up();
     downed = false;
-    await until(() => isMaster(backup.name), 60_000, 'the backup is master');
+    await until(
+      () => isMaster(backup.name),
+      60_000,
+      'the backup is master',
+      // What each side said: its role, its reports to the API server (which was away).
+      () =>
+        [master.name, backup.name]
+          .map((pod) => {
+            const r = k.kubectlTry(['-n', NS, 'logs', pod, '-c', 'sipha-sidecar', '--since=120s', '--request-timeout=20s']);
+            return `--- ${pod}\n${(r.code === 0 ? r.out : r.err).split('\n').slice(-40).join('\n')}`;
+          })
+          .join('\n'),
+    );
     return { ...w, regsLost: 1000 - lookupAll(podKamailio(backup.name), USERS).size };
   } finally {
     if (downed) f.up();
