@@ -45,10 +45,9 @@ export interface SippRun {
  */
 export function errorEvents(log: string, max = 8000): string {
   const events = log.split(/\n(?=\d{4}-\d\d-\d\d\t)/).slice(1);
-  const finished = (e: string) => /Dead call \S+ \(successful\)/.test(e);
-  const kept = events.filter((e) => !finished(e)).join('\n');
-  const left = events.length - events.filter((e) => !finished(e)).length;
-  return `${kept.slice(0, max)}${left ? `\n(${left} messages for calls that had ended well left out)` : ''}`;
+  const kept = events.filter((e) => !/Dead call \S+ \(successful\)/.test(e));
+  const left = events.length - kept.length;
+  return `${kept.join('\n').slice(0, max)}${left ? `\n(${left} messages for calls that had ended well left out)` : ''}`;
 }
 
 /** Which message a run's failed calls stopped at (sipp's per-message counters), and what sipp saw. */
