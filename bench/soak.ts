@@ -1,5 +1,5 @@
 /**
- * npm run bench -- soak   [--minutes N] [--every-min N] [--users N] [--ladder r1,r2,...] [--step-s S]
+ * npm run bench -- soak   [--minutes N] [--every-min N] [--users N] [--ladder r1,r2,...] [--step-s S] [--capture]
  *
  * A long run of the pair under load with failovers (issue 9), on the netns
  * bed (hosts a, b, client, uas, and the UDP witness), real Kamailio, sipp and
@@ -26,6 +26,9 @@
  *                             per node (_a, _b), the key the larger
  *   soak_fd_slope_per_h       the same for the sidecar's open descriptors (/proc/PID/fd)
  *   soak_failovers            failovers done (the backup became master)
+ * --capture: the calls' packets on the caller's and the called party's hosts during the soak
+ * (tcpdump), and afterwards each call the caller never saw end, message by message, timed from
+ * the failover before it: what sipp's "unexpected message" was.
  * Progress every minute; traffic only inside the bed (198.18.0.0/24).
  */
 import { writeFileSync } from 'node:fs';
@@ -33,6 +36,7 @@ import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { type Capture, readSipUdp, type SipPacket, startCapture, unfinishedCalls } from '../test/lib/capture.ts';
 import { lookupAll } from '../test/lib/kamailio.ts';
 import { NetBed } from '../test/lib/netbed.ts';
 import { PAIR_BED_HOSTS, type PairNode, role, roleStory, startPair, VIP, WITNESS_HOST } from '../test/lib/pair.ts';
@@ -57,6 +61,7 @@ const { values } = parseArgs({
     users: { type: 'string', default: '10000' },
     ladder: { type: 'string', default: '500,1000,1500,2000,3000,4000,5000,6000,8000' },
     'step-s': { type: 'string', default: '10' },
+    capture: { type: 'boolean', default: false },
   },
 });
 const MINUTES = Number(values.minutes);
@@ -119,6 +124,8 @@ interface Failover {
   regsMissing: number | null;
   /** Seconds since the bench started: the fault, and the end of the rejoin (or of the attempt). */
   window: [number, number];
+  /** The fault's wall-clock time (epoch s), for the packet captures' timestamps. */
+  atEpochS: number;
   error?: string;
 }
 
@@ -145,6 +152,36 @@ const tally = (r: SippResult, target: number) => {
 /** RFC 3261's Timer B (64 x T1): a call waiting longer for a message is failed, not left holding a slot. */
 const RECV_TIMEOUT_MS = 32_000;
 const achievedOf = (r: SippResult) => creationRate(statRows(r.statsFile));
+
+/** How many unfinished calls the capture prints message by message (the rest are counted). */
+const STORIES = 12;
+/**
+ * The calls the caller never saw end, from the captures: how many, grouped by the last message the
+ * caller received, and the first STORIES of them message by message, timed from the fault before.
+ */
+const callStories = (clientPackets: SipPacket[], uasPackets: SipPacket[], uac: string, failovers: Failover[]) => {
+  const calls = unfinishedCalls(clientPackets, uac, uasPackets);
+  const name = (p: SipPacket) => (p.status ? `${p.status} (${p.cseq} ${p.method})` : `${p.method} ${p.cseq}`);
+  const byLast = new Map<string, number>();
+  const lines: string[] = [];
+  for (const [callId, ps] of calls) {
+    const lastIn = ps.filter((p) => p.dst === uac).at(-1);
+    const key = lastIn ? name(lastIn) : 'nothing';
+    byLast.set(key, (byLast.get(key) ?? 0) + 1);
+    if (lines.length >= STORIES) continue;
+    const t0 = ps[0]?.time ?? 0;
+    const fault = failovers.filter((f) => f.atEpochS <= t0 + 5).at(-1);
+    const from = fault?.atEpochS ?? t0;
+    const steps = ps.map((p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}`);
+    lines.push(
+      `  ${callId} (${fault ? `after failover ${fault.n}, ${fault.fault}` : 'no failover before it'}):\n    ${steps.join('\n    ')}`,
+    );
+  }
+  return (
+    `\ncaptured: ${calls.size} calls the caller never saw end; the last message it received: ` +
+    `${[...byLast].map(([k, n]) => `${k} x${n}`).join(', ') || '-'}\n${lines.join('\n')}`
+  );
+};
 
 const benchStart = performance.now();
 const sinceStart = () => (performance.now() - benchStart) / 1000;
@@ -303,6 +340,13 @@ try {
   sampleAll();
   const sampler = setInterval(sampleAll, SAMPLE_MS);
 
+  // The calls only (the REGISTERs come from port REG_PORT): the caller's and the called party's wires.
+  const captures: Capture[] = values.capture
+    ? await Promise.all([
+        startCapture(bed, client, `udp and port 5060 and not port ${REG_PORT}`),
+        startCapture(bed, uasHost, 'udp and port 5060'),
+      ])
+    : [];
   let regStats = '';
   let callStats = '';
   const regRun = runSipp(bed, client, {
@@ -352,6 +396,7 @@ try {
       rejoinS: null,
       regsMissing: null,
       window: [sinceStart(), Number.NaN],
+      atEpochS: Date.now() / 1000,
     };
     try {
       if (from === null || !settled())
@@ -359,6 +404,7 @@ try {
       const to = other(from);
       const old = nodes[from];
       const t = performance.now();
+      f.atEpochS = Date.now() / 1000;
       if (fault === 'kamailio_kill') {
         await bed.stop(old.kamailio.child, 'SIGKILL');
       } else {
@@ -466,6 +512,10 @@ try {
   }
   if (calls.successful + tally(calls, callCount).notCreated !== callCount)
     console.log(`\nwhere the failed calls stopped, and sipp's error log:\n${failedCallsReport(calls)}`);
+  if (captures.length) {
+    const [clientPackets, uasPackets] = await Promise.all(captures.map(async (c) => readSipUdp(await c.stop())));
+    console.log(callStories(clientPackets as SipPacket[], uasPackets as SipPacket[], client.ip, failovers));
+  }
 
   // ---- figures ----
   const slope = (n: NodeName, f: 'rssMiB' | 'fds', fromS = 0) => round(series[n].slopePerHour(f, fromS), f === 'rssMiB' ? 2 : 1);

@@ -27,7 +27,7 @@ function reply(branch: string): SipMessage {
 function probe() {
   const sent: string[] = [];
   const health: boolean[] = [];
-  const p = new ServerProbe({ sendOn: (_i, s) => sent.push(Buffer.concat(s).toString('latin1')) > 0 }, 5, 3, (h) =>
+  const p = new ServerProbe({ sendProbe: (s) => sent.push(Buffer.concat(s).toString('latin1')) > 0 }, 5, 3, (h) =>
     health.push(h),
   );
   return { p, sent, health };

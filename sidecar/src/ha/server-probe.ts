@@ -16,7 +16,8 @@ import type { SipMessage } from '../sip/message.ts';
 export const PROBE_BRANCH_PREFIX = 'z9hG4bK-sipha-probe-';
 
 export interface ProbeLink {
-  sendOn(index: number, slices: Buffer[]): boolean;
+  /** On a connection of the probe's own: behind a burst the server is busy, not hung. */
+  sendProbe(slices: Buffer[]): boolean;
 }
 
 export class ServerProbe {
@@ -66,7 +67,8 @@ export class ServerProbe {
     const k = Number(digits);
     if (!/^\d{1,15}$/.test(digits) || k < 1 || k > this.sent) return false;
     if (k > this.answered) this.answered = k;
-    if (!this.healthy) {
+    // An answer to an old probe, with newer ones still out as many as make a hang, is not recovery yet.
+    if (!this.healthy && this.sent - this.answered < this.misses) {
       this.healthy = true;
       this.onHealth(true);
     }
@@ -84,6 +86,6 @@ export class ServerProbe {
       `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\n${this.tokenLine}Via: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${this.n}\r\n` +
       `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${this.n}\r\nCSeq: ${this.n} OPTIONS\r\n` +
       'Max-Forwards: 1\r\nContent-Length: 0\r\n\r\n';
-    this.link.sendOn(0, [Buffer.from(msg, 'latin1')]);
+    this.link.sendProbe([Buffer.from(msg, 'latin1')]);
   }
 }

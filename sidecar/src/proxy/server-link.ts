@@ -8,6 +8,11 @@
  *
  * A Call-ID always maps to the same connection, so one dialog's messages
  * reach the server in the order they arrived.
+ *
+ * One more connection carries only the hung-server probe (sendProbe): on a
+ * traffic connection its OPTIONS waited behind everything written before it
+ * (a state burst of 10,000 REGISTERs is seconds of work), and a busy server
+ * was judged hung.
  */
 import net from 'node:net';
 import type { Logger } from '../log.ts';
@@ -40,7 +45,9 @@ interface Conn {
 }
 
 export class ServerLink {
+  /** The traffic connections, then the probe's. */
   private readonly conns: Conn[] = [];
+  private readonly traffic: number;
   private closed = false;
   private readonly opts: Required<ServerLinkOptions>;
   private readonly log: Logger;
@@ -61,32 +68,33 @@ export class ServerLink {
     this.log = log;
     this.metrics = metrics;
     this.onMessage = onMessage;
-    for (let i = 0; i < opts.connections; i++) {
+    this.traffic = opts.connections;
+    for (let i = 0; i <= opts.connections; i++) {
       const c: Conn = { socket: null, ready: false, queue: [], retryMs: 0, waiters: [] };
       this.conns.push(c);
       this.connect(c, i);
     }
   }
 
-  /** True when every connection is up. */
+  /** True when every connection (the probe's too) is up. */
   get ready(): boolean {
     return this.conns.every((c) => c.ready);
   }
 
   /** The connection a Call-ID maps to (a dialog always uses the same one). */
   indexFor(callId: string): number {
-    return hash(callId) % this.conns.length;
+    return hash(callId) % this.traffic;
   }
 
   /** The server has not read `maxBacklogBytes` written to connection `index`: take no more for it. */
   busy(index: number): boolean {
-    const s = (this.conns[index % this.conns.length] as Conn).socket;
+    const s = this.conn(index).socket;
     return s !== null && s.writableLength > this.opts.maxBacklogBytes;
   }
 
   /** Calls `then` once connection `index` has drained its backlog, or has closed. */
   whenDrained(index: number, then: () => void): void {
-    const c = this.conns[index % this.conns.length] as Conn;
+    const c = this.conn(index);
     if (c.socket === null) then();
     else c.waiters.push(then);
   }
@@ -98,7 +106,20 @@ export class ServerLink {
 
   /** Sends on connection `index` (a replicated message goes where the master's went). */
   sendOn(index: number, slices: Buffer[]): boolean {
-    const c = this.conns[index % this.conns.length] as Conn;
+    return this.queueOrWrite(this.conn(index), slices);
+  }
+
+  /** Sends a probe on the connection that carries nothing else. */
+  sendProbe(slices: Buffer[]): boolean {
+    return this.queueOrWrite(this.conns[this.traffic] as Conn, slices);
+  }
+
+  /** Traffic connection `index` (a replicated index from a peer with more connections wraps). */
+  private conn(index: number): Conn {
+    return this.conns[index % this.traffic] as Conn;
+  }
+
+  private queueOrWrite(c: Conn, slices: Buffer[]): boolean {
     if (!c.ready || c.socket === null) {
       if (c.queue.length >= this.opts.maxQueued) return false;
       c.queue.push(slices);
@@ -114,7 +135,7 @@ export class ServerLink {
    * restarted server will never see in full.
    */
   writeNow(index: number, slices: Buffer[]): boolean {
-    const c = this.conns[index % this.conns.length] as Conn;
+    const c = this.conn(index);
     if (!c.ready || c.socket === null) return false;
     writeInTurn(c.socket, slices);
     return true;
