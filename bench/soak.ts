@@ -163,14 +163,18 @@ const callStories = (clientPackets: SipPacket[], uasPackets: SipPacket[], uac: s
   const calls = unfinishedCalls(clientPackets, uac, uasPackets);
   const name = (p: SipPacket) => (p.status ? `${p.status} (${p.cseq} ${p.method})` : `${p.method} ${p.cseq}`);
   const byLast = new Map<string, number>();
+  const byFault = new Map<string, number>();
   const lines: string[] = [];
   for (const [callId, ps] of calls) {
     const lastIn = ps.filter((p) => p.dst === uac).at(-1);
     const key = lastIn ? name(lastIn) : 'nothing';
     byLast.set(key, (byLast.get(key) ?? 0) + 1);
-    if (lines.length >= STORIES) continue;
     const t0 = ps[0]?.time ?? 0;
+    // A call started up to 5 s before a fault (the hold and its BYE) belongs to it.
     const fault = failovers.filter((f) => f.atEpochS <= t0 + 5).at(-1);
+    const when = fault ? `failover ${fault.n}` : 'before any failover';
+    byFault.set(when, (byFault.get(when) ?? 0) + 1);
+    if (lines.length >= STORIES) continue;
     const from = fault?.atEpochS ?? t0;
     const steps = ps.map((p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}`);
     lines.push(
@@ -179,7 +183,8 @@ const callStories = (clientPackets: SipPacket[], uasPackets: SipPacket[], uac: s
   }
   return (
     `\ncaptured: ${calls.size} calls the caller never saw end; the last message it received: ` +
-    `${[...byLast].map(([k, n]) => `${k} x${n}`).join(', ') || '-'}\n${lines.join('\n')}`
+    `${[...byLast].map(([k, n]) => `${k} x${n}`).join(', ') || '-'}; by the failover before them: ` +
+    `${[...byFault].map(([k, n]) => `${k} x${n}`).join(', ') || '-'}\n${lines.join('\n')}`
   );
 };
 

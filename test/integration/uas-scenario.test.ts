@@ -32,7 +32,7 @@ function request(method: string, callId: string, cseq: number, branch: string, t
   );
 }
 
-type Step = 'retransmit-invite' | 'ack' | 'reinvite' | 'ack-reinvite' | 'bye' | 'wait-1200';
+type Step = 'retransmit-invite' | 'ack' | 'ack-again' | 'reinvite' | 'ack-reinvite' | 'bye' | 'wait-1200';
 
 describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
   let dir: string;
@@ -79,6 +79,8 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
     for (const step of steps) {
       if (step === 'retransmit-invite') await send(invite);
       else if (step === 'ack') await send(request('ACK', callId, 1, `${callId}-a1`, toTag));
+      // The caller ACKs each 200 to its INVITE it gets (RFC 3261 13.2.2.4): a late one, again.
+      else if (step === 'ack-again') await send(request('ACK', callId, 1, `${callId}-a1-again`, toTag));
       else if (step === 'reinvite') await send(request('INVITE', callId, 2, `${callId}-2`, toTag));
       else if (step === 'ack-reinvite') await send(request('ACK', callId, 2, `${callId}-a2`, toTag));
       else if (step === 'bye') await send(request('BYE', callId, 3, `${callId}-3`, toTag));
@@ -110,6 +112,21 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
 
   it('both: a retransmitted INVITE, then a re-INVITE without any ACK', async () => {
     complete(await call('both', ['retransmit-invite', 'reinvite', 'ack-reinvite', 'bye']));
+  });
+
+  // The soak (session 11): a 200 to the INVITE released late by the proxy reached the caller after
+  // its re-INVITE; the caller ACKed it again, and the callee took that ACK for the re-INVITE's,
+  // aborted on the real one and never answered the BYE (270 calls failed).
+  it('an ACK of the INVITE again, before the re-INVITE, is absorbed', async () => {
+    complete(await call('ackagain1', ['ack', 'ack-again', 'reinvite', 'ack-reinvite', 'bye']));
+  });
+
+  it('an ACK of the INVITE again, before the re-INVITE is ACKed, is not taken for its ACK', async () => {
+    complete(await call('ackagain2', ['ack', 'reinvite', 'ack-again', 'ack-reinvite', 'bye']));
+  });
+
+  it('an ACK of the INVITE again, after the re-INVITE was ACKed, is absorbed', async () => {
+    complete(await call('ackagain3', ['ack', 'reinvite', 'ack-reinvite', 'ack-again', 'bye']));
   });
 
   it('retransmits its 200 every 500 ms until the ACK comes', async () => {
