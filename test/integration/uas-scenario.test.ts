@@ -32,7 +32,7 @@ function request(method: string, callId: string, cseq: number, branch: string, t
   );
 }
 
-type Step = 'retransmit-invite' | 'ack' | 'ack-again' | 'reinvite' | 'ack-reinvite' | 'bye' | 'wait-1200';
+type Step = 'retransmit-invite' | 'ack' | 'ack-again' | 'reinvite' | 'retransmit-reinvite' | 'ack-reinvite' | 'bye' | 'wait-1200';
 
 describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
   let dir: string;
@@ -81,7 +81,8 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
       else if (step === 'ack') await send(request('ACK', callId, 1, `${callId}-a1`, toTag));
       // The caller ACKs each 200 to its INVITE it gets (RFC 3261 13.2.2.4): a late one, again.
       else if (step === 'ack-again') await send(request('ACK', callId, 1, `${callId}-a1-again`, toTag));
-      else if (step === 'reinvite') await send(request('INVITE', callId, 2, `${callId}-2`, toTag));
+      else if (step === 'reinvite' || step === 'retransmit-reinvite')
+        await send(request('INVITE', callId, 2, `${callId}-2`, toTag));
       else if (step === 'ack-reinvite') await send(request('ACK', callId, 2, `${callId}-a2`, toTag));
       else if (step === 'bye') await send(request('BYE', callId, 3, `${callId}-3`, toTag));
       else await sleep(1200);
@@ -127,6 +128,15 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
 
   it('an ACK of the INVITE again, after the re-INVITE was ACKed, is absorbed', async () => {
     complete(await call('ackagain3', ['ack', 'reinvite', 'ack-reinvite', 'ack-again', 'bye']));
+  });
+
+  // Coverage for a case the soak showed (session 11): the 200 to a re-INVITE lost in a hand-back,
+  // the new master's tm retransmitting the re-INVITE. Driven by hand the callee answers it again
+  // (this passed before any change); in the soak it did not, for a reason not found yet.
+  it('a retransmitted re-INVITE (its 200 was lost) is answered again', async () => {
+    const r = await call('reinvite-again', ['ack', 'reinvite', 'wait-1200', 'retransmit-reinvite', 'ack-reinvite', 'bye']);
+    complete(r);
+    assert.ok(r.filter((x) => x === '200 2').length >= 2, `the 200 to the re-INVITE is sent again: ${r}`);
   });
 
   it('retransmits its 200 every 500 ms until the ACK comes', async () => {
