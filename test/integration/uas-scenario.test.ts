@@ -32,13 +32,24 @@ function request(method: string, callId: string, cseq: number, branch: string, t
   );
 }
 
-type Step = 'retransmit-invite' | 'ack' | 'ack-again' | 'reinvite' | 'retransmit-reinvite' | 'ack-reinvite' | 'bye' | 'wait-1200';
+type Step =
+  | 'retransmit-invite'
+  | 'ack'
+  | 'ack-again'
+  | 'reinvite'
+  | 'retransmit-reinvite'
+  | 'reinvite-new-branch'
+  | 'ack-reinvite'
+  | 'bye'
+  | 'wait-1200';
 
 describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
   let dir: string;
   let uas: ChildProcess;
   let sock: dgram.Socket;
   const responses = new Map<string, string[]>();
+  /** The top Via branch of each response, in the same order. */
+  const branches = new Map<string, string[]>();
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sipha-uas-'));
@@ -54,6 +65,7 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
       const status = text.slice(8, 11);
       const cseq = /\r\nCSeq: *(\d+)/.exec(text)?.[1] ?? '';
       responses.set(callId, [...(responses.get(callId) ?? []), `${status} ${cseq}`]);
+      branches.set(callId, [...(branches.get(callId) ?? []), /\r\nVia: [^\r]*;branch=z9hG4bK-([^;\r]+)/.exec(text)?.[1] ?? '']);
     });
     await new Promise<void>((r) => sock.bind(UAC_PORT, '127.0.0.1', () => r()));
     await sleep(300); // sipp binds its socket
@@ -83,6 +95,8 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
       else if (step === 'ack-again') await send(request('ACK', callId, 1, `${callId}-a1-again`, toTag));
       else if (step === 'reinvite' || step === 'retransmit-reinvite')
         await send(request('INVITE', callId, 2, `${callId}-2`, toTag));
+      // The same re-INVITE from the other proxy of the pair, under a branch of its own.
+      else if (step === 'reinvite-new-branch') await send(request('INVITE', callId, 2, `${callId}-2-other`, toTag));
       else if (step === 'ack-reinvite') await send(request('ACK', callId, 2, `${callId}-a2`, toTag));
       else if (step === 'bye') await send(request('BYE', callId, 3, `${callId}-3`, toTag));
       else await sleep(1200);
@@ -137,6 +151,24 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
     const r = await call('reinvite-again', ['ack', 'reinvite', 'wait-1200', 'retransmit-reinvite', 'ack-reinvite', 'bye']);
     complete(r);
     assert.ok(r.filter((x) => x === '200 2').length >= 2, `the 200 to the re-INVITE is sent again: ${r}`);
+  });
+
+  it('an ACK of the INVITE again while the re-INVITE waits for its ACK: no answer built from that ACK', async () => {
+    const r = await call('ackagain4', ['ack', 'reinvite', 'ack-again', 'wait-1200', 'ack-reinvite', 'bye']);
+    complete(r);
+    assert.equal(r.filter((x) => x === '200 1').length, 1, `no 200 with the ACK's CSeq: ${r}`);
+  });
+
+  it('the re-INVITE again under another branch (from the other proxy of the pair), before its ACK: its 200 keeps going', async () => {
+    const r = await call('otherbranch1', ['ack', 'reinvite', 'reinvite-new-branch', 'wait-1200', 'ack-reinvite', 'bye']);
+    complete(r);
+    assert.ok(r.filter((x) => x === '200 2').length >= 2, `the 200 to the re-INVITE at 0 and again 0.5 s later: ${r}`);
+  });
+
+  it('the re-INVITE again under another branch after its ACK: answered again, the call goes on', async () => {
+    const r = await call('otherbranch2', ['ack', 'reinvite', 'ack-reinvite', 'reinvite-new-branch', 'ack-reinvite', 'bye']);
+    complete(r);
+    assert.ok(branches.get('otherbranch2')?.includes('otherbranch2-2-other'), `${branches.get('otherbranch2')}`);
   });
 
   it('retransmits its 200 every 500 ms until the ACK comes', async () => {
