@@ -171,7 +171,7 @@ const callStories = (clientPackets: SipPacket[], uasPackets: SipPacket[], uac: s
     byLast.set(key, (byLast.get(key) ?? 0) + 1);
     const t0 = ps[0]?.time ?? 0;
     // A call started up to 5 s before a fault (the hold and its BYE) belongs to it.
-    const fault = failovers.filter((f) => f.atEpochS <= t0 + 5).at(-1);
+    const fault = failovers.filter((f) => f.error === undefined && f.atEpochS <= t0 + 5).at(-1);
     const when = fault ? `failover ${fault.n}` : 'before any failover';
     byFault.set(when, (byFault.get(when) ?? 0) + 1);
     if (lines.length >= STORIES) continue;

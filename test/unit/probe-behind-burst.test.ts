@@ -26,7 +26,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A server whose connections are each worked through by a worker of their own, a message a millisecond. */
 async function slowServer() {
-  const state = { hung: false };
+  /** hung: every worker stops; stuck: the worker of a connection that got a message with this Call-ID stops. */
+  const state = { hung: false, stuck: 'Call-ID: stuck' };
   const sockets: net.Socket[] = [];
   const workers: NodeJS.Timeout[] = [];
   const srv = net.createServer((s) => {
@@ -38,7 +39,7 @@ async function slowServer() {
     s.on('error', () => {});
     workers.push(
       setInterval(() => {
-        if (state.hung) return;
+        if (state.hung || buf.includes(state.stuck)) return;
         const end = buf.indexOf('\r\n\r\n');
         if (end < 0) return;
         const msg = buf.slice(0, end);
@@ -112,6 +113,25 @@ describe('the hung-server probe behind a burst', () => {
       t.probe.start();
       await sleep(1000);
       assert.deepEqual(t.health, [], 'no verdict: the server answered its probes while busy');
+    } finally {
+      t.close();
+    }
+  });
+
+  it('a server with one stuck worker (one traffic connection never answered) is called hung', async () => {
+    // A worker blocked on one connection (a lock, a slow lookup) leaves that connection's calls
+    // unanswered while the probe's own connection, served by another worker, answers.
+    const t = await probedLink();
+    try {
+      t.probe.start();
+      await sleep(200);
+      assert.deepEqual(t.health, [], 'healthy while it answers');
+      t.link.sendOn(
+        1,
+        [register(0).toString('latin1').replace('Call-ID: burst-0', 'Call-ID: stuck')].map((x) => Buffer.from(x, 'latin1')),
+      );
+      await sleep(400);
+      assert.deepEqual(t.health, [false], 'hung: its traffic connection 1 answers nothing');
     } finally {
       t.close();
     }

@@ -27,9 +27,14 @@ function reply(branch: string): SipMessage {
 function probe() {
   const sent: string[] = [];
   const health: boolean[] = [];
-  const p = new ServerProbe({ sendProbe: (s) => sent.push(Buffer.concat(s).toString('latin1')) > 0 }, 5, 3, (h) =>
-    health.push(h),
-  );
+  // No traffic connections: only the probe's own channel.
+  const link = {
+    trafficConnections: 0,
+    sendProbe: (s: Buffer[]) => sent.push(Buffer.concat(s).toString('latin1')) > 0,
+    sendOn: () => true,
+    lastReadAt: () => 0,
+  };
+  const p = new ServerProbe(link, 5, 3, (h) => health.push(h));
   return { p, sent, health };
 }
 
@@ -51,13 +56,32 @@ describe('server probe', () => {
 
   it('a crafted probe-like branch from a client is not an answer: hang detection still fires, the reply is not swallowed', async () => {
     const { p, health } = probe();
-    for (const forged of [`${PROBE_BRANCH_PREFIX}999999999`, `${PROBE_BRANCH_PREFIX}1`, `${PROBE_BRANCH_PREFIX}x-1`]) {
+    for (const forged of [
+      `${PROBE_BRANCH_PREFIX}999999999`,
+      `${PROBE_BRANCH_PREFIX}1`,
+      `${PROBE_BRANCH_PREFIX}0-1`,
+      `${PROBE_BRANCH_PREFIX}x-1`,
+    ]) {
       assert.equal(p.consume(reply(forged)), false, `${forged} is a client's reply`);
     }
     p.start();
     await sleep(40);
     p.stop();
     assert.deepEqual(health, [false], 'the unanswered probes mark the server hung');
+  });
+
+  it('back to healthy only once fewer than `misses` probes are unanswered, not on an answer to an old one', async () => {
+    const { p, sent, health } = probe();
+    p.start();
+    await sleep(60); // a dozen probes, none answered
+    p.stop();
+    assert.deepEqual(health, [false]);
+    const n = sent.length;
+    assert.ok(n >= 5, `probes sent: ${n}`);
+    assert.equal(p.consume(reply(branchOf(sent[0] as string))), true, 'the oldest probe answered');
+    assert.deepEqual(health, [false], 'still hung: the newer probes are still out');
+    assert.equal(p.consume(reply(branchOf(sent[n - 3] as string))), true);
+    assert.deepEqual(health, [false, true], 'two unanswered of three needed: healthy again');
   });
 
   it('an answer to a probe not sent yet does not count', async () => {

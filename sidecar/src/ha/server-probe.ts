@@ -16,14 +16,27 @@ import type { SipMessage } from '../sip/message.ts';
 export const PROBE_BRANCH_PREFIX = 'z9hG4bK-sipha-probe-';
 
 export interface ProbeLink {
-  /** On a connection of the probe's own: behind a burst the server is busy, not hung. */
+  /** Traffic connections; the probe's own connection comes on top of them. */
+  readonly trafficConnections: number;
+  sendOn(index: number, slices: Buffer[]): boolean;
+  /** On a connection of the probe's own: nothing written before it delays its answer. */
   sendProbe(slices: Buffer[]): boolean;
+  /** When the server last sent anything on traffic connection `index` (performance.now() ms). */
+  lastReadAt(index: number): number;
 }
 
+/**
+ * Hung means, after `misses` probes unanswered: on the probe's own connection,
+ * that is all (nothing was written before those probes); on a traffic
+ * connection, only if the server also sent nothing else on it for as long,
+ * since a probe there waits behind whatever was written first (a state burst
+ * is seconds of work, answered all along) while a stuck worker answers
+ * nothing at all (test/unit/probe-behind-burst.test.ts).
+ */
 export class ServerProbe {
-  private n = 0;
-  private answered = 0;
-  private sent = 0;
+  /** Per channel (traffic connections 0..n-1, then the probe's own): probes sent, highest answered. */
+  private readonly sent: number[];
+  private readonly answered: number[];
   private timer: NodeJS.Timeout | null = null;
   private healthy = true;
   private readonly link: ProbeLink;
@@ -48,6 +61,8 @@ export class ServerProbe {
     this.intervalMs = intervalMs;
     this.misses = misses;
     this.onHealth = onHealth;
+    this.sent = new Array<number>(link.trafficConnections + 1).fill(0);
+    this.answered = new Array<number>(link.trafficConnections + 1).fill(0);
   }
 
   start(): void {
@@ -63,29 +78,40 @@ export class ServerProbe {
   consume(m: SipMessage): boolean {
     const branch = m.topVia.branch;
     if (m.isRequest || branch === undefined || !branch.startsWith(this.branchPrefix)) return false;
-    const digits = branch.slice(this.branchPrefix.length);
-    const k = Number(digits);
-    if (!/^\d{1,15}$/.test(digits) || k < 1 || k > this.sent) return false;
-    if (k > this.answered) this.answered = k;
-    // An answer to an old probe, with newer ones still out as many as make a hang, is not recovery yet.
-    if (!this.healthy && this.sent - this.answered < this.misses) {
-      this.healthy = true;
-      this.onHealth(true);
-    }
+    const id = /^(\d{1,3})-(\d{1,15})$/.exec(branch.slice(this.branchPrefix.length));
+    if (!id) return false;
+    const channel = Number(id[1]);
+    const k = Number(id[2]);
+    const sent = this.sent[channel];
+    if (sent === undefined || k < 1 || k > sent) return false;
+    if (k > (this.answered[channel] as number)) this.answered[channel] = k;
+    // Back only when no channel is short of answers any more (an answer to an old probe is not enough).
+    if (!this.healthy) this.judge();
     return true;
   }
 
+  private judge(): void {
+    const hung = this.sent.some((sent, channel) => {
+      if (sent - (this.answered[channel] as number) < this.misses) return false;
+      if (channel === this.link.trafficConnections) return true;
+      return performance.now() - this.link.lastReadAt(channel) >= this.misses * this.intervalMs;
+    });
+    if (hung === !this.healthy) return;
+    this.healthy = !hung;
+    this.onHealth(this.healthy);
+  }
+
   private tick(): void {
-    if (this.healthy && this.sent - this.answered >= this.misses) {
-      this.healthy = false;
-      this.onHealth(false);
+    this.judge();
+    for (let channel = 0; channel < this.sent.length; channel++) {
+      const n = ((this.sent[channel] as number) += 1);
+      const msg =
+        `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\n${this.tokenLine}Via: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${channel}-${n}\r\n` +
+        `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${channel}-${n}\r\nCSeq: ${n} OPTIONS\r\n` +
+        'Max-Forwards: 1\r\nContent-Length: 0\r\n\r\n';
+      const slices = [Buffer.from(msg, 'latin1')];
+      if (channel === this.link.trafficConnections) this.link.sendProbe(slices);
+      else this.link.sendOn(channel, slices);
     }
-    this.n++;
-    this.sent = this.n;
-    const msg =
-      `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\n${this.tokenLine}Via: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${this.n}\r\n` +
-      `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${this.n}\r\nCSeq: ${this.n} OPTIONS\r\n` +
-      'Max-Forwards: 1\r\nContent-Length: 0\r\n\r\n';
-    this.link.sendProbe([Buffer.from(msg, 'latin1')]);
   }
 }

@@ -10,9 +10,10 @@
  * reach the server in the order they arrived.
  *
  * One more connection carries only the hung-server probe (sendProbe): on a
- * traffic connection its OPTIONS waited behind everything written before it
- * (a state burst of 10,000 REGISTERs is seconds of work), and a busy server
- * was judged hung.
+ * traffic connection alone its OPTIONS waited behind everything written
+ * before it (a state burst of 10,000 REGISTERs is seconds of work), and a
+ * busy server was judged hung. The probe still goes on every traffic
+ * connection too, judged with lastReadAt (server-probe.ts).
  */
 import net from 'node:net';
 import type { Logger } from '../log.ts';
@@ -42,6 +43,8 @@ interface Conn {
   retryMs: number;
   /** Called once the server has read the backlog (or the connection is gone). */
   waiters: Array<() => void>;
+  /** When bytes last came from the server on it (performance.now() ms): the hung-server probe's sign of progress. */
+  readAt: number;
 }
 
 export class ServerLink {
@@ -70,7 +73,7 @@ export class ServerLink {
     this.onMessage = onMessage;
     this.traffic = opts.connections;
     for (let i = 0; i <= opts.connections; i++) {
-      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 0, waiters: [] };
+      const c: Conn = { socket: null, ready: false, queue: [], retryMs: 0, waiters: [], readAt: performance.now() };
       this.conns.push(c);
       this.connect(c, i);
     }
@@ -107,6 +110,16 @@ export class ServerLink {
   /** Sends on connection `index` (a replicated message goes where the master's went). */
   sendOn(index: number, slices: Buffer[]): boolean {
     return this.queueOrWrite(this.conn(index), slices);
+  }
+
+  /** The connections that carry traffic (the probe's own is not one of them). */
+  get trafficConnections(): number {
+    return this.traffic;
+  }
+
+  /** When the server last sent anything on traffic connection `index` (performance.now() ms). */
+  lastReadAt(index: number): number {
+    return this.conn(index).readAt;
   }
 
   /** Sends a probe on the connection that carries nothing else. */
@@ -171,6 +184,7 @@ export class ServerLink {
     );
     socket.on('connect', () => {
       c.ready = true;
+      c.readAt = performance.now();
       c.retryMs = 0;
       this.metrics.linkUp.inc();
       this.log.info({ index }, 'link to the SIP server is up');
@@ -178,7 +192,10 @@ export class ServerLink {
       c.queue = [];
       this.setServer(this.ready);
     });
-    socket.on('data', (chunk: Buffer) => framer.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      c.readAt = performance.now();
+      framer.push(chunk);
+    });
     const release = () => {
       const waiting = c.waiters;
       c.waiters = [];
