@@ -104,7 +104,8 @@ export class ServerProbe {
   private tick(): void {
     this.judge();
     for (let channel = 0; channel < this.sent.length; channel++) {
-      const n = ((this.sent[channel] as number) += 1);
+      const n = (this.sent[channel] as number) + 1;
+      this.sent[channel] = n;
       const msg =
         `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\n${this.tokenLine}Via: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${channel}-${n}\r\n` +
         `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${channel}-${n}\r\nCSeq: ${n} OPTIONS\r\n` +
