@@ -424,7 +424,9 @@ try {
       else {
         await sleep(5000);
         old.host.run('ip', ['link', 'set', 'eth0', 'up']);
-        nodes[from] = await old.restart();
+        // Live, not ready: a backup is ready once in sync, which the wait below measures (60 s at
+        // most; under load on a slow host a rejoin took over the 15 s a restart waits for ready).
+        nodes[from] = await old.restart({ SIPHA_TEST_LIVE_ONLY: '1' });
         follow(from, nodes[from]);
       }
       await until(
@@ -500,7 +502,14 @@ try {
     (lookupAll(nodes.a.kamailio, USERS).size >= lookupAll(nodes.b.kamailio, USERS).size ? ('a' as const) : ('b' as const));
   const found = lookupAll(nodes[serving].kamailio, [...USERS, 'uas']);
   const regsLost = USERS.length - USERS.filter((u) => found.has(u)).length;
-  const backupFound = lookupAll(nodes[other(serving)].kamailio, USERS).size;
+  // After a failover that failed part-way the bench may hold a node whose server it lost track of:
+  // say so instead of losing the run's figures.
+  let backupFound: number | null = null;
+  try {
+    backupFound = lookupAll(nodes[other(serving)].kamailio, USERS).size;
+  } catch (err) {
+    console.log(`the backup's location table could not be read: ${(err as Error).message.split('\n')[0]}`);
+  }
 
   // Role changes outside the failovers' windows (fault -> old master back in sync): takeovers nobody caused.
   const unplanned = roleChanges(soakFrom, soakTo).filter(
@@ -554,7 +563,7 @@ try {
     soak_takeover_ms_max: done.length ? Math.max(...done.map((f) => f.takeoverMs as number)) : null,
     soak_rejoin_s_max: done.length ? Math.max(...done.map((f) => f.rejoinS as number)) : null,
     soak_regs_missing_after_failover_max: done.length ? Math.max(...done.map((f) => f.regsMissing as number)) : null,
-    soak_backup_regs_missing_at_end: USERS.length - backupFound,
+    soak_backup_regs_missing_at_end: backupFound === null ? null : USERS.length - backupFound,
     soak_uas_registered_at_end: found.has('uas'),
     soak_master_at_end: masterAtEnd,
     soak_minutes: MINUTES,

@@ -48,7 +48,7 @@ export async function startSidecar(
     },
   });
   const out = watchOutput(child);
-  // Ready = /readyz answers 200: the public sockets are bound and the link is up.
+  // Ready = /readyz answers 200: the link is up, and a backup is in sync (ha-node.ts notReady).
   await until(
     () => {
       if (child.exitCode !== null) throw new Error(`sidecar exited ${child.exitCode}:\n${out.text().slice(-3000)}`);
