@@ -98,18 +98,25 @@ describe('test caller (uac-call.xml) acts as an RFC 3261 UAC when messages come 
     return { code, errors };
   }
 
-  it('a normal call ends well (the hand-made callee is sound)', async () => {
+  /**
+   * The callee: 180 and 200 to the INVITE, 200 to the BYE; the re-INVITE is `onReinvite`'s,
+   * given the 200 it sent to the INVITE (to send again, late).
+   */
+  const callee = (onReinvite: (req: Received, invite200: string) => Promise<void>) => {
     let invite200 = '';
-    const r = await call(async (req) => {
+    return async (req: Received) => {
       if (req.method === 'INVITE' && req.cseq === '1') {
         invite200 = answer(req.text, '200 OK', SDP);
         await send(answer(req.text, '180 Ringing'));
         await send(invite200);
-      } else if (req.method === 'INVITE') await send(answer(req.text, '200 OK', SDP));
+      } else if (req.method === 'INVITE') await onReinvite(req, invite200);
       else if (req.method === 'BYE') await send(answer(req.text, '200 OK'));
-    });
+    };
+  };
+
+  it('a normal call ends well (the hand-made callee is sound)', async () => {
+    const r = await call(callee((req) => send(answer(req.text, '200 OK', SDP))));
     assert.equal(r.code, 0, r.errors);
-    assert.ok(invite200 !== '');
     assert.deepEqual(
       received.map((x) => `${x.method} ${x.cseq}`),
       ['INVITE 1', 'ACK 1', 'INVITE 2', 'ACK 2', 'BYE 3'],
@@ -117,13 +124,8 @@ describe('test caller (uac-call.xml) acts as an RFC 3261 UAC when messages come 
   });
 
   it('a 200 to the first INVITE retransmitted before the re-INVITE is answered: ACKed again, the call goes on', async () => {
-    let invite200 = '';
-    const r = await call(async (req) => {
-      if (req.method === 'INVITE' && req.cseq === '1') {
-        invite200 = answer(req.text, '200 OK', SDP);
-        await send(answer(req.text, '180 Ringing'));
-        await send(invite200);
-      } else if (req.method === 'INVITE') {
+    const r = await call(
+      callee(async (req, invite200) => {
         // What the soak captured: the callee's retransmitted 200 (CSeq 1), released late by
         // the proxy, reaches the caller after it sent the re-INVITE; then the re-INVITE's 100 and 200.
         await send(invite200);
@@ -131,8 +133,8 @@ describe('test caller (uac-call.xml) acts as an RFC 3261 UAC when messages come 
         await send(answer(req.text, '100 Trying'));
         await sleep(30);
         await send(answer(req.text, '200 OK', SDP));
-      } else if (req.method === 'BYE') await send(answer(req.text, '200 OK'));
-    });
+      }),
+    );
     assert.equal(r.code, 0, `sipp failed the call:\n${r.errors}`);
     const seq = received.map((x) => `${x.method} ${x.cseq}`);
     assert.equal(seq.slice(0, 4).join(', '), 'INVITE 1, ACK 1, INVITE 2, ACK 1', 'the stale 200 is ACKed as CSeq 1');
@@ -140,18 +142,13 @@ describe('test caller (uac-call.xml) acts as an RFC 3261 UAC when messages come 
   });
 
   it('a late 200 to the first INVITE while the re-INVITE is lost: the re-INVITE is sent again', async () => {
-    let invite200 = '';
     let reinvites = 0;
-    const r = await call(async (req) => {
-      if (req.method === 'INVITE' && req.cseq === '1') {
-        invite200 = answer(req.text, '200 OK', SDP);
-        await send(answer(req.text, '180 Ringing'));
-        await send(invite200);
-      } else if (req.method === 'INVITE' && ++reinvites === 1) {
-        await send(invite200); // the re-INVITE "lost": only the late 200 comes
-      } else if (req.method === 'INVITE') await send(answer(req.text, '200 OK', SDP));
-      else if (req.method === 'BYE') await send(answer(req.text, '200 OK'));
-    });
+    const r = await call(
+      callee(async (req, invite200) => {
+        // The first re-INVITE "lost": only the late 200 comes.
+        await send(++reinvites === 1 ? invite200 : answer(req.text, '200 OK', SDP));
+      }),
+    );
     assert.equal(r.code, 0, `sipp failed the call:\n${r.errors}`);
     assert.ok(reinvites >= 2, `the re-INVITE came again (${reinvites})`);
     const invites = received
