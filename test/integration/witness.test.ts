@@ -70,6 +70,8 @@ class Relay {
   private client: dgram.RemoteInfo | null = null;
   /** When set, the next claim is not forwarded: this answer goes back instead. */
   replayNext: Buffer | null = null;
+  /** Holds each answer this long before passing it on (a slow return path). */
+  answerDelayMs = 0;
   private readonly arbiterPort: number;
 
   constructor(arbiterPort: number) {
@@ -77,7 +79,8 @@ class Relay {
     this.sock.on('message', (b, r) => {
       if (r.port === this.arbiterPort) {
         this.answers.push(b);
-        if (this.client) this.sock.send(b, this.client.port, this.client.address);
+        const to = this.client;
+        if (to) setTimeout(() => this.sock.send(b, to.port, to.address), this.answerDelayMs);
         return;
       }
       this.client = r;
@@ -141,11 +144,14 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
   });
 
   it('grants the first claimant, refuses the other side naming the holder and its term, and renews', async () => {
-    const t0 = performance.now();
     const g = expectVerdict(await a.claim(2), 'granted');
+    const answered = performance.now();
     assert.equal(g.reason, 'free');
     assert.equal(g.term, 2);
-    assert.ok(g.validUntil > performance.now() && g.validUntil <= t0 + TTL_MS + 1, `validUntil ${g.validUntil - t0}`);
+    // The lease runs from the claim's send, which lies before the answer: never
+    // past answer + ttl. (The send instant itself is not observable here; a bound
+    // from before the call failed on a loaded CI host by 1.5 ms.)
+    assert.ok(g.validUntil > answered && g.validUntil <= answered + TTL_MS, `validUntil ${g.validUntil - answered}`);
     const r = expectVerdict(await b.claim(1), 'refused');
     assert.equal(r.reason, 'held');
     assert.equal(r.holder, 0);
@@ -176,6 +182,24 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
     const waited = performance.now() - since;
     assert.equal(expectVerdict(granted as WitnessVerdict, 'granted').reason, 'expired');
     assert.ok(waited >= TTL_MS - 50 && waited < TTL_MS + 400, `granted after ${Math.round(waited)} ms`);
+  });
+
+  it('a late answer: the lease counts from the claim sent, not from the answer received', async () => {
+    const delay = 100; // below the client's 150 ms attempt timeout: one attempt, answered late
+    relay.answerDelayMs = delay;
+    try {
+      const sentBefore = performance.now();
+      const g = expectVerdict(await b.claim(3), 'granted');
+      const answered = performance.now();
+      assert.equal(g.reason, 'renewal');
+      assert.equal(relay.answers.length, relay.claims.length, 'one attempt, one answer');
+      // Sent at or after sentBefore, answered at least `delay` later: counted from
+      // the send it ends by answered - delay + ttl; counted from the answer it would not.
+      assert.ok(g.validUntil >= sentBefore + TTL_MS - 1, `validUntil ${g.validUntil - sentBefore} after the call`);
+      assert.ok(g.validUntil <= answered - delay + TTL_MS, `validUntil ${g.validUntil - answered} after the answer`);
+    } finally {
+      relay.answerDelayMs = 0;
+    }
   });
 
   it('an old answer replayed to a client is rejected by its nonce; the retry gets the truth', async () => {
