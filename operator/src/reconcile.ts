@@ -111,14 +111,28 @@ export class Reconciler {
     await this.liftFences(pair, pods);
     const victim = fencingVictim(pods);
     if (victim) {
-      await this.kube.core.patchNamespacedPod(
-        {
-          namespace,
-          name: victim.name,
-          body: { metadata: { labels: { [ROLE_LABEL]: 'fenced' }, annotations: { [FENCED_ANNOTATION]: String(victim.term) } } },
-        },
-        mergePatch,
-      );
+      try {
+        await this.kube.core.patchNamespacedPod(
+          {
+            namespace,
+            name: victim.name,
+            body: {
+              metadata: {
+                // Only the pod as read: its sidecar may have stood down since (a rebooted node's
+                // pod reporting backup), and a fence written over that report would stay for good.
+                resourceVersion: victim.resourceVersion,
+                labels: { [ROLE_LABEL]: 'fenced' },
+                annotations: { [FENCED_ANNOTATION]: String(victim.term) },
+              },
+            },
+          },
+          mergePatch,
+        );
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        this.log.info({ pod: victim.name, term: victim.term }, 'the pod to fence changed since it was read; deciding again');
+        return { retryAfterMs: 0 };
+      }
       await this.events.record(
         pair,
         'Warning',

@@ -52,6 +52,8 @@ export interface PodView {
   keys: number[] | undefined;
   /** The sidecar hears its peer with a key it does not hold (KEY_MISMATCH_ANNOTATION). */
   keyMismatch: boolean;
+  /** The version of the pod this view was read from: a write decided on it is made only if the pod is still so. */
+  resourceVersion: string | undefined;
 }
 
 export function observe(pods: V1Pod[]): PodView[] {
@@ -82,6 +84,7 @@ export function observe(pods: V1Pod[]): PodView[] {
         revision: labels['controller-revision-hash'],
         keys: keyIdList(ann[KEYS_ANNOTATION]),
         keyMismatch: ann[KEY_MISMATCH_ANNOTATION] === 'true',
+        resourceVersion: p.metadata?.resourceVersion,
       };
     })
     .sort((a, b) => a.ordinal - b.ordinal);

@@ -148,6 +148,11 @@ async function main(): Promise<void> {
       const reporter = new RoleReporter(kc, namespace, pod, {
         failed: (r, err, attempt) =>
           kubeLog.warn({ err, role: r.role, term: r.term, attempt }, 'could not report the role on the pod; retrying'),
+        overwritten: (label, r) =>
+          kubeLog.warn(
+            { label, role: r.role, term: r.term },
+            'another writer changed the role label on the pod; reporting again',
+          ),
       });
       const { withTakeoverRegistrations } = await import('./kube/takeover-registrations.ts');
       // The state cache holds one entry per accepted registration: what a new master took over.
@@ -164,9 +169,12 @@ async function main(): Promise<void> {
         kc,
         namespace,
         pod,
-        (term) => node.fenced(term),
+        {
+          fenced: (term) => node.fenced(term),
+          handover: (term) => void node.handover(term),
+          roleLabel: (role) => reporter.observedLabel(role),
+        },
         kubeLog,
-        (term) => void node.handover(term),
       ).start();
       // Terms recorded before a restart of both sidecars (bounded wait: the SIP service must start).
       const seed = await readPairTerm(kc, namespace, pod, {

@@ -18,6 +18,7 @@ import {
   kubectl,
   NS,
   type PodView,
+  pairStory,
   podKamailio,
   pods,
   podWithRole,
@@ -147,7 +148,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
 
   for (const fault of ['kamailio-kill', 'pod-delete', 'sidecar-kill', 'node-crash', 'operator-delete'] as const) {
     it(`${fault} of the master: the backup takes over, nothing lost, and the pair recovers`, async () => {
-      await until(settled, 60_000, 'a settled pair to start from', () => JSON.stringify(pods()));
+      await until(settled, 60_000, 'a settled pair to start from', pairStory);
       const master = podWithRole('master') as PodView;
       const backup = podWithRole('backup') as PodView;
       const probe = startProber(client as NetBed, sipClient, VIP, 5, 6000);
@@ -161,7 +162,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       await until(() => isMaster(backup.name), 20_000, 'the backup is master (its pod says so)');
       assert.equal(lookupAll(podKamailio(backup.name), aors).size, 1000, 'no registration lost');
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName); // the node comes back; its pod rejoins
-      await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', () => JSON.stringify(pods()));
+      await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', pairStory);
       assert.deepEqual(vipHolders(), [backup.node], 'exactly one node holds the VIP: the new master');
       const rejoined = podWithRole('backup') as PodView;
       await until(

@@ -22,8 +22,8 @@ import {
   kubectl,
   NS,
   type PodView,
+  pairStory,
   podKamailio,
-  pods,
   podWithRole,
   settled,
   sipClients,
@@ -59,7 +59,7 @@ describe('kubectl sipha on the two-node cluster: real sidecars, their lag, their
     client = sipClients();
     installOperator();
     applyExample();
-    await until(settled, 180_000, 'the pair is Ready', () => JSON.stringify(pods()));
+    await until(settled, 180_000, 'the pair is Ready', pairStory);
   });
 
   after(async () => {
@@ -140,7 +140,7 @@ describe('kubectl sipha on the two-node cluster: real sidecars, their lag, their
   });
 
   it("logs: both sidecars' pino lines, merged by time, each prefixed with its pod", async (t) => {
-    await until(settled, 180_000, 'the old master rejoined as backup', () => JSON.stringify(pods()));
+    await until(settled, 180_000, 'the old master rejoined as backup', pairStory);
     const r = sipha('logs', 'sip-edge', '-n', NS, '--since', '30m');
     assert.equal(r.code, 0, r.err);
     const lines = r.out.trim().split('\n');

@@ -26,6 +26,7 @@ import {
   kubectl,
   NS,
   type PodView,
+  pairStory,
   podKamailio,
   pods,
   podWithRole,
@@ -137,7 +138,7 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
   // reach: 20 of 20 (or 15 of 20) failed (decision 0010). Before a failover they left from the VIP
   // only because the callee's own REGISTER to the VIP left a conntrack entry on that node.
   it('calls in progress across a master pod delete complete', async () => {
-    await until(settled, 120_000, 'a settled pair to start from', () => JSON.stringify(pods()));
+    await until(settled, 120_000, 'a settled pair to start from', pairStory);
     const master = podWithRole('master') as PodView;
     const reg = await runSipp(client as NetBed, uasHost, {
       scenario: 'register.xml',
@@ -171,7 +172,7 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
 
   for (const fault of ['pod-delete', 'node-crash'] as const) {
     it(`${fault} of the master: the Service follows the new master, MetalLB announces from its node, nothing lost`, async () => {
-      await until(settled, 120_000, 'a settled pair to start from', () => JSON.stringify(pods()));
+      await until(settled, 120_000, 'a settled pair to start from', pairStory);
       const master = podWithRole('master') as PodView;
       const backup = podWithRole('backup') as PodView;
       const timeline = new LbTimelineRecorder(NS, SERVICE, VIP);
@@ -218,7 +219,7 @@ describe('metallb mode with a real MetalLB (L2) on the two-node cluster (issue 1
         `MetalLB says it announces from ${backup.node} since the fault: ${JSON.stringify(assigned)}`,
       );
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName);
-      await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', () => JSON.stringify(pods()));
+      await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', pairStory);
       const rejoined = podWithRole('backup') as PodView;
       await until(
         () => usrlocStat(podKamailio(rejoined.name), 'registered_users') >= 1000,

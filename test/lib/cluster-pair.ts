@@ -71,6 +71,25 @@ export function shpRow(): Record<string, string> {
   return Object.fromEntries(heads.map((h, i) => [h, cells[i] ?? '']));
 }
 
+/**
+ * What to print when the pair does not settle: the pods, the pair's Events and
+ * each sidecar's role changes and fences, so a failure in CI says who wrote what.
+ */
+export function pairStory(): string {
+  const events = k
+    .kubectlTry(['-n', NS, 'get', 'events', '--field-selector', 'involvedObject.kind=SipHaPair', '--sort-by=.lastTimestamp'])
+    .out.trim();
+  const logs = pods().map((p) => {
+    const lines = k
+      .kubectlTry(['-n', NS, 'logs', p.name, '-c', 'sipha-sidecar', '--tail', '2000'])
+      .out.split('\n')
+      .filter((l) => /role change|fence|role label|serving as master|peer heartbeats|rejoin|in sync/.test(l))
+      .slice(-15);
+    return `${p.name}:\n${lines.join('\n')}`;
+  });
+  return [JSON.stringify(pods()), events, ...logs].join('\n');
+}
+
 /** The pair settled: one master, one ready backup, on two nodes, phase Replicating and the Ready condition True. */
 export function settled(): boolean {
   const ps = pods();

@@ -9,10 +9,12 @@
  *   error: <role> <term> <message>        after each failed attempt (retried)
  *   fenced <term>                         when the operator fences this pod
  *   handover <term>                       when the operator asks this pod to hand over (a switchover)
+ *   label <l> overwritten; reporting <role> <term> again   another writer changed the role label
  * Structured logs (the watch's) go to stderr.
  *
  *   SIPHA_POD_NAME=... SIPHA_POD_NAMESPACE=... [KUBECONFIG=...] node reporter-main.ts
- * Test knobs: SIPHA_REPORT_TIMEOUT_MS, SIPHA_REPORT_MAX_BACKOFF_MS, SIPHA_SEED_DEADLINE_MS.
+ * Test knobs: SIPHA_REPORT_TIMEOUT_MS, SIPHA_REPORT_MAX_BACKOFF_MS, SIPHA_SEED_DEADLINE_MS,
+ * SIPHA_ROLE_LABEL_RECHECK_MS.
  */
 import { createInterface } from 'node:readline';
 import * as k8s from '@kubernetes/client-node';
@@ -41,16 +43,21 @@ const log = pino({ name: 'sipha-reporter' }, pino.destination(2));
 const reporter = new RoleReporter(kc, namespace, pod, {
   ...(num('SIPHA_REPORT_TIMEOUT_MS') !== undefined ? { attemptTimeoutMs: num('SIPHA_REPORT_TIMEOUT_MS') } : {}),
   ...(num('SIPHA_REPORT_MAX_BACKOFF_MS') !== undefined ? { maxBackoffMs: num('SIPHA_REPORT_MAX_BACKOFF_MS') } : {}),
+  ...(num('SIPHA_ROLE_LABEL_RECHECK_MS') !== undefined ? { labelRecheckMs: num('SIPHA_ROLE_LABEL_RECHECK_MS') } : {}),
   reported: (r) => console.log(`reported ${r.role} ${r.term}`),
+  overwritten: (label, r) => console.log(`label ${label ?? 'none'} overwritten; reporting ${r.role} ${r.term} again`),
   failed: (r, err) => console.log(`error: ${r.role} ${r.term} ${message(err)}`),
 });
 const fencing = new FencingWatch(
   kc,
   namespace,
   pod,
-  (term) => console.log(`fenced ${term}`),
+  {
+    fenced: (term) => console.log(`fenced ${term}`),
+    handover: (term) => console.log(`handover ${term}`),
+    roleLabel: (role) => reporter.observedLabel(role),
+  },
   log,
-  (term) => console.log(`handover ${term}`),
 );
 fencing.start();
 

@@ -54,6 +54,14 @@ export interface ReporterOptions {
   reported?: (r: RoleReport) => void;
   /** One attempt failed; it will be retried unless a newer report replaced it. */
   failed?: (r: RoleReport, err: unknown, attempt: number) => void;
+  /**
+   * How long the role label may differ from the last report, with none pending,
+   * before the report is made again (default 3 s: longer than a report's own
+   * delay and round trip, so a label on its way is never taken for an overwrite).
+   */
+  labelRecheckMs?: number;
+  /** Another writer changed the role label (`label`): `r` is being reported again. */
+  overwritten?: (label: string | undefined, r: RoleReport) => void;
 }
 
 /** One merge patch: label and annotations change together. */
@@ -94,11 +102,20 @@ export class RoleReporter {
   private readonly namespace: string;
   private readonly pod: string;
   private readonly retry: LatestRetry<RoleReport>;
+  private readonly labelRecheckMs: number;
+  private readonly overwritten: ReporterOptions['overwritten'];
+  /** The newest report offered, delivered or not. */
+  private latest: RoleReport | null = null;
+  /** The role label as the pod's watch last saw it. */
+  private label: string | undefined;
+  private recheck: NodeJS.Timeout | null = null;
 
   constructor(kc: k8s.KubeConfig, namespace: string, pod: string, opts: ReporterOptions = {}) {
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.namespace = namespace;
     this.pod = pod;
+    this.labelRecheckMs = opts.labelRecheckMs ?? 3000;
+    this.overwritten = opts.overwritten;
     this.retry = new LatestRetry((r, signal) => this.patch(r, signal), {
       attemptTimeoutMs: opts.attemptTimeoutMs ?? 5000,
       minBackoffMs: opts.minBackoffMs ?? 250,
@@ -110,7 +127,26 @@ export class RoleReporter {
 
   /** Fire and forget; never throws. */
   report(r: RoleReport): void {
+    this.latest = r;
     this.retry.offer(r);
+  }
+
+  /**
+   * The role label the pod's watch sees now. The label has another writer (the
+   * operator fences with role=fenced, from what it read a moment before): a
+   * label that still differs from this sidecar's newest report after
+   * `labelRecheckMs`, with no report pending, is put back. Left alone it would
+   * stay, since a sidecar reports only when something changes.
+   */
+  observedLabel(role: string | undefined): void {
+    this.label = role;
+    if (!this.differs()) {
+      if (this.recheck) clearTimeout(this.recheck);
+      this.recheck = null;
+      return;
+    }
+    this.recheck ??= setTimeout(() => this.checkLabel(), this.labelRecheckMs);
+    this.recheck.unref();
   }
 
   /** True while a report waits to be made. */
@@ -119,7 +155,26 @@ export class RoleReporter {
   }
 
   stop(): void {
+    if (this.recheck) clearTimeout(this.recheck);
+    this.recheck = null;
     this.retry.stop();
+  }
+
+  private differs(): boolean {
+    return this.latest !== null && this.label !== this.latest.role;
+  }
+
+  private checkLabel(): void {
+    this.recheck = null;
+    if (!this.differs() || this.latest === null) return;
+    // A report on its way will settle it; look again after it.
+    if (this.retry.busy) {
+      this.recheck = setTimeout(() => this.checkLabel(), this.labelRecheckMs);
+      this.recheck.unref();
+      return;
+    }
+    this.overwritten?.(this.label, this.latest);
+    this.retry.offer(this.latest);
   }
 
   private async patch(r: RoleReport, signal: AbortSignal): Promise<void> {
