@@ -214,6 +214,20 @@ async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: nu
     console.log(
       `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}`,
     );
+    // A takeover here is a false one: what each sidecar said (warn and up) tells why.
+    if (takeovers > 0 || stillRoles !== 'master/backup')
+      for (const [name, node] of [
+        ['a', a],
+        ['b', b],
+      ] as const)
+        console.log(
+          `${name}:\n${node.sidecar
+            .output()
+            .split('\n')
+            .filter((l) => /"level":(40|50|60)/.test(l))
+            .slice(-20)
+            .join('\n')}`,
+        );
     return {
       takeovers: takeovers + (stillRoles === 'master/backup' ? 0 : 1),
       failedPct: round((100 * (calls - r.successful)) / calls, 3),
@@ -242,7 +256,13 @@ if (values['only-load']) {
   const rate = loadRate();
   const lp = await loadPhase(rate, Number(values['load-seconds']));
   const path = fileURLToPath(new URL('./out/failover.json', import.meta.url));
-  const prev = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  // The full run's figures, kept beside this phase's (none yet on a fresh checkout).
+  let prev: Record<string, unknown> = {};
+  try {
+    prev = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch {
+    // no full run yet
+  }
   writeFigures('failover', {
     ...prev,
     false_takeovers: lp.takeovers,

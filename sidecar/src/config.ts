@@ -84,6 +84,8 @@ export interface WitnessSettings {
   readonly ttlMs: number;
   /** Claims are repeated this often while the peer is silent. */
   readonly renewMs: number;
+  /** A master renews its lease this often while its backup is not in sync (witness-claims.ts holdWhile); 0: never. */
+  readonly holdRenewMs: number;
   /**
    * A master whose peer went silent and that holds no grant this long after the
    * last beat it heard stands down. At most (misses - 1) x interval: the peer,
@@ -109,9 +111,13 @@ function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessS
   const headStart = raw !== 'lease';
   // Half an interval of room for scheduling below the bound.
   const safeMs = (misses - 1) * intervalMs;
+  const ttlMs = int(env, 'SIPHA_WITNESS_TTL_MS', 1000, 100, 60000);
+  const renewMs = int(env, 'SIPHA_WITNESS_RENEW_MS', 20, 5, 10000);
   const timing = {
-    ttlMs: int(env, 'SIPHA_WITNESS_TTL_MS', 1000, 100, 60000),
-    renewMs: int(env, 'SIPHA_WITNESS_RENEW_MS', 20, 5, 10000),
+    ttlMs,
+    renewMs,
+    // Four renewals a ttl: a lease held has at least three quarters of it left.
+    holdRenewMs: int(env, 'SIPHA_WITNESS_HOLD_RENEW_MS', Math.max(renewMs, Math.floor(ttlMs / 4)), 0, ttlMs),
     confirmMs: headStart
       ? int(env, 'SIPHA_WITNESS_CONFIRM_MS', safeMs - Math.round(intervalMs / 2), 1, safeMs)
       : int(env, 'SIPHA_WITNESS_CONFIRM_MS', 500, 50, 60000),

@@ -104,6 +104,15 @@ describe('a role label written from a stale view does not stick', { timeout: 300
       'the label says backup again',
       () => reporter?.output().slice(from) ?? '',
     );
-    assert.match(reporter.output().slice(from), /^reported backup 5$/m, 'by a report made again');
+    // The process says why (its stdout may trail the API server's answer a little).
+    await until(
+      () =>
+        /^label fenced overwritten; reporting backup 5 again$[\s\S]*^reported backup 5$/m.test(
+          reporter?.output().slice(from) ?? '',
+        ),
+      5_000,
+      'by a report made again, and said so',
+      () => reporter?.output().slice(from) ?? '',
+    );
   });
 });

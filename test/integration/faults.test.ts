@@ -586,6 +586,49 @@ describe('a witness decides when the two sides cannot hear each other (item 5)',
     assert.equal(twoMasterMs(a, b), 0);
   });
 
+  it('a master whose backup is not in sync holds the lease: that backup starved for 400 ms while the witness is out of reach is no hand-back', async () => {
+    // The 30-minute soak (session 11): the old master rejoined after a failover and took the burst;
+    // starved of CPU its heartbeats went quiet, the new master did not get the witness's answer
+    // within its confirm deadline (70 ms after the last beat) and stood down: a hand-back.
+    await bed?.destroy();
+    const pb = await pairBed({}, { witness: true });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    const w = bed.host('witness');
+    // The backup out of sync (as while it takes a burst): its replication port black-holed, and
+    // traffic the master must replicate; its heartbeats still flow.
+    dropInput(b.host, 'stall', 'tcp dport 5063');
+    await runSipp(bed, client, { scenario: 'register.xml', target, calls: 20, rate: 50, users: users('hold', 20), timeoutS: 30 });
+    await until(() => a.sidecar.metric('sipha_in_sync') === 0, 10000, 'the backup is out of sync');
+    await sleep(600); // the master renews its lease every 250 ms meanwhile
+    const held = a.sidecar.metric('sipha_witness_claims_total', { verdict: 'granted' });
+    assert.ok(held >= 2, `the master holds the lease while its backup is heard (${held} grants)`);
+    // Now the backup stops (all its threads: both heartbeat paths) and the witness hears nothing
+    // from the master, for 400 ms.
+    const pid = b.sidecar.child.pid as number;
+    const from = [a.sidecar.output().length, b.sidecar.output().length];
+    dropInput(w, 'slow', `ip saddr ${a.host.ip}`);
+    process.kill(pid, 'SIGSTOP');
+    await sleep(400);
+    process.kill(pid, 'SIGCONT');
+    removeDrop(w, 'slow');
+    await sleep(1500);
+    // Not one role change since (a hand-back may come back round to the same roles).
+    const changes = [a, b].flatMap((n, i) =>
+      n.sidecar
+        .output()
+        .slice(from[i])
+        .split('\n')
+        .filter((l) => l.includes('"msg":"role change"')),
+    );
+    assert.deepEqual(changes, [], `a served on, on the lease it held\n${roleStory(a, b)}`);
+    assert.equal(role(a), 'master');
+    assert.equal(role(b), 'backup');
+    assert.equal(twoMasterMs(a, b), 0);
+    removeDrop(b.host, 'stall');
+    await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'resynced after the heal');
+  });
+
   it('with a witness, a dead master host still fails over at once', async () => {
     await bed?.destroy();
     const pb = await pairBed({}, { witness: true });

@@ -50,7 +50,7 @@ export interface HaConfig {
   /** Registrations the state cache keeps (distinct Call-IDs); past it new ones are refused and counted. */
   stateCacheMax: number;
   /** Witness timings (decision 0005), when a witness decides self-elections on silence. */
-  witness: { renewMs: number; confirmMs: number; headStart?: boolean } | null;
+  witness: { renewMs: number; confirmMs: number; headStart?: boolean; holdRenewMs?: number } | null;
   /** The master's TCP client flows a backup remembers for a takeover: as many as the edge accepts, as long as it keeps them idle. */
   tcpFlows: { max: number; idleMs: number };
 }
@@ -260,6 +260,9 @@ export class HaNode {
         this.metrics,
         this.log,
       );
+      // While the backup is not in sync it could only take over with part of the state: the
+      // master keeps the lease, so a quiet spell of a backup taking its burst is not a hand-back.
+      this.claims.holdWhile = () => !this.sender.inSync;
       this.claims.start();
     }
     this.startupTimer = setTimeout(() => {

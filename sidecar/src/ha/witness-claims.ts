@@ -36,6 +36,8 @@ export interface WitnessTiming {
   confirmMs: number;
   /** How long silence must last to mean a lost peer (heartbeat interval x misses). */
   listenMs: number;
+  /** A master renews this often while `holdWhile` says so, its peer heard or not; 0: never. */
+  holdRenewMs?: number;
 }
 
 /**
@@ -65,6 +67,18 @@ export class WitnessClaims {
   /** A grant counts from then on (performance.now() ms): silence heard since the witness came back. */
   private listenUntil = 0;
   private stopped = false;
+  private holdTimer: NodeJS.Timeout | null = null;
+  /**
+   * While true, a master keeps the witness lease even while its peer is heard
+   * (HaNode: the backup is not in sync). A backup that is not in sync cannot
+   * take over before that lease runs out, so a quiet spell of a backup taking
+   * its state burst leaves the master the lease's remaining time (a ttl
+   * renewed every holdRenewMs) instead of the confirm deadline's few tens of
+   * ms (the soak: hand-backs, witness-unconfirmed, 14-22 s after a failover).
+   * Once the backup is in sync the lease runs out by itself within a ttl: a
+   * takeover in that window waits for it, as one during the burst does.
+   */
+  holdWhile: () => boolean = () => false;
   private readonly witness: Witness;
   private readonly timing: WitnessTiming;
   private readonly state: () => NodeState;
@@ -92,11 +106,16 @@ export class WitnessClaims {
     this.silentSince = performance.now();
     this.timer = setInterval(() => this.ask(), this.timing.renewMs);
     this.timer.unref();
+    if (this.timing.holdRenewMs) {
+      this.holdTimer = setInterval(() => this.hold(), this.timing.holdRenewMs);
+      this.holdTimer.unref();
+    }
   }
 
   stop(): void {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.holdTimer) clearInterval(this.holdTimer);
     if (this.lapseTimer) clearTimeout(this.lapseTimer);
     this.witness.close();
   }
@@ -160,6 +179,17 @@ export class WitnessClaims {
   ask(): void {
     const s = this.state();
     if (!wantsWitness(s) || this.lapsed(s)) return;
+    this.claim(s);
+  }
+
+  /** A master whose peer is heard renews its lease while holdWhile() (silence has its own loop). */
+  private hold(): void {
+    const s = this.state();
+    if (s.role !== 'master' || !s.witness || !s.serverUp || wantsWitness(s) || !this.holdWhile()) return;
+    this.claim(s);
+  }
+
+  private claim(s: NodeState): void {
     if (this.inFlight) return;
     this.inFlight = true;
     const term = claimTerm(s);
@@ -167,6 +197,8 @@ export class WitnessClaims {
       this.inFlight = false;
       this.metrics.witnessClaims.inc({ verdict: v.verdict });
       const now = this.state();
+      // A grant to this master at its term is its lease, asked in silence or to hold it.
+      if (v.verdict === 'granted' && now.role === 'master' && claimTerm(now) === term) this.validUntil = v.validUntil;
       if (!wantsWitness(now) || claimTerm(now) !== term) return; // the peer spoke, or things moved on
       if (v.verdict !== 'unreachable' && this.wasCutOff) {
         this.wasCutOff = false;
