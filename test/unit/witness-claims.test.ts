@@ -144,25 +144,30 @@ describe('witness claims: a master waiting out a stale lease', () => {
   });
 });
 
+/** A master (ordinal 0) elected with its backup heard: its state, the events it saw, and the peer's beat. */
+function electedMaster() {
+  const m = { state: initialState(0, { witness: true }), events: [] as HaEvent[] };
+  const dispatch = (e: HaEvent) => {
+    m.events.push(e);
+    m.state = step(m.state, e).state;
+  };
+  const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
+  for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
+  assert.equal(m.state.role, 'master');
+  return { m, events: m.events, dispatch, peer };
+}
+
 /**
  * A master (ordinal 0) with a witness that never answers, whose peer just went quiet; `hear()` is the
  * worker's 'peer' message as HaNode handles it. Busy past the confirm deadline, then `settled()`.
  */
 function busyMaster() {
-  let state: NodeState = initialState(0, { witness: true });
-  const events: HaEvent[] = [];
-  const dispatch = (e: HaEvent) => {
-    events.push(e);
-    state = step(state, e).state;
-  };
-  const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
-  for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
-  assert.equal(state.role, 'master');
+  const { m: st, events, dispatch, peer } = electedMaster();
   const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} }; // never answers
   const claims = new WitnessClaims(
     silent,
     { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-    () => state,
+    () => st.state,
     dispatch,
     createMetrics(),
     createLogger('silent', 'test'),
@@ -186,7 +191,7 @@ function busyMaster() {
       [],
       'it heard its peer: no stand-down',
     );
-    assert.equal(state.role, 'master');
+    assert.equal(st.state.role, 'master');
   };
   return { quiet, hear, busyThenSettle };
 }
@@ -226,15 +231,7 @@ describe('witness claims: a master whose main thread was busy past its confirm d
  * state burst), with a witness that grants `leaseMs` leases until `cut()` and then never answers.
  */
 function masterWithRejoiningBackup(opts: { holdWhile: () => boolean; leaseMs: number }) {
-  let state: NodeState = initialState(0, { witness: true });
-  const events: HaEvent[] = [];
-  const dispatch = (e: HaEvent) => {
-    events.push(e);
-    state = step(state, e).state;
-  };
-  const peer = { type: 'peer', peer: { role: 'backup', term: 0, serverUp: true } } as HaEvent;
-  for (const e of [{ type: 'server', up: true }, peer, { type: 'startup-timeout' }] as HaEvent[]) dispatch(e);
-  assert.equal(state.role, 'master');
+  const { m: st, events, dispatch } = electedMaster();
   let answering = true;
   let claimed = 0;
   const witness: Witness = {
@@ -249,7 +246,7 @@ function masterWithRejoiningBackup(opts: { holdWhile: () => boolean; leaseMs: nu
   const claims = new WitnessClaims(
     witness,
     { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS, holdRenewMs: 40 },
-    () => state,
+    () => st.state,
     dispatch,
     createMetrics(),
     createLogger('silent', 'test'),
@@ -258,7 +255,7 @@ function masterWithRejoiningBackup(opts: { holdWhile: () => boolean; leaseMs: nu
   return {
     claims,
     events,
-    role: () => state.role,
+    role: () => st.state.role,
     claimed: () => claimed,
     /** The backup goes quiet (starved of CPU by its burst) and the witness answers no more. */
     quietAndCut: () => {
