@@ -153,7 +153,7 @@ export function encodeAnswer(key: Buffer, a: AnswerMessage): Buffer {
   b.writeUInt32BE(a.pair, 8);
   b.writeUInt32BE(a.holderTerm, 12);
   // Clamped: a remaining time never needs more than u32 ms, and never goes negative.
-  b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(a.remainingMs))), 16);
+  b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.floor(a.remainingMs))), 16); // never more than is left
   a.nonce.copy(b, 20);
   mac(key, b.subarray(0, ANSWER_BYTES - MAC)).copy(b, ANSWER_BYTES - MAC);
   return b;

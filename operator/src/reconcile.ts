@@ -46,6 +46,9 @@ export interface ReconcilerOptions {
   allowedVipRanges?: Cidr[] | null;
 }
 
+/** How soon a reconcile decides again after its fence was refused (the pod changed since it was read). */
+const FENCE_CONFLICT_RETRY_MS = 200;
+
 /** How soon a reconcile looks again while a key rotation runs. */
 const ROTATION_RECHECK_MS = 2000;
 /**
@@ -131,7 +134,7 @@ export class Reconciler {
       } catch (err) {
         if (!isConflict(err)) throw err;
         this.log.info({ pod: victim.name, term: victim.term }, 'the pod to fence changed since it was read; deciding again');
-        return { retryAfterMs: 0 };
+        return { retryAfterMs: FENCE_CONFLICT_RETRY_MS };
       }
       await this.events.record(
         pair,

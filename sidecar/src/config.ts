@@ -117,7 +117,7 @@ function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessS
     ttlMs,
     renewMs,
     // Four renewals a ttl: a lease held has at least three quarters of it left.
-    holdRenewMs: int(env, 'SIPHA_WITNESS_HOLD_RENEW_MS', Math.max(renewMs, Math.floor(ttlMs / 4)), 0, ttlMs),
+    holdRenewMs: int(env, 'SIPHA_WITNESS_HOLD_RENEW_MS', Math.max(renewMs, Math.floor(ttlMs / 4)), 0, Math.floor(ttlMs / 2)),
     confirmMs: headStart
       ? int(env, 'SIPHA_WITNESS_CONFIRM_MS', safeMs - Math.round(intervalMs / 2), 1, safeMs)
       : int(env, 'SIPHA_WITNESS_CONFIRM_MS', 500, 50, 60000),

@@ -301,3 +301,86 @@ describe('witness claims: a master holds the lease while its backup is not in sy
     assert.equal(m.claimed(), 0);
   });
 });
+
+describe('witness claims: the lease a master held outlives its stand-down (review, session 12)', () => {
+  // A holds the lease (while its backup resynced), then resigns on evidence its peer sees (its
+  // server flapped); B takes over on that evidence, without a grant. Then the two lose each other.
+  // A claim from A would be a renewal of the lease it still holds: granted, A master again while
+  // B serves. A non-master claims nothing until the lease it held has run out.
+  it('a node that stood down does not claim until the lease it held as master ran out', async () => {
+    const { m: st, dispatch } = electedMaster();
+    let claimed = 0;
+    const witness: Witness = {
+      claim: (term) => {
+        claimed++;
+        return Promise.resolve({ verdict: 'granted', reason: 'renewal', term, validUntil: performance.now() + 300 });
+      },
+      close: () => {},
+    };
+    const claims = new WitnessClaims(
+      witness,
+      { renewMs: 10, confirmMs: 50, listenMs: LISTEN_MS, holdRenewMs: 40 },
+      () => st.state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    claims.holdWhile = () => true;
+    claims.start();
+    await sleep(60); // a lease held
+    assert.ok(claimed >= 1);
+    const heldUntil = performance.now() + 300;
+    dispatch({ type: 'server', up: false }); // A resigns (server-dead): evidence B sees
+    assert.equal(st.state.role, 'resigned');
+    dispatch({ type: 'server', up: true });
+    dispatch({ type: 'peer', peer: { role: 'master', term: 3, serverUp: true } }); // B took over
+    assert.equal(st.state.role, 'backup', 'A rejoined as backup');
+    dispatch({ type: 'peer-lost' }); // then the two lose each other
+    claims.peerLost();
+    const before = claimed;
+    await sleep(150);
+    assert.equal(claimed, before, 'no claim while the lease it held may still be running');
+    assert.notEqual(st.state.role, 'master');
+    await sleep(Math.max(0, heldUntil + 2 * 10 + 250 + 60 - performance.now()));
+    claims.stop();
+    assert.ok(claimed > before, 'it claims again once that lease ran out');
+  });
+
+  it('a master stands down a guard before the end of the lease it holds, not at that instant', async () => {
+    const { m: st, events, dispatch } = electedMaster();
+    let validUntil = 0;
+    let answering = true;
+    const witness: Witness = {
+      claim: (term) => {
+        if (!answering) return new Promise<WitnessVerdict>(() => {});
+        validUntil = performance.now() + 300;
+        return Promise.resolve({ verdict: 'granted', reason: 'renewal', term, validUntil });
+      },
+      close: () => {},
+    };
+    const claims = new WitnessClaims(
+      witness,
+      { renewMs: 20, confirmMs: 50, listenMs: LISTEN_MS, holdRenewMs: 40 },
+      () => st.state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    claims.holdWhile = () => true;
+    claims.start();
+    await sleep(60);
+    answering = false;
+    dispatch({ type: 'peer-quiet' });
+    claims.peerQuiet(performance.now());
+    let lapsedAt = 0;
+    while (lapsedAt === 0 && performance.now() < validUntil + 200) {
+      await sleep(2);
+      if (events.some((e) => e.type === 'witness-lapsed')) lapsedAt = performance.now();
+    }
+    claims.stop();
+    assert.ok(lapsedAt > 0, 'it stood down');
+    // The backup is granted once the arbiter's lease ran out (at or after validUntil) and serves a
+    // one-way trip later: the master must be gone before that, with room for a late timer.
+    assert.ok(lapsedAt < validUntil, `stood down ${Math.round(lapsedAt - validUntil)} ms after its lease's end`);
+  });
+});

@@ -49,11 +49,21 @@ const LAPSE_STALL_RETRIES = 1;
 /** Room for the claim made once a stale lease ran out (a Lease round trip, with margin). */
 const STALE_SLACK_MS = 250;
 
+/** A master holding a lease stands down this long before its end: room for a late timer. */
+const LEASE_GUARD_MS = 40;
+
 export class WitnessClaims {
   private timer: NodeJS.Timeout | null = null;
   private inFlight = false;
   /** Our lease runs until then (performance.now() ms); 0: none. */
   private validUntil = 0;
+  /**
+   * The end of the last lease granted to this node as master. Once it stands down it claims
+   * nothing until then (with slack): its claim would renew that lease (the arbiter keeps a
+   * holder's lease whatever its role now) and make it master again beside a peer that took
+   * over on evidence (a resignation it saw), without a grant (review, session 12).
+   */
+  private masterLeaseUntil = 0;
   /** When the peer was last heard before this silence (performance.now() ms). */
   private silentSince = performance.now();
   /** This silence began as a quiet spell (silentSince is from then). */
@@ -158,7 +168,10 @@ export class WitnessClaims {
    */
   private lapsed(s: NodeState, final = false): boolean {
     if (s.role !== 'master' || !wantsWitness(s)) return false;
-    const confirmBy = Math.max(this.validUntil, this.silentSince + this.timing.confirmMs, this.staleUntil);
+    // A guard before the lease's end: validUntil counts from the claim's send, the peer is
+    // granted once the arbiter's lease ran out; the guard is room for this timer being late.
+    const leaseBy = this.validUntil - LEASE_GUARD_MS;
+    const confirmBy = Math.max(leaseBy, this.silentSince + this.timing.confirmMs, this.staleUntil);
     if (performance.now() < confirmBy) {
       this.armLapse(confirmBy);
       return false;
@@ -179,6 +192,12 @@ export class WitnessClaims {
   ask(): void {
     const s = this.state();
     if (!wantsWitness(s) || this.lapsed(s)) return;
+    if (
+      s.role !== 'master' &&
+      this.masterLeaseUntil > 0 &&
+      performance.now() < this.masterLeaseUntil + 2 * this.timing.renewMs + STALE_SLACK_MS
+    )
+      return;
     this.claim(s);
   }
 
@@ -198,7 +217,10 @@ export class WitnessClaims {
       this.metrics.witnessClaims.inc({ verdict: v.verdict });
       const now = this.state();
       // A grant to this master at its term is its lease, asked in silence or to hold it.
-      if (v.verdict === 'granted' && now.role === 'master' && claimTerm(now) === term) this.validUntil = v.validUntil;
+      if (v.verdict === 'granted' && now.role === 'master' && claimTerm(now) === term) {
+        this.validUntil = v.validUntil;
+        this.masterLeaseUntil = v.validUntil;
+      }
       if (!wantsWitness(now) || claimTerm(now) !== term) return; // the peer spoke, or things moved on
       if (v.verdict !== 'unreachable' && this.wasCutOff) {
         this.wasCutOff = false;
