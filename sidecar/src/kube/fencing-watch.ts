@@ -1,7 +1,8 @@
 /**
  * Notices when the operator fences this pod (the fenced-term annotation on
  * it) or asks it to hand over, and passes on the role label it sees (the
- * reporter puts its own back when another writer overwrote it). Built on the shared healing watch (contract/kube-watch.ts): started
+ * reporter puts its own back when another writer overwrote it). Built on the
+ * shared healing watch (contract/kube-watch.ts): started
  * while the API server is unreachable, it keeps retrying; it relists on 410,
  * reconnects with backoff and restarts a silent stream. Each fence term is
  * delivered once; when the operator lifts the fence a later one is delivered
