@@ -302,6 +302,21 @@ describe('witness claims: a master holds the lease while its backup is not in sy
   });
 });
 
+/** Claims of a master that holds its lease (holdWhile always true), started. */
+function holdingClaims(witness: Witness, renewMs: number, state: () => NodeState, dispatch: (e: HaEvent) => void) {
+  const claims = new WitnessClaims(
+    witness,
+    { renewMs, confirmMs: 50, listenMs: LISTEN_MS, holdRenewMs: 40 },
+    state,
+    dispatch,
+    createMetrics(),
+    createLogger('silent', 'test'),
+  );
+  claims.holdWhile = () => true;
+  claims.start();
+  return claims;
+}
+
 describe('witness claims: the lease a master held outlives its stand-down (review, session 12)', () => {
   // A holds the lease (while its backup resynced), then resigns on evidence its peer sees (its
   // server flapped); B takes over on that evidence, without a grant. Then the two lose each other.
@@ -317,16 +332,7 @@ describe('witness claims: the lease a master held outlives its stand-down (revie
       },
       close: () => {},
     };
-    const claims = new WitnessClaims(
-      witness,
-      { renewMs: 10, confirmMs: 50, listenMs: LISTEN_MS, holdRenewMs: 40 },
-      () => st.state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
-    claims.holdWhile = () => true;
-    claims.start();
+    const claims = holdingClaims(witness, 10, () => st.state, dispatch);
     await sleep(60); // a lease held
     assert.ok(claimed >= 1);
     const heldUntil = performance.now() + 300;
@@ -358,16 +364,7 @@ describe('witness claims: the lease a master held outlives its stand-down (revie
       },
       close: () => {},
     };
-    const claims = new WitnessClaims(
-      witness,
-      { renewMs: 20, confirmMs: 50, listenMs: LISTEN_MS, holdRenewMs: 40 },
-      () => st.state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
-    claims.holdWhile = () => true;
-    claims.start();
+    const claims = holdingClaims(witness, 20, () => st.state, dispatch);
     await sleep(60);
     answering = false;
     dispatch({ type: 'peer-quiet' });
