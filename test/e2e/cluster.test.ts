@@ -24,6 +24,7 @@ import {
   podWithRole,
   settled,
   shpRow,
+  sidecarSaid,
   sipClients,
   VIP,
   vipHolders,
@@ -171,13 +172,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
         'the rejoined backup received the registrations by burst',
         () => {
           // What both sidecars said about the stream and the burst: the story of a burst that did not come.
-          const said = (pod: string) =>
-            k
-              .kubectlTry(['-n', NS, 'logs', pod, '-c', 'sipha-sidecar', '--tail', '400'])
-              .out.split('\n')
-              .filter((l) => /burst|replay|stream|in sync|role change|server|owe|peer/.test(l))
-              .slice(-25)
-              .join('\n');
+          const said = (pod: string) => sidecarSaid(pod, /burst|replay|stream|in sync|role change|server|owe|peer/, 25, 400);
           return `${rejoined.name} holds ${usrlocStat(podKamailio(rejoined.name), 'registered_users')}\n${backup.name}:\n${said(backup.name)}\n${rejoined.name}:\n${said(rejoined.name)}`;
         },
       );

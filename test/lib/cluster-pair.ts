@@ -79,15 +79,21 @@ export function pairStory(): string {
   const events = k
     .kubectlTry(['-n', NS, 'get', 'events', '--field-selector', 'involvedObject.kind=SipHaPair', '--sort-by=.lastTimestamp'])
     .out.trim();
-  const logs = pods().map((p) => {
-    const lines = k
-      .kubectlTry(['-n', NS, 'logs', p.name, '-c', 'sipha-sidecar', '--tail', '2000'])
-      .out.split('\n')
-      .filter((l) => /role change|fence|role label|serving as master|peer heartbeats|rejoin|in sync/.test(l))
-      .slice(-15);
-    return `${p.name}:\n${lines.join('\n')}`;
-  });
+  const logs = pods().map(
+    (p) =>
+      `${p.name}:\n${sidecarSaid(p.name, /role change|fence|role label|serving as master|peer heartbeats|rejoin|in sync/, 15, 2000)}`,
+  );
   return [JSON.stringify(pods()), events, ...logs].join('\n');
+}
+
+/** The last `lines` lines matching `pattern` of a pod's sidecar log (of its last `tail`), for a failure's story. */
+export function sidecarSaid(pod: string, pattern: RegExp, lines: number, tail: number): string {
+  return k
+    .kubectlTry(['-n', NS, 'logs', pod, '-c', 'sipha-sidecar', '--tail', String(tail)])
+    .out.split('\n')
+    .filter((l) => pattern.test(l))
+    .slice(-lines)
+    .join('\n');
 }
 
 /** The pair settled: one master, one ready backup, on two nodes, phase Replicating and the Ready condition True. */
