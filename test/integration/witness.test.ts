@@ -38,13 +38,18 @@ async function logLine(out: ReturnType<typeof watchOutput>, msg: string): Promis
   return JSON.parse(line as string);
 }
 
-/** `keyEnv`: SIPHA_REPLICATION_KEY (the pair's key) or SIPHA_WITNESS_KEY (the key derived from it). */
-async function startArbiter(keyEnv: Record<string, string>): Promise<Arbiter> {
+/**
+ * `keyEnv`: SIPHA_REPLICATION_KEY (the pair's key) or SIPHA_WITNESS_KEY (the key derived from it).
+ * The arbiter grants leases of up to TTL_MS and answers once its start-up quiet period is over
+ * (`answering: false`: return as soon as it listens, on `port` if given).
+ */
+async function startArbiter(keyEnv: Record<string, string>, o: { port?: number; answering?: boolean } = {}): Promise<Arbiter> {
   const child = spawn(process.execPath, [MAIN], {
     env: {
       ...process.env,
-      SIPHA_WITNESS_LISTEN: `${HOST}:0`,
+      SIPHA_WITNESS_LISTEN: `${HOST}:${o.port ?? 0}`,
       SIPHA_WITNESS_HTTP: `${HOST}:0`,
+      SIPHA_WITNESS_MAX_TTL_MS: String(TTL_MS),
       SIPHA_LOG_LEVEL: 'info',
       ...keyEnv,
     },
@@ -53,6 +58,7 @@ async function startArbiter(keyEnv: Record<string, string>): Promise<Arbiter> {
   const out = watchOutput(child);
   const udp = await logLine(out, 'witness listening');
   const web = await logLine(out, 'witness http listening');
+  if (o.answering !== false) await logLine(out, 'witness answering');
   return {
     child,
     port: udp.port as number,
@@ -277,6 +283,53 @@ describe('UDP witness: the arbiter process and two sidecar clients on loopback',
     const took = performance.now() - t0;
     assert.equal(v.reason, 'timeout');
     assert.ok(took >= 2 * 150 - 5 && took < 1000, `unreachable after ${Math.round(took)} ms`);
+  });
+});
+
+describe('UDP witness restarted while a side holds a lease', { timeout: 30_000 }, () => {
+  const key = randomBytes(32);
+  const arbs: Arbiter[] = [];
+  let a: UdpWitness;
+  let b: UdpWitness;
+
+  after(() => {
+    a?.close();
+    b?.close();
+    for (const arb of arbs) {
+      const pid = arb.child.pid;
+      if (pid !== undefined && arb.child.exitCode === null && arb.child.signalCode === null) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  // The arbiter keeps its lease in memory. A master cut off from its peer serves on
+  // to its lease's end; had the restarted arbiter granted the other side at once
+  // ('free'), both would serve (decision 0005). It answers nothing until the longest
+  // lease it grants has run out since its start.
+  it('grants the other side nothing before the lease granted before the restart has run out', async () => {
+    const first = await startArbiter({ SIPHA_REPLICATION_KEY: key.toString('base64') });
+    arbs.push(first);
+    a = await UdpWitness.open({ key, ordinal: 0, address: HOST, port: first.port, ttlMs: TTL_MS, bindAddress: HOST });
+    b = await UdpWitness.open({ key, ordinal: 1, address: HOST, port: first.port, ttlMs: TTL_MS, bindAddress: HOST });
+    const held = expectVerdict(await a.claim(2), 'granted');
+    const exited = new Promise((r) => first.child.once('exit', r));
+    process.kill(first.child.pid as number, 'SIGKILL');
+    await Promise.race([exited, sleep(5000)]);
+    const second = await startArbiter({ SIPHA_REPLICATION_KEY: key.toString('base64') }, { port: first.port, answering: false });
+    arbs.push(second);
+    const verdicts: string[] = [];
+    let grantedAt = 0;
+    while (performance.now() - held.validUntil < 2000) {
+      const v = await b.claim(3);
+      verdicts.push(v.verdict === 'granted' ? `granted ${v.reason}` : v.verdict);
+      if (v.verdict === 'granted') {
+        grantedAt = performance.now();
+        break;
+      }
+    }
+    assert.equal(verdicts[0], 'unreachable', `the first claim after the restart: ${verdicts.join(', ')}`);
+    assert.equal(verdicts.at(-1), 'granted free', verdicts.join(', '));
+    assert.ok(grantedAt > held.validUntil, `granted ${Math.round(held.validUntil - grantedAt)} ms before side 0's lease ends`);
+    assert.ok((await second.metric('sipha_witness_dropped_total', { reason: 'starting' })) >= 2, 'its silence is counted');
   });
 });
 

@@ -49,7 +49,7 @@ export async function startPair(
 ): Promise<[PairNode, PairNode]> {
   const key = randomBytes(32).toString('base64');
   if (opts.witness) {
-    const witness = await startWitness(bed.host('witness'), key);
+    const witness = await startWitness(bed.host('witness'), key, Number(env.SIPHA_WITNESS_TTL_MS ?? 1000));
     env = { SIPHA_WITNESS: `udp:${witness}`, ...env };
   }
   let generation = 0;
@@ -143,13 +143,22 @@ export function digests(n: PairNode, fate: 'sent' | 'withheld'): string[] {
 export const WITNESS_HOST = { name: 'witness', octet: 30 };
 const WITNESS_MAIN = fileURLToPath(new URL('../../sidecar/src/witness/main.ts', import.meta.url));
 
-/** Starts the UDP witness for the pair with `key` in `host` (the bed ends it); returns its ip:port. */
-export async function startWitness(host: Host, key: string): Promise<string> {
+/**
+ * Starts the UDP witness for the pair with `key` in `host` (the bed ends it), granting leases of
+ * up to the sidecars' `ttlMs`; returns its ip:port once it answers (after its start-up quiet period).
+ */
+export async function startWitness(host: Host, key: string, ttlMs: number): Promise<string> {
   const listen = `${host.ip}:5064`;
   const child = host.spawn(process.execPath, [WITNESS_MAIN], {
-    env: { ...process.env, SIPHA_WITNESS_LISTEN: listen, SIPHA_REPLICATION_KEY: key, SIPHA_LOG_LEVEL: 'info' },
+    env: {
+      ...process.env,
+      SIPHA_WITNESS_LISTEN: listen,
+      SIPHA_REPLICATION_KEY: key,
+      SIPHA_WITNESS_MAX_TTL_MS: String(ttlMs),
+      SIPHA_LOG_LEVEL: 'info',
+    },
   });
-  await watchOutput(child).waitFor(/witness listening/, 10000);
+  await watchOutput(child).waitFor(/witness answering/, 10000 + ttlMs);
   return listen;
 }
 

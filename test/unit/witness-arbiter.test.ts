@@ -36,9 +36,12 @@ function answerOf(a: Arbiter, b: Buffer, now: number): AnswerMessage {
   return ans as AnswerMessage;
 }
 
+/** An arbiter past its start-up quiet period (it started a max ttl before 0, the tests' first instant). */
+const settled = () => new Arbiter(key, { maxTtlMs: 60_000, startedAt: -60_000 });
+
 describe('arbiter', () => {
   it('answers with the verdict, the holder and the claim’s own nonce', () => {
-    const a = new Arbiter(key);
+    const a = settled();
     const c0 = claimBytes(0, 2, { seq: 1 });
     const g = answerOf(a, c0.bytes, 0);
     assert.deepEqual(
@@ -67,7 +70,7 @@ describe('arbiter', () => {
   });
 
   it('reports when the holder changes (the process logs it), not on renewals or refusals', () => {
-    const a = new Arbiter(key);
+    const a = settled();
     const changed = (b: Buffer, now: number) => {
       const r = a.handle(b, now);
       return r.kind === 'answer' && r.holderChanged;
@@ -80,7 +83,7 @@ describe('arbiter', () => {
   });
 
   it('drops a replayed claim (same or older seq, older incarnation), so a recorded claim cannot renew a dead holder', () => {
-    const a = new Arbiter(key);
+    const a = settled();
     const first = claimBytes(0, 2, { incarnation: 100, seq: 7 });
     answerOf(a, first.bytes, 0);
     assert.deepEqual(a.handle(first.bytes, 2000), { kind: 'drop', reason: 'replay' });
@@ -93,14 +96,14 @@ describe('arbiter', () => {
   });
 
   it('replay marks are per side: one side’s sequence does not block the other', () => {
-    const a = new Arbiter(key);
+    const a = settled();
     answerOf(a, claimBytes(0, 2, { seq: 50 }).bytes, 0);
     // Answered (refused: side 0 holds it), not dropped as a replay.
     assert.equal(answerOf(a, claimBytes(1, 3, { seq: 1 }).bytes, 1).verdict, 'refused');
   });
 
   it('drops another pair’s claim before the HMAC, and a forged one with this pair’s id by the HMAC', () => {
-    const a = new Arbiter(key);
+    const a = settled();
     const other = randomBytes(32);
     const foreign = encodeClaim(other, {
       ordinal: 0,
@@ -132,7 +135,7 @@ describe('arbiter', () => {
           { maxLength: 40 },
         ),
         (inputs) => {
-          const a = new Arbiter(key);
+          const a = settled();
           let seq = 0;
           let now = 0;
           for (const i of inputs) {
@@ -157,6 +160,31 @@ describe('arbiter', () => {
   });
 });
 
+describe('arbiter after a restart', () => {
+  // A restarted arbiter has forgotten the lease it may have granted just before: a
+  // master cut off from its peer serves on to that lease's end, so a grant to the
+  // other side then would make two masters (decision 0005). It answers nothing for
+  // the longest lease it grants, counted from its start.
+  it('answers no claim, from either side, until the longest lease it grants has run out since its start', () => {
+    const a = new Arbiter(key, { maxTtlMs: 1000, startedAt: 5000 });
+    assert.deepEqual(a.handle(claimBytes(1, 9, { seq: 1 }).bytes, 5000), { kind: 'drop', reason: 'starting' });
+    assert.deepEqual(a.handle(claimBytes(0, 3, { seq: 1 }).bytes, 5999), { kind: 'drop', reason: 'starting' });
+    assert.equal(a.lease, null);
+    // Unanswered claims leave no replay mark: the side's next claim counts.
+    const g = answerOf(a, claimBytes(1, 9, { seq: 2 }).bytes, 6000);
+    assert.equal(g.verdict, 'granted');
+    assert.equal(g.reason, 'free');
+    assert.equal(answerOf(a, claimBytes(0, 3, { seq: 2 }).bytes, 6001).verdict, 'refused');
+  });
+
+  it('drops a claim for a longer lease than it grants: its quiet period after a restart would not cover it', () => {
+    const a = new Arbiter(key, { maxTtlMs: 1000, startedAt: -1000 });
+    assert.deepEqual(a.handle(claimBytes(0, 2, { seq: 1, ttlMs: 1001 }).bytes, 0), { kind: 'drop', reason: 'ttl' });
+    assert.equal(a.lease, null);
+    assert.equal(answerOf(a, claimBytes(0, 2, { seq: 2, ttlMs: 1000 }).bytes, 0).reason, 'free');
+  });
+});
+
 describe('arbiter configuration', () => {
   const pairKey = randomBytes(32);
   const base = { SIPHA_WITNESS_LISTEN: '127.0.0.1:7000' };
@@ -169,6 +197,12 @@ describe('arbiter configuration', () => {
     assert.notDeepEqual(fromPair.key, pairKey);
     assert.deepEqual(fromPair.listen, { address: '127.0.0.1', port: 7000 });
     assert.equal(fromPair.http, null);
+    assert.equal(fromPair.maxTtlMs, 2000, 'twice the sidecars’ default lease (SIPHA_WITNESS_TTL_MS)');
+    assert.equal(
+      loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: pairKey.toString('base64'), SIPHA_WITNESS_MAX_TTL_MS: '5000' })
+        .maxTtlMs,
+      5000,
+    );
   });
 
   it('refuses bad settings with the variable’s name', () => {
@@ -180,5 +214,10 @@ describe('arbiter configuration', () => {
     assert.throws(() => loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: 'c2hvcnQ=' }), /at least 16 bytes/);
     assert.throws(() => loadWitnessConfig({ SIPHA_WITNESS_LISTEN: 'localhost:7000', SIPHA_REPLICATION_KEY: k }), /ipv4:port/);
     assert.throws(() => loadWitnessConfig({ SIPHA_WITNESS_LISTEN: '127.0.0.1:70000', SIPHA_REPLICATION_KEY: k }), /ipv4:port/);
+    for (const bad of ['0', '99', '60001', '1.5', 'x'])
+      assert.throws(
+        () => loadWitnessConfig({ ...base, SIPHA_REPLICATION_KEY: k, SIPHA_WITNESS_MAX_TTL_MS: bad }),
+        /SIPHA_WITNESS_MAX_TTL_MS/,
+      );
   });
 });

@@ -22,16 +22,34 @@ interface ReplayMark {
   seq: number;
 }
 
+export interface ArbiterTiming {
+  /** The longest lease granted; a claim for more is dropped ('ttl'). */
+  readonly maxTtlMs: number;
+  /** When this process started (the clock of `handle`'s `now`). */
+  readonly startedAt: number;
+}
+
 export class Arbiter {
   private readonly key: Buffer;
   readonly pair: number;
   private record: WitnessRecord | null = null;
   private readonly marks: [ReplayMark | null, ReplayMark | null] = [null, null];
+  private readonly maxTtlMs: number;
+  /**
+   * No claim is answered before then. The record lives in memory: a restarted
+   * arbiter does not know the lease it may have granted just before, and a
+   * master cut off from its peer serves on to that lease's end. Granting the
+   * other side then would make two masters; any lease from before the start
+   * has run out once the longest one it could be has (decision 0005).
+   */
+  readonly answersFrom: number;
 
   /** `key`: the witness key (contract/witness-wire.ts witnessKey), not the pair's replication key. */
-  constructor(key: Buffer) {
+  constructor(key: Buffer, timing: ArbiterTiming) {
     this.key = key;
     this.pair = witnessPairId(key);
+    this.maxTtlMs = timing.maxTtlMs;
+    this.answersFrom = timing.startedAt + timing.maxTtlMs;
   }
 
   /** The current lease (null when nobody ever held it). */
@@ -47,6 +65,9 @@ export class Arbiter {
     if (pair !== this.pair) return { kind: 'drop', reason: 'pair' };
     const claim = decodeClaim(this.key, datagram);
     if (typeof claim === 'string') return { kind: 'drop', reason: claim };
+    // Before the replay mark: an unanswered claim must not block the side's next one.
+    if (now < this.answersFrom) return { kind: 'drop', reason: 'starting' };
+    if (claim.ttlMs > this.maxTtlMs) return { kind: 'drop', reason: 'ttl' };
     // A replayed claim could renew a dead holder's lease: only newer claims of a
     // client (later incarnation, or same one and higher seq) count.
     const mark = this.marks[claim.ordinal];

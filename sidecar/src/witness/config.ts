@@ -2,7 +2,7 @@
  * The UDP witness's settings, read once from the environment. Bad values
  * stop the process with a message that names the variable.
  */
-import { witnessKey } from '../../../contract/witness-wire.ts';
+import { MAX_TTL_MS, witnessKey } from '../../../contract/witness-wire.ts';
 
 export interface WitnessConfig {
   readonly listen: { readonly address: string; readonly port: number };
@@ -10,8 +10,16 @@ export interface WitnessConfig {
   readonly http: { readonly address: string; readonly port: number } | null;
   /** The one pair's witness key (derived from its replication key: witnessKey()). */
   readonly key: Buffer;
+  /**
+   * The longest lease granted, and how long a (re)started arbiter answers
+   * nothing: at least the sidecars' SIPHA_WITNESS_TTL_MS.
+   */
+  readonly maxTtlMs: number;
   readonly logLevel: string;
 }
+
+/** Twice the sidecars' default lease (SIPHA_WITNESS_TTL_MS 1000): room to raise it without touching the witness. */
+export const DEFAULT_MAX_TTL_MS = 2000;
 
 type Env = Record<string, string | undefined>;
 
@@ -30,8 +38,17 @@ export function loadWitnessConfig(env: Env = process.env): WitnessConfig {
     listen: endpoint('SIPHA_WITNESS_LISTEN', listen),
     http: env.SIPHA_WITNESS_HTTP ? endpoint('SIPHA_WITNESS_HTTP', env.SIPHA_WITNESS_HTTP) : null,
     key: keyOf(env),
+    maxTtlMs: maxTtl(env.SIPHA_WITNESS_MAX_TTL_MS),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
   };
+}
+
+function maxTtl(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return DEFAULT_MAX_TTL_MS;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 100 || n > MAX_TTL_MS)
+    throw new Error(`SIPHA_WITNESS_MAX_TTL_MS=${raw}: expected whole ms, 100..${MAX_TTL_MS}`);
+  return n;
 }
 
 /**

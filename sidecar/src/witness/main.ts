@@ -4,14 +4,14 @@
  * One process, one pair (one key), one lease record in memory.
  *
  *   SIPHA_WITNESS_LISTEN=ip:port SIPHA_WITNESS_KEY=<base64> (or SIPHA_REPLICATION_KEY=<base64>) \
- *   [SIPHA_WITNESS_HTTP=ip:port] [SIPHA_LOG_LEVEL=info] node sidecar/src/witness/main.ts
+ *   [SIPHA_WITNESS_HTTP=ip:port] [SIPHA_WITNESS_MAX_TTL_MS=2000] [SIPHA_LOG_LEVEL=info] node sidecar/src/witness/main.ts
  *
  *   SIPHA_REPLICATION_KEY=<base64> node sidecar/src/witness/main.ts --derive-key
  *     prints the SIPHA_WITNESS_KEY to give the witness host instead of the pair's key.
  *
- * A restart forgets the lease: the next claimant is granted ('free'). That is
- * safe because a takeover always claims with a higher term than the master it
- * replaces, and the master's renewal is then refused.
+ * A restart forgets the lease, so a (re)started arbiter answers nothing for
+ * SIPHA_WITNESS_MAX_TTL_MS (the longest lease it grants): any lease granted
+ * before the restart has run out by then, and the next claimant may have it.
  */
 import dgram from 'node:dgram';
 import http from 'node:http';
@@ -33,7 +33,8 @@ try {
   process.exit(2);
 }
 const log = createLogger(config.logLevel, 'sipha-witness');
-const arbiter = new Arbiter(config.key);
+// performance.now() counts from this process's start: 0 is the earliest instant it could have forgotten a lease.
+const arbiter = new Arbiter(config.key, { maxTtlMs: config.maxTtlMs, startedAt: 0 });
 
 // Counted by reason; the reasons are a fixed set, so these maps stay small.
 const claims = new Map<string, number>(); // "outcome|reason"
@@ -57,8 +58,13 @@ sock.on('message', (b, rinfo) => {
   const r = arbiter.handle(b, now);
   if (r.kind === 'drop') {
     bump(drops, r.reason);
-    if (!quiet(`drop|${r.reason}`, now))
-      log.warn({ reason: r.reason, from: `${rinfo.address}:${rinfo.port}`, dropped: drops.get(r.reason) }, 'datagram dropped');
+    if (r.reason === 'starting' || quiet(`drop|${r.reason}`, now)) return;
+    if (r.reason === 'ttl')
+      log.warn(
+        { from: `${rinfo.address}:${rinfo.port}`, dropped: drops.get(r.reason), maxTtlMs: config.maxTtlMs },
+        'a claim asks for a longer lease than SIPHA_WITNESS_MAX_TTL_MS: unanswered (raise it to the sidecars’ SIPHA_WITNESS_TTL_MS)',
+      );
+    else log.warn({ reason: r.reason, from: `${rinfo.address}:${rinfo.port}`, dropped: drops.get(r.reason) }, 'datagram dropped');
     return;
   }
   const d = r.decision;
@@ -138,8 +144,22 @@ if (config.http) {
 
 sock.bind(config.listen.port, config.listen.address, () => {
   const a = sock.address();
-  log.info({ address: a.address, port: a.port, pair: arbiter.pair.toString(16) }, 'witness listening');
+  log.info(
+    {
+      address: a.address,
+      port: a.port,
+      pair: arbiter.pair.toString(16),
+      quietMs: Math.round(arbiter.answersFrom - performance.now()),
+    },
+    'witness listening',
+  );
 });
+// Claims that arrive before then are counted (dropped, reason 'starting'), not logged one by one.
+// Timers lag performance.now() by a fraction of a ms: a ms more, so the line never comes early.
+setTimeout(
+  () => log.info({ maxTtlMs: config.maxTtlMs }, 'witness answering'),
+  Math.max(0, Math.ceil(arbiter.answersFrom - performance.now()) + 1),
+);
 
 const stop = (signal: string) => {
   log.info({ signal }, 'stopping');
