@@ -4,7 +4,7 @@
  * directory (tls.crt, tls.key, ca.crt) as the operator mounts the Secret.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 export interface TestCa {
@@ -28,8 +28,12 @@ function openssl(args: string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-/** A CA in `dir` (EC P-256: small and fast to make). */
+/**
+ * A CA in `dir` (EC P-256: small and fast to make). A directory it creates is
+ * removed when the process exits (the processes given the files are gone by then).
+ */
 export function makeTestCa(dir: string, subject = 'sipha test CA'): TestCa {
+  if (!existsSync(dir)) process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   mkdirSync(dir, { recursive: true });
   const key = path.join(dir, 'ca.key');
   const certFile = path.join(dir, 'ca.crt');
