@@ -145,8 +145,7 @@ export class RoleReporter {
       this.recheck = null;
       return;
     }
-    this.recheck ??= setTimeout(() => this.checkLabel(), this.labelRecheckMs);
-    this.recheck.unref();
+    if (!this.recheck) this.armRecheck();
   }
 
   /** True while a report waits to be made. */
@@ -169,12 +168,16 @@ export class RoleReporter {
     if (!this.differs() || this.latest === null) return;
     // A report on its way will settle it; look again after it.
     if (this.retry.busy) {
-      this.recheck = setTimeout(() => this.checkLabel(), this.labelRecheckMs);
-      this.recheck.unref();
+      this.armRecheck();
       return;
     }
     this.overwritten?.(this.label, this.latest);
     this.retry.offer(this.latest);
+  }
+
+  private armRecheck(): void {
+    this.recheck = setTimeout(() => this.checkLabel(), this.labelRecheckMs);
+    this.recheck.unref();
   }
 
   private async patch(r: RoleReport, signal: AbortSignal): Promise<void> {
