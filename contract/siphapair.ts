@@ -13,6 +13,20 @@ export interface CaBundleRef {
   name: string;
 }
 
+/**
+ * How much one client address may ask of the pair (the sidecar's
+ * SIPHA_REQUEST_RATE_PER_ADDRESS, SIPHA_REQUEST_BURST_PER_ADDRESS,
+ * SIPHA_TCP_FLOW_RATE; docs/sidecar-config.md). Absent: the sidecar's defaults.
+ */
+export interface ClientLimits {
+  /** Requests a second one address may send, all transports together; 0: no limit. */
+  requestRatePerAddress?: number;
+  /** Requests one address may send at once before its rate holds. */
+  requestBurstPerAddress?: number;
+  /** Messages a second one TCP/TLS connection may send; 0: unpaced. */
+  tcpFlowRate?: number;
+}
+
 /** SIP over TLS at the edge (contract/tls-settings.ts says how it reaches the sidecar). */
 export interface TlsSpec {
   /** A kubernetes.io/tls Secret in the pair's namespace: tls.crt, tls.key, optionally ca.crt. */
@@ -47,7 +61,7 @@ export interface SipHaPairSpec {
     /** Absent: the operator's defaults (Guaranteed; operator/src/resources.ts). */
     resources?: ContainerResources;
   };
-  sidecar: { image: string; resources?: ContainerResources };
+  sidecar: { image: string; resources?: ContainerResources; clientLimits?: ClientLimits };
   ports: { sip: number; serverLink: number; egress: number; heartbeat: number; replication: number; metrics: number };
   vip: { address: string; mode: VipMode; interface?: string };
   heartbeat: { intervalMs: number; misses: number };

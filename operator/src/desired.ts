@@ -16,7 +16,7 @@ import {
   sidecarServiceAccount,
   witnessLeaseName,
 } from '../../contract/names.ts';
-import type { SipHaPair } from '../../contract/siphapair.ts';
+import type { ClientLimits, SipHaPair } from '../../contract/siphapair.ts';
 import { witnessKey } from '../../contract/witness-wire.ts';
 import { containerResources, DEFAULT_RESOURCES } from './resources.ts';
 import { tlsPod, tlsPort } from './tls-pod.ts';
@@ -103,6 +103,7 @@ export function statefulSet(p: SipHaPair): Obj {
       ...(s.vip.interface ? [env('SIPHA_VIP_INTERFACE', s.vip.interface)] : []),
       ...(s.preferredMaster !== undefined ? [env('SIPHA_PREFERRED_MASTER', s.preferredMaster)] : []),
       ...witnessEnv(s),
+      ...clientLimitsEnv(s.sidecar.clientLimits),
       env('SIPHA_KEY_DIR', KEY_DIR),
       linkToken,
       ...(tls?.sidecarEnv ?? []),
@@ -203,6 +204,16 @@ function apiTokenVolume() {
 }
 
 /** Headless Service so the two sidecars find each other (ready or not). */
+/** spec.sidecar.clientLimits as the sidecar's variables; only what the spec sets (the rest: the sidecar's defaults). */
+function clientLimitsEnv(l: ClientLimits | undefined): Array<{ name: string; value: string }> {
+  const vars: Array<[string, number | undefined]> = [
+    ['SIPHA_REQUEST_RATE_PER_ADDRESS', l?.requestRatePerAddress],
+    ['SIPHA_REQUEST_BURST_PER_ADDRESS', l?.requestBurstPerAddress],
+    ['SIPHA_TCP_FLOW_RATE', l?.tcpFlowRate],
+  ];
+  return vars.filter(([, v]) => v !== undefined).map(([name, v]) => ({ name, value: String(v) }));
+}
+
 export function peersService(p: SipHaPair): Obj {
   const s = p.spec;
   return {

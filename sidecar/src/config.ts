@@ -40,6 +40,11 @@ export interface SidecarConfig {
    * SIPHA_TCP_FLOW_RATE, SIPHA_TCP_MAX_FLOWS_PER_ADDRESS, SIPHA_TCP_ACCEPT_RATE_PER_ADDRESS.
    */
   readonly tcpLimits: TcpLimits;
+  /**
+   * SIPHA_REQUEST_RATE_PER_ADDRESS, SIPHA_REQUEST_BURST_PER_ADDRESS: requests a
+   * second one client address may send, over every transport together, after a burst.
+   */
+  readonly requestRate: { readonly rate: number; readonly burst: number };
   /** SIP over TLS (contract/tls-settings.ts); null: TLS is refused, never sent as TCP. */
   readonly tls: TlsSettings | null;
   /** Set when this sidecar is one of a pair (HA); absent: a single edge proxy. */
@@ -242,9 +247,21 @@ export function loadConfig(env: Env = process.env): SidecarConfig {
       maxFlowsPerAddress: int(env, 'SIPHA_TCP_MAX_FLOWS_PER_ADDRESS', DEFAULT_TCP_LIMITS.maxFlowsPerAddress, 0, 1_000_000),
       acceptRatePerAddress: int(env, 'SIPHA_TCP_ACCEPT_RATE_PER_ADDRESS', DEFAULT_TCP_LIMITS.acceptRatePerAddress, 0, 1_000_000),
     },
+    requestRate: requestRate(env),
     tls: tlsSettings(env, sipPort),
     ha: haSettings(env),
   };
+}
+
+/**
+ * A phone sends a few requests a second and an office NAT's few hundred phones
+ * some tens; a flooder thousands. 1000 a second (what one TCP connection may
+ * send, SIPHA_TCP_FLOW_RATE) after a burst of 2 s worth; a trunk or SBC that
+ * sends more from one address sets more, or 0 (no limit).
+ */
+function requestRate(env: Env): { rate: number; burst: number } {
+  const rate = int(env, 'SIPHA_REQUEST_RATE_PER_ADDRESS', 1000, 0, 1_000_000);
+  return { rate, burst: int(env, 'SIPHA_REQUEST_BURST_PER_ADDRESS', Math.max(1, 2 * rate), 1, 10_000_000) };
 }
 
 function tlsSettings(env: Env, sipPort: number): TlsSettings | null {

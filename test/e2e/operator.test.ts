@@ -106,6 +106,11 @@ describe('operator on a real kube-apiserver', { timeout: 600_000 }, () => {
         `  sipServer:\n    image: k\n    resources:\n      limits:\n        memory: lots\n  vip:\n    address: 198.18.0.100\n`,
         /spec\.sipServer\.resources\.limits\.memory: Invalid value: "lots"/,
       ],
+      [
+        'a negative request rate per client address',
+        `  sipServer:\n    image: k\n  sidecar:\n    clientLimits:\n      requestRatePerAddress: -5\n  vip:\n    address: 198.18.0.100\n`,
+        /spec\.sidecar\.clientLimits\.requestRatePerAddress.*greater than or equal to 0/,
+      ],
       ['an unknown witness mode', `${VALID}  witness:\n    mode: etcd\n`, /spec\.witness\.mode: Unsupported value: "etcd"/],
       [
         'a config map without a mount path',

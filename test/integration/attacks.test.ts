@@ -541,3 +541,92 @@ describe('one client pumps requests into a TCP connection for 8 s, as fast as it
     await until(() => a.sidecar.metric('sipha_in_sync') === 1, 10000, 'the backup in sync after the pump');
   });
 });
+
+describe('one address sends requests faster than SIPHA_REQUEST_RATE_PER_ADDRESS, by UDP and on several TCP connections', {
+  timeout: 240_000,
+}, () => {
+  let bed: NetBed | undefined;
+  after(async () => {
+    await bed?.destroy();
+  });
+  const RATE = 300;
+  /** An OPTIONS from `ip` whose branch and Call-ID end in `i`. */
+  const optionsText = (transport: string, i: string, ip: string) =>
+    `OPTIONS sip:${VIP} SIP/2.0\r\nVia: SIP/2.0/${transport} ${ip}:40000;rport;branch=z9hG4bK-f${i}\r\nFrom: <sip:f@x>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: f${i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`;
+  /** The same as a JS expression in the scripts below, ending in the value of their variable `i`. */
+  const options = (transport: string, i: string, ip: string) =>
+    optionsText(transport, '@@', ip)
+      .split('@@')
+      .map((part) => JSON.stringify(part))
+      .join(` + ${i} + `);
+
+  /** Runs a Node script on `host` that prints "<sent> <answered>"; resolves with both. */
+  const counted = (host: Host, script: string) => {
+    const child = host.spawn(process.execPath, ['-e', script]);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    return new Promise<[number, number]>((resolve) =>
+      child.on('exit', () => resolve(out.trim().split(' ').slice(0, 2).map(Number) as [number, number])),
+    );
+  };
+
+  it('it gets about the rate (datagrams past it dropped and counted, connections paused); another address registers meanwhile; nobody fails over', async () => {
+    const pb = await pairBed({ SIPHA_REQUEST_RATE_PER_ADDRESS: String(RATE), SIPHA_REQUEST_BURST_PER_ADDRESS: String(RATE) });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    // 5 s of UDP at 2,000 a second (10,000 requests, bounded), answers counted at 6 s.
+    const udp = counted(
+      client,
+      `const s = require('node:dgram').createSocket('udp4');
+      let n = 0, answered = 0;
+      s.on('message', (d) => { if (d.toString('latin1').startsWith('SIP/2.0 200')) answered++; });
+      const t = setInterval(() => { for (let k = 0; k < 20 && n < 10000; k++) { const i = n++; s.send(${options('UDP', 'i', client.ip)}, 5060, '${VIP}'); } }, 10);
+      setTimeout(() => { clearInterval(t); console.log(n, answered); process.exit(0); }, 6000);`,
+    );
+    await sleep(500);
+    const reg = await runSipp(pb.bed, pb.uas, {
+      scenario: 'register.xml',
+      target: `${VIP}:5060`,
+      calls: 300,
+      rate: 100,
+      users: users('legit', 300),
+    });
+    assert.equal(reg.successful, 300, 'every REGISTER of the other address answered during the flood');
+    const [sent, answered] = await udp;
+    assert.equal(sent, 10000);
+    // 6 s at the rate after a burst of one second's worth: 2,100 at most (some slack for the timer).
+    assert.ok(answered > RATE && answered <= 7 * RATE + 100, `${answered} of ${sent} answered`);
+    const dropped = a.sidecar.metric('sipha_messages_dropped_total', { path: 'inbound', reason: 'address-rate' });
+    assert.ok(dropped >= sent - answered - 100, `dropped ${dropped} of ${sent}, ${answered} answered`);
+
+    // Four TCP connections of one address pump for 6 s: together they get the address's rate, not
+    // four times SIPHA_TCP_FLOW_RATE (1000 each).
+    await sleep(2000); // the address's bucket refills
+    const pumps = [0, 1, 2, 3].map((c) =>
+      counted(
+        client,
+        `let n = 0, answered = 0;
+        setTimeout(() => { console.log(n, answered); process.exit(0); }, 6000);
+        const s = require('node:net').connect(5060, '${VIP}', () => {
+          const go = () => { let chunk = ''; for (let k = 0; k < 200; k++) { const i = ${c} * 1e7 + n++; chunk += ${options('TCP', 'i', client.ip)}; } if (s.write(chunk)) setImmediate(go); else s.once('drain', go); };
+          go();
+        });
+        s.on('data', (d) => { answered += d.toString('latin1').split('SIP/2.0 200').length - 1; });
+        s.on('error', () => { console.log(n, answered); process.exit(0); });`,
+      ),
+    );
+    const got = (await Promise.all(pumps)).map(([, n]) => n);
+    const total = got.reduce((x, y) => x + y, 0);
+    // Each connection pauses after the read that took it past the rate: one 64 KiB read's worth
+    // of messages each over the address's burst and 6 s (7, with slack) at the rate. Before:
+    // each connection had SIPHA_TCP_FLOW_RATE (1000) of its own.
+    const perRead = Math.ceil(65536 / optionsText('TCP', '0', client.ip).length);
+    const bound = RATE + 7 * RATE + 4 * perRead;
+    assert.ok(total > RATE && total <= bound, `the four connections got ${got.join(' + ')} = ${total} in 6 s (bound ${bound})`);
+    assert.ok(a.sidecar.metric('sipha_tcp_flow_pauses_total') >= 1, 'the connections were paused');
+    assert.equal(role(a), 'master', roleStory(a, b));
+    assert.equal(role(b), 'backup', roleStory(a, b));
+  });
+});

@@ -17,6 +17,7 @@ import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit
 import { Hdr } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 import { parseMessage } from '../sip/scanner.ts';
+import { AddressRate, isResponse } from './address-rate.ts';
 import {
   type Destination,
   replyDestination,
@@ -60,7 +61,12 @@ export interface EdgeProxyOptions {
   linkMaxBacklog?: number;
   /** SIP over TLS (contract/tls-settings.ts); absent: TLS is refused, never sent as TCP. */
   tls?: FlowTls | null;
+  /** Requests a second one client address may send, all transports together (address-rate.ts); absent or rate 0: no limit. */
+  requestRate?: { rate: number; burst: number };
 }
+
+/** Client addresses whose request rate is remembered (64k buckets, a few MiB at most). */
+const RATE_ADDRESSES = 65_536;
 
 const DOUBLE_CRLF = Buffer.from('\r\n\r\n');
 // Transactions live at most ~3 min (INVITE with provisionals); 2 generations of 120 s.
@@ -127,6 +133,7 @@ export class EdgeProxy {
   private readonly opts: EdgeProxyOptions;
   private readonly log: Logger;
   private readonly metrics: Metrics;
+  private readonly requestRate: AddressRate | null;
 
   constructor(opts: EdgeProxyOptions, log: Logger, metrics: Metrics) {
     this.opts = opts;
@@ -143,6 +150,10 @@ export class EdgeProxy {
     this.tlsFlows = opts.tls
       ? new TcpFlows(opts.publicAddress, opts.maxMessageBytes, log, metrics, fromFlow, opts.tcpLimits, opts.tls)
       : null;
+    const rate = opts.requestRate;
+    this.requestRate = rate && rate.rate > 0 ? new AddressRate({ ...rate, maxAddresses: RATE_ADDRESSES }) : null;
+    this.flows.requestRate = this.requestRate;
+    if (this.tlsFlows) this.tlsFlows.requestRate = this.requestRate;
     this.link = new ServerLink(
       {
         host: opts.serverHost,
@@ -175,9 +186,15 @@ export class EdgeProxy {
   async openPublic(): Promise<void> {
     if (this.publicBound) return;
     const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
-    udp.on('message', (bytes, rinfo) =>
-      this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null),
-    );
+    udp.on('message', (bytes, rinfo) => {
+      // Past its address's rate a request is dropped before it costs a parse (the client sends it again).
+      if (this.requestRate !== null && !isResponse(bytes) && !this.requestRate.admit(rinfo.address)) {
+        this.metrics.hot.inbound++;
+        this.metrics.drop('inbound', 'address-rate');
+        return;
+      }
+      this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null);
+    });
     udp.on('error', (err) => this.log.error({ err }, 'public UDP socket error'));
     try {
       await bind(udp, this.opts.sipPort, this.opts.publicAddress);

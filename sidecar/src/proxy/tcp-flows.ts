@@ -27,6 +27,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
 import type { TlsCredentials, TlsSettings } from '../tls/credentials.ts';
+import { type AddressRate, isResponse } from './address-rate.ts';
 import { type AddressEntry, AddressTable } from './address-table.ts';
 import { destinationKey } from './destination.ts';
 import { FlowPacer } from './flow-pacer.ts';
@@ -112,6 +113,11 @@ export class TcpFlows {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly onMessage: FlowMessageHandler;
+  /**
+   * The per-address request rate, shared with the other listeners (set by the
+   * edge proxy): a connection whose address is past it pauses, as for its own rate.
+   */
+  requestRate: AddressRate | null = null;
   /** Set: this is the TLS flow set (RFC 3261 26: SIP over TLS, terminated here). */
   private readonly tls: FlowTls | null;
   readonly transport: 'tcp' | 'tls';
@@ -313,6 +319,8 @@ export class TcpFlows {
           completed++;
           this.onMessage(bytes, flow);
           if (pacer !== null) pauseMs = pacer.take();
+          if (this.requestRate !== null && host === undefined && !isResponse(bytes))
+            pauseMs = Math.max(pauseMs, this.requestRate.take(flow.address));
         },
         ping: () => writeInTurn(socket, [CRLF]),
         error: (reason, detail) => {
