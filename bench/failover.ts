@@ -185,7 +185,10 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
  * `seconds`, with the other core kept busy by a CPU burner (bounded in time),
  * must never change master.
  */
-async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: number; failedPct: number; achieved: number }> {
+async function loadPhase(
+  rate: number,
+  seconds: number,
+): Promise<{ takeovers: number; failedPct: number; achieved: number; lateTicks100: number }> {
   const bed = NetBed.create([
     { name: 'a', octet: 1 },
     { name: 'b', octet: 2 },
@@ -211,8 +214,13 @@ async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: nu
     });
     const takeovers = b.sidecar.metric('sipha_takeovers_total') + a.sidecar.metric('sipha_takeovers_total');
     const stillRoles = `${role(a)}/${role(b)}`;
+    // How late each side's heartbeat thread ran: ticks that came 50 ms / 100 ms (the detection time) after the one before.
+    const late = (n: typeof a, le: string) =>
+      n.sidecar.metric('sipha_heartbeat_tick_gap_seconds_count') -
+      n.sidecar.metric('sipha_heartbeat_tick_gap_seconds_bucket', { le });
+    const lateTicks = { a50: late(a, '0.05'), a100: late(a, '0.1'), b50: late(b, '0.05'), b100: late(b, '0.1') };
     console.log(
-      `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}`,
+      `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}; heartbeat ticks late by >50 / >100 ms: a ${lateTicks.a50} / ${lateTicks.a100}, b ${lateTicks.b50} / ${lateTicks.b100}`,
     );
     // A takeover here is a false one: what each sidecar said (warn and up) tells why.
     if (takeovers > 0 || stillRoles !== 'master/backup')
@@ -232,6 +240,7 @@ async function loadPhase(rate: number, seconds: number): Promise<{ takeovers: nu
       takeovers: takeovers + (stillRoles === 'master/backup' ? 0 : 1),
       failedPct: round((100 * (calls - r.successful)) / calls, 3),
       achieved: Math.round(r.callRate),
+      lateTicks100: Math.max(lateTicks.a100, lateTicks.b100),
     };
   } finally {
     burner.kill('SIGKILL');
@@ -269,6 +278,7 @@ if (values['only-load']) {
     false_takeover_load_rate: rate,
     false_takeover_load_seconds: Number(values['load-seconds']),
     false_takeover_load_failed_pct: lp.failedPct,
+    false_takeover_heartbeat_ticks_late_100ms: lp.lateTicks100,
   });
   process.exit(0);
 }
@@ -381,6 +391,7 @@ if (!values['skip-load']) {
   figures.false_takeovers = lp.takeovers;
   figures.false_takeover_load_rate = rate;
   figures.false_takeover_load_failed_pct = lp.failedPct;
+  figures.false_takeover_heartbeat_ticks_late_100ms = lp.lateTicks100;
 }
 table(
   `failover: sipha vs keepalived on the same bed (${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP, 10 ms prober; sipha: ${CALLS} calls per trial at ${CALL_RATE}/s, ${HOLD_MS} ms hold)`,

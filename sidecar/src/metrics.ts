@@ -210,6 +210,12 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const path of ['udp', 'stream']) heartbeatsHeard.inc({ path }, 0);
+  const heartbeatTickGap = new Histogram({
+    name: 'sipha_heartbeat_tick_gap_seconds',
+    help: "Time between the heartbeat thread's ticks: the interval when the host gives it CPU on time; a gap near interval x misses is the peer's detection time (a host that starves the sidecar so long looks dead to its peer)",
+    buckets: [0.025, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1],
+    registers: [registry],
+  });
   const keyMismatches = new Counter({
     name: 'sipha_key_mismatches_total',
     help: 'Times the peer was found speaking with a key this sidecar does not hold, by path: udp (its heartbeats, judged over a window) or stream (a replication handshake). No self-election follows without a witness (decision 0012)',
@@ -257,6 +263,7 @@ export function createMetrics() {
     witnessClaims,
     heartbeatDrops,
     heartbeatsHeard,
+    heartbeatTickGap,
     keyMismatches,
     effectFailures,
     resyncs,

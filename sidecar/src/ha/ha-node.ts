@@ -62,6 +62,9 @@ export interface Timeline {
   reason?: string;
 }
 
+/** At most one warning about a late heartbeat thread this often. */
+const TICK_GAP_WARN_MS = 5000;
+
 export class HaNode {
   state: NodeState;
   serving = false;
@@ -100,6 +103,9 @@ export class HaNode {
   private streamKeyMismatchAt = -Infinity;
   private reportedKeyMismatch = false;
   private syncWatch: NodeJS.Timeout | null = null;
+  /** The longest heartbeat tick gap since the last warning, and when that was (onTickGap). */
+  private tickGapMax = 0;
+  private tickGapWarnedAt = -Infinity;
   private effects: Promise<void> = Promise.resolve();
   private readonly hb: Heartbeats;
   private readonly sender: ReplicationSender;
@@ -424,6 +430,26 @@ export class HaNode {
     this.dispatch({ type: 'fenced', term });
   }
 
+  /**
+   * A tick of the heartbeat thread `gap` ms after the one before. A gap near
+   * the detection time means this host did not run the thread for that long:
+   * our beats went out that late, and the peer may have counted us lost (the
+   * evidence for a takeover under CPU starvation; warned at most every 5 s).
+   */
+  private onTickGap(gap: number): void {
+    this.metrics.heartbeatTickGap.observe(gap / 1000);
+    if (gap < (this.cfg.intervalMs * this.cfg.misses) / 2) return;
+    this.tickGapMax = Math.max(this.tickGapMax, gap);
+    const now = performance.now();
+    if (now - this.tickGapWarnedAt < TICK_GAP_WARN_MS) return;
+    this.tickGapWarnedAt = now;
+    this.log.warn(
+      { gapMs: Math.round(this.tickGapMax), detectionMs: this.cfg.intervalMs * this.cfg.misses },
+      'the heartbeat thread was not scheduled on time: our beats went out late (a host short of CPU)',
+    );
+    this.tickGapMax = 0;
+  }
+
   private onHeartbeat(m: FromWorker): void {
     if (m.type === 'peer') {
       // Beats from elsewhere than where ours go: the peer moved (a rescheduled pod),
@@ -445,6 +471,7 @@ export class HaNode {
     } else if (m.type === 'counts') {
       for (const [reason, n] of Object.entries(m.drops)) this.metrics.heartbeatDrops.inc({ reason }, n);
       for (const [path, n] of Object.entries(m.heard)) this.metrics.heartbeatsHeard.inc({ path }, n);
+      for (const gap of m.tickGapsMs) this.onTickGap(gap);
     } else if (m.type === 'peer-key') {
       this.beatKeyMismatch = m.mismatch;
       if (m.mismatch) {

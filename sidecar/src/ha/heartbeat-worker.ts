@@ -62,7 +62,16 @@ export type FromWorker =
    * Since the last report: beats dropped, by reason, and beats that counted, by path
    * ('udp', 'stream'). Counted here: a flood must not become a flood of messages.
    */
-  | { type: 'counts'; drops: Record<string, number>; heard: Record<string, number> }
+  | {
+      type: 'counts';
+      drops: Record<string, number>;
+      heard: Record<string, number>;
+      /**
+       * Time between this thread's ticks since the last report (ms): intervalMs when it
+       * runs on time, more when it was not scheduled (our beats went out that late).
+       */
+      tickGapsMs: number[];
+    }
   /** Our beat as sent by UDP, for the main thread to send on the replication stream too. */
   | { type: 'beat-out'; bytes: Uint8Array }
   /** Beats were withheld because the main thread was silent this long (read once it answers again). */
@@ -294,7 +303,12 @@ const judgeKeys = () => {
     port.postMessage({ type: 'peer-key', mismatch } satisfies FromWorker);
   }
 };
+let lastTickAt = performance.now();
+let tickGaps: number[] = [];
 const tick = setInterval(() => {
+  const tickAt = performance.now();
+  tickGaps.push(tickAt - lastTickAt);
+  lastTickAt = tickAt;
   misfitWindow.push(keyMisfits);
   keyMisfits = 0;
   if (misfitWindow.length > 2 * cfg.misses) misfitWindow.shift();
@@ -306,11 +320,10 @@ const tick = setInterval(() => {
     mainHung = false;
     send();
   }
-  if (Object.keys(drops).length > 0 || Object.keys(heard).length > 0) {
-    port.postMessage({ type: 'counts', drops, heard } satisfies FromWorker);
-    drops = {};
-    heard = {};
-  }
+  port.postMessage({ type: 'counts', drops, heard, tickGapsMs: tickGaps } satisfies FromWorker);
+  drops = {};
+  heard = {};
+  tickGaps = [];
   judgeAfterPendingIo(lossVerdict);
   if (stallAfterTick > 0) {
     stallInNextPoll(stallAfterTick);
