@@ -4,10 +4,17 @@
  * `helm install` of the chart, `kubectl apply` of the example pair (arp mode),
  * SIP clients in a namespace on the nodes' own network, and failovers at the
  * pod level: the master's Kamailio killed inside its container, and the
- * master pod deleted.
+ * master pod deleted. On the same cluster (one cluster start for both):
+ * `kubectl sipha` against the real sidecars (issue 11 items 3 and 4), what the
+ * API-server harness cannot show: the master's replication lag read through
+ * the pod proxy, a takeover recorded in status.history with the figures the
+ * sidecar itself measured and reported, and both sidecars' logs merged.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { delimiter, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import * as k from '../lib/cluster.ts';
 import {
   applyExample,
@@ -29,6 +36,7 @@ import {
   VIP,
   vipHolders,
 } from '../lib/cluster-pair.ts';
+import { k8sBinDir } from '../lib/control-plane.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { Host, NetBed } from '../lib/netbed.ts';
 import { outage, startProber } from '../lib/prober.ts';
@@ -38,6 +46,23 @@ import { callsToUas, runSipp, users } from '../lib/sipp.ts';
 import { makeTestCa } from '../lib/tls-certs.ts';
 
 const target = `${VIP}:5060`;
+const PLUGIN_DIR = fileURLToPath(new URL('../../cli/', import.meta.url));
+
+/** `kubectl sipha` as a user on the cluster's network (its control-plane netns) runs it. */
+function sipha(...args: string[]): { code: number | null; out: string; err: string } {
+  const path = [PLUGIN_DIR, k8sBinDir(), dirname(process.execPath), process.env.PATH].join(delimiter);
+  const r = spawnSync('nsenter', [`--net=/run/netns/${k.CLUSTER.controlPlaneNs}`, '--', 'kubectl', 'sipha', ...args], {
+    env: { ...process.env, PATH: path, KUBECONFIG: join(k.clusterDir(), 'kubeconfig') },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+const shp = () =>
+  JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')) as {
+    status: { history?: Array<Record<string, unknown>> };
+  };
 describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level failover (issue 10)', {
   timeout: 1_200_000,
 }, () => {
@@ -147,11 +172,73 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     await ua.close();
   });
 
+  it("kubectl sipha status NAME: roles, terms, in sync, and the master's replication lag read through the pod proxy", async (t) => {
+    await until(settled, 60_000, 'a settled pair', pairStory);
+    const master = podWithRole('master') as PodView;
+    const backup = podWithRole('backup') as PodView;
+    const r = sipha('status', 'sip-edge', '-n', NS);
+    t.diagnostic(`kubectl sipha status sip-edge -n ${NS}\n${r.out}`);
+    assert.equal(r.code, 0, r.err);
+    assert.match(
+      r.out,
+      new RegExp(`^${master.name}\\s+master\\s+\\d+\\s+yes\\s+\\d+(\\.\\d+)? ms\\s+\\S+ ago\\s+\\S+\\s+${master.node}$`, 'm'),
+    );
+    // A backup sends nothing to replicate: its lag is unknown, shown as "-".
+    assert.match(r.out, new RegExp(`^${backup.name}\\s+backup\\s+\\d+\\s+yes\\s+-\\s+`, 'm'));
+  });
+
+  /**
+   * The first takeover (the master's Kamailio killed) lands in status.history with the figures
+   * the new master's sidecar measured, in `kubectl sipha history`, and as an Event.
+   */
+  const historyTells = async (t: { diagnostic(s: string): void }, from: PodView, to: PodView, before: number) => {
+    let entry: Record<string, unknown> | undefined;
+    await until(
+      () => {
+        entry = (shp().status.history ?? []).slice(before).find((e) => e.to === to.name);
+        return entry !== undefined;
+      },
+      20_000,
+      'a history entry for the takeover',
+    );
+    const e = entry as Record<string, unknown>;
+    assert.equal(e.from, from.name);
+    assert.equal(typeof e.detectToServingMs, 'number', 'the sidecar reported its detection-to-serving time');
+    // What the new master's state cache held when it began serving: every registration its
+    // Kamailio holds (the 1000, the TLS client and the callee).
+    const held = usrlocStat(podKamailio(to.name), 'registered_users');
+    assert.ok(held >= aors.length);
+    assert.equal(e.registrations, held, 'the new master held every registration when it began serving');
+    assert.equal(e.wasInSync, true);
+    const h = sipha('history', 'sip-edge', '-n', NS);
+    t.diagnostic(`kubectl sipha history sip-edge -n ${NS}\n${h.out}`);
+    assert.equal(h.code, 0, h.err);
+    assert.match(
+      h.out,
+      new RegExp(
+        `^\\S+Z\\s+${e.term}\\s+${from.name}\\s+${to.name}\\s+${e.reason}\\s+${e.detectToServingMs} ms\\s+yes\\s+${e.registrations}$`,
+        'm',
+      ),
+    );
+    const events = kubectl(
+      '-n',
+      NS,
+      'get',
+      'events',
+      '--field-selector',
+      'reason=Failover',
+      '-o',
+      'jsonpath={.items[*].message}',
+    );
+    assert.ok(events.includes(e.change as string), events);
+  };
+
   for (const fault of ['kamailio-kill', 'pod-delete', 'sidecar-kill', 'node-crash', 'operator-delete'] as const) {
-    it(`${fault} of the master: the backup takes over, nothing lost, and the pair recovers`, async () => {
+    it(`${fault} of the master: the backup takes over, nothing lost, and the pair recovers`, async (t) => {
       await until(settled, 60_000, 'a settled pair to start from', pairStory);
       const master = podWithRole('master') as PodView;
       const backup = podWithRole('backup') as PodView;
+      const historyBefore = (shp().status.history ?? []).length;
       const probe = startProber(client as NetBed, sipClient, VIP, 5, 6000);
       await sleep(1000);
       const faultNs = process.hrtime.bigint();
@@ -162,9 +249,14 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       assert.equal(o.lostAfter, 0, 'one outage, then every probe answered');
       await until(() => isMaster(backup.name), 20_000, 'the backup is master (its pod says so)');
       assert.equal(lookupAll(podKamailio(backup.name), aors).size, 1000, 'no registration lost');
+      if (fault === 'kamailio-kill') await historyTells(t, master, backup, historyBefore);
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName); // the node comes back; its pod rejoins
       await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', pairStory);
-      assert.deepEqual(vipHolders(), [backup.node], 'exactly one node holds the VIP: the new master');
+      assert.deepEqual(
+        vipHolders(),
+        [backup.node],
+        `exactly one node holds the VIP: the new master (${backup.name})\n${pairStory()}`,
+      );
       const rejoined = podWithRole('backup') as PodView;
       await until(
         () => usrlocStat(podKamailio(rejoined.name), 'registered_users') >= 1000,
@@ -223,6 +315,33 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
     for (const p of pods()) {
       const logs = kubectl('-n', NS, 'logs', p.name, '-c', 'sipha-sidecar');
       assert.doesNotMatch(logs, /forbidden|"code":403|api-403/i, `${p.name}: ${logs.slice(-1500)}`);
+    }
+  });
+
+  it("kubectl sipha logs: both sidecars' pino lines, merged by time, each prefixed with its pod", async (t) => {
+    await until(settled, 180_000, 'a settled pair', pairStory);
+    const r = sipha('logs', 'sip-edge', '-n', NS, '--since', '30m');
+    assert.equal(r.code, 0, r.err);
+    const lines = r.out.trim().split('\n');
+    t.diagnostic(
+      `kubectl sipha logs sip-edge -n ${NS} (${lines.length} lines; the role changes)\n${lines.filter((l) => l.includes('"role change"')).join('\n')}`,
+    );
+    const prefixes = new Set(lines.map((l) => l.slice(0, l.indexOf(' '))));
+    assert.deepEqual([...prefixes].sort(), ['[pod/sip-edge-0/sipha-sidecar]', '[pod/sip-edge-1/sipha-sidecar]']);
+    const times = lines
+      .map((l) => l.slice(l.indexOf(' ') + 1))
+      .filter((l) => l.startsWith('{'))
+      .map((l) => (JSON.parse(l) as { time: number }).time);
+    assert.ok(times.length > 10, `${times.length} JSON lines`);
+    assert.ok(
+      times.every((x, i) => i === 0 || x >= (times[i - 1] as number)),
+      'in time order',
+    );
+    for (const pod of ['sip-edge-0', 'sip-edge-1']) {
+      assert.ok(
+        lines.some((l) => l.startsWith(`[pod/${pod}/`) && l.includes('"role change"')),
+        `${pod} logged its role changes`,
+      );
     }
   });
 });
