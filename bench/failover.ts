@@ -215,10 +215,15 @@ async function loadPhase(
     const takeovers = b.sidecar.metric('sipha_takeovers_total') + a.sidecar.metric('sipha_takeovers_total');
     const stillRoles = `${role(a)}/${role(b)}`;
     // How late each side's heartbeat thread ran: ticks that came 50 ms / 100 ms (the detection time) after the one before.
-    const late = (n: typeof a, le: string) =>
-      n.sidecar.metric('sipha_heartbeat_tick_gap_seconds_count') -
-      n.sidecar.metric('sipha_heartbeat_tick_gap_seconds_bucket', { le });
-    const lateTicks = { a50: late(a, '0.05'), a100: late(a, '0.1'), b50: late(b, '0.05'), b100: late(b, '0.1') };
+    // One scrape per side (the thread ticks between two scrapes).
+    const late = (n: typeof a) => {
+      const h = n.sidecar.histogram('sipha_heartbeat_tick_gap_seconds');
+      const total = h.at(-1)?.[1] ?? 0;
+      const upTo = (le: number) => h.find(([bound]) => bound === le)?.[1] ?? 0;
+      return [total - upTo(0.05), total - upTo(0.1)] as const;
+    };
+    const [[a50, a100], [b50, b100]] = [late(a), late(b)];
+    const lateTicks = { a50, a100, b50, b100 };
     console.log(
       `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}; heartbeat ticks late by >50 / >100 ms: a ${lateTicks.a50} / ${lateTicks.a100}, b ${lateTicks.b50} / ${lateTicks.b100}`,
     );

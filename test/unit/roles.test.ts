@@ -198,6 +198,37 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
     assert.equal(step(heard, granted).reason, null);
   });
 
+  it('a master that stood down for want of the witness serves again when its peer restarts, instead of the restarted peer with older state', () => {
+    // Found as pods (session 13): the new master lost the witness while its old master's sidecar
+    // restarted; the restarted sidecar saw it resigned and took over with what its server held.
+    const lost = step(w(master(1, 3)), { type: 'peer-lost' }).state;
+    const resigned = step(lost, { type: 'witness-lapsed' }).state;
+    assert.deepEqual([resigned.role, resigned.resumable], ['resigned', true]);
+    const starting = { role: 'starting' as const, term: 0, serverUp: true };
+    const d = step(resigned, { type: 'peer', peer: starting });
+    assert.deepEqual([d.state.role, d.state.term, d.reason], ['master', 5, 'peer-starting']);
+    // The restarted peer, if it saw us resigned first, took over at 4: it yields to 5.
+    const raced = step(up(initialState(0, { witness: true })), {
+      type: 'peer',
+      peer: { role: 'resigned', term: 3, serverUp: true },
+    });
+    assert.deepEqual([raced.state.role, raced.state.term], ['master', 4]);
+    assert.equal(step(raced.state, { type: 'peer', peer: { role: 'master', term: 5, serverUp: true } }).state.role, 'backup');
+    // Not when the peer was master at a term as high as ours (its state may be newer) ...
+    assert.equal(step(resigned, { type: 'peer', peer: { ...starting, term: 3 } }).state.role, 'resigned');
+    // ... nor after any other resignation: one that could not serve (serve-failed), or refused
+    // by the witness (the peer held the lease: it was master after us).
+    const failed = step(w(master(1, 3)), { type: 'serve-failed', reason: 'vip-acquire-failed' }).state;
+    assert.equal(failed.resumable, false);
+    assert.equal(step(failed, { type: 'peer', peer: starting }).state.role, 'resigned');
+    const refused = step(lost, { type: 'witness', granted: false, holderTerm: 4 }).state;
+    assert.deepEqual([refused.role, refused.resumable], ['resigned', false]);
+    assert.equal(step(refused, { type: 'peer', peer: starting }).state.role, 'resigned');
+    // Any role change after the resignation ends it.
+    const rejoined = step(resigned, { type: 'peer', peer: { role: 'master', term: 4, serverUp: true } }).state;
+    assert.deepEqual([rejoined.role, rejoined.resumable], ['backup', false]);
+  });
+
   it('a resigned node whose server is back and who hears nobody serves again (with a grant, when a witness is set)', () => {
     const r: NodeState = { ...master(0, 2), role: 'resigned', peer: null };
     assert.deepEqual(step(r, { type: 'server', up: true }).state.role, 'master');

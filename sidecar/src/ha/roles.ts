@@ -43,6 +43,13 @@ export interface NodeState {
    * that cannot check its peer must not assume it is dead.
    */
   readonly peerKeyMismatch: boolean;
+  /**
+   * This node stood down as master only because the witness could not confirm
+   * it (witness-unconfirmed): its server is fine and nobody has been master
+   * since, so its state is the newest. Set by that resignation, cleared by any
+   * other role change.
+   */
+  readonly resumable: boolean;
 }
 
 export interface PeerView {
@@ -94,6 +101,7 @@ export function initialState(ordinal: 0 | 1, opts: { preferred?: 0 | 1; witness?
     witness: opts.witness ?? false,
     alone: false,
     peerKeyMismatch: false,
+    resumable: false,
   };
 }
 
@@ -127,7 +135,8 @@ export function outranks(termA: number, ordinalA: number, termB: number, ordinal
 
 function become(s: NodeState, role: Role, reason: string, takeTerm = false): Decision {
   const term = takeTerm ? nextOwnTerm(s.seenTerm, s.ordinal) : s.term;
-  return { state: { ...s, role, term, seenTerm: Math.max(s.seenTerm, term) }, reason };
+  const resumable = role === 'resigned' && reason === 'witness-unconfirmed';
+  return { state: { ...s, role, term, seenTerm: Math.max(s.seenTerm, term), resumable }, reason };
 }
 
 const same = (s: NodeState): Decision => ({ state: s, reason: null });
@@ -204,6 +213,16 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return same(s);
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'rejoined');
+      // A peer that just (re)started holds nothing newer than us when we stood down only for
+      // want of the witness, at a term above its own: we serve again and it becomes our backup
+      // (the burst brings it what we took). It would otherwise take over, seeing us resigned,
+      // with what its server held before: the registrations we took since would be gone
+      // (a new master that lost the witness while its old master's sidecar restarted; found
+      // as pods, session 13). It is evidence, not silence: no witness needed. If it takes over
+      // meanwhile (it saw us resigned first), it did so at the next term of its parity above
+      // ours, and we now take the next of ours, two above ours: it steps down.
+      if (p?.role === 'starting' && s.role === 'resigned' && s.resumable && p.term < s.term)
+        return become(s, 'master', 'peer-starting', true);
       // Nobody heard and our server is up again: nobody else serves. A fenced
       // node waits for the operator or its peer (the fence is for exactly this).
       if (!p && s.role === 'resigned' && (s.witness ? granted : !s.peerKeyMismatch))
