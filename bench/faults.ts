@@ -50,7 +50,7 @@ import { PAIR_BED_HOSTS, type PairNode, role, roleStory, startPair, VIP, WITNESS
 import { outage, type ProbeLog, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { hangMainThread } from '../test/lib/sidecar.ts';
-import { runSipp, startUas, users } from '../test/lib/sipp.ts';
+import { failedCallsReport, runSipp, startUas, users } from '../test/lib/sipp.ts';
 import { median, round, table, writeFigures } from './lib/report.ts';
 
 const FAULTS = [
@@ -109,6 +109,8 @@ interface Bed {
   client: Host;
   uas: Host;
   hostsFile: string;
+  /** What sidecars replaced during the trial said (role changes, warnings): printed when calls failed. */
+  said: string[];
 }
 
 /** Everything a fault needs; `inject` returns the fault's instant, after which the window keeps running. */
@@ -247,6 +249,7 @@ const SCENARIOS: Record<Exclude<Fault, ClusterFault>, Scenario> = {
     inject: async (x) => {
       await x.bed.stop(x.b.sidecar.child, 'SIGTERM');
       await x.bed.stop(x.b.kamailio.child, 'SIGTERM');
+      x.said.push(`before its upgrade: ${roleStory(x.b)}`);
       x.b = await x.b.restart();
       await until(() => role(x.b) === 'backup' && inSync(x.b), 15000, 'upgraded backup in sync');
       const at = now();
@@ -255,6 +258,7 @@ const SCENARIOS: Record<Exclude<Fault, ClusterFault>, Scenario> = {
       await until(() => role(x.a) === 'backup' && inSync(x.a), 15000, 'old master is an in-sync backup');
       await x.bed.stop(x.a.sidecar.child, 'SIGTERM');
       await x.bed.stop(x.a.kamailio.child, 'SIGTERM');
+      x.said.push(`before its upgrade: ${roleStory(x.a)}`);
       x.a = await x.a.restart();
       await until(() => role(x.a) === 'backup' && inSync(x.a), 15000, 'upgraded old master in sync').catch((err) => {
         console.log('DEBUG', role(x.a), role(x.b), inSync(x.a), inSync(x.b), roleStory(x.a, x.b));
@@ -415,6 +419,8 @@ async function faultWindow(w: WindowSpec): Promise<Omit<Trial, 'regsLost'>> {
   const staleA = vipSlots(samplesA, start, slots).map((v, i) => covered(i) && v && !ansA[i]);
   const staleB = vipSlots(samplesB, start, slots).map((v, i) => covered(i) && v && !ansB[i]);
   const o = outage(logVip, faultNs, Math.ceil(300 / PROBE_MS));
+  // Failed calls say where they stopped (sipp's screen and error log), so a run that failed some is read, not guessed.
+  if (r.failed + (calls - r.successful - r.failed) > 0) console.log(failedCallsReport(r));
   return {
     // A planned handover has no fault instant of its own (the command is sent by a process that
     // takes its time to start): its gap is the interruption clients saw, first lost probe -> next answer.
@@ -447,7 +453,7 @@ async function trial(fault: Exclude<Fault, ClusterFault>): Promise<Trial> {
         ...(sc.nodeArgs ? { nodeArgs: sc.nodeArgs } : {}),
       },
     );
-    const x: Bed = { bed, a, b, client: bed.host('client'), uas: bed.host('uas'), hostsFile };
+    const x: Bed = { bed, a, b, client: bed.host('client'), uas: bed.host('uas'), hostsFile, said: [] };
     const reg = await runSipp(bed, x.client, {
       scenario: 'register.xml',
       target,
@@ -476,6 +482,8 @@ async function trial(fault: Exclude<Fault, ClusterFault>): Promise<Trial> {
         return sc.inject(x);
       },
     });
+    if (w.callsFailed > 0)
+      console.log(`what the sidecars said:\n${[...x.said, `at the end: ${roleStory(x.a, x.b)}`].join('\n')}`);
     await until(() => role(x.a) === 'master' || role(x.b) === 'master', 10000, 'a master at the end').catch(() => {});
     const master = role(x.a) === 'master' ? x.a : x.b;
     return { ...w, regsLost: 1000 - lookupAll(master.kamailio, USERS).size };

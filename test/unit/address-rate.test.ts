@@ -51,6 +51,16 @@ describe('per-address request rate', () => {
     assert.equal(r.take('198.18.0.20', 0), 0);
   });
 
+  it('tells a connection what its address still owes without taking anything (a resumed or new connection waits for it)', () => {
+    const r = new AddressRate(limits);
+    assert.equal(r.owedMs('198.18.0.10', 0), 0, 'an address never seen owes nothing');
+    for (let i = 0; i < 60; i++) r.take('198.18.0.10', 0); // 10 over the burst
+    assert.equal(r.owedMs('198.18.0.10', 0), 100);
+    assert.equal(r.owedMs('198.18.0.10', 0), 100, 'asking takes nothing');
+    assert.equal(r.owedMs('198.18.0.10', 50), 50);
+    assert.equal(r.owedMs('198.18.0.10', 100), 0);
+  });
+
   it('remembers at most maxAddresses; the oldest is forgotten first', () => {
     const r = new AddressRate(limits);
     for (let i = 0; i < 100; i++) r.admit('198.18.0.10', 0); // spent

@@ -9,6 +9,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../sidecar/src/log.ts';
 import { createMetrics } from '../../sidecar/src/metrics.ts';
+import { AddressRate } from '../../sidecar/src/proxy/address-rate.ts';
 import { FlowPacer } from '../../sidecar/src/proxy/flow-pacer.ts';
 import { DEFAULT_TCP_LIMITS, TcpFlows } from '../../sidecar/src/proxy/tcp-flows.ts';
 
@@ -77,5 +78,63 @@ describe('a client TCP connection over its rate', () => {
     assert.equal(n, 1500);
     const pauses = (await metrics.registry.getSingleMetric('sipha_tcp_flow_pauses_total')?.get())?.values[0]?.value;
     assert.equal(pauses, 0);
+  });
+});
+
+describe('connections of an address over its request rate (address-rate.ts, shared by the listeners)', () => {
+  const start = async (headerTimeoutMs: number, rate: AddressRate) => {
+    const seen: number[] = [];
+    const flows = new TcpFlows(
+      '127.0.0.1',
+      65535,
+      createLogger('silent', 'test'),
+      createMetrics(),
+      (bytes) => seen.push(Number(/Call-ID: c(\d+)/.exec(bytes.toString('latin1'))?.[1])),
+      { ...DEFAULT_TCP_LIMITS, flowRate: 0, headerTimeoutMs },
+    );
+    flows.requestRate = rate;
+    await flows.listen(0);
+    const port = ((flows as unknown as { server: net.Server }).server.address() as net.AddressInfo).port;
+    return { seen, flows, port };
+  };
+  const waitFor = async (ok: () => boolean, ms: number) => {
+    const end = Date.now() + ms;
+    while (!ok() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  };
+
+  it('a pause longer than the header timeout does not close it: the deadline stops while nothing is read', async () => {
+    // 20 a second after a burst of 10: 30 messages owe 1 s, the header timeout is 300 ms.
+    const { seen, flows, port } = await start(300, new AddressRate({ rate: 20, burst: 10, maxAddresses: 16 }));
+    const client = net.connect(port, '127.0.0.1');
+    let closed = false;
+    client.on('close', () => {
+      closed = true;
+    });
+    // 30 whole messages, then the first half of one more: a partial message waits through the pause.
+    const last = options(30);
+    client.write(Array.from({ length: 30 }, (_, i) => options(i)).join('') + last.slice(0, 20));
+    await new Promise((r) => setTimeout(r, 1200));
+    client.write(last.slice(20));
+    await waitFor(() => seen.length === 31, 5000);
+    const wasClosed = closed;
+    client.destroy();
+    flows.close();
+    assert.equal(wasClosed, false, 'not closed as a slow header');
+    assert.equal(seen.length, 31);
+  });
+
+  it('a new connection of an address in debt reads nothing until the debt is paid', async () => {
+    const rate = new AddressRate({ rate: 10, burst: 5, maxAddresses: 16 });
+    for (let i = 0; i < 15; i++) rate.take('127.0.0.1'); // 10 over: 1 s owed
+    const { seen, flows, port } = await start(10_000, rate);
+    const client = net.connect(port, '127.0.0.1');
+    client.write(options(0));
+    await new Promise((r) => setTimeout(r, 400));
+    const early = seen.length;
+    await waitFor(() => seen.length === 1, 3000);
+    client.destroy();
+    flows.close();
+    assert.equal(early, 0, 'nothing read while the address owes');
+    assert.equal(seen.length, 1, 'read once it is paid');
   });
 });

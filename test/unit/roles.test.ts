@@ -214,8 +214,8 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
     });
     assert.deepEqual([raced.state.role, raced.state.term], ['master', 4]);
     assert.equal(step(raced.state, { type: 'peer', peer: { role: 'master', term: 5, serverUp: true } }).state.role, 'backup');
-    // Not when the peer was master at a term as high as ours (its state may be newer) ...
-    assert.equal(step(resigned, { type: 'peer', peer: { ...starting, term: 3 } }).state.role, 'resigned');
+    // Not when the peer knows a term above ours (it was master after us: its state may be newer) ...
+    assert.equal(step(resigned, { type: 'peer', peer: { ...starting, term: 4 } }).state.role, 'resigned');
     // ... nor after any other resignation: one that could not serve (serve-failed), or refused
     // by the witness (the peer held the lease: it was master after us).
     const failed = step(w(master(1, 3)), { type: 'serve-failed', reason: 'vip-acquire-failed' }).state;
@@ -227,6 +227,27 @@ describe('role state machine: the witness decides on silence (item 5)', () => {
     // Any role change after the resignation ends it.
     const rejoined = step(resigned, { type: 'peer', peer: { role: 'master', term: 4, serverUp: true } }).state;
     assert.deepEqual([rejoined.role, rejoined.resumable], ['backup', false]);
+  });
+
+  it('resuming over a restarted peer: only with the newest state (review, session 13)', () => {
+    const resigned = step(step(w(master(1, 3)), { type: 'peer-lost' }).state, { type: 'witness-lapsed' }).state;
+    const starting = (term: number) => ({ type: 'peer' as const, peer: { role: 'starting' as const, term, serverUp: true } });
+    // A restarted peer advertises the highest term it knows (its seed): ours is no reason to wait.
+    assert.equal(step(resigned, starting(3)).reason, 'peer-starting');
+    // One above ours: it was master after us (behind a partition), its state may be newer.
+    assert.equal(step(resigned, starting(4)).state.role, 'resigned');
+    // Our server restarted meanwhile: it is empty, no longer the newest.
+    const emptied = step(step(resigned, { type: 'server', up: false }).state, { type: 'server', up: true }).state;
+    assert.equal(emptied.resumable, false);
+    assert.notEqual(step(emptied, starting(0)).reason, 'peer-starting');
+    // Stood down while the peer was only quiet, then lost it too (the usual order with a UDP
+    // witness): waiting as starting, it still resumes over the restarted peer.
+    const quiet = step(w({ ...master(1, 3), peer: { role: 'backup', term: 3, serverUp: true } }), { type: 'peer-quiet' }).state;
+    const lapsed = step(quiet, { type: 'witness-lapsed' }).state;
+    const waiting = step(lapsed, { type: 'peer-lost' }).state;
+    assert.deepEqual([waiting.role, waiting.resumable], ['starting', true]);
+    const d = step(waiting, starting(3));
+    assert.deepEqual([d.state.role, d.state.term, d.reason], ['master', 5, 'peer-starting']);
   });
 
   it('a resigned node whose server is back and who hears nobody serves again (with a grant, when a witness is set)', () => {

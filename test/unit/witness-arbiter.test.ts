@@ -177,11 +177,16 @@ describe('arbiter after a restart', () => {
     assert.equal(answerOf(a, claimBytes(0, 3, { seq: 2 }).bytes, 6001).verdict, 'refused');
   });
 
-  it('drops a claim for a longer lease than it grants: its quiet period after a restart would not cover it', () => {
+  it('grants a claim for a longer lease than it grants only as long as it grants (its quiet period after a restart covers no more)', () => {
     const a = new Arbiter(key, { maxTtlMs: 1000, startedAt: -1000 });
-    assert.deepEqual(a.handle(claimBytes(0, 2, { seq: 1, ttlMs: 1001 }).bytes, 0), { kind: 'drop', reason: 'ttl' });
-    assert.equal(a.lease, null);
-    assert.equal(answerOf(a, claimBytes(0, 2, { seq: 2, ttlMs: 1000 }).bytes, 0).reason, 'free');
+    const r = a.handle(claimBytes(0, 2, { seq: 1, ttlMs: 5000 }).bytes, 0);
+    assert.equal(r.kind === 'answer' && r.capped, true, 'said, so the process warns');
+    const g = decodeAnswer(key, (r as Extract<typeof r, { kind: 'answer' }>).answer) as AnswerMessage;
+    assert.deepEqual([g.verdict, g.remainingMs], ['granted', 1000]);
+    assert.deepEqual(a.lease, { holder: 0, term: 2, expiresAt: 1000 });
+    // The client counts its lease from remainingMs, not from what it asked for.
+    const ok = a.handle(claimBytes(0, 2, { seq: 2, ttlMs: 1000 }).bytes, 10);
+    assert.equal(ok.kind === 'answer' && ok.capped, false);
   });
 });
 

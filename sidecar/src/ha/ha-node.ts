@@ -632,7 +632,10 @@ export class HaNode {
 
   private tellPeer(urgent: boolean): void {
     const s = this.state;
-    this.hb.tell({ role: s.role as Role, term: s.term, serverUp: s.serverUp, appliedSeq: this.receiver.applied, urgent });
+    // Starting, the highest term known (the seed in a cluster): a peer that stood down for want of
+    // the witness must not resume over a node that was master after it (roles.ts resumesOver).
+    const term = s.role === 'starting' ? Math.max(s.term, s.seenTerm) : s.term;
+    this.hb.tell({ role: s.role as Role, term, serverUp: s.serverUp, appliedSeq: this.receiver.applied, urgent });
   }
 }
 

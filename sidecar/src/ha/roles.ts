@@ -46,8 +46,9 @@ export interface NodeState {
   /**
    * This node stood down as master only because the witness could not confirm
    * it (witness-unconfirmed): its server is fine and nobody has been master
-   * since, so its state is the newest. Set by that resignation, cleared by any
-   * other role change.
+   * since, so its state is the newest. Set by that resignation, kept while it
+   * then waits as `starting` (its peer lost too), cleared by any other role
+   * change and by its server going down (a restarted server is empty).
    */
   readonly resumable: boolean;
 }
@@ -135,7 +136,9 @@ export function outranks(termA: number, ordinalA: number, termB: number, ordinal
 
 function become(s: NodeState, role: Role, reason: string, takeTerm = false): Decision {
   const term = takeTerm ? nextOwnTerm(s.seenTerm, s.ordinal) : s.term;
-  const resumable = role === 'resigned' && reason === 'witness-unconfirmed';
+  const resumable =
+    (role === 'resigned' && reason === 'witness-unconfirmed') ||
+    (role === 'starting' && reason === 'no-master-around' && s.resumable);
   return { state: { ...s, role, term, seenTerm: Math.max(s.seenTerm, term), resumable }, reason };
 }
 
@@ -147,7 +150,7 @@ export function step(s0: NodeState, e: HaEvent): Decision {
   if (e.type === 'peer') s = { ...s, peer: e.peer, peerQuiet: false, seenTerm: Math.max(s.seenTerm, e.peer.term) };
   if (e.type === 'peer-lost') s = { ...s, peer: null, peerQuiet: false };
   if (e.type === 'peer-quiet' && s.peer !== null) s = { ...s, peerQuiet: true };
-  if (e.type === 'server') s = { ...s, serverUp: e.up };
+  if (e.type === 'server') s = { ...s, serverUp: e.up, resumable: s.resumable && e.up };
   if (e.type === 'startup-timeout' && s.peer === null) s = { ...s, alone: true };
   if (e.type === 'peer') s = { ...s, alone: false, peerKeyMismatch: false };
   if (e.type === 'peer-key') s = { ...s, peerKeyMismatch: e.mismatch };
@@ -179,6 +182,8 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       if (!s.serverUp) return same(s);
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'peer-is-master');
+      // Stood down for want of the witness, then lost the peer too: still the newest state.
+      if (resumesOver(s, p)) return become(s, 'master', 'peer-starting', true);
       if (p && !canServe(p)) return become(s, 'master', 'peer-cannot-serve', true);
       if (p) {
         // Both ready: the preferred ordinal becomes the first master.
@@ -214,15 +219,12 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       const p = s.peer;
       if (p?.role === 'master') return become(s, 'backup', 'rejoined');
       // A peer that just (re)started holds nothing newer than us when we stood down only for
-      // want of the witness, at a term above its own: we serve again and it becomes our backup
-      // (the burst brings it what we took). It would otherwise take over, seeing us resigned,
-      // with what its server held before: the registrations we took since would be gone
-      // (a new master that lost the witness while its old master's sidecar restarted; found
-      // as pods, session 13). It is evidence, not silence: no witness needed. If it takes over
-      // meanwhile (it saw us resigned first), it did so at the next term of its parity above
-      // ours, and we now take the next of ours, two above ours: it steps down.
-      if (p?.role === 'starting' && s.role === 'resigned' && s.resumable && p.term < s.term)
-        return become(s, 'master', 'peer-starting', true);
+      // want of the witness: we serve again and it becomes our backup (the burst brings it
+      // what we took). It would otherwise take over, seeing us resigned, with what its server
+      // held before: the registrations we took since would be gone (a new master that lost the
+      // witness while its old master's sidecar restarted; decision 0006). It is evidence, not
+      // silence: no witness needed.
+      if (resumesOver(s, p)) return become(s, 'master', 'peer-starting', true);
       // Nobody heard and our server is up again: nobody else serves. A fenced
       // node waits for the operator or its peer (the fence is for exactly this).
       if (!p && s.role === 'resigned' && (s.witness ? granted : !s.peerKeyMismatch))
@@ -233,6 +235,18 @@ export function step(s0: NodeState, e: HaEvent): Decision {
       return same(s);
     }
   }
+}
+
+/**
+ * A node that stood down only for want of the witness serves again over a peer
+ * that (re)started and knows no term above ours: the peer advertises the
+ * highest term it knows while starting (its seed in a cluster), so one that
+ * was master after us (a partition) is not overruled. If the peer takes over
+ * meanwhile (it saw us resigned first), it took the next term of its parity
+ * above ours, and we take the next of ours, two above: it steps down.
+ */
+function resumesOver(s: NodeState, p: PeerView | null): boolean {
+  return s.resumable && p?.role === 'starting' && p.term <= s.term;
 }
 
 function whyPeerCannotServe(p: PeerView): string {

@@ -1,5 +1,7 @@
 /**
- * How fast one remote address may send requests, over every transport
+ * How fast one remote address may send messages (requests and responses
+ * alike: a response is as easy to forge, and costs the server as much to
+ * match), over every transport
  * together (issue 9; Kamailio's pike, in front of the server instead of in
  * it, so both servers of the pair see the same messages: the master decides
  * before it replicates, and a dropped request is neither served nor
@@ -21,11 +23,6 @@ export interface AddressRateLimits {
   /** Requests it may send at once before the rate holds (a NAT's phones after an outage). */
   burst: number;
   maxAddresses: number;
-}
-
-/** A response ("SIP/2.0 ..."): it answers a request of ours and is not counted. */
-export function isResponse(bytes: Buffer): boolean {
-  return bytes[0] === 0x53 && bytes[1] === 0x49 && bytes[2] === 0x50 && bytes[3] === 0x2f;
 }
 
 /** The longest a connection is paused for its address's debt (s). */
@@ -68,6 +65,13 @@ export class AddressRate {
   take(address: string, now = performance.now()): number {
     const b = this.refill(address, now);
     b.tokens = Math.max(-MAX_DEBT_S * this.limits.rate, b.tokens - 1);
+    return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / this.limits.rate);
+  }
+
+  /** How long a connection of `address` should wait now for the address's debt (ms; 0: none), taking nothing. */
+  owedMs(address: string, now = performance.now()): number {
+    if (!this.buckets.has(address)) return 0;
+    const b = this.refill(address, now);
     return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / this.limits.rate);
   }
 

@@ -17,7 +17,7 @@ import { afterStartLine, applyEdits, type Edit, removeHeader } from '../sip/edit
 import { Hdr } from '../sip/headers.ts';
 import type { SipMessage } from '../sip/message.ts';
 import { parseMessage } from '../sip/scanner.ts';
-import { AddressRate, isResponse } from './address-rate.ts';
+import { AddressRate } from './address-rate.ts';
 import {
   type Destination,
   replyDestination,
@@ -134,6 +134,7 @@ export class EdgeProxy {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly requestRate: AddressRate | null;
+  private overRateSaidAt = -Infinity;
 
   constructor(opts: EdgeProxyOptions, log: Logger, metrics: Metrics) {
     this.opts = opts;
@@ -187,10 +188,11 @@ export class EdgeProxy {
     if (this.publicBound) return;
     const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     udp.on('message', (bytes, rinfo) => {
-      // Past its address's rate a request is dropped before it costs a parse (the client sends it again).
-      if (this.requestRate !== null && !isResponse(bytes) && !this.requestRate.admit(rinfo.address)) {
+      // Past its address's rate a message is dropped before it costs a parse (the client sends it again).
+      if (this.requestRate !== null && !this.requestRate.admit(rinfo.address)) {
         this.metrics.hot.inbound++;
         this.metrics.drop('inbound', 'address-rate');
+        this.overRate(rinfo.address);
         return;
       }
       this.fromClient(bytes, { transport: 'udp', address: rinfo.address, port: rinfo.port }, null);
@@ -246,6 +248,17 @@ export class EdgeProxy {
     this.link.close();
     this.requestFlows.close();
     this.inviteHops.close();
+  }
+
+  /** Says (at most every 10 s, with the address) that an address goes over its rate: drops nobody expects are loud. */
+  private overRate(address: string): void {
+    const now = performance.now();
+    if (now - this.overRateSaidAt < 10_000) return;
+    this.overRateSaidAt = now;
+    this.log.warn(
+      { address, rate: this.opts.requestRate?.rate },
+      'an address sends faster than SIPHA_REQUEST_RATE_PER_ADDRESS: its excess is dropped',
+    );
   }
 
   /** A message from the network: check it, stamp its source, hand it to the server. */

@@ -27,7 +27,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { SipStreamFramer } from '../sip/framer.ts';
 import type { TlsCredentials, TlsSettings } from '../tls/credentials.ts';
-import { type AddressRate, isResponse } from './address-rate.ts';
+import type { AddressRate } from './address-rate.ts';
 import { type AddressEntry, AddressTable } from './address-table.ts';
 import { destinationKey } from './destination.ts';
 import { FlowPacer } from './flow-pacer.ts';
@@ -319,8 +319,7 @@ export class TcpFlows {
           completed++;
           this.onMessage(bytes, flow);
           if (pacer !== null) pauseMs = pacer.take();
-          if (this.requestRate !== null && host === undefined && !isResponse(bytes))
-            pauseMs = Math.max(pauseMs, this.requestRate.take(flow.address));
+          if (this.requestRate !== null && host === undefined) pauseMs = Math.max(pauseMs, this.requestRate.take(flow.address));
         },
         ping: () => writeInTurn(socket, [CRLF]),
         error: (reason, detail) => {
@@ -331,16 +330,35 @@ export class TcpFlows {
       },
       this.maxBytes,
     );
+    /** What the address still owes on its other connections (ms); 0 for a connection we opened. */
+    const owed = () => (this.requestRate !== null && host === undefined ? this.requestRate.owedMs(flow.address) : 0);
+    // Over a rate: read nothing more until the bucket has refilled (TCP slows the client). The
+    // deadline stops meanwhile (we read nothing, so nothing can drip) and starts again on resume;
+    // the address may have spent more on its other connections meanwhile: wait for that too.
+    const pauseFor = (ms: number) => {
+      socket.pause();
+      this.metrics.tcpFlowPauses.inc();
+      if (deadline) clearTimeout(deadline);
+      deadline = null;
+      setTimeout(resumeWhenDue, ms).unref();
+    };
+    const resumeWhenDue = () => {
+      if (socket.destroyed) return;
+      const wait = owed();
+      if (wait > 0) {
+        setTimeout(resumeWhenDue, wait).unref();
+        return;
+      }
+      if (framer.partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
+      else arm(this.limits.idleMs, 'tcp-idle');
+      socket.resume();
+    };
+    // A new connection of an address in debt reads nothing until the debt is paid.
+    const owedAtStart = owed();
+    if (owedAtStart > 0) pauseFor(owedAtStart);
     socket.on('data', (chunk: Buffer) => {
       const before = completed;
       framer.push(chunk);
-      if (pauseMs > 0) {
-        // Over its rate: read nothing more until the bucket has refilled (TCP slows the client).
-        socket.pause();
-        this.metrics.tcpFlowPauses.inc();
-        setTimeout(() => socket.resume(), pauseMs).unref();
-        pauseMs = 0;
-      }
       if (framer.partial) {
         // The deadline runs from the message's first byte: dripping does not extend it. A read
         // that ended a message and began the next starts the next one's deadline (a client
@@ -352,6 +370,10 @@ export class TcpFlows {
       } else {
         partial = false;
         arm(this.limits.idleMs, 'tcp-idle');
+      }
+      if (pauseMs > 0) {
+        pauseFor(pauseMs);
+        pauseMs = 0;
       }
     });
     socket.on('error', (err) => this.log.debug({ peer: key, err: err.message }, 'TCP flow error'));

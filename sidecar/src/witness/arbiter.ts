@@ -14,6 +14,8 @@ export type ArbiterResult =
       readonly claim: ClaimMessage;
       readonly decision: ClaimDecision;
       readonly holderChanged: boolean;
+      /** The claim asked for a longer lease than this arbiter grants (SIPHA_WITNESS_MAX_TTL_MS). */
+      readonly capped: boolean;
     }
   | { readonly kind: 'drop'; readonly reason: string };
 
@@ -23,7 +25,7 @@ interface ReplayMark {
 }
 
 export interface ArbiterTiming {
-  /** The longest lease granted; a claim for more is dropped ('ttl'). */
+  /** The longest lease granted; a claim for more gets that much. */
   readonly maxTtlMs: number;
   /** When this process started (the clock of `handle`'s `now`). */
   readonly startedAt: number;
@@ -67,7 +69,6 @@ export class Arbiter {
     if (typeof claim === 'string') return { kind: 'drop', reason: claim };
     // Before the replay mark: an unanswered claim must not block the side's next one.
     if (now < this.answersFrom) return { kind: 'drop', reason: 'starting' };
-    if (claim.ttlMs > this.maxTtlMs) return { kind: 'drop', reason: 'ttl' };
     // A replayed claim could renew a dead holder's lease: only newer claims of a
     // client (later incarnation, or same one and higher seq) count.
     const mark = this.marks[claim.ordinal];
@@ -77,7 +78,10 @@ export class Arbiter {
     this.marks[claim.ordinal] = { incarnation: claim.incarnation, seq: claim.seq };
 
     const before = this.record;
-    const decision = decideClaim(before, claim, now);
+    // A longer lease than it grants is granted as long as it grants (its quiet period after a
+    // restart covers no more); the client counts its lease from the answer's remainingMs.
+    const capped = claim.ttlMs > this.maxTtlMs;
+    const decision = decideClaim(before, capped ? { ...claim, ttlMs: this.maxTtlMs } : claim, now);
     if (decision.outcome === 'granted') this.record = decision.record;
     const r = decision.record;
     const common = { holder: r.holder, pair: this.pair, holderTerm: r.term, remainingMs: r.expiresAt - now, nonce: claim.nonce };
@@ -88,6 +92,6 @@ export class Arbiter {
         : { verdict: 'refused', reason: decision.reason, ...common },
     );
     const holderChanged = decision.outcome === 'granted' && (before === null || before.holder !== r.holder);
-    return { kind: 'answer', answer, claim, decision, holderChanged };
+    return { kind: 'answer', answer, claim, decision, holderChanged, capped };
   }
 }

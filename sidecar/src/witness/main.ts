@@ -59,16 +59,16 @@ sock.on('message', (b, rinfo) => {
   if (r.kind === 'drop') {
     bump(drops, r.reason);
     if (r.reason === 'starting' || quiet(`drop|${r.reason}`, now)) return;
-    if (r.reason === 'ttl')
-      log.warn(
-        { from: `${rinfo.address}:${rinfo.port}`, dropped: drops.get(r.reason), maxTtlMs: config.maxTtlMs },
-        'a claim asks for a longer lease than SIPHA_WITNESS_MAX_TTL_MS: unanswered (raise it to the sidecars’ SIPHA_WITNESS_TTL_MS)',
-      );
-    else log.warn({ reason: r.reason, from: `${rinfo.address}:${rinfo.port}`, dropped: drops.get(r.reason) }, 'datagram dropped');
+    log.warn({ reason: r.reason, from: `${rinfo.address}:${rinfo.port}`, dropped: drops.get(r.reason) }, 'datagram dropped');
     return;
   }
   const d = r.decision;
   bump(claims, `${d.outcome}|${d.reason}`);
+  if (r.capped && !quiet('capped', now))
+    log.warn(
+      { ordinal: r.claim.ordinal, askedMs: r.claim.ttlMs, maxTtlMs: config.maxTtlMs },
+      'a claim asks for a longer lease than SIPHA_WITNESS_MAX_TTL_MS: granted that much (set it to the sidecars’ SIPHA_WITNESS_TTL_MS)',
+    );
   if (r.holderChanged) {
     log.info(
       { holder: d.record.holder, term: d.record.term, reason: d.reason, ttlMs: r.claim.ttlMs },
