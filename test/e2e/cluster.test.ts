@@ -252,10 +252,16 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       if (fault === 'kamailio-kill') await historyTells(t, master, backup, historyBefore);
       if (fault === 'node-crash') k.nodeBoot(master.node as k.NodeName); // the node comes back; its pod rejoins
       await until(settled, 180_000, 'the pair recovers: the old master rejoins as backup', pairStory);
+      // The master may have moved again meanwhile: on these 2 shared cores a master's heartbeats
+      // were once silent 107 ms right after the rejoin, and the rejoined backup took over with the
+      // witness's grant (CI, session 13). Then the VIP is on that master's node.
+      const settledMaster = podWithRole('master') as PodView;
+      if (settledMaster.name !== backup.name)
+        console.log(`${fault}: the master moved again after the takeover, to ${settledMaster.name}\n${pairStory()}`);
       assert.deepEqual(
         vipHolders(),
-        [backup.node],
-        `exactly one node holds the VIP: the new master (${backup.name})\n${pairStory()}`,
+        [settledMaster.node],
+        `exactly one node holds the VIP: the master's (${settledMaster.name})\n${pairStory()}`,
       );
       const rejoined = podWithRole('backup') as PodView;
       await until(
