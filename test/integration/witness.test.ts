@@ -43,13 +43,16 @@ async function logLine(out: ReturnType<typeof watchOutput>, msg: string): Promis
  * The arbiter grants leases of up to TTL_MS and answers once its start-up quiet period is over
  * (`answering: false`: return as soon as it listens, on `port` if given).
  */
-async function startArbiter(keyEnv: Record<string, string>, o: { port?: number; answering?: boolean } = {}): Promise<Arbiter> {
+async function startArbiter(
+  keyEnv: Record<string, string>,
+  o: { port?: number; answering?: boolean; maxTtlMs?: number } = {},
+): Promise<Arbiter> {
   const child = spawn(process.execPath, [MAIN], {
     env: {
       ...process.env,
       SIPHA_WITNESS_LISTEN: `${HOST}:${o.port ?? 0}`,
       SIPHA_WITNESS_HTTP: `${HOST}:0`,
-      SIPHA_WITNESS_MAX_TTL_MS: String(TTL_MS),
+      SIPHA_WITNESS_MAX_TTL_MS: String(o.maxTtlMs ?? TTL_MS),
       SIPHA_LOG_LEVEL: 'info',
       ...keyEnv,
     },
@@ -305,20 +308,27 @@ describe('UDP witness restarted while a side holds a lease', { timeout: 30_000 }
   // to its lease's end; had the restarted arbiter granted the other side at once
   // ('free'), both would serve (decision 0005). It answers nothing until the longest
   // lease it grants has run out since its start.
+  // A lease long enough that the restarted process is listening well before it ends (a loaded
+  // CI host took over 400 ms to start one: its quiet period, counted from its start, was over).
+  const LONG_TTL_MS = 3000;
   it('grants the other side nothing before the lease granted before the restart has run out', async () => {
-    const first = await startArbiter({ SIPHA_REPLICATION_KEY: key.toString('base64') });
+    const opts = { maxTtlMs: LONG_TTL_MS };
+    const first = await startArbiter({ SIPHA_REPLICATION_KEY: key.toString('base64') }, opts);
     arbs.push(first);
-    a = await UdpWitness.open({ key, ordinal: 0, address: HOST, port: first.port, ttlMs: TTL_MS, bindAddress: HOST });
-    b = await UdpWitness.open({ key, ordinal: 1, address: HOST, port: first.port, ttlMs: TTL_MS, bindAddress: HOST });
+    a = await UdpWitness.open({ key, ordinal: 0, address: HOST, port: first.port, ttlMs: LONG_TTL_MS, bindAddress: HOST });
+    b = await UdpWitness.open({ key, ordinal: 1, address: HOST, port: first.port, ttlMs: LONG_TTL_MS, bindAddress: HOST });
     const held = expectVerdict(await a.claim(2), 'granted');
     const exited = new Promise((r) => first.child.once('exit', r));
     process.kill(first.child.pid as number, 'SIGKILL');
     await Promise.race([exited, sleep(5000)]);
-    const second = await startArbiter({ SIPHA_REPLICATION_KEY: key.toString('base64') }, { port: first.port, answering: false });
+    const second = await startArbiter(
+      { SIPHA_REPLICATION_KEY: key.toString('base64') },
+      { ...opts, port: first.port, answering: false },
+    );
     arbs.push(second);
     const verdicts: string[] = [];
     let grantedAt = 0;
-    while (performance.now() - held.validUntil < 2000) {
+    while (performance.now() - held.validUntil < 3000) {
       const v = await b.claim(3);
       verdicts.push(v.verdict === 'granted' ? `granted ${v.reason}` : v.verdict);
       if (v.verdict === 'granted') {
