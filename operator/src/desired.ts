@@ -203,7 +203,6 @@ function apiTokenVolume() {
   };
 }
 
-/** Headless Service so the two sidecars find each other (ready or not). */
 /** spec.sidecar.clientLimits as the sidecar's variables; only what the spec sets (the rest: the sidecar's defaults). */
 function clientLimitsEnv(l: ClientLimits | undefined): Array<{ name: string; value: string }> {
   const vars: Array<[string, number | undefined]> = [
@@ -214,6 +213,7 @@ function clientLimitsEnv(l: ClientLimits | undefined): Array<{ name: string; val
   return vars.filter(([, v]) => v !== undefined).map(([name, v]) => ({ name, value: String(v) }));
 }
 
+/** Headless Service so the two sidecars find each other (ready or not). */
 export function peersService(p: SipHaPair): Obj {
   const s = p.spec;
   return {

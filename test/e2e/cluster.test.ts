@@ -59,6 +59,10 @@ function sipha(...args: string[]): { code: number | null; out: string; err: stri
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** The messages of the pair namespace's Events matching a field selector, space-separated. */
+const eventMessages = (fieldSelector: string) =>
+  kubectl('-n', NS, 'get', 'events', '--field-selector', fieldSelector, '-o', 'jsonpath={.items[*].message}');
+
 const shp = () =>
   JSON.parse(kubectl('-n', NS, 'get', 'shp', 'sip-edge', '-o', 'json')) as {
     status: { history?: Array<Record<string, unknown>> };
@@ -220,16 +224,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
         'm',
       ),
     );
-    const events = kubectl(
-      '-n',
-      NS,
-      'get',
-      'events',
-      '--field-selector',
-      'reason=Failover',
-      '-o',
-      'jsonpath={.items[*].message}',
-    );
+    const events = eventMessages('reason=Failover');
     assert.ok(events.includes(e.change as string), events);
   };
 
@@ -274,16 +269,7 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
           return `${rejoined.name} holds ${usrlocStat(podKamailio(rejoined.name), 'registered_users')}\n${backup.name}:\n${said(backup.name)}\n${rejoined.name}:\n${said(rejoined.name)}`;
         },
       );
-      const events = kubectl(
-        '-n',
-        NS,
-        'get',
-        'events',
-        '--field-selector',
-        'involvedObject.kind=SipHaPair',
-        '-o',
-        'jsonpath={.items[*].message}',
-      );
+      const events = eventMessages('involvedObject.kind=SipHaPair');
       assert.match(events, /master/i, 'Events tell the story');
     });
   }

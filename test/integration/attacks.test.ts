@@ -9,11 +9,34 @@ import { after, describe, it } from 'node:test';
 import { startCapture } from '../lib/capture.ts';
 import { lookupAll, usrlocStat } from '../lib/kamailio.ts';
 import type { Host, NetBed } from '../lib/netbed.ts';
-import { type PairNode, pairBed, role, roleStory, VIP } from '../lib/pair.ts';
+import { type PairBed, type PairNode, pairBed, role, roleStory, VIP } from '../lib/pair.ts';
 import { sleep, until } from '../lib/procs.ts';
 import { runSipp, users } from '../lib/sipp.ts';
 
 const HEARTBEAT_PORT = 5062;
+
+/** Runs a Node script on `host` that prints "<sent> <answered>" as it exits; resolves with both. */
+function counted(host: Host, script: string): Promise<[number, number]> {
+  const child = host.spawn(process.execPath, ['-e', script]);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  return new Promise((resolve) =>
+    child.on('exit', () => resolve(out.trim().split(' ').slice(0, 2).map(Number) as [number, number])),
+  );
+}
+
+/** `n` REGISTERs of fresh users at 100/s through the VIP from the uas host: a client of another address than the attacker's. */
+function registerFromAnotherAddress(pb: PairBed, n: number) {
+  return runSipp(pb.bed, pb.uas, {
+    scenario: 'register.xml',
+    target: `${VIP}:5060`,
+    calls: n,
+    rate: 100,
+    users: users('legit', n),
+  });
+}
 
 /** The UDP payloads to `port` in a capture, in wire order (hex, as tshark prints them). */
 function udpPayloads(path: string, port: number): string[] {
@@ -514,22 +537,11 @@ describe('one client pumps requests into a TCP connection for 8 s, as fast as it
       });
       s.on('data', (d) => { answered += d.toString('latin1').split('SIP/2.0 200').length - 1; });
       s.on('error', (e) => { console.log(n, answered, e.message); process.exit(0); });`;
-    const flood = client.spawn(process.execPath, ['-e', pump]);
-    let out = '';
-    flood.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
     // What the sidecar took is what was answered (what the pump wrote sits partly in socket buffers).
-    const done = new Promise<number>((resolve) => flood.on('exit', () => resolve(Number.parseInt(out.split(' ')[1] ?? '', 10))));
+    const done = counted(client, pump).then(([, answered]) => answered);
     await sleep(1000);
     // A legitimate client from another address registers while the pump runs.
-    const reg = await runSipp(pb.bed, pb.uas, {
-      scenario: 'register.xml',
-      target: `${VIP}:5060`,
-      calls: 500,
-      rate: 100,
-      users: users('legit', 500),
-    });
+    const reg = await registerFromAnotherAddress(pb, 500);
     assert.equal(reg.successful, 500, 'every legitimate REGISTER answered during the pump');
     const answered = await done;
     // Served, at about the rate: 8 s at 1000 a second, one second's burst, and what the read that
@@ -560,18 +572,6 @@ describe('one address sends requests faster than SIPHA_REQUEST_RATE_PER_ADDRESS,
       .map((part) => JSON.stringify(part))
       .join(` + ${i} + `);
 
-  /** Runs a Node script on `host` that prints "<sent> <answered>"; resolves with both. */
-  const counted = (host: Host, script: string) => {
-    const child = host.spawn(process.execPath, ['-e', script]);
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    return new Promise<[number, number]>((resolve) =>
-      child.on('exit', () => resolve(out.trim().split(' ').slice(0, 2).map(Number) as [number, number])),
-    );
-  };
-
   it('it gets about the rate (datagrams past it dropped and counted, connections paused); another address registers meanwhile; nobody fails over', async () => {
     const pb = await pairBed({ SIPHA_REQUEST_RATE_PER_ADDRESS: String(RATE), SIPHA_REQUEST_BURST_PER_ADDRESS: String(RATE) });
     bed = pb.bed;
@@ -586,13 +586,7 @@ describe('one address sends requests faster than SIPHA_REQUEST_RATE_PER_ADDRESS,
       setTimeout(() => { clearInterval(t); console.log(n, answered); process.exit(0); }, 6000);`,
     );
     await sleep(500);
-    const reg = await runSipp(pb.bed, pb.uas, {
-      scenario: 'register.xml',
-      target: `${VIP}:5060`,
-      calls: 300,
-      rate: 100,
-      users: users('legit', 300),
-    });
+    const reg = await registerFromAnotherAddress(pb, 300);
     assert.equal(reg.successful, 300, 'every REGISTER of the other address answered during the flood');
     const [sent, answered] = await udp;
     assert.equal(sent, 10000);

@@ -65,13 +65,17 @@ export class AddressRate {
   take(address: string, now = performance.now()): number {
     const b = this.refill(address, now);
     b.tokens = Math.max(-MAX_DEBT_S * this.limits.rate, b.tokens - 1);
-    return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / this.limits.rate);
+    return this.waitMs(b);
   }
 
   /** How long a connection of `address` should wait now for the address's debt (ms; 0: none), taking nothing. */
   owedMs(address: string, now = performance.now()): number {
     if (!this.buckets.has(address)) return 0;
-    const b = this.refill(address, now);
+    return this.waitMs(this.refill(address, now));
+  }
+
+  /** How long until a bucket in debt is back to zero (ms; 0: not in debt). */
+  private waitMs(b: Bucket): number {
     return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / this.limits.rate);
   }
 
