@@ -13,6 +13,7 @@ import {
   TLS_SNI_ENV,
   type TlsClientAuth,
 } from '../../contract/tls-settings.ts';
+import { type Env, int } from './env-int.ts';
 import { type Keyring, keyringOf, parseKey, readKeyDir } from './ha/keyring.ts';
 import { DEFAULT_LINK_BACKLOG } from './proxy/server-link.ts';
 import { DEFAULT_TCP_LIMITS, type TcpLimits } from './proxy/tcp-flows.ts';
@@ -108,8 +109,6 @@ export interface WitnessSettings {
   readonly headStart: boolean;
 }
 
-type Env = Record<string, string | undefined>;
-
 function witnessSettings(env: Env, intervalMs: number, misses: number): WitnessSettings | null {
   const raw = env.SIPHA_WITNESS;
   if (!raw) return null;
@@ -155,16 +154,6 @@ function linkToken(raw: string | undefined): string | null {
   // It travels in a SIP header and a Kamailio config string: token characters only.
   if (!/^[A-Za-z0-9_-]{16,128}$/.test(raw)) throw new Error('SIPHA_LINK_TOKEN: 16 to 128 of A-Z a-z 0-9 _ -');
   return raw;
-}
-
-function int(env: Env, name: string, def: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new Error(`${name}=${raw}: expected an integer from ${min} to ${max}`);
-  }
-  return n;
 }
 
 /**

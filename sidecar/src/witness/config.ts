@@ -3,6 +3,7 @@
  * stop the process with a message that names the variable.
  */
 import { MAX_TTL_MS, witnessKey } from '../../../contract/witness-wire.ts';
+import { type Env, int } from '../env-int.ts';
 
 export interface WitnessConfig {
   readonly listen: { readonly address: string; readonly port: number };
@@ -21,8 +22,6 @@ export interface WitnessConfig {
 /** Twice the sidecars' default lease (SIPHA_WITNESS_TTL_MS 1000): room to raise it without touching the witness. */
 export const DEFAULT_MAX_TTL_MS = 2000;
 
-type Env = Record<string, string | undefined>;
-
 /** `ip:port` (IPv4); port 0 lets the kernel pick one, which the process logs. */
 function endpoint(name: string, raw: string): { address: string; port: number } {
   const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(raw);
@@ -38,17 +37,9 @@ export function loadWitnessConfig(env: Env = process.env): WitnessConfig {
     listen: endpoint('SIPHA_WITNESS_LISTEN', listen),
     http: env.SIPHA_WITNESS_HTTP ? endpoint('SIPHA_WITNESS_HTTP', env.SIPHA_WITNESS_HTTP) : null,
     key: keyOf(env),
-    maxTtlMs: maxTtl(env.SIPHA_WITNESS_MAX_TTL_MS),
+    maxTtlMs: int(env, 'SIPHA_WITNESS_MAX_TTL_MS', DEFAULT_MAX_TTL_MS, 100, MAX_TTL_MS),
     logLevel: env.SIPHA_LOG_LEVEL ?? 'info',
   };
-}
-
-function maxTtl(raw: string | undefined): number {
-  if (raw === undefined || raw === '') return DEFAULT_MAX_TTL_MS;
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw) || n < 100 || n > MAX_TTL_MS)
-    throw new Error(`SIPHA_WITNESS_MAX_TTL_MS=${raw}: expected whole ms, 100..${MAX_TTL_MS}`);
-  return n;
 }
 
 /**
