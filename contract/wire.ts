@@ -3,14 +3,17 @@
  * and frame ends in a 16-byte HMAC-SHA256 (key: the pair's replication
  * Secret) over everything before it; anything that fails it is dropped.
  *
- * Heartbeat (UDP, both directions), version 2:
+ * Heartbeat (UDP, both directions), version 3:
  *   'SPHB' | ver u8 | ordinal u8 | role u8 | serverUp u8 | term u32 |
- *   incarnation u48 | echo u48 | beat u32 | appliedSeq u48 | hmac[16]
+ *   incarnation u48 | echo u48 | beat u32 | appliedSeq u48 | heardAgo u16 | hmac[16]
  *   incarnation: ms since the epoch when the sender started; echo: the peer
  *   incarnation the sender answers (0: none yet). A beat counts only if it
  *   echoes the receiver's own incarnation (it was made after the receiver
  *   started), so beats recorded before a restart cannot be replayed
- *   (sidecar/src/ha/beat-freshness.ts).
+ *   (sidecar/src/ha/beat-freshness.ts). heardAgo: ms since the sender last
+ *   heard the receiver (HEARD_NEVER: not since it started), so a master learns
+ *   that its backup has stopped hearing it while it still hears the backup
+ *   (decision 0005).
  *
  * Replication (one TCP connection, master -> backup; acks flow back):
  *   len u32 (bytes after this field) | type u8 | body | hmac[16]
@@ -29,12 +32,19 @@ import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'no
 import { ROLES, type Role } from './names.ts';
 
 export const WIRE_VERSION = 1;
-/** Version 2 added `echo` (issue 9: version 1 beats could be replayed across restarts). */
-export const HEARTBEAT_VERSION = 2;
+/**
+ * Version 2 added `echo` (issue 9: version 1 beats could be replayed across restarts);
+ * version 3 `heardAgo` (a one-way loss made two masters). Neither was in a release, so
+ * each replaced the last; once one is released, a new version must keep the last one readable
+ * (a rolling upgrade runs a pair of both).
+ */
+export const HEARTBEAT_VERSION = 3;
+/** `heardAgo` of a sender that has not heard its peer since it started; real values stop one below. */
+export const HEARD_NEVER = 0xffff;
 /** Bytes of the truncated HMAC-SHA256 tag. */
 export const MAC = 16;
 const HB_MAGIC = 0x53504842; // 'SPHB'
-export const HEARTBEAT_BYTES = 4 + 1 + 1 + 1 + 1 + 4 + 6 + 6 + 4 + 6 + MAC;
+export const HEARTBEAT_BYTES = 4 + 1 + 1 + 1 + 1 + 4 + 6 + 6 + 4 + 6 + 2 + MAC;
 
 export interface Heartbeat {
   ordinal: 0 | 1;
@@ -46,6 +56,8 @@ export interface Heartbeat {
   echo: number;
   beat: number;
   appliedSeq: number;
+  /** Ms since the sender last heard its peer, at most HEARD_NEVER - 1; HEARD_NEVER: not since it started. */
+  heardAgo: number;
 }
 
 /**
@@ -86,6 +98,7 @@ export function encodeHeartbeat(key: Buffer, hb: Heartbeat): Buffer {
   b.writeUIntBE(hb.echo, 18, 6);
   b.writeUInt32BE(hb.beat >>> 0, 24);
   b.writeUIntBE(hb.appliedSeq, 28, 6);
+  b.writeUInt16BE(hb.heardAgo, 34);
   mac(key, b.subarray(0, HEARTBEAT_BYTES - MAC)).copy(b, HEARTBEAT_BYTES - MAC);
   return b;
 }
@@ -107,6 +120,7 @@ export function decodeHeartbeat(key: Buffer, b: Buffer): Heartbeat | string {
     echo: b.readUIntBE(18, 6),
     beat: b.readUInt32BE(24),
     appliedSeq: b.readUIntBE(28, 6),
+    heardAgo: b.readUInt16BE(34),
   };
 }
 

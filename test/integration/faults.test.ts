@@ -586,6 +586,46 @@ describe('a witness decides when the two sides cannot hear each other (item 5)',
     assert.equal(twoMasterMs(a, b), 0);
   });
 
+  // CI, session 13, as pods: the backup stopped hearing the master for 107 ms while the master
+  // still heard it; the master, whose peer was never quiet, held no lease, the witness granted
+  // the backup, and both served for 63 ms. Each beat now says how long ago its sender last
+  // heard the peer; a master told it is unheard claims at once, so the backup is refused.
+  it('both heartbeat paths lost one way, master to backup, while both reach the witness: the master keeps serving, the backup never serves', async () => {
+    await bed?.destroy();
+    const pb = await pairBed({}, { witness: true });
+    bed = pb.bed;
+    const { a, b, client } = pb;
+    // Everything a sends to b on both heartbeat paths (UDP beats, the replication stream, which
+    // carries beats too); b's beats still reach a by UDP.
+    const cut = () => {
+      dropInput(b.host, 'oneway', `ip saddr ${a.host.ip} th dport { 5062, 5063 }`);
+      dropInput(b.host, 'onewaystream', `ip saddr ${a.host.ip} tcp sport 5063`);
+    };
+    const mend = () => {
+      removeDrop(b.host, 'oneway');
+      removeDrop(b.host, 'onewaystream');
+    };
+    for (let i = 0; i < 3; i++) {
+      cut();
+      await sleep(1500);
+      assert.equal(role(a), 'master', `the master serves on through the cut\n${roleStory(a, b)}`);
+      mend();
+      await until(
+        () => role(b) === 'backup' && b.sidecar.metric('sipha_in_sync') === 1,
+        10000,
+        'b an in-sync backup',
+        () => roleStory(a, b),
+      );
+    }
+    assert.ok(!/"to":"master"/.test(roleStory(b)), `b never took over\n${roleStory(a, b)}`);
+    assert.equal(twoMasterMs(a, b), 0, roleStory(a, b));
+    // a was told it was unheard and held the lease; b asked in its silence and was refused.
+    assert.ok(a.sidecar.metric('sipha_witness_claims_total', { verdict: 'granted' }) >= 3);
+    assert.ok(b.sidecar.metric('sipha_witness_claims_total', { verdict: 'refused' }) >= 3);
+    const opt = await runSipp(bed, client, { scenario: 'options.xml', target, calls: 10, rate: 20 });
+    assert.equal(opt.successful, 10, 'the pair serves');
+  });
+
   it('a master whose backup is not in sync holds the lease: that backup starved for 400 ms while the witness is out of reach is no hand-back', async () => {
     // The 30-minute soak (session 11): the old master rejoined after a failover and took the burst;
     // starved of CPU its heartbeats went quiet, the new master did not get the witness's answer

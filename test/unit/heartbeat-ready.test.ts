@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
+import { decodeHeartbeat, encodeHeartbeat, HEARD_NEVER } from '../../contract/wire.ts';
 import { Heartbeats } from '../../sidecar/src/ha/heartbeat.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -24,6 +25,7 @@ describe('heartbeat worker start', () => {
       intervalMs: 1000,
       misses: 5,
       quietMs: 40,
+      unheardMs: 40,
       mainHungMs: 5000,
     });
     try {
@@ -48,6 +50,7 @@ function twoOnLoopback(key: Buffer, ordinal: 0 | 1, port: number, peerPort: numb
     intervalMs: 20,
     misses: 5,
     quietMs: 40,
+    unheardMs: 40,
     mainHungMs: 5000,
   };
 }
@@ -125,18 +128,21 @@ describe('a heartbeat worker that was descheduled (a busy host)', () => {
       const key = randomBytes(32);
       const base = 20000 + Math.floor(Math.random() * 20000);
       // 100 ms x 5 (not 20 x 5): a's own beats must not be late on a busy test machine.
-      const slow = { intervalMs: 100, quietMs: 200 };
+      const slow = { intervalMs: 100, quietMs: 200, unheardMs: 200 };
       const a = new Heartbeats({ ...twoOnLoopback(key, 0, base, base + 1), ...slow });
       const b = new Heartbeats({ ...twoOnLoopback(key, 1, base + 1, base), ...slow });
       const said: string[] = [];
+      let heard = false;
+      // b's own verdicts on silence. a really did not hear b meanwhile, and its beats say so
+      // (an unheard 'peer-quiet', then 'peer'): news, not a verdict on a's silence.
       b.onMessage = (m) => {
-        if (m.type === 'peer' || m.type === 'peer-quiet' || m.type === 'peer-lost') said.push(m.type);
+        if (m.type === 'peer') heard = true;
+        if (m.type === 'peer-lost' || (m.type === 'peer-quiet' && !m.unheard)) said.push(m.type);
       };
       try {
         await Promise.all([a.ready(), b.ready()]);
         await sleep(1000);
-        assert.ok(said.includes('peer'), 'b hears a');
-        said.length = 0;
+        assert.ok(heard, 'b hears a');
         (b as unknown as { worker: Worker }).worker.postMessage({ type: 'stall', ms: 1500, at });
         await sleep(2600);
         assert.deepEqual(said, [], "a's beats were in b's socket all along");
@@ -237,6 +243,135 @@ describe('heartbeat worker scheduling', () => {
       const median = [...gaps.slice(0, before)].sort((x, y) => x - y)[Math.floor(before / 2)] as number;
       assert.ok(median >= 15 && median < 40, `on time: median gap ${median} ms`);
     } finally {
+      await a.stop();
+    }
+  });
+});
+
+describe('a peer that says it does not hear us (both paths lost one way)', () => {
+  // CI, session 13, as pods: the backup lost the master's beats for 107 ms while the master still
+  // heard the backup's; the backup took over with the witness's grant and both served for 63 ms.
+  // The master must learn it is unheard, as early as it learns of a quiet peer.
+  it("is said as 'peer-quiet' (unheard) once, from unheardMs on, dated when the peer last heard us; 'peer' once it hears us again", async () => {
+    const key = randomBytes(32);
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(twoOnLoopback(key, 0, base, base + 1));
+    // The peer, by hand: it answers a's incarnation and says what it likes about hearing a.
+    const peer = createSocket('udp4');
+    await new Promise<void>((r) => peer.bind(base + 1, '127.0.0.1', r));
+    let aIncarnation = 0;
+    peer.on('message', (b) => {
+      const hb = decodeHeartbeat(key, b);
+      if (typeof hb !== 'string') aIncarnation = hb.incarnation;
+    });
+    const incarnation = Date.now();
+    let beat = 0;
+    const said: { type: string; heardAt?: number; unheard?: boolean; silentMs?: number }[] = [];
+    a.onMessage = (m) => {
+      if (m.type === 'peer' || m.type === 'peer-quiet' || m.type === 'peer-lost') said.push(m);
+    };
+    /** Ten beats 20 ms apart; heardAgo of the i-th from `ago(i)`. Returns when each was sent (ms since the epoch). */
+    const beats = async (ago: (i: number) => number, role: 'backup' | 'starting' = 'backup') => {
+      const sentAt: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const hb = {
+          ordinal: 1 as const,
+          role,
+          serverUp: true,
+          term: 2,
+          incarnation,
+          echo: aIncarnation,
+          beat: ++beat,
+          appliedSeq: 0,
+        };
+        peer.send(encodeHeartbeat(key, { ...hb, heardAgo: ago(i) }), base, '127.0.0.1');
+        sentAt.push(Date.now());
+        await sleep(20);
+      }
+      return sentAt;
+    };
+    try {
+      await a.ready();
+      while (aIncarnation === 0) await sleep(10);
+      await beats(() => 5);
+      assert.deepEqual(
+        said.map((m) => m.type),
+        ['peer'],
+        'a peer that hears us is heard, no more',
+      );
+      said.length = 0;
+      // It stops hearing us (unheardMs is 40): 0, 20, 40, ... ms ago.
+      const sentAt = await beats((i) => i * 20);
+      assert.deepEqual(
+        said.map((m) => `${m.type}${m.unheard ? ' unheard' : ''}`),
+        ['peer-quiet unheard'],
+      );
+      const q = said[0] as { heardAt: number; silentMs: number };
+      assert.equal(q.silentMs, 40, 'said at the first beat that says unheardMs');
+      // Dated when the peer last heard us: the third beat's send time less 40 ms (loopback: no transit to speak of).
+      const expected = (sentAt[2] as number) - 40;
+      assert.ok(Math.abs(q.heardAt - expected) < 30, `heardAt ${q.heardAt - expected} ms off`);
+      said.length = 0;
+      await beats(() => 3);
+      assert.deepEqual(
+        said.map((m) => m.type),
+        ['peer'],
+        'it hears us again: the quiet spell is over',
+      );
+      said.length = 0;
+      // A peer that just started and never heard us yet is no threat; one that is a backup is.
+      await beats(() => HEARD_NEVER, 'starting');
+      assert.deepEqual(
+        said.map((m) => `${m.type}${m.unheard ? ' unheard' : ''}`),
+        ['peer'],
+      );
+      said.length = 0;
+      await beats(() => HEARD_NEVER, 'backup');
+      assert.deepEqual(
+        said.map((m) => `${m.type}${m.unheard ? ' unheard' : ''}`),
+        ['peer', 'peer-quiet unheard'],
+      );
+    } finally {
+      peer.close();
+      await a.stop();
+    }
+  });
+
+  it('tells how long ago it last heard its peer in every beat: HEARD_NEVER before it heard any', async () => {
+    const key = randomBytes(32);
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(twoOnLoopback(key, 0, base, base + 1));
+    a.onMessage = () => {};
+    const peer = createSocket('udp4');
+    await new Promise<void>((r) => peer.bind(base + 1, '127.0.0.1', r));
+    const got: { incarnation: number; heardAgo: number }[] = [];
+    peer.on('message', (b) => {
+      const hb = decodeHeartbeat(key, b);
+      if (typeof hb !== 'string') got.push(hb);
+    });
+    try {
+      await a.ready();
+      await sleep(100);
+      assert.ok(got.length >= 2 && got.every((h) => h.heardAgo === HEARD_NEVER), got.map((h) => h.heardAgo).join(' '));
+      const incarnation = Date.now();
+      const hb = {
+        ordinal: 1 as const,
+        role: 'backup' as const,
+        serverUp: true,
+        term: 2,
+        incarnation,
+        appliedSeq: 0,
+        heardAgo: 0,
+      };
+      peer.send(encodeHeartbeat(key, { ...hb, echo: got[0]?.incarnation ?? 0, beat: 1 }), base, '127.0.0.1');
+      got.length = 0;
+      await sleep(110);
+      const agos = got.map((h) => h.heardAgo);
+      // Heard once, then silence: every later beat says a little more (one beat every 20 ms).
+      assert.ok(agos.length >= 3 && agos.every((x) => x < HEARD_NEVER), agos.join(' '));
+      for (let i = 1; i < agos.length; i++) assert.ok((agos[i] as number) > (agos[i - 1] as number), agos.join(' '));
+    } finally {
+      peer.close();
       await a.stop();
     }
   });

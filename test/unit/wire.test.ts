@@ -25,6 +25,7 @@ describe('wire formats', () => {
       echo: 1_795_969_970_001,
       beat: 12345,
       appliedSeq: 2 ** 40 + 5,
+      heardAgo: 65534,
     };
     const b = encodeHeartbeat(key, hb);
     assert.deepEqual(decodeHeartbeat(key, b), hb);

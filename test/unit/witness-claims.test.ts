@@ -381,3 +381,35 @@ describe('witness claims: the lease a master held outlives its stand-down (revie
     assert.ok(lapsedAt < validUntil, `stood down ${Math.round(lapsedAt - validUntil)} ms after its lease's end`);
   });
 });
+
+describe('witness claims: a master told it is unheard (both paths lost one way)', () => {
+  // The peer that stopped hearing us at T may claim from T + misses x interval. If our own silence
+  // of it began later (it went quiet after it stopped hearing us), the deadline is still T + confirm:
+  // a later 'peer-quiet' in the same spell must not move it (it did, by assignment).
+  it('stands down at the earliest of the spell: the later silence of the peer does not move the deadline', async () => {
+    const { m: st, events, dispatch } = electedMaster();
+    const never: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
+    const claims = new WitnessClaims(
+      never,
+      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+      () => st.state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    try {
+      const unheardSince = performance.now() - 20;
+      dispatch({ type: 'peer-quiet' });
+      claims.peerQuiet(unheardSince);
+      await sleep(15);
+      // Then the peer's beats stop too: its silence began just now.
+      dispatch({ type: 'peer-quiet' });
+      claims.peerQuiet(performance.now());
+      await sleep(unheardSince + 50 + 20 - performance.now());
+      assert.equal(st.state.role, 'resigned', 'stood down by the first deadline (the second is 35 ms later)');
+      assert.equal(events.filter((e) => e.type === 'witness-lapsed').length, 1);
+    } finally {
+      claims.stop();
+    }
+  });
+});

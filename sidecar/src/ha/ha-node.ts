@@ -144,6 +144,8 @@ export class HaNode {
       misses: cfg.misses,
       // No quiet events without the head start (a Lease witness): the master claims at peer loss.
       quietMs: cfg.witness?.headStart === false ? 2 ** 31 - 1 : cfg.intervalMs * quietIntervals(cfg.misses),
+      // Told it is unheard, a master claims in either mode: the peer claims at its loss verdict.
+      unheardMs: cfg.intervalMs * quietIntervals(cfg.misses),
       mainHungMs: cfg.mainHungMs,
     });
     this.keys = cfg.keys;
@@ -458,6 +460,8 @@ export class HaNode {
       this.claims?.peerHeard();
       this.dispatch({ type: 'peer', peer: { role: m.role, term: m.term, serverUp: m.serverUp } });
     } else if (m.type === 'peer-quiet') {
+      if (m.unheard && this.state.role === 'master' && this.claims)
+        this.log.warn({ unheardMs: m.silentMs }, 'the peer does not hear our heartbeats: claiming the witness before it does');
       this.dispatch({ type: 'peer-quiet' });
       this.claims?.peerQuiet(m.heardAt - performance.timeOrigin);
     } else if (m.type === 'peer-lost') {

@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import { MessageChannel, parentPort, workerData } from 'node:worker_threads';
 import type { Role } from '../../../contract/names.ts';
-import { decodeHeartbeat, encodeHeartbeat } from '../../../contract/wire.ts';
+import { decodeHeartbeat, encodeHeartbeat, HEARD_NEVER } from '../../../contract/wire.ts';
 import { afterPendingIo } from './after-pending-io.ts';
 import { BeatFreshness } from './beat-freshness.ts';
 
@@ -23,6 +23,11 @@ export interface HeartbeatConfig {
   misses: number;
   /** Silence this long is reported as 'peer-quiet' (less than intervalMs x misses). */
   quietMs: number;
+  /**
+   * A peer that says it has not heard us this long is reported as 'peer-quiet'
+   * (unheard): it will count us lost at intervalMs x misses and claim the witness.
+   */
+  unheardMs: number;
   /**
    * The main thread must say it is alive at least this often; past it the
    * worker stops beating, so the peer takes over from a hung proxy instead of
@@ -56,8 +61,11 @@ export type FromWorker =
    * The peer has been silent for `quietMs`, well before it counts as lost: a
    * master asks the witness now, so that it holds the lease before the peer
    * could claim it (if the peer lost us too, it asks at `misses` intervals).
+   * `unheard`: the peer is heard but says it has not heard us for `unheardMs`
+   * (a loss one way): the same race, so the same claim; `heardAt` is then
+   * when the peer last heard us, and `silentMs` how long ago.
    */
-  | { type: 'peer-quiet'; silentMs: number; heardAt: number }
+  | { type: 'peer-quiet'; silentMs: number; heardAt: number; unheard?: boolean }
   /**
    * Since the last report: beats dropped, by reason, and beats that counted, by path
    * ('udp', 'stream'). Counted here: a flood must not become a flood of messages.
@@ -94,7 +102,11 @@ const freshness = new BeatFreshness(incarnation);
 let beat = 0;
 let me: Extract<ToWorker, { type: 'state' }> = { type: 'state', role: 'starting', term: 0, serverUp: false, appliedSeq: 0 };
 let lastHeard = 0;
+/** A beat of the peer counted since this thread started (our beats say HEARD_NEVER before). */
+let everHeard = false;
 let lost = true;
+/** The peer says it does not hear us, and 'peer-quiet' was said for it. */
+let unheard = false;
 /** 'peer-quiet' was said for this silence: the next beat is told even if nothing changed. */
 let quiet = false;
 let quietTimer: NodeJS.Timeout | null = null;
@@ -150,6 +162,7 @@ const send = () => {
     echo: freshness.echo(),
     beat,
     appliedSeq: me.appliedSeq,
+    heardAgo: everHeard ? Math.min(HEARD_NEVER - 1, Math.round(performance.now() - lastHeard)) : HEARD_NEVER,
   });
   try {
     if (connectedTo !== null) sock.send(b);
@@ -209,6 +222,7 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   if (stale !== null) return dropped(stale === 'unechoed' ? 'unechoed' : 'stale');
   heard[path] = (heard[path] ?? 0) + 1;
   lastHeard = performance.now();
+  everHeard = true;
   // Its own timer, not the tick: said exactly quietMs after the last beat, which is what
   // gives the master its head start over the peer's claim (decision 0005).
   if (quietTimer) quietTimer.refresh();
@@ -218,10 +232,18 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
     quietRecheck = null;
   }
   const view = `${hb.role}|${hb.term}|${hb.serverUp}|${from}`;
-  if (lost || quiet || view !== lastPeer) {
+  // The peer's view of us. Our beats may be lost one way on both paths while its reach us:
+  // it will count us lost and claim the witness, and a master that holds no lease (its
+  // peer is heard) would let it take over beside it (CI, session 13: two masters for 63 ms).
+  // So being unheard is told as a quiet peer: a master claims ahead of the peer, as in a cut
+  // both ways. A peer that just started and has not heard us yet is no such threat.
+  const unheardNow = hb.heardAgo >= cfg.unheardMs && !(hb.heardAgo === HEARD_NEVER && hb.role === 'starting');
+  let told = false;
+  if (lost || quiet || view !== lastPeer || (unheard && !unheardNow)) {
     lost = false;
     quiet = false;
     lastPeer = view;
+    told = true;
     port.postMessage({
       type: 'peer',
       role: hb.role,
@@ -231,6 +253,16 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
       from,
     } satisfies FromWorker);
   }
+  // Said again after a 'peer' (which ends a quiet spell on the main thread) while it lasts.
+  if (unheardNow && (!unheard || told)) {
+    port.postMessage({
+      type: 'peer-quiet',
+      silentMs: hb.heardAgo,
+      heardAt: performance.timeOrigin + lastHeard - hb.heardAgo,
+      unheard: true,
+    } satisfies FromWorker);
+  }
+  unheard = unheardNow;
 };
 
 // The peer is known by the pair's key, not by its address: a rescheduled pod
@@ -318,7 +350,11 @@ const tick = setInterval(() => {
     mainHung = true;
   } else {
     mainHung = false;
-    send();
+    // A late tick (this thread was not scheduled) may find the peer's beats unread in the
+    // socket: ours would tell the peer we had not heard it, and a master would claim the
+    // witness for nothing. Such a beat, late already, goes once they are read.
+    if ((tickGaps[tickGaps.length - 1] as number) > 1.5 * cfg.intervalMs) judgeAfterPendingIo(send);
+    else send();
   }
   port.postMessage({ type: 'counts', drops, heard, tickGapsMs: tickGaps } satisfies FromWorker);
   drops = {};
@@ -335,6 +371,7 @@ const lossVerdict = () => {
   const silent = performance.now() - lastHeard;
   if (!lost && silent > deadline) {
     lost = true;
+    unheard = false;
     lastPeer = '';
     // A mismatch is said before the loss: a peer heard with another key is not a dead peer.
     judgeKeys();

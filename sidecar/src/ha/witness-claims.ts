@@ -131,14 +131,17 @@ export class WitnessClaims {
   }
 
   /**
-   * The peer missed a few beats (the role machine knows it as peerQuiet): a
-   * master claims now. `heardAt`: when the worker last heard it, on this
+   * The peer missed a few beats, or says it has missed ours (the role machine
+   * knows both as peerQuiet): a master claims now. `heardAt`: when the worker
+   * last heard it, or when it last heard us, on this
    * thread's performance.now() clock (not a duration: a busy main thread that
    * reads the message late must not move the deadline later too).
    */
   peerQuiet(heardAt: number): void {
+    // Within one spell the earliest counts: the peer that stopped hearing us first (a loss one
+    // way) may claim from then on, whatever we heard from it since.
+    this.silentSince = this.quiet ? Math.min(this.silentSince, heardAt) : heardAt;
     this.quiet = true;
-    this.silentSince = heardAt;
     this.ask();
   }
 
