@@ -302,10 +302,8 @@ describe('a peer that says it does not hear us (both paths lost one way)', () =>
       said.length = 0;
       // It stops hearing us (unheardMs is 40): 0, 20, 40, ... ms ago.
       const sentAt = await beats((i) => i * 20);
-      assert.deepEqual(
-        said.map((m) => `${m.type}${m.unheard ? ' unheard' : ''}`),
-        ['peer-quiet unheard'],
-      );
+      // Said again only when a later beat dates it earlier (jitter of a ms or two): unheard throughout.
+      assert.ok(said.length >= 1 && said.every((m) => m.type === 'peer-quiet' && m.unheard), said.map((m) => m.type).join(' '));
       const q = said[0] as { heardAt: number; silentMs: number };
       assert.equal(q.silentMs, 40, 'said at the first beat that says unheardMs');
       // Dated when the peer last heard us: the third beat's send time less 40 ms (loopback: no transit to speak of).
@@ -328,9 +326,16 @@ describe('a peer that says it does not hear us (both paths lost one way)', () =>
       said.length = 0;
       await beats(() => HEARD_NEVER, 'backup');
       assert.deepEqual(
-        said.map((m) => `${m.type}${m.unheard ? ' unheard' : ''}`),
+        said.slice(0, 2).map((m) => `${m.type}${m.unheard ? ' unheard' : ''}`),
         ['peer', 'peer-quiet unheard'],
       );
+      said.length = 0;
+      // A later beat that dates the spell earlier (the first waited in a queue) is said again.
+      await beats(() => 5);
+      said.length = 0;
+      await beats((i) => (i < 2 ? 0 : i === 2 ? 40 : 100));
+      const dated = said.filter((m) => m.type === 'peer-quiet').map((m) => m.heardAt as number);
+      assert.ok(dated.length >= 2 && (dated[1] as number) < (dated[0] as number) - 30, `heardAt said: ${dated.join(' ')}`);
     } finally {
       peer.close();
       await a.stop();
@@ -363,10 +368,13 @@ describe('a peer that says it does not hear us (both paths lost one way)', () =>
         appliedSeq: 0,
         heardAgo: 0,
       };
-      peer.send(encodeHeartbeat(key, { ...hb, echo: got[0]?.incarnation ?? 0, beat: 1 }), base, '127.0.0.1');
+      const echo = got[0]?.incarnation ?? 0;
       got.length = 0;
+      peer.send(encodeHeartbeat(key, { ...hb, echo, beat: 1 }), base, '127.0.0.1');
       await sleep(110);
-      const agos = got.map((h) => h.heardAgo);
+      // A beat of a's already on its way when ours came says HEARD_NEVER still: from the first that does not.
+      const all = got.map((h) => h.heardAgo);
+      const agos = all.slice(all.findIndex((x) => x !== HEARD_NEVER));
       // Heard once, then silence: every later beat says a little more (one beat every 20 ms).
       assert.ok(agos.length >= 3 && agos.every((x) => x < HEARD_NEVER), agos.join(' '));
       for (let i = 1; i < agos.length; i++) assert.ok((agos[i] as number) > (agos[i - 1] as number), agos.join(' '));

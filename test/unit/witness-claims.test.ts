@@ -413,3 +413,80 @@ describe('witness claims: a master told it is unheard (both paths lost one way)'
     }
   });
 });
+
+describe('witness claims: a backup that takes over on evidence while its peer cannot hear it (review, session 14)', () => {
+  // The master resigned (its server died) while its beats said it had not heard the backup for a
+  // long time: the backup took over on that evidence, its quiet spell dated long before, and stood
+  // down at once, without a claim. Nobody served. Its confirm time starts at its takeover.
+  function unheardBackupTakesOver(witness: Witness) {
+    let state: NodeState = initialState(1, { witness: true });
+    const events: HaEvent[] = [];
+    let claims: WitnessClaims | null = null;
+    const dispatch = (e: HaEvent) => {
+      events.push(e);
+      const before = state.role;
+      state = step(state, e).state;
+      if (state.role === 'master' && before !== 'master') claims?.becameMaster(); // as HaNode does
+    };
+    claims = new WitnessClaims(
+      witness,
+      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+      () => state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    dispatch({ type: 'server', up: true });
+    dispatch({ type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
+    assert.equal(state.role, 'backup');
+    dispatch({ type: 'peer-quiet' });
+    claims.peerQuiet(performance.now() - 500); // told: not heard for 500 ms
+    const takeoverAt = performance.now();
+    dispatch({ type: 'peer', peer: { role: 'resigned', term: 2, serverUp: false } });
+    dispatch({ type: 'peer-quiet' });
+    claims.peerQuiet(performance.now() - 520);
+    assert.equal(state.role, 'master');
+    return { claims, events, takeoverAt, role: () => state.role };
+  }
+
+  it('claims at once, and holds the pair when granted', async () => {
+    let asked = 0;
+    const granting: Witness = {
+      claim: async (term) => {
+        asked++;
+        return { verdict: 'granted', reason: 'free', term, validUntil: performance.now() + 1000 };
+      },
+      close: () => {},
+    };
+    const n = unheardBackupTakesOver(granting);
+    try {
+      await sleep(120);
+      assert.ok(asked >= 1, 'it claimed');
+      assert.equal(n.role(), 'master', 'granted: it serves');
+      assert.equal(n.events.filter((e) => e.type === 'witness-lapsed').length, 0);
+    } finally {
+      n.claims.stop();
+    }
+  });
+
+  it('with no answer, stands down a confirm time after its takeover, not at once', async () => {
+    let asked = 0;
+    const never: Witness = {
+      claim: () => {
+        asked++;
+        return new Promise<WitnessVerdict>(() => {});
+      },
+      close: () => {},
+    };
+    const n = unheardBackupTakesOver(never);
+    try {
+      await sleep(20);
+      assert.equal(n.role(), 'master', 'still master 20 ms after its takeover (confirm time 50 ms)');
+      assert.ok(asked >= 1, 'it claimed');
+      await sleep(80);
+      assert.equal(n.role(), 'resigned', 'no grant within the confirm time: stood down');
+    } finally {
+      n.claims.stop();
+    }
+  });
+});

@@ -145,7 +145,9 @@ export class HaNode {
       // No quiet events without the head start (a Lease witness): the master claims at peer loss.
       quietMs: cfg.witness?.headStart === false ? 2 ** 31 - 1 : cfg.intervalMs * quietIntervals(cfg.misses),
       // Told it is unheard, a master claims in either mode: the peer claims at its loss verdict.
-      unheardMs: cfg.intervalMs * quietIntervals(cfg.misses),
+      // Two intervals: a whole beat missed, never the jitter of beats on time (at 4 misses one
+      // interval was, and the witness would be asked all the time).
+      unheardMs: 2 * cfg.intervalMs,
       mainHungMs: cfg.mainHungMs,
     });
     this.keys = cfg.keys;
@@ -514,6 +516,7 @@ export class HaNode {
     }
     const now = performance.now();
     this.log.info({ from: before.role, to: d.state.role, term: d.state.term, reason: d.reason, event: e.type }, 'role change');
+    if (d.state.role === 'master' && before.role !== 'master') this.claims?.becameMaster();
     const timeline: Timeline = { detectedAt: now, reason: d.reason };
     // Leaving master: stop serving at once (synchronously), then clean up.
     if (before.role === 'master' && d.state.role !== 'master') {

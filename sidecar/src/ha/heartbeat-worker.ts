@@ -107,6 +107,8 @@ let everHeard = false;
 let lost = true;
 /** The peer says it does not hear us, and 'peer-quiet' was said for it. */
 let unheard = false;
+/** When the peer last heard us, as last said in 'peer-quiet' (epoch ms). */
+let unheardSaidAt = 0;
 /** 'peer-quiet' was said for this silence: the next beat is told even if nothing changed. */
 let quiet = false;
 let quietTimer: NodeJS.Timeout | null = null;
@@ -253,14 +255,13 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
       from,
     } satisfies FromWorker);
   }
-  // Said again after a 'peer' (which ends a quiet spell on the main thread) while it lasts.
-  if (unheardNow && (!unheard || told)) {
-    port.postMessage({
-      type: 'peer-quiet',
-      silentMs: hb.heardAgo,
-      heardAt: performance.timeOrigin + lastHeard - hb.heardAgo,
-      unheard: true,
-    } satisfies FromWorker);
+  // Said again after a 'peer' (which ends a quiet spell on the main thread) while it lasts,
+  // and when a later beat dates it earlier (the first may have waited in a queue): the
+  // master's deadline counts from the earliest.
+  const heardAt = performance.timeOrigin + lastHeard - hb.heardAgo;
+  if (unheardNow && (!unheard || told || heardAt < unheardSaidAt - 1)) {
+    unheardSaidAt = heardAt;
+    port.postMessage({ type: 'peer-quiet', silentMs: hb.heardAgo, heardAt, unheard: true } satisfies FromWorker);
   }
   unheard = unheardNow;
 };
@@ -350,10 +351,11 @@ const tick = setInterval(() => {
     mainHung = true;
   } else {
     mainHung = false;
-    // A late tick (this thread was not scheduled) may find the peer's beats unread in the
-    // socket: ours would tell the peer we had not heard it, and a master would claim the
-    // witness for nothing. Such a beat, late already, goes once they are read.
-    if ((tickGaps[tickGaps.length - 1] as number) > 1.5 * cfg.intervalMs) judgeAfterPendingIo(send);
+    // The peer's beat is overdue: it may wait unread in the socket (this thread was not
+    // scheduled, or its tick fell just before the read), and ours would tell the peer we had
+    // not heard it, so a master would claim the witness for nothing. Such a beat goes once
+    // the socket is read: a poll later (a few more if this thread is stalled). On time, at once.
+    if (!lost && performance.now() - lastHeard >= cfg.intervalMs) judgeAfterPendingIo(send);
     else send();
   }
   port.postMessage({ type: 'counts', drops, heard, tickGapsMs: tickGaps } satisfies FromWorker);

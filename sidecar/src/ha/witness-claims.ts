@@ -66,6 +66,8 @@ export class WitnessClaims {
   private masterLeaseUntil = 0;
   /** When the peer was last heard before this silence (performance.now() ms). */
   private silentSince = performance.now();
+  /** When this node last became master (performance.now() ms). */
+  private masterSince = 0;
   /** This silence began as a quiet spell (silentSince is from then). */
   private quiet = false;
   /** Fires at the confirm deadline: the 20 ms claim loop alone would overshoot it. */
@@ -155,6 +157,12 @@ export class WitnessClaims {
     this.ask();
   }
 
+  /** This node just became master: if silence decides, it claims now, and its confirm time starts now. */
+  becameMaster(): void {
+    this.masterSince = performance.now();
+    this.ask();
+  }
+
   /** The peer is heard: a quiet spell is over, its deadline too. */
   peerHeard(): void {
     this.quiet = false;
@@ -174,7 +182,12 @@ export class WitnessClaims {
     // A guard before the lease's end: validUntil counts from the claim's send, the peer is
     // granted once the arbiter's lease ran out; the guard is room for this timer being late.
     const leaseBy = this.validUntil - LEASE_GUARD_MS;
-    const confirmBy = Math.max(leaseBy, this.silentSince + this.timing.confirmMs, this.staleUntil);
+    // A node that became master during the silence (on evidence: the peer resigned while it
+    // could not hear us) gets its confirm time from then: it had no reason to claim before,
+    // and must claim before it is judged (it stood down at once, without a claim, and
+    // nobody served: review of session 14).
+    const since = Math.max(this.silentSince, this.masterSince);
+    const confirmBy = Math.max(leaseBy, since + this.timing.confirmMs, this.staleUntil);
     if (performance.now() < confirmBy) {
       this.armLapse(confirmBy);
       return false;
