@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import { decodeHeartbeat, encodeHeartbeat, HEARD_NEVER } from '../../contract/wire.ts';
 import { Heartbeats } from '../../sidecar/src/ha/heartbeat.ts';
+import type { FromWorker } from '../../sidecar/src/ha/heartbeat-worker.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -378,6 +379,57 @@ describe('a peer that says it does not hear us (both paths lost one way)', () =>
       // Heard once, then silence: every later beat says a little more (one beat every 20 ms).
       assert.ok(agos.length >= 3 && agos.every((x) => x < HEARD_NEVER), agos.join(' '));
       for (let i = 1; i < agos.length; i++) assert.ok((agos[i] as number) > (agos[i - 1] as number), agos.join(' '));
+    } finally {
+      peer.close();
+      await a.stop();
+    }
+  });
+});
+
+describe('a peer counted lost', () => {
+  // Twice (CI, as pods and on the attack bed) a backup counted a live master lost after 107 ms
+  // while neither side's heartbeat thread ran late; nothing said why. The loss now says what
+  // this side saw in the silence.
+  it('says what this side saw in the silence: drops by reason, copies of the last beat, its longest tick gap', async () => {
+    const key = randomBytes(32);
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const a = new Heartbeats(twoOnLoopback(key, 0, base, base + 1));
+    const peer = createSocket('udp4');
+    await new Promise<void>((r) => peer.bind(base + 1, '127.0.0.1', r));
+    let echo = 0;
+    peer.on('message', (b) => {
+      const hb = decodeHeartbeat(key, b);
+      if (typeof hb !== 'string') echo = hb.incarnation;
+    });
+    let lost: Extract<FromWorker, { type: 'peer-lost' }> | null = null;
+    a.onMessage = (m) => {
+      if (m.type === 'peer-lost') lost = m;
+    };
+    try {
+      await a.ready();
+      while (echo === 0) await sleep(10);
+      const hb = {
+        ordinal: 1 as const,
+        role: 'backup' as const,
+        serverUp: true,
+        term: 2,
+        incarnation: Date.now(),
+        echo,
+        appliedSeq: 0,
+        heardAgo: 0,
+      };
+      const counted = encodeHeartbeat(key, { ...hb, beat: 1 });
+      peer.send(counted, base, '127.0.0.1');
+      await sleep(20);
+      // Then: the same beat again (its copy by the other path), and beats under another key.
+      peer.send(counted, base, '127.0.0.1');
+      for (let i = 2; i < 5; i++) peer.send(encodeHeartbeat(randomBytes(32), { ...hb, beat: i }), base, '127.0.0.1');
+      await sleep(200);
+      const l = lost as Extract<FromWorker, { type: 'peer-lost' }> | null;
+      assert.ok(l, 'the peer was counted lost');
+      assert.equal(l.sinceHeard.duplicates, 1);
+      assert.equal(l.sinceHeard.drops.hmac, 3);
+      assert.ok(l.sinceHeard.maxTickGapMs >= 15, `longest tick gap ${l.sinceHeard.maxTickGapMs} ms`);
     } finally {
       peer.close();
       await a.stop();

@@ -467,7 +467,7 @@ export class HaNode {
       this.dispatch({ type: 'peer-quiet' });
       this.claims?.peerQuiet(m.heardAt - performance.timeOrigin);
     } else if (m.type === 'peer-lost') {
-      this.log.warn({ silentMs: m.silentMs }, 'peer heartbeats lost');
+      this.log.warn({ silentMs: m.silentMs, sinceHeard: m.sinceHeard }, 'peer heartbeats lost');
       this.dispatch({ type: 'peer-lost' });
       this.claims?.peerLost(m.heardAt - performance.timeOrigin);
     } else if (m.type === 'beat-out') {

@@ -56,7 +56,8 @@ export type ToWorker =
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number; from: string }
-  | { type: 'peer-lost'; silentMs: number; heardAt: number }
+  /** `sinceHeard`: what this thread saw in the silence, so a loss can be told from a lost beat's cause. */
+  | { type: 'peer-lost'; silentMs: number; heardAt: number; sinceHeard: SilenceEvidence }
   /**
    * The peer has been silent for `quietMs`, well before it counts as lost: a
    * master asks the witness now, so that it holds the lease before the peer
@@ -146,8 +147,19 @@ const quietVerdict = () => {
 let lastPeer = '';
 let drops: Record<string, number> = {};
 let heard: Record<string, number> = {};
+/** What happened on this side since the peer's last counted beat (reset by each). */
+export interface SilenceEvidence {
+  /** Our drops by reason (beats of the peer we refused, our own sends that failed). */
+  drops: Record<string, number>;
+  /** Copies of the latest counted beat (its second path): the peer's beats did arrive, only not newer ones. */
+  duplicates: number;
+  /** The longest gap between this thread's ticks (ms): how late we ran. */
+  maxTickGapMs: number;
+}
+let sinceHeard: SilenceEvidence = { drops: {}, duplicates: 0, maxTickGapMs: 0 };
 const dropped = (reason: string) => {
   drops[reason] = (drops[reason] ?? 0) + 1;
+  sinceHeard.drops[reason] = (sinceHeard.drops[reason] ?? 0) + 1;
 };
 
 // A large receive buffer, so a burst of junk does not push the real beats out (the kernel caps
@@ -220,11 +232,15 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   // Replays (of this start or an earlier one) and reordering do not count; the same beat
   // by the other path is no news.
   const stale = freshness.judge(hb, lost);
-  if (stale === 'duplicate') return;
+  if (stale === 'duplicate') {
+    sinceHeard.duplicates++;
+    return;
+  }
   if (stale !== null) return dropped(stale === 'unechoed' ? 'unechoed' : 'stale');
   heard[path] = (heard[path] ?? 0) + 1;
   lastHeard = performance.now();
   everHeard = true;
+  sinceHeard = { drops: {}, duplicates: 0, maxTickGapMs: 0 };
   // Its own timer, not the tick: said exactly quietMs after the last beat, which is what
   // gives the master its head start over the peer's claim (decision 0005).
   if (quietTimer) quietTimer.refresh();
@@ -341,6 +357,7 @@ let tickGaps: number[] = [];
 const tick = setInterval(() => {
   const tickAt = performance.now();
   tickGaps.push(tickAt - lastTickAt);
+  sinceHeard.maxTickGapMs = Math.max(sinceHeard.maxTickGapMs, Math.round(tickAt - lastTickAt));
   lastTickAt = tickAt;
   misfitWindow.push(keyMisfits);
   keyMisfits = 0;
@@ -381,6 +398,7 @@ const lossVerdict = () => {
       type: 'peer-lost',
       silentMs: Math.round(silent),
       heardAt: performance.timeOrigin + lastHeard,
+      sinceHeard,
     } satisfies FromWorker);
   } else judgeKeys();
 };
