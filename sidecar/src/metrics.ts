@@ -197,6 +197,15 @@ export function createMetrics() {
     registers: [registry],
   });
   for (const verdict of ['granted', 'refused', 'unreachable']) witnessClaims.inc({ verdict }, 0);
+  // A new master must hold a grant within its confirm time (500 ms with a Lease): how much of it
+  // the witness's answers take, on this node's API server path.
+  const witnessClaimSeconds = new Histogram({
+    name: 'sipha_witness_claim_seconds',
+    help: 'Time from sending a claim to the witness until its verdict, by verdict (unreachable: up to the claim deadline)',
+    labelNames: ['verdict'] as const,
+    buckets: [0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
   const heartbeatDrops = new Counter({
     name: 'sipha_heartbeats_dropped_total',
     help: 'Heartbeats dropped, by reason: size, magic, version, hmac, field, same-ordinal, unechoed (made before this start, or a peer that has not heard us yet), stale (replayed or reordered)',
@@ -261,6 +270,7 @@ export function createMetrics() {
     replicationLag,
     takeoverSeconds,
     witnessClaims,
+    witnessClaimSeconds,
     heartbeatDrops,
     heartbeatsHeard,
     heartbeatTickGap,

@@ -490,3 +490,67 @@ describe('witness claims: a backup that takes over on evidence while its peer ca
     }
   });
 });
+
+describe('witness claims: a backup that takes over from a master that handed over (cluster e2e, session 14)', () => {
+  // A pod deleted: its master resigns, the backup takes over on that evidence, and the old
+  // master's beats stop a few tens of ms later. The new master must then hold a grant within its
+  // confirm time, while the API server is busy with the very pods that moved: a claim sent only
+  // once the silence began took over 500 ms, it stood down and nobody served (16 probes lost).
+  // It claims at its takeover instead, as it would a little later to hold the lease for a
+  // backup not in sync.
+  it('claims at its takeover, so a slow witness answers before the confirm deadline of the silence after it', async () => {
+    let state: NodeState = initialState(1, { witness: true });
+    const events: HaEvent[] = [];
+    let claims: WitnessClaims | null = null;
+    const dispatch = (e: HaEvent) => {
+      events.push(e);
+      const before = state.role;
+      state = step(state, e).state;
+      if (state.role === 'master' && before !== 'master') claims?.becameMaster(); // as HaNode does
+    };
+    const askedAt: number[] = [];
+    const slow: Witness = {
+      claim: async (term) => {
+        askedAt.push(performance.now());
+        await sleep(120);
+        return { verdict: 'granted', reason: 'free', term, validUntil: performance.now() + 1000 };
+      },
+      close: () => {},
+    };
+    claims = new WitnessClaims(
+      slow,
+      { renewMs: 10_000, confirmMs: 150, listenMs: LISTEN_MS, holdRenewMs: 10_000 },
+      () => state,
+      dispatch,
+      createMetrics(),
+      createLogger('silent', 'test'),
+    );
+    claims.holdWhile = () => true; // the new master's backup (the old master) is not in sync
+    claims.start();
+    try {
+      dispatch({ type: 'server', up: true });
+      dispatch({ type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
+      assert.equal(state.role, 'backup');
+      const takeoverAt = performance.now();
+      dispatch({ type: 'peer', peer: { role: 'resigned', term: 2, serverUp: true } });
+      assert.equal(state.role, 'master');
+      // Its last beat 20 ms after the takeover, counted lost 60 ms later: confirm by +170 ms.
+      await sleep(80);
+      dispatch({ type: 'peer-lost' });
+      claims.peerLost(takeoverAt + 20);
+      await sleep(300);
+      assert.ok(
+        (askedAt[0] ?? Number.POSITIVE_INFINITY) - takeoverAt < 20,
+        `first claim ${((askedAt[0] ?? 0) - takeoverAt).toFixed(0)} ms after the takeover`,
+      );
+      assert.deepEqual(
+        events.filter((e) => e.type === 'witness-lapsed'),
+        [],
+        'granted before its deadline: it did not stand down',
+      );
+      assert.equal(state.role, 'master');
+    } finally {
+      claims.stop();
+    }
+  });
+});

@@ -55,6 +55,8 @@ const LEASE_GUARD_MS = 40;
 export class WitnessClaims {
   private timer: NodeJS.Timeout | null = null;
   private inFlight = false;
+  /** When the claim in flight (or the last one) was sent (performance.now() ms). */
+  private sentAt = 0;
   /** Our lease runs until then (performance.now() ms); 0: none. */
   private validUntil = 0;
   /**
@@ -157,10 +159,17 @@ export class WitnessClaims {
     this.ask();
   }
 
-  /** This node just became master: if silence decides, it claims now, and its confirm time starts now. */
+  /**
+   * This node just became master: if silence decides, it claims now, and its confirm time starts
+   * now. If not (its peer is heard: it resigned, handed over, or its server died), it claims now
+   * anyway when it would hold the lease for a backup not in sync, rather than at the next hold
+   * tick: that peer is often about to go silent (a pod deleted), and a claim sent only then may
+   * not be answered within the confirm time by an API server busy with those very pods.
+   */
   becameMaster(): void {
     this.masterSince = performance.now();
     this.ask();
+    this.hold();
   }
 
   /** The peer is heard: a quiet spell is over, its deadline too. */
@@ -192,8 +201,19 @@ export class WitnessClaims {
       this.armLapse(confirmBy);
       return false;
     }
-    if (final) this.dispatch({ type: 'witness-lapsed' });
-    else this.lapseAfterPendingIo();
+    if (final) {
+      // How long the witness has kept us waiting: the story of a stand-down on a slow API server.
+      const now = performance.now();
+      this.log.warn(
+        {
+          confirmMs: this.timing.confirmMs,
+          sinceSilentMs: Math.round(now - since),
+          claimInFlightMs: this.inFlight ? Math.round(now - this.sentAt) : null,
+        },
+        'no grant from the witness within the confirm time: standing down',
+      );
+      this.dispatch({ type: 'witness-lapsed' });
+    } else this.lapseAfterPendingIo();
     return true;
   }
 
@@ -228,9 +248,12 @@ export class WitnessClaims {
     if (this.inFlight) return;
     this.inFlight = true;
     const term = claimTerm(s);
+    const sentAt = performance.now();
+    this.sentAt = sentAt;
     void this.witness.claim(term).then((v) => {
       this.inFlight = false;
       this.metrics.witnessClaims.inc({ verdict: v.verdict });
+      this.metrics.witnessClaimSeconds.observe({ verdict: v.verdict }, (performance.now() - sentAt) / 1000);
       const now = this.state();
       // A grant to this master at its term is its lease, asked in silence or to hold it.
       if (v.verdict === 'granted' && now.role === 'master' && claimTerm(now) === term) {
