@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { MessageChannel } from 'node:worker_threads';
 import { type HaEvent, initialState, type NodeState, step } from '../../sidecar/src/ha/roles.ts';
 import type { Witness, WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
-import { WitnessClaims } from '../../sidecar/src/ha/witness-claims.ts';
+import { WitnessClaims, type WitnessTiming } from '../../sidecar/src/ha/witness-claims.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
 import { createMetrics } from '../../sidecar/src/metrics.ts';
 
@@ -414,39 +414,37 @@ describe('witness claims: a master told it is unheard (both paths lost one way)'
   });
 });
 
+/** A backup (ordinal 1) of a master heard at term 2, its claim loop wired as HaNode wires it. */
+function backupOfAMaster(witness: Witness, timing: WitnessTiming) {
+  let state: NodeState = initialState(1, { witness: true });
+  const events: HaEvent[] = [];
+  const dispatch = (e: HaEvent) => {
+    events.push(e);
+    const before = state.role;
+    state = step(state, e).state;
+    if (state.role === 'master' && before !== 'master') claims.becameMaster(); // as HaNode does
+  };
+  const claims = new WitnessClaims(witness, timing, () => state, dispatch, createMetrics(), createLogger('silent', 'test'));
+  dispatch({ type: 'server', up: true });
+  dispatch({ type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
+  assert.equal(state.role, 'backup');
+  return { claims, events, dispatch, role: () => state.role };
+}
+
 describe('witness claims: a backup that takes over on evidence while its peer cannot hear it (review, session 14)', () => {
   // The master resigned (its server died) while its beats said it had not heard the backup for a
   // long time: the backup took over on that evidence, its quiet spell dated long before, and stood
   // down at once, without a claim. Nobody served. Its confirm time starts at its takeover.
   function unheardBackupTakesOver(witness: Witness) {
-    let state: NodeState = initialState(1, { witness: true });
-    const events: HaEvent[] = [];
-    let claims: WitnessClaims | null = null;
-    const dispatch = (e: HaEvent) => {
-      events.push(e);
-      const before = state.role;
-      state = step(state, e).state;
-      if (state.role === 'master' && before !== 'master') claims?.becameMaster(); // as HaNode does
-    };
-    claims = new WitnessClaims(
-      witness,
-      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-      () => state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
-    dispatch({ type: 'server', up: true });
-    dispatch({ type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
-    assert.equal(state.role, 'backup');
-    dispatch({ type: 'peer-quiet' });
-    claims.peerQuiet(performance.now() - 500); // told: not heard for 500 ms
+    const n = backupOfAMaster(witness, { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS });
+    n.dispatch({ type: 'peer-quiet' });
+    n.claims.peerQuiet(performance.now() - 500); // told: not heard for 500 ms
     const takeoverAt = performance.now();
-    dispatch({ type: 'peer', peer: { role: 'resigned', term: 2, serverUp: false } });
-    dispatch({ type: 'peer-quiet' });
-    claims.peerQuiet(performance.now() - 520);
-    assert.equal(state.role, 'master');
-    return { claims, events, takeoverAt, role: () => state.role };
+    n.dispatch({ type: 'peer', peer: { role: 'resigned', term: 2, serverUp: false } });
+    n.dispatch({ type: 'peer-quiet' });
+    n.claims.peerQuiet(performance.now() - 520);
+    assert.equal(n.role(), 'master');
+    return { ...n, takeoverAt };
   }
 
   it('claims at once, and holds the pair when granted', async () => {
@@ -499,15 +497,6 @@ describe('witness claims: a backup that takes over from a master that handed ove
   // It claims at its takeover instead, as it would a little later to hold the lease for a
   // backup not in sync.
   it('claims at its takeover, so a slow witness answers before the confirm deadline of the silence after it', async () => {
-    let state: NodeState = initialState(1, { witness: true });
-    const events: HaEvent[] = [];
-    let claims: WitnessClaims | null = null;
-    const dispatch = (e: HaEvent) => {
-      events.push(e);
-      const before = state.role;
-      state = step(state, e).state;
-      if (state.role === 'master' && before !== 'master') claims?.becameMaster(); // as HaNode does
-    };
     const askedAt: number[] = [];
     const slow: Witness = {
       claim: async (term) => {
@@ -517,23 +506,18 @@ describe('witness claims: a backup that takes over from a master that handed ove
       },
       close: () => {},
     };
-    claims = new WitnessClaims(
-      slow,
-      { renewMs: 10_000, confirmMs: 150, listenMs: LISTEN_MS, holdRenewMs: 10_000 },
-      () => state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
+    const { claims, dispatch, events, role } = backupOfAMaster(slow, {
+      renewMs: 10_000,
+      confirmMs: 150,
+      listenMs: LISTEN_MS,
+      holdRenewMs: 10_000,
+    });
     claims.holdWhile = () => true; // the new master's backup (the old master) is not in sync
     claims.start();
     try {
-      dispatch({ type: 'server', up: true });
-      dispatch({ type: 'peer', peer: { role: 'master', term: 2, serverUp: true } });
-      assert.equal(state.role, 'backup');
       const takeoverAt = performance.now();
       dispatch({ type: 'peer', peer: { role: 'resigned', term: 2, serverUp: true } });
-      assert.equal(state.role, 'master');
+      assert.equal(role(), 'master');
       // Its last beat 20 ms after the takeover, counted lost 60 ms later: confirm by +170 ms.
       await sleep(80);
       dispatch({ type: 'peer-lost' });
@@ -548,7 +532,7 @@ describe('witness claims: a backup that takes over from a master that handed ove
         [],
         'granted before its deadline: it did not stand down',
       );
-      assert.equal(state.role, 'master');
+      assert.equal(role(), 'master');
     } finally {
       claims.stop();
     }

@@ -53,6 +53,16 @@ export type ToWorker =
    */
   | { type: 'stall'; ms: number; at?: 'now' | 'after-tick' }
   | { type: 'stop' };
+/** What happened on this side since the peer's last counted beat (reset by each). */
+export interface SilenceEvidence {
+  /** Our drops by reason (beats of the peer we refused, our own sends that failed). */
+  drops: Record<string, number>;
+  /** Copies of the latest counted beat (its second path): the peer's beats did arrive, only not newer ones. */
+  duplicates: number;
+  /** The longest gap between this thread's ticks (ms): how late we ran. */
+  maxTickGapMs: number;
+}
+
 export type FromWorker =
   /** `from`: the address the peer's beats come from (it may differ from where ours go: a moved peer). */
   | { type: 'peer'; role: Role; term: number; serverUp: boolean; appliedSeq: number; from: string }
@@ -106,10 +116,11 @@ let lastHeard = 0;
 /** A beat of the peer counted since this thread started (our beats say HEARD_NEVER before). */
 let everHeard = false;
 let lost = true;
-/** The peer says it does not hear us, and 'peer-quiet' was said for it. */
-let unheard = false;
-/** When the peer last heard us, as last said in 'peer-quiet' (epoch ms). */
-let unheardSaidAt = 0;
+/**
+ * The peer says it does not hear us, and 'peer-quiet' was said for it: when the peer last heard
+ * us, as last said (epoch ms). null: the peer hears us.
+ */
+let unheardSince: number | null = null;
 /** 'peer-quiet' was said for this silence: the next beat is told even if nothing changed. */
 let quiet = false;
 let quietTimer: NodeJS.Timeout | null = null;
@@ -147,15 +158,6 @@ const quietVerdict = () => {
 let lastPeer = '';
 let drops: Record<string, number> = {};
 let heard: Record<string, number> = {};
-/** What happened on this side since the peer's last counted beat (reset by each). */
-export interface SilenceEvidence {
-  /** Our drops by reason (beats of the peer we refused, our own sends that failed). */
-  drops: Record<string, number>;
-  /** Copies of the latest counted beat (its second path): the peer's beats did arrive, only not newer ones. */
-  duplicates: number;
-  /** The longest gap between this thread's ticks (ms): how late we ran. */
-  maxTickGapMs: number;
-}
 let sinceHeard: SilenceEvidence = { drops: {}, duplicates: 0, maxTickGapMs: 0 };
 const dropped = (reason: string) => {
   drops[reason] = (drops[reason] ?? 0) + 1;
@@ -257,7 +259,7 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   // both ways. A peer that just started and has not heard us yet is no such threat.
   const unheardNow = hb.heardAgo >= cfg.unheardMs && !(hb.heardAgo === HEARD_NEVER && hb.role === 'starting');
   let told = false;
-  if (lost || quiet || view !== lastPeer || (unheard && !unheardNow)) {
+  if (lost || quiet || view !== lastPeer || (unheardSince !== null && !unheardNow)) {
     lost = false;
     quiet = false;
     lastPeer = view;
@@ -275,11 +277,11 @@ const onBeat = (b: Buffer, from: string, path: 'udp' | 'stream') => {
   // and when a later beat dates it earlier (the first may have waited in a queue): the
   // master's deadline counts from the earliest.
   const heardAt = performance.timeOrigin + lastHeard - hb.heardAgo;
-  if (unheardNow && (!unheard || told || heardAt < unheardSaidAt - 1)) {
-    unheardSaidAt = heardAt;
+  if (!unheardNow) unheardSince = null;
+  else if (unheardSince === null || told || heardAt < unheardSince - 1) {
+    unheardSince = heardAt;
     port.postMessage({ type: 'peer-quiet', silentMs: hb.heardAgo, heardAt, unheard: true } satisfies FromWorker);
   }
-  unheard = unheardNow;
 };
 
 // The peer is known by the pair's key, not by its address: a rescheduled pod
@@ -390,7 +392,7 @@ const lossVerdict = () => {
   const silent = performance.now() - lastHeard;
   if (!lost && silent > deadline) {
     lost = true;
-    unheard = false;
+    unheardSince = null;
     lastPeer = '';
     // A mismatch is said before the loss: a peer heard with another key is not a dead peer.
     judgeKeys();
