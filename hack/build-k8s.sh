@@ -22,6 +22,12 @@ want=("${k8s_cmds[@]}" etcd helm "coredns-$COREDNS_VERSION")
 
 have_all() { for b in "${want[@]}"; do [ -x "$BIN/$b" ] || return 1; done; }
 if have_all; then echo "$BIN"; exit 0; fi
+# One build per cache at a time: hack/test.sh builds in the background while a test may ask
+# for the same binaries. Wait for the build under way, then look again.
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.build-k8s.lock"
+flock 8
+if have_all; then echo "$BIN"; exit 0; fi
 
 command -v go >/dev/null || { echo "build-k8s: the Go toolchain is needed (go not on PATH)" >&2; exit 1; }
 mkdir -p "$BIN"

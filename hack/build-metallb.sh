@@ -39,6 +39,15 @@ if have_all; then
   echo "$OUT"
   exit 0
 fi
+# One build per cache at a time: hack/test.sh builds in the background while a test may ask
+# for the same binaries. Wait for the build under way, then look again.
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.build-metallb.lock"
+flock 8
+if have_all; then
+  echo "$OUT"
+  exit 0
+fi
 
 command -v go >/dev/null || {
   echo "build-metallb: the Go toolchain is needed (go not on PATH)" >&2

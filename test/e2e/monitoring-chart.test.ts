@@ -3,7 +3,7 @@
  * Operator's own CRDs: the PodMonitor, the PrometheusRule and the dashboard
  * ConfigMap are accepted under strict field validation (a misspelt field or a
  * wrong type is refused, not pruned), and none is rendered by default.
- * promtool's checks of the rules are in test/integration/alerts.test.ts.
+ * promtool's checks of the rules are in test/e2e/alerts.test.ts.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
