@@ -14,7 +14,11 @@ export const DEFAULT_RESOURCES = {
   sipServer: { requests: { cpu: '500m', memory: '256Mi' }, limits: { cpu: '500m', memory: '256Mi' } },
   // Measured 162 MiB RSS at 1000 registrations + calls, 223 MiB at 11k; Node's heap limit
   // under a 512 MiB cgroup is 259 MiB, so V8 collects before the kernel kills.
-  sidecar: { requests: { cpu: '500m', memory: '512Mi' }, limits: { cpu: '500m', memory: '512Mi' } },
+  // A whole CPU: the limit is a CFS quota that pauses every thread of the container, the
+  // heartbeat thread too, once the period's share is spent. At 500m the sidecars were paused
+  // 50-60 ms of each 100 ms period after a (re)start and during state bursts on the test
+  // cluster (cpu.stat, session 15), and the peer counted a live node lost (100 ms).
+  sidecar: { requests: { cpu: '1', memory: '512Mi' }, limits: { cpu: '1', memory: '512Mi' } },
 } as const satisfies Record<string, ContainerResources>;
 
 /** What the spec says, or the default as a whole: a partial spec is the user's choice, never mixed with ours. */

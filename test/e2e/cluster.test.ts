@@ -240,6 +240,16 @@ describe('sipha on a two-node cluster: helm install, kubectl apply, pod-level fa
       injectFault(fault, master);
       const o = outage(await probe.done, faultNs, 10);
       console.log(`${fault}: gap ${o.gapMs} ms (interruption ${o.interruptionMs} ms, ${o.lostAfter} probes lost after it)`);
+      if (o.gapMs === null) {
+        // The story before the assertion: what each sidecar said since the fault (the witness, roles, stops).
+        const said = (pod: string) =>
+          sidecarSaid(pod, /role change|witness|standing down|stopping|handed|serving|peer|fence/, 40, 3000);
+        console.log(
+          `${fault}: the VIP did not answer again\n${pairStory()}\n${pods()
+            .map((p) => `${p.name}:\n${said(p.name)}`)
+            .join('\n')}`,
+        );
+      }
       assert.ok(o.gapMs !== null, 'the VIP answers again');
       assert.equal(o.lostAfter, 0, 'one outage, then every probe answered');
       await until(() => isMaster(backup.name), 20_000, 'the backup is master (its pod says so)');
