@@ -1,6 +1,5 @@
 /** Kubernetes clients and the few error helpers every room needs. */
 import * as k8s from '@kubernetes/client-node';
-import { reuseConnections } from '../../contract/kube-connections.ts';
 
 export interface Kube {
   kc: k8s.KubeConfig;
@@ -15,8 +14,6 @@ export function connect(kubeconfig?: string): Kube {
   const kc = new k8s.KubeConfig();
   if (kubeconfig) kc.loadFromFile(kubeconfig);
   else kc.loadFromDefault();
-  // One connection pool for every client below (client-node 2.0 opens one per request).
-  reuseConnections(kc);
   return {
     kc,
     objects: k8s.KubernetesObjectApi.makeApiClient(kc),

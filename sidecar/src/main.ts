@@ -4,7 +4,6 @@
  */
 
 import { lookup } from 'node:dns/promises';
-import { reuseConnections } from '../../contract/kube-connections.ts';
 import { loadConfig } from './config.ts';
 import { HaNode } from './ha/ha-node.ts';
 import { startHttp } from './http.ts';
@@ -143,7 +142,6 @@ async function main(): Promise<void> {
       const { readPairTerm } = await import('./kube/term-seed.ts');
       const kc = new k8s.KubeConfig();
       kc.loadFromCluster();
-      reuseConnections(kc);
       const kubeLog = log.child({ room: 'kube' });
       const node = ha;
       // The reporter keeps the latest report and retries it until it lands; it never throws.

@@ -159,17 +159,10 @@ export class WitnessClaims {
     this.ask();
   }
 
-  /**
-   * This node just became master: if silence decides, it claims now, and its confirm time starts
-   * now. If not (its peer is heard: it resigned, handed over, or its server died), it claims now
-   * anyway when it would hold the lease for a backup not in sync, rather than at the next hold
-   * tick: that peer is often about to go silent (a pod deleted), and a claim sent only then may
-   * not be answered within the confirm time by an API server busy with those very pods.
-   */
+  /** This node just became master: if silence decides, it claims now, and its confirm time starts now. */
   becameMaster(): void {
     this.masterSince = performance.now();
     this.ask();
-    this.hold();
   }
 
   /** The peer is heard: a quiet spell is over, its deadline too. */

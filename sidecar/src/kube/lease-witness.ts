@@ -9,15 +9,6 @@
  * decide again. Every claim has a deadline; past it the verdict is
  * `unreachable`.
  *
- * A claim is one write, no read, when the last copy of the Lease this side
- * holds (from its watch, its last read or its own last write) says it would
- * be granted: the optimistic lock refuses the write if that copy is stale, and
- * the claim then reads and decides again. client-go's leader election renews
- * the same way. A new master must have its grant within the confirm time
- * while the API server is busy with the very pods that moved (the cluster
- * e2e, session 14: a read and a write took over 500 ms); half the round trips
- * is that much room. A refusal is always decided on a fresh read.
- *
  * Expiry is judged as client-go's leader election does, without trusting
  * another pod's clock: a holder's lease runs `leaseDurationSeconds` from the
  * moment THIS process first saw its current resourceVersion. A side that
@@ -52,11 +43,8 @@ export interface LeaseWitnessOptions {
   readonly timeoutMs?: number;
 }
 
-/**
- * Decisions per claim: the first on the copy held, up to three on a fresh read. A
- * claim that keeps losing the race answers `unreachable` ('conflict').
- */
-const MAX_ROUNDS = 4;
+/** Reads and writes per claim: a claim that keeps losing the race answers `unreachable` ('conflict'). */
+const MAX_ROUNDS = 3;
 /** Claims waiting behind the one in flight; more answer `unreachable` ('busy') at once. */
 const MAX_QUEUED = 2;
 
@@ -77,12 +65,8 @@ export class LeaseWitness implements Witness {
   private closed = false;
   private readonly aborts = new Set<AbortController>();
   private watch: ResilientWatch | null = null;
-  /** The newest copy of the Lease this side has (watch, read or own write); undefined: not known. */
-  private latest: { lease: k8s.V1Lease | null } | undefined;
   /** Writes refused with 409 (someone wrote between our read and our write); a counter for metrics. */
   conflicts = 0;
-  /** Requests sent, for metrics and tests: a claim on a current copy is one write. */
-  readonly requests = { reads: 0, writes: 0 };
 
   constructor(opts: LeaseWitnessOptions) {
     this.opts = opts;
@@ -133,13 +117,8 @@ export class LeaseWitness implements Witness {
         silenceMs: 60_000,
       },
       (type, obj) => {
-        if (type === 'DELETED') {
-          this.observed = null;
-          this.latest = { lease: null };
-        } else {
-          this.see(obj.metadata?.resourceVersion ?? '', performance.now());
-          this.latest = { lease: obj as k8s.V1Lease };
-        }
+        if (type === 'DELETED') this.observed = null;
+        else this.see(obj.metadata?.resourceVersion ?? '', performance.now());
       },
       log ?? quietLog,
     );
@@ -155,13 +134,10 @@ export class LeaseWitness implements Witness {
     try {
       for (let round = 0; round < MAX_ROUNDS; round++) {
         signal.throwIfAborted();
-        const copy = round === 0 ? this.latest : undefined;
-        const lease = copy ? copy.lease : await this.read(options);
+        const lease = await this.read(options);
         const now = performance.now();
         const record = this.recordOf(lease, now);
         const d = decideClaim(record, { ordinal: this.opts.ordinal, term, ttlMs: this.durationS * 1000 }, now);
-        // A copy may be stale: refuse only on what the API server says now.
-        if (d.outcome === 'refused' && copy) continue;
         if (d.outcome === 'refused') {
           return {
             verdict: 'refused',
@@ -177,17 +153,12 @@ export class LeaseWitness implements Witness {
         try {
           const written = await this.write(lease, term, options);
           this.observed = { rv: written.metadata?.resourceVersion ?? '', at: performance.now() };
-          this.latest = { lease: written };
           // Others count our lease from when they see this write, which is after it started.
           return { verdict: 'granted', reason: d.reason, term, validUntil: writeStart + this.durationS * 1000 };
         } catch (err) {
-          this.latest = undefined;
-          const conflict = err instanceof k8s.ApiException && err.code === 409;
-          if (conflict) this.conflicts++;
-          // Someone wrote in between (or created it first): read again and decide again. A write
-          // on a copy that failed otherwise is tried again on a read too (a create the copy called
-          // for may be refused where a replace of the Lease that does exist is allowed).
-          if (!conflict && !copy) throw err;
+          if (!(err instanceof k8s.ApiException) || err.code !== 409) throw err;
+          this.conflicts++;
+          // Someone wrote in between (or created it first): read again and decide again.
         }
       }
       return { verdict: 'unreachable', reason: 'conflict' };
@@ -200,16 +171,10 @@ export class LeaseWitness implements Witness {
 
   /** The Lease, or null when it does not exist yet. */
   private async read(options: k8s.ConfigurationOptions): Promise<k8s.V1Lease | null> {
-    this.requests.reads++;
     try {
-      const lease = await this.api.readNamespacedLease({ name: this.name, namespace: this.opts.namespace }, options);
-      this.latest = { lease };
-      return lease;
+      return await this.api.readNamespacedLease({ name: this.name, namespace: this.opts.namespace }, options);
     } catch (err) {
-      if (err instanceof k8s.ApiException && err.code === 404) {
-        this.latest = { lease: null };
-        return null;
-      }
+      if (err instanceof k8s.ApiException && err.code === 404) return null;
       throw err;
     }
   }
@@ -246,7 +211,6 @@ export class LeaseWitness implements Witness {
       annotations: { ...(lease?.metadata?.annotations ?? {}), [TERM_ANNOTATION]: String(term) },
     };
     const body: k8s.V1Lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata, spec };
-    this.requests.writes++;
     if (!lease) return this.api.createNamespacedLease({ namespace: this.opts.namespace, body }, options);
     return this.api.replaceNamespacedLease({ name: this.name, namespace: this.opts.namespace, body }, options);
   }

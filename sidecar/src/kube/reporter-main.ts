@@ -19,7 +19,6 @@
 import { createInterface } from 'node:readline';
 import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
-import { reuseConnections } from '../../../contract/kube-connections.ts';
 import { ROLES, type Role } from '../../../contract/names.ts';
 import { FencingWatch } from './fencing-watch.ts';
 import { RoleReporter } from './role-reporter.ts';
@@ -39,7 +38,6 @@ const message = (err: unknown) => {
 
 const kc = new k8s.KubeConfig();
 kc.loadFromDefault();
-reuseConnections(kc);
 const log = pino({ name: 'sipha-reporter' }, pino.destination(2));
 
 const reporter = new RoleReporter(kc, namespace, pod, {
