@@ -9,13 +9,9 @@ set -euo pipefail
 KREW_VERSION=${KREW_VERSION:-v0.4.3}
 CACHE=${SIPHA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sipha}
 BIN="$CACHE/krew-$KREW_VERSION/bin"
-if [ -x "$BIN/kubectl-krew" ] && [ -x "$BIN/validate-krew-manifest" ]; then echo "$BIN"; exit 0; fi
-# One build per cache at a time: hack/test.sh builds in the background while a test may ask
-# for the same binaries. Wait for the build under way, then look again.
-mkdir -p "$CACHE"
-exec 8>"$CACHE/.build-krew.lock"
-flock 8
-if [ -x "$BIN/kubectl-krew" ] && [ -x "$BIN/validate-krew-manifest" ]; then echo "$BIN"; exit 0; fi
+have_all() { [ -x "$BIN/kubectl-krew" ] && [ -x "$BIN/validate-krew-manifest" ]; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib/build-lock.sh"
+if cached_or_locked krew have_all; then echo "$BIN"; exit 0; fi
 
 command -v go >/dev/null || { echo "build-krew: the Go toolchain is needed (go not on PATH)" >&2; exit 1; }
 mkdir -p "$BIN"

@@ -35,16 +35,8 @@ SPEAKER_IMAGE=sipha.local/metallb-speaker:$METALLB_VERSION
 want=(bin/controller bin/speaker images/metallb-controller.tar images/metallb-speaker.tar metallb.yaml)
 
 have_all() { for f in "${want[@]}"; do [ -s "$OUT/$f" ] || return 1; done; }
-if have_all; then
-  echo "$OUT"
-  exit 0
-fi
-# One build per cache at a time: hack/test.sh builds in the background while a test may ask
-# for the same binaries. Wait for the build under way, then look again.
-mkdir -p "$CACHE"
-exec 8>"$CACHE/.build-metallb.lock"
-flock 8
-if have_all; then
+. "$ROOT/hack/lib/build-lock.sh"
+if cached_or_locked metallb have_all; then
   echo "$OUT"
   exit 0
 fi

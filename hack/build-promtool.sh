@@ -14,13 +14,9 @@ version=$(apt-cache policy prometheus | awk '/Candidate:/ { print $2 }')
   exit 1
 }
 BIN="$CACHE/promtool-deb-${version//[^A-Za-z0-9.+-]/_}/bin"
-if [ -x "$BIN/promtool" ]; then echo "$BIN/promtool"; exit 0; fi
-# One build per cache at a time: hack/test.sh builds in the background while a test may ask
-# for the same binaries. Wait for the build under way, then look again.
-mkdir -p "$CACHE"
-exec 8>"$CACHE/.build-promtool.lock"
-flock 8
-if [ -x "$BIN/promtool" ]; then echo "$BIN/promtool"; exit 0; fi
+have_promtool() { [ -x "$BIN/promtool" ]; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib/build-lock.sh"
+if cached_or_locked promtool have_promtool; then echo "$BIN/promtool"; exit 0; fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -71,18 +71,23 @@ export function shpRow(): Record<string, string> {
   return Object.fromEntries(heads.map((h, i) => [h, cells[i] ?? '']));
 }
 
+/** What a sidecar says about its role: role changes and fences, the usual story of a failure. */
+const ROLE_STORY = {
+  pattern: /role change|fence|role label|serving as master|peer heartbeats|rejoin|in sync/,
+  lines: 15,
+  tail: 2000,
+};
+
 /**
  * What to print when the pair does not settle: the pods, the pair's Events and
- * each sidecar's role changes and fences, so a failure in CI says who wrote what.
+ * what each sidecar said (its role changes and fences, unless told what else to
+ * pick), so a failure in CI says who wrote what.
  */
-export function pairStory(): string {
+export function pairStory(said: { pattern: RegExp; lines: number; tail: number } = ROLE_STORY): string {
   const events = k
     .kubectlTry(['-n', NS, 'get', 'events', '--field-selector', 'involvedObject.kind=SipHaPair', '--sort-by=.lastTimestamp'])
     .out.trim();
-  const logs = pods().map(
-    (p) =>
-      `${p.name}:\n${sidecarSaid(p.name, /role change|fence|role label|serving as master|peer heartbeats|rejoin|in sync/, 15, 2000)}`,
-  );
+  const logs = pods().map((p) => `${p.name}:\n${sidecarSaid(p.name, said.pattern, said.lines, said.tail)}`);
   return [JSON.stringify(pods()), events, ...logs].join('\n');
 }
 

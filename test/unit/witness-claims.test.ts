@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MessageChannel } from 'node:worker_threads';
+import pino, { type Logger } from 'pino';
 import { type HaEvent, initialState, type NodeState, step } from '../../sidecar/src/ha/roles.ts';
 import type { Witness, WitnessVerdict } from '../../sidecar/src/ha/witness.ts';
 import { WitnessClaims, type WitnessTiming } from '../../sidecar/src/ha/witness-claims.ts';
 import { createLogger } from '../../sidecar/src/log.ts';
-import { createMetrics } from '../../sidecar/src/metrics.ts';
+import { createMetrics, type Metrics } from '../../sidecar/src/metrics.ts';
 
 const LISTEN_MS = 60;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -30,7 +31,7 @@ function scripted(...verdicts: Array<'granted' | 'refused' | 'unreachable'>): Wi
 }
 
 /** A backup (ordinal 1) whose master just went silent, with a witness. */
-function silentBackup(witness: Witness) {
+function silentBackup(witness: Witness, opts: { metrics?: Metrics; log?: Logger; confirmMs?: number } = {}) {
   let state: NodeState = initialState(1, { witness: true });
   const events: HaEvent[] = [];
   const dispatch = (e: HaEvent) => {
@@ -46,11 +47,11 @@ function silentBackup(witness: Witness) {
   assert.equal(state.role, 'backup');
   const claims = new WitnessClaims(
     witness,
-    { renewMs: 10_000, confirmMs: 500, listenMs: LISTEN_MS },
+    { renewMs: 10_000, confirmMs: opts.confirmMs ?? 500, listenMs: LISTEN_MS },
     () => state,
     dispatch,
-    createMetrics(),
-    createLogger('silent', 'test'),
+    opts.metrics ?? createMetrics(),
+    opts.log ?? createLogger('silent', 'test'),
   );
   // Each ask() is one claim; its answer lands a tick later.
   const ask = async () => {
@@ -486,5 +487,64 @@ describe('witness claims: a backup that takes over on evidence while its peer ca
     } finally {
       n.claims.stop();
     }
+  });
+});
+
+describe('witness claims: what a slow witness leaves for the operator to read', () => {
+  it('each answered claim lands in sipha_witness_claim_seconds under its verdict, timed from the request', async () => {
+    const metrics = createMetrics();
+    let answered = 0;
+    const witness: Witness = {
+      claim: async (term): Promise<WitnessVerdict> => {
+        await sleep(40); // a witness that takes 40 ms to answer
+        return answered++ === 0
+          ? { verdict: 'unreachable', reason: 'timeout' }
+          : { verdict: 'refused', reason: 'held', holder: 0, holderTerm: term - 1, remainingMs: 0 };
+      },
+      close: () => {},
+    };
+    const n = silentBackup(witness, { metrics });
+    n.claims.ask();
+    await sleep(60);
+    n.claims.ask();
+    await sleep(60);
+    n.claims.stop();
+    const h = await metrics.registry.getSingleMetric('sipha_witness_claim_seconds')?.get();
+    assert.ok(h, 'the histogram is registered');
+    const series = (name: string, verdict: string) =>
+      (h.values as Array<{ metricName?: string; labels: Record<string, unknown>; value: number }>).find(
+        (v) => v.metricName === `sipha_witness_claim_seconds_${name}` && v.labels.verdict === verdict,
+      )?.value;
+    assert.equal(series('count', 'unreachable'), 1);
+    assert.equal(series('count', 'refused'), 1);
+    const took = series('sum', 'refused') ?? 0;
+    assert.ok(took >= 0.035 && took < 1, `timed from the request: ${took} s`);
+  });
+
+  it('a stand-down for want of a grant says how long the claim in flight has waited', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const never: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
+    const { m: st, events, dispatch } = electedMaster();
+    const claims = new WitnessClaims(
+      never,
+      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+      () => st.state,
+      dispatch,
+      createMetrics(),
+      log,
+    );
+    dispatch({ type: 'peer-quiet' });
+    claims.peerQuiet(performance.now());
+    await sleep(150);
+    claims.stop();
+    assert.equal(events.filter((e) => e.type === 'witness-lapsed').length, 1, 'it stood down');
+    const said = lines.find((l) => l.msg === 'no grant from the witness within the confirm time: standing down');
+    assert.ok(said, `the stand-down is logged: ${JSON.stringify(lines)}`);
+    assert.equal(said.confirmMs, 50);
+    assert.ok(
+      typeof said.claimInFlightMs === 'number' && said.claimInFlightMs >= 40,
+      `claim in flight ${said.claimInFlightMs} ms`,
+    );
   });
 });

@@ -241,12 +241,11 @@ export class WitnessClaims {
     if (this.inFlight) return;
     this.inFlight = true;
     const term = claimTerm(s);
-    const sentAt = performance.now();
-    this.sentAt = sentAt;
+    this.sentAt = performance.now();
     void this.witness.claim(term).then((v) => {
       this.inFlight = false;
       this.metrics.witnessClaims.inc({ verdict: v.verdict });
-      this.metrics.witnessClaimSeconds.observe({ verdict: v.verdict }, (performance.now() - sentAt) / 1000);
+      this.metrics.witnessClaimSeconds.observe({ verdict: v.verdict }, (performance.now() - this.sentAt) / 1000);
       const now = this.state();
       // A grant to this master at its term is its lease, asked in silence or to hold it.
       if (v.verdict === 'granted' && now.role === 'master' && claimTerm(now) === term) {
