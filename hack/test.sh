@@ -5,8 +5,9 @@
 # Needs root (namespaces).
 #
 # The Go builds the end-to-end tests need (Kubernetes, etcd, helm, CoreDNS,
-# krew, MetalLB: about 18 minutes of both cores on a cold 2-core machine,
-# nothing once cached) run in the background at idle priority from the start:
+# krew, MetalLB: about 11 minutes of both cores on a cold 2-core machine,
+# nothing once cached) and the product's images run in the background at idle
+# priority from the start:
 # they take only the CPU that set-up, lint, types and the unit and integration
 # tests leave (those tests wait on real processes much of the time), so the
 # tests' timing is theirs. The end-to-end tests start once the builds are done.
@@ -23,6 +24,12 @@ builds=$!
 
 bash hack/setup.sh
 . hack/env.sh
+# The product's images (Debian packages, Node, the sources) for the cluster tests, the same way
+# (hack/images.sh takes its own lock: a test that asks meanwhile waits for this build).
+images_log=$(mktemp)
+trap 'rm -rf "$builds_log" "$out" "$images_log"' EXIT
+chrt --idle 0 bash hack/images.sh build >"$images_log" 2>&1 &
+images=$!
 
 echo "== lint (biome)"
 npx biome check .
@@ -41,7 +48,7 @@ rc=0
 echo "== unit and integration tests (the Go builds go on at idle priority meanwhile)"
 tests first 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' || rc=1
 
-echo "== Go builds: Kubernetes, etcd, helm, CoreDNS, krew, MetalLB (from Go modules once, then cached)"
+echo "== Go builds: Kubernetes, etcd, helm, CoreDNS, krew, MetalLB (from Go modules once, then cached); images"
 waited=$(date +%s)
 if ! wait "$builds"; then
   cat "$builds_log"
@@ -49,7 +56,11 @@ if ! wait "$builds"; then
   exit 1
 fi
 grep -E '^build-[a-z0-9]+: (building|done|built)' "$builds_log" || true
-echo "== waited $(($(date +%s) - waited)) s for the Go builds after the first tests"
+if ! wait "$images"; then
+  cat "$images_log"
+  echo "== hack/images.sh failed in the background; the cluster tests build the images again" >&2
+fi
+echo "== waited $(($(date +%s) - waited)) s for the Go builds and the images after the first tests"
 
 echo "== end-to-end tests (a real kube-apiserver; the product as pods on a two-node cluster)"
 tests e2e 'test/e2e/**/*.test.ts' || rc=1
