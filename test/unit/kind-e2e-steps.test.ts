@@ -46,4 +46,22 @@ describe('hack/kind-e2e.sh (for users with Docker)', () => {
     const operatorLabel = /delete pod -l (\S+)/.exec(script)?.[1]?.replace('=', ': ') as string;
     assert.ok(read('charts/sipha/templates/deployment.yaml').includes(operatorLabel), operatorLabel);
   });
+
+  it('every docker and kind command it calls is answered by the shims hack/kind-e2e-here.sh runs it with', () => {
+    const docker = read('hack/kind-shim/docker');
+    const kind = read('hack/kind-shim/kind');
+    // Its commands: not its comments, nor the loop that checks the tools are there.
+    const code = script
+      .split('\n')
+      .filter((l) => !/^\s*#/.test(l) && !/^for t in /.test(l))
+      .join('\n');
+    const dockerCalls = new Set([...code.matchAll(/\bdocker ([a-z]+)/g)].map((m) => m[1] as string));
+    const kindCalls = new Set([...code.matchAll(/\bkind ([a-z]+ [a-z-]+)/g)].map((m) => m[1] as string));
+    assert.ok(dockerCalls.size >= 6 && kindCalls.size >= 3, `found ${[...dockerCalls]} and ${[...kindCalls]}`);
+    for (const c of dockerCalls) assert.match(docker, new RegExp(`^  ${c}\\)`, 'm'), `docker ${c} is answered`);
+    for (const c of kindCalls) assert.ok(kind.includes(`"${c}")`), `kind ${c} is answered`);
+    // The shims stand for Docker only: kubectl and helm reach the cluster unchanged.
+    for (const pkill of script.matchAll(/docker exec "\$node" (pkill -KILL -[xf]) /g))
+      assert.ok(docker.includes('"pkill -KILL"'), pkill[1]);
+  });
 });

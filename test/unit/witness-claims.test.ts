@@ -158,21 +158,27 @@ function electedMaster() {
   return { m, events: m.events, dispatch, peer };
 }
 
+/** An elected master whose witness never answers (confirm time 50 ms), with its claim loop. */
+function masterWithSilentWitness(log: Logger = createLogger('silent', 'test')) {
+  const elected = electedMaster();
+  const never: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
+  const claims = new WitnessClaims(
+    never,
+    { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
+    () => elected.m.state,
+    elected.dispatch,
+    createMetrics(),
+    log,
+  );
+  return { ...elected, st: elected.m, claims };
+}
+
 /**
  * A master (ordinal 0) with a witness that never answers, whose peer just went quiet; `hear()` is the
  * worker's 'peer' message as HaNode handles it. Busy past the confirm deadline, then `settled()`.
  */
 function busyMaster() {
-  const { m: st, events, dispatch, peer } = electedMaster();
-  const silent: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} }; // never answers
-  const claims = new WitnessClaims(
-    silent,
-    { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-    () => st.state,
-    dispatch,
-    createMetrics(),
-    createLogger('silent', 'test'),
-  );
+  const { st, events, dispatch, peer, claims } = masterWithSilentWitness();
   const quiet = (heardAt: number) => {
     dispatch({ type: 'peer-quiet' });
     claims.peerQuiet(heardAt);
@@ -388,16 +394,7 @@ describe('witness claims: a master told it is unheard (both paths lost one way)'
   // of it began later (it went quiet after it stopped hearing us), the deadline is still T + confirm:
   // a later 'peer-quiet' in the same spell must not move it (it did, by assignment).
   it('stands down at the earliest of the spell: the later silence of the peer does not move the deadline', async () => {
-    const { m: st, events, dispatch } = electedMaster();
-    const never: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
-    const claims = new WitnessClaims(
-      never,
-      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-      () => st.state,
-      dispatch,
-      createMetrics(),
-      createLogger('silent', 'test'),
-    );
+    const { st, events, dispatch, claims } = masterWithSilentWitness();
     try {
       const unheardSince = performance.now() - 20;
       dispatch({ type: 'peer-quiet' });
@@ -524,16 +521,7 @@ describe('witness claims: what a slow witness leaves for the operator to read', 
   it('a stand-down for want of a grant says how long the claim in flight has waited', async () => {
     const lines: Array<Record<string, unknown>> = [];
     const log = pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) });
-    const never: Witness = { claim: () => new Promise<WitnessVerdict>(() => {}), close: () => {} };
-    const { m: st, events, dispatch } = electedMaster();
-    const claims = new WitnessClaims(
-      never,
-      { renewMs: 10_000, confirmMs: 50, listenMs: LISTEN_MS },
-      () => st.state,
-      dispatch,
-      createMetrics(),
-      log,
-    );
+    const { events, dispatch, claims } = masterWithSilentWitness(log);
     dispatch({ type: 'peer-quiet' });
     claims.peerQuiet(performance.now());
     await sleep(150);
