@@ -22,8 +22,10 @@ cleanup() {
   for f in "$KIND_SHIM_STATE"/*.pid; do
     [ -f "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null || true
   done
-  ip netns del sipha-kind-client 2>/dev/null || true
-  ip netns del sipha-kind-sipha-e2e-uas 2>/dev/null || true
+  for ns in sipha-kind-client sipha-kind-sipha-e2e-uas; do
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "/etc/netns/$ns"
+  done
   rm -rf "$KIND_SHIM_STATE"
   [ "${SIPHA_KEEP_CLUSTER:-}" = 1 ] || bash hack/cluster.sh down
 }

@@ -40,6 +40,7 @@ describe('hack/kind-e2e.sh (for users with Docker)', () => {
     assert.match(example, new RegExp(`name: ${/^PAIR=(\S+)/m.exec(script)?.[1]}$`, 'm'), 'the pair name');
     assert.match(example, new RegExp(`configMap: ${/create configmap (\S+)/.exec(script)?.[1]}$`, 'm'), 'the ConfigMap');
     assert.ok(script.includes(`${PAIR_LABEL}=$PAIR,${ROLE_LABEL}=$1`), 'the role label query');
+    assert.ok(script.includes(`{.metadata.labels.${ROLE_LABEL.replaceAll('.', '\\.')}}`), "a pod's own role label");
     assert.match(read('operator/src/desired.ts'), new RegExp(`name: '${/-c ([\w-]+) -- kamcmd/.exec(script)?.[1]}'`));
     const ctl = /kamcmd -s (\S+)/.exec(script)?.[1] as string;
     assert.ok(example.includes(ctl), `Kamailio's control socket ${ctl} as the example sets it`);
