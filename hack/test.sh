@@ -5,7 +5,7 @@
 # Needs root (namespaces).
 #
 # The Go builds the end-to-end tests need (Kubernetes, etcd, helm, CoreDNS,
-# krew, MetalLB: about 11 minutes of both cores on a cold 2-core machine,
+# krew, MetalLB: about 18 minutes of both cores on a cold 2-core machine,
 # nothing once cached) and the product's images run in the background at idle
 # priority from the start:
 # they take only the CPU that set-up, lint, types and the unit and integration
