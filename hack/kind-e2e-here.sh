@@ -22,9 +22,11 @@ cleanup() {
   for f in "$KIND_SHIM_STATE"/*.pid; do
     [ -f "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null || true
   done
-  for ns in sipha-kind-client sipha-kind-sipha-e2e-uas; do
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "/etc/netns/$ns"
+  # Every client host the docker shim made (its netns names: sipha-kind-NAME).
+  for ns in /run/netns/sipha-kind-*; do
+    [ -e "$ns" ] || continue
+    ip netns del "${ns##*/}" 2>/dev/null || true
+    rm -rf "/etc/netns/${ns##*/}"
   done
   rm -rf "$KIND_SHIM_STATE"
   [ "${SIPHA_KEEP_CLUSTER:-}" = 1 ] || bash hack/cluster.sh down
