@@ -8,7 +8,12 @@
 # missing binaries are built, so a second run only checks the cache. Prints the
 # bin directory on its last line.
 #
-# Each from its own module, at the versions its project pins. One module for
+# `build-k8s.sh control-plane` builds only what a kube-apiserver test needs
+# (kube-apiserver, kube-controller-manager, kubectl, etcd, helm): hack/test.sh
+# starts those tests while the node binaries still build.
+#
+# Kubernetes and etcd each from its own module, at the versions its project
+# pins (helm and CoreDNS share one, below). One module for
 # all four halves the cold build (516 s instead of 953 s: they share client-go,
 # gRPC, protobuf, the etcd client, each at another version), but Go's version
 # selection then moves Kubernetes' own dependencies forward (gRPC 1.79 -> 1.83,
@@ -25,10 +30,21 @@ CACHE=${SIPHA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sipha}
 BIN="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 # The directory name predates the node binaries; it stays so existing caches
 # stay valid (the k8s version still keys them; CoreDNS's version is in its name).
-k8s_cmds=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
-want=("${k8s_cmds[@]}" etcd helm "coredns-$COREDNS_VERSION")
+case ${1:-all} in
+  control-plane)
+    k8s_cmds=(kube-apiserver kube-controller-manager kubectl)
+    want=("${k8s_cmds[@]}" etcd helm)
+    ;;
+  all)
+    k8s_cmds=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
+    want=("${k8s_cmds[@]}" etcd helm "coredns-$COREDNS_VERSION")
+    ;;
+  *) echo "usage: build-k8s.sh [control-plane|all]" >&2; exit 2 ;;
+esac
 
 have_all() { for b in "${want[@]}"; do [ -x "$BIN/$b" ] || return 1; done; }
+# A binary this call wants that the cache lacks.
+to_build() { [[ " ${want[*]} " == *" $1 "* ]] && [ ! -x "$BIN/$1" ]; }
 . "$(dirname "${BASH_SOURCE[0]}")/lib/build-lock.sh"
 if cached_or_locked k8s have_all; then echo "$BIN"; exit 0; fi
 
@@ -82,7 +98,7 @@ GO
 fi
 
 # etcd's root module also uses local replaces; build its server from a 3-line main.
-if [ ! -x "$BIN/etcd" ]; then
+if to_build etcd; then
   work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
   cd "$work"
   go mod init sipha.local/etcdbuild >/dev/null 2>&1
@@ -104,19 +120,18 @@ GO
   cd - >/dev/null; rm -rf "$work"; trap - EXIT
 fi
 
-if [ ! -x "$BIN/helm" ]; then
-  log "building helm $HELM_VERSION"
-  GOBIN="$BIN" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-fi
-
-# CoreDNS: a main with only the plugins hack/cluster/coredns.yaml's Corefile
-# uses (CoreDNS's documented way to build a custom set). The module's own main
-# compiles every plugin with the cloud SDKs: 3.8 min cold on 2 cores, vs 2.4.
-if [ ! -x "$BIN/coredns-$COREDNS_VERSION" ]; then
+# helm and CoreDNS from one scratch module: neither is on a path a failover
+# takes, and they share client-go, gRPC and protobuf, which built one by one
+# compile twice (cold, alone: 153 s instead of 239). CoreDNS: a main with only
+# the plugins hack/cluster/coredns.yaml's Corefile uses (CoreDNS's documented
+# way to build a custom set; its own main compiles every plugin with the cloud
+# SDKs: 3.8 min cold on 2 cores, vs 2.4).
+if to_build helm || to_build "coredns-$COREDNS_VERSION"; then
   work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
   cd "$work"
-  go mod init sipha.local/corednsbuild >/dev/null 2>&1
-  cat > main.go <<'GO'
+  go mod init sipha.local/toolsbuild >/dev/null 2>&1
+  mkdir coredns
+  cat > coredns/main.go <<'GO'
 package main
 
 import (
@@ -134,10 +149,18 @@ import (
 
 func main() { coremain.Run() }
 GO
-  log "building coredns $COREDNS_VERSION"
-  go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null 2>&1
-  go mod tidy >/dev/null 2>&1
-  go build -ldflags "$ldflags" -o "$BIN/coredns-$COREDNS_VERSION" .
+  printf '//go:build tools\npackage tools\n\nimport _ "helm.sh/helm/v3/cmd/helm"\n' > tools.go
+  log "resolving helm $HELM_VERSION and coredns $COREDNS_VERSION (one module)"
+  go get "helm.sh/helm/v3@$HELM_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null 2>&1
+  go mod tidy -e >/dev/null 2>&1 || true
+  if to_build helm; then
+    log "building helm $HELM_VERSION"
+    go build -tags tools -ldflags "$ldflags -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
+  fi
+  if to_build "coredns-$COREDNS_VERSION"; then
+    log "building coredns $COREDNS_VERSION"
+    go build -ldflags "$ldflags" -o "$BIN/coredns-$COREDNS_VERSION" ./coredns
+  fi
   cd - >/dev/null; rm -rf "$work"; trap - EXIT
 fi
 

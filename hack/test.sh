@@ -10,25 +10,25 @@
 # priority from the start:
 # they take only the CPU that set-up, lint, types and the unit and integration
 # tests leave (those tests wait on real processes much of the time), so the
-# tests' timing is theirs. The end-to-end tests start once the builds are done.
+# tests' timing is theirs. The end-to-end tests on a kube-apiserver alone start
+# once its binaries are built (the nodes' binaries and MetalLB build on beside
+# them), those on the two-node cluster once everything is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 
-builds_log=$(mktemp)
-out=$(mktemp -d)
-trap 'rm -rf "$builds_log" "$out"' EXIT
+work=$(mktemp -d) # the builds' logs and each test run's output
+trap 'rm -rf "$work"' EXIT
 # SCHED_IDLE: any test process that wants a CPU preempts the compilers at once.
-chrt --idle 0 bash -c 'bash hack/build-k8s.sh && bash hack/build-krew.sh && bash hack/build-metallb.sh' >"$builds_log" 2>&1 &
+# First what the kube-apiserver tests need, then krew, then the nodes' binaries and MetalLB.
+chrt --idle 0 bash -c 'bash hack/build-k8s.sh control-plane && bash hack/build-krew.sh && bash hack/build-k8s.sh && bash hack/build-metallb.sh' >"$work/builds.log" 2>&1 &
 builds=$!
 
 bash hack/setup.sh
 . hack/env.sh
 # The product's images (Debian packages, Node, the sources) for the cluster tests, the same way
 # (hack/images.sh takes its own lock: a test that asks meanwhile waits for this build).
-images_log=$(mktemp)
-trap 'rm -rf "$builds_log" "$out" "$images_log"' EXIT
-chrt --idle 0 bash hack/images.sh build >"$images_log" 2>&1 &
+chrt --idle 0 bash hack/images.sh build >"$work/images.log" 2>&1 &
 images=$!
 
 echo "== lint (biome)"
@@ -38,35 +38,49 @@ npx tsc -p tsconfig.json
 echo "== promtool (from Debian's prometheus package, once, then cached)"
 bash hack/build-promtool.sh
 
-# node --test sorts its files by path: two runs put the tests that need no Go build first.
+# node --test sorts its files by path: the tests that need no Go build run first.
 tests() {
   local name=$1
   shift
-  node --expose-gc --test --test-concurrency=1 --test-timeout=900000 "$@" 2>&1 | tee "$out/$name"
+  node --expose-gc --test --test-concurrency=1 --test-timeout=900000 "$@" 2>&1 | tee "$work/$name"
+}
+builds_failed() {
+  cat "$work/builds.log"
+  echo "== the Go builds failed" >&2
+  exit 1
 }
 rc=0
 echo "== unit and integration tests (the Go builds go on at idle priority meanwhile)"
 tests first 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' || rc=1
 
-echo "== Go builds: Kubernetes, etcd, helm, CoreDNS, krew, MetalLB (from Go modules once, then cached); images"
+# The end-to-end files that bring up the two-node cluster, and the rest (a kube-apiserver alone).
+mapfile -t cluster_tests < <(grep -l "from '../lib/cluster.ts'" test/e2e/*.test.ts)
+mapfile -t api_tests < <(grep -L "from '../lib/cluster.ts'" test/e2e/*.test.ts)
+
+echo "== Go builds: kube-apiserver, kube-controller-manager, kubectl, etcd, helm (from Go modules once, then cached)"
 waited=$(date +%s)
-if ! wait "$builds"; then
-  cat "$builds_log"
-  echo "== the Go builds failed" >&2
-  exit 1
-fi
-grep -E '^build-[a-z0-9]+: (building|done|built)' "$builds_log" || true
+# Waits on the background build's lock (or builds them, should that build have failed).
+bash hack/build-k8s.sh control-plane >/dev/null 2>>"$work/builds.log" || builds_failed
+echo "== waited $(($(date +%s) - waited)) s for them after the first tests"
+
+echo "== end-to-end tests on a real kube-apiserver (krew, the nodes' binaries and MetalLB build on meanwhile)"
+tests e2e-api "${api_tests[@]}" || rc=1
+
+echo "== Go builds: krew, kubelet, kube-scheduler, kube-proxy, CoreDNS, MetalLB; images"
+waited=$(date +%s)
+wait "$builds" || builds_failed
+grep -E '^build-[a-z0-9]+: (building|done|built)' "$work/builds.log" || true
 if ! wait "$images"; then
-  cat "$images_log"
+  cat "$work/images.log"
   echo "== hack/images.sh failed in the background; the cluster tests build the images again" >&2
 fi
-echo "== waited $(($(date +%s) - waited)) s for the Go builds and the images after the first tests"
+echo "== waited $(($(date +%s) - waited)) s for the Go builds and the images"
 
-echo "== end-to-end tests (a real kube-apiserver; the product as pods on a two-node cluster)"
-tests e2e 'test/e2e/**/*.test.ts' || rc=1
+echo "== end-to-end tests: the product as pods on a two-node cluster"
+tests e2e-cluster "${cluster_tests[@]}" || rc=1
 
 # One line that counts every test of both runs.
-sum() { awk -v k="$1" '$1 == "ℹ" && $2 == k { n += $3 } END { print n + 0 }' "$out/first" "$out/e2e"; }
+sum() { awk -v k="$1" '$1 == "ℹ" && $2 == k { n += $3 } END { print n + 0 }' "$work/first" "$work/e2e-api" "$work/e2e-cluster"; }
 echo "== all tests: $(sum tests) tests, $(sum pass) passed, $(sum fail) failed, $(sum cancelled) cancelled"
 echo "== test suite took $(($(date +%s) - started)) s"
 exit "$rc"
