@@ -34,7 +34,10 @@ export interface ControlPlane {
 
 /** The directory with kube-apiserver, kube-controller-manager, kubectl, etcd and helm (the node binaries may still be building). */
 export function k8sBinDir(): string {
-  const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh'), 'control-plane'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh'), 'control-plane'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return out.trim().split('\n').pop() as string;
 }
 
