@@ -1,3 +1,5 @@
+import { type Bucket, debtMs, refill } from './token-bucket.ts';
+
 /**
  * Paces one client's TCP connection: a token bucket of messages (`rate` per
  * second, a burst of one second's worth). A client past it is not dropped
@@ -7,21 +9,18 @@
  * `rate` of the pair's work, not all of it, and everyone else's latency holds.
  */
 export class FlowPacer {
-  private tokens: number;
-  private last: number;
+  private readonly bucket: Bucket;
   private readonly rate: number;
 
   constructor(rate: number, now = performance.now()) {
     this.rate = rate;
-    this.tokens = rate;
-    this.last = now;
+    this.bucket = { tokens: rate, last: now };
   }
 
   /** One message read; returns how long (ms) the connection should now pause, 0 for not at all. */
   take(now = performance.now()): number {
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
-    this.last = now;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.rate);
+    refill(this.bucket, now, this.rate, this.rate);
+    this.bucket.tokens -= 1;
+    return debtMs(this.bucket, this.rate);
   }
 }
