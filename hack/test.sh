@@ -19,16 +19,17 @@ started=$(date +%s)
 
 work=$(mktemp -d) # the builds' logs and each test run's output
 trap 'rm -rf "$work"' EXIT
-# SCHED_IDLE: any test process that wants a CPU preempts the compilers at once.
+# At idle (hack/lib/at-idle.sh): any test process that wants a CPU preempts the compilers at once.
+. hack/lib/at-idle.sh
 # First what the kube-apiserver tests need, then krew, then the nodes' binaries and MetalLB.
-chrt --idle 0 bash -c 'bash hack/build-k8s.sh control-plane && bash hack/build-krew.sh && bash hack/build-k8s.sh && bash hack/build-metallb.sh' >"$work/builds.log" 2>&1 &
+at_idle bash -c 'bash hack/build-k8s.sh control-plane && bash hack/build-krew.sh && bash hack/build-k8s.sh && bash hack/build-metallb.sh' >"$work/builds.log" 2>&1 &
 builds=$!
 
 bash hack/setup.sh
 . hack/env.sh
 # The product's images (Debian packages, Node, the sources) for the cluster tests, the same way
 # (hack/images.sh takes its own lock: a test that asks meanwhile waits for this build).
-chrt --idle 0 bash hack/images.sh build >"$work/images.log" 2>&1 &
+at_idle bash hack/images.sh build >"$work/images.log" 2>&1 &
 images=$!
 
 echo "== lint (biome)"
