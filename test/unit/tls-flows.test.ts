@@ -17,6 +17,7 @@ import { createMetrics } from '../../sidecar/src/metrics.ts';
 import { EdgeProxy } from '../../sidecar/src/proxy/edge-proxy.ts';
 import { DEFAULT_TCP_LIMITS, type Flow, TcpFlows } from '../../sidecar/src/proxy/tcp-flows.ts';
 import { TlsCredentials, type TlsSettings } from '../../sidecar/src/tls/credentials.ts';
+import { freeFixedPort } from '../lib/free-port.ts';
 import { sleep, until } from '../lib/procs.ts';
 import { makeTestCa } from '../lib/tls-certs.ts';
 
@@ -247,12 +248,13 @@ describe('SIP over TLS: the listener', { timeout: 30_000 }, () => {
 
 describe('SIP over TLS: binding the public sockets', () => {
   it('is all or nothing: a TLS port taken by another process leaves nothing bound, and a later attempt works (review finding)', async () => {
+    // Both ports below the ephemeral range: `listen(0)`'s port + 1 was once some resolver's (CI, stop 21).
+    const tlsPort = await freeFixedPort();
     const squatter = net.createServer();
-    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
-    const tlsPort = (squatter.address() as AddressInfo).port;
+    await new Promise<void>((r) => squatter.listen(tlsPort, '127.0.0.1', r));
     const settings: TlsSettings = { dir: first.dir, port: tlsPort, clientAuth: 'none', sni: new Map(), outboundCaFile: null };
     const log = createLogger('silent', 'test');
-    const sipPort = tlsPort + 1;
+    const sipPort = await freeFixedPort();
     const proxy = new EdgeProxy(
       {
         publicAddress: '127.0.0.1',
@@ -269,7 +271,11 @@ describe('SIP over TLS: binding the public sockets', () => {
     );
     open.push(proxy);
     await proxy.start(true);
-    await assert.rejects(proxy.openPublic(), /EADDRINUSE/);
+    await assert.rejects(
+      proxy.openPublic(),
+      new RegExp(`EADDRINUSE.*:${tlsPort}\\b`),
+      'refused for the TLS port the squatter holds',
+    );
     await new Promise<void>((r) => squatter.close(() => r()));
     await proxy.openPublic(); // before: the UDP and TCP sockets of the first attempt were still bound
     proxy.closePublic();
