@@ -8,9 +8,11 @@
 # missing binaries are built, so a second run only checks the cache. Prints the
 # bin directory on its last line.
 #
-# `build-k8s.sh control-plane` builds only what a kube-apiserver test needs
-# (kube-apiserver, kube-controller-manager, kubectl, etcd, helm): hack/test.sh
-# starts those tests while the node binaries still build.
+# `build-k8s.sh helm` builds only helm (an integration test renders the chart's
+# alert rules); `build-k8s.sh control-plane` only what a kube-apiserver test
+# needs (kube-apiserver, kube-controller-manager, kubectl, etcd, helm):
+# hack/test.sh builds them in that order and starts those tests while the rest
+# still builds.
 #
 # Kubernetes and etcd each from its own module, at the versions its project
 # pins (helm and CoreDNS share one, below). One module for
@@ -31,6 +33,10 @@ BIN="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 # The directory name predates the node binaries; it stays so existing caches
 # stay valid (the k8s version still keys them; CoreDNS's version is in its name).
 case ${1:-all} in
+  helm)
+    k8s_cmds=()
+    want=(helm)
+    ;;
   control-plane)
     k8s_cmds=(kube-apiserver kube-controller-manager kubectl)
     want=("${k8s_cmds[@]}" etcd helm)
@@ -39,7 +45,7 @@ case ${1:-all} in
     k8s_cmds=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
     want=("${k8s_cmds[@]}" etcd helm "coredns-$COREDNS_VERSION")
     ;;
-  *) echo "usage: build-k8s.sh [control-plane|all]" >&2; exit 2 ;;
+  *) echo "usage: build-k8s.sh [helm|control-plane|all]" >&2; exit 2 ;;
 esac
 
 have_all() { for b in "${want[@]}"; do [ -x "$BIN/$b" ] || return 1; done; }

@@ -21,8 +21,9 @@ work=$(mktemp -d) # the builds' logs and each test run's output
 trap 'rm -rf "$work"' EXIT
 # At idle (hack/lib/at-idle.sh): any test process that wants a CPU preempts the compilers at once.
 . hack/lib/at-idle.sh
-# First what the kube-apiserver tests need, then krew, then the nodes' binaries and MetalLB.
-at_idle bash -c 'bash hack/build-k8s.sh control-plane && bash hack/build-krew.sh && bash hack/build-k8s.sh && bash hack/build-metallb.sh' >"$work/builds.log" 2>&1 &
+# First helm (an integration test renders the chart with it), then what the kube-apiserver
+# tests need, then krew, then the nodes' binaries and MetalLB.
+at_idle bash -c 'bash hack/build-k8s.sh helm && bash hack/build-k8s.sh control-plane && bash hack/build-krew.sh && bash hack/build-k8s.sh && bash hack/build-metallb.sh' >"$work/builds.log" 2>&1 &
 builds=$!
 
 bash hack/setup.sh
@@ -80,7 +81,7 @@ echo "== waited $(($(date +%s) - waited)) s for the Go builds and the images"
 echo "== end-to-end tests: the product as pods on a two-node cluster"
 tests e2e-cluster "${cluster_tests[@]}" || rc=1
 
-# One line that counts every test of both runs.
+# One line that counts every test of the three runs.
 sum() { awk -v k="$1" '$1 == "ℹ" && $2 == k { n += $3 } END { print n + 0 }' "$work/first" "$work/e2e-api" "$work/e2e-cluster"; }
 echo "== all tests: $(sum tests) tests, $(sum pass) passed, $(sum fail) failed, $(sum cancelled) cancelled"
 echo "== test suite took $(($(date +%s) - started)) s"

@@ -41,6 +41,15 @@ export function k8sBinDir(): string {
   return out.trim().split('\n').pop() as string;
 }
 
+/** helm, which hack/build-k8s.sh builds first (an integration test needs it, long before the rest is built). */
+export function helmBinary(): string {
+  const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh'), 'helm'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return join(out.trim().split('\n').pop() as string, 'helm');
+}
+
 export async function startControlPlane(opts: { controllerManager?: boolean } = {}): Promise<ControlPlane> {
   const bin = k8sBinDir();
   const dir = mkdtempSync(join(tmpdir(), 'sipha-cp-'));

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { k8sBinDir } from './control-plane.ts';
+import { helmBinary } from './control-plane.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CHART = join(ROOT, 'charts/sipha');
@@ -39,7 +39,7 @@ export function promtool(bin: string, args: string[]): { code: number; out: stri
  * (`groups:` at the top). Throws with helm's message when helm refuses.
  */
 export function renderAlertRules(sets: string[] = []): string {
-  const helm = join(k8sBinDir(), 'helm');
+  const helm = helmBinary();
   const args = ['template', 'sipha', CHART, '--show-only', 'templates/prometheusrule.yaml'];
   for (const s of ['monitoring.prometheusRule.enabled=true', ...sets]) args.push('--set-json', s);
   let doc: string;
