@@ -12,6 +12,11 @@ import { type PairBed, pairBed, role } from '../lib/pair.ts';
 import { until } from '../lib/procs.ts';
 import { parseExposition } from '../lib/prom-text.ts';
 
+// Rendered by helm once, before any suite's clock runs: on a cold CI run hack/test.sh is still
+// building helm in the background when this file starts (the wait blocks, and a suite timer
+// counted it: the cold run of stop 21 timed out here).
+const alertRules = renderAlertRules();
+
 describe('observability of a running pair', { timeout: 120_000 }, () => {
   let pb: PairBed;
   before(async () => {
@@ -58,7 +63,7 @@ describe('observability of a running pair', { timeout: 120_000 }, () => {
     for (const n of [pb.a, pb.b]) for (const [k, v] of parseExposition(n.sidecar.scrape()).types) types.set(k, v);
     const queries = [
       ...dashboardExprs().map((e) => ({ where: `dashboard ${e.where}`, expr: e.expr })),
-      ...ruleExprs(renderAlertRules()).map((e) => ({ where: `alert ${e.alert}`, expr: e.expr })),
+      ...ruleExprs(alertRules).map((e) => ({ where: `alert ${e.alert}`, expr: e.expr })),
     ];
     const used = new Set<string>();
     const unknown: string[] = [];
