@@ -197,23 +197,48 @@ describe('every silence longer than quietMs', () => {
     const a = new Heartbeats(twoOnLoopback(key, 0, base, base + 1));
     const b = new Heartbeats(twoOnLoopback(key, 1, base + 1, base));
     let quiets = 0;
+    // Each worker's tick gaps (one per 20 ms tick): a's say how long b heard nothing, b's whether
+    // b was there to hear. A busy CI host holds either thread up now and then (CI, stop 21: one
+    // silence of 40 said twice or not at all), and such a silence is another test.
+    let aGaps: number[] = [];
+    let bGaps: number[] = [];
     b.onMessage = (m) => {
       if (m.type === 'peer-quiet') quiets++;
+      if (m.type === 'counts') bGaps.push(...m.tickGapsMs);
     };
-    a.onMessage = () => {};
+    a.onMessage = (m) => {
+      if (m.type === 'counts') aGaps.push(...m.tickGapsMs);
+    };
     const silences = 40;
     const unsaid: number[] = [];
+    const voided: string[] = [];
     try {
       await Promise.all([a.ready(), b.ready()]);
       await sleep(300);
       for (let i = 0; i < silences; i++) {
         quiets = 0;
+        aGaps = [];
+        bGaps = [];
+        const t0 = performance.now();
         // a's thread stops for 65 ms: b hears nothing for 65 to ~85 ms (quietMs 40, lost at 100).
         (a as unknown as { worker: Worker }).worker.postMessage({ type: 'stall', ms: 65 });
         await sleep(200);
+        const late = performance.now() - t0 - 200;
+        // Judged only when the stall was the one silence: a's one long gap, no other hold-up of
+        // either thread or of this one (a gap of 35 ms or more is a silence of its own).
+        const aLong = aGaps.filter((g) => g >= 35);
+        const clean = aLong.length === 1 && (aLong[0] as number) >= 60 && bGaps.every((g) => g < 35) && late < 30;
+        if (!clean) {
+          voided.push(
+            `${i}: a ${aLong.map(Math.round).join('/')} b ${Math.round(Math.max(0, ...bGaps))} late ${Math.round(late)}`,
+          );
+          continue;
+        }
         if (quiets !== 1) unsaid.push(i);
       }
-      assert.deepEqual(unsaid, [], `silences not said once as peer-quiet, of ${silences}`);
+      assert.deepEqual(unsaid, [], `silences not said once as peer-quiet, of ${silences} (voided: ${voided.join(', ')})`);
+      // The bug this guards against went unsaid about once in 10: enough silences must be judged.
+      assert.ok(voided.length <= silences / 4, `too many silences voided by a busy host: ${voided.join(', ')}`);
     } finally {
       await a.stop();
       await b.stop();
