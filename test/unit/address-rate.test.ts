@@ -70,4 +70,9 @@ describe('per-address request rate', () => {
     assert.equal(r.admit('198.18.0.10', 0), true);
     assert.equal(r.size, 4);
   });
+
+  it('rate 0 turns it off', () => {
+    assert.equal(new AddressRate({ ...limits, rate: 0 }).enabled, false);
+    assert.equal(new AddressRate(limits).enabled, true);
+  });
 });

@@ -17,10 +17,8 @@
  * attacker must send from `maxAddresses` other addresses, which is the
  * pair's capacity (a firewall's job), not one address's.
  */
-import { type Bucket, debtMs, refill } from './token-bucket.ts';
-
 export interface AddressRateLimits {
-  /** Requests a second one address may send (above 0: the edge makes no AddressRate for no limit). */
+  /** Requests a second one address may send; 0: no limit. */
   rate: number;
   /** Requests it may send at once before the rate holds (a NAT's phones after an outage). */
   burst: number;
@@ -30,12 +28,21 @@ export interface AddressRateLimits {
 /** The longest a connection is paused for its address's debt (s). */
 const MAX_DEBT_S = 30;
 
+interface Bucket {
+  tokens: number;
+  last: number;
+}
+
 export class AddressRate {
   private readonly buckets = new Map<string, Bucket>();
   private readonly limits: AddressRateLimits;
 
   constructor(limits: AddressRateLimits) {
     this.limits = limits;
+  }
+
+  get enabled(): boolean {
+    return this.limits.rate > 0;
   }
 
   /** A datagram request from `address`: true when it may pass (it then takes a token). */
@@ -58,13 +65,18 @@ export class AddressRate {
   take(address: string, now = performance.now()): number {
     const b = this.refill(address, now);
     b.tokens = Math.max(-MAX_DEBT_S * this.limits.rate, b.tokens - 1);
-    return debtMs(b, this.limits.rate);
+    return this.waitMs(b);
   }
 
   /** How long a connection of `address` should wait now for the address's debt (ms; 0: none), taking nothing. */
   owedMs(address: string, now = performance.now()): number {
     if (!this.buckets.has(address)) return 0;
-    return debtMs(this.refill(address, now), this.limits.rate);
+    return this.waitMs(this.refill(address, now));
+  }
+
+  /** How long until a bucket in debt is back to zero (ms; 0: not in debt). */
+  private waitMs(b: Bucket): number {
+    return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / this.limits.rate);
   }
 
   get size(): number {
@@ -79,7 +91,8 @@ export class AddressRate {
       this.buckets.set(address, b);
       return b;
     }
-    refill(b, now, this.limits.rate, this.limits.burst);
+    b.tokens = Math.min(this.limits.burst, b.tokens + ((now - b.last) * this.limits.rate) / 1000);
+    b.last = now;
     return b;
   }
 }

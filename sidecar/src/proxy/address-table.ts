@@ -10,8 +10,6 @@
  * out an attacker needs `maxAddresses` other addresses, and then the listener's
  * global cap (SIPHA_TCP_MAX_FLOWS) is what holds.
  */
-import { type Bucket, refill } from './token-bucket.ts';
-
 export interface AddressLimits {
   /** Connections one address may hold open; 0: no cap. */
   maxFlowsPerAddress: number;
@@ -23,9 +21,11 @@ export interface AddressLimits {
 
 export type AddressRefusal = 'tcp-address-full' | 'tcp-address-rate';
 
-/** One address's standing (its connections, and its bucket of new ones); a connection keeps its own to give its slot back. */
-export interface AddressEntry extends Bucket {
+/** One address's standing; a connection keeps its own to give its slot back. */
+export interface AddressEntry {
   flows: number;
+  tokens: number;
+  last: number;
 }
 
 export class AddressTable {
@@ -53,7 +53,8 @@ export class AddressTable {
     const { maxFlowsPerAddress: cap, acceptRatePerAddress: rate } = this.limits;
     if (cap > 0 && e.flows >= cap) return 'tcp-address-full';
     if (rate > 0) {
-      refill(e, now, rate, this.burst);
+      e.tokens = Math.min(this.burst, e.tokens + ((now - e.last) * rate) / 1000);
+      e.last = now;
       if (e.tokens < 1) return 'tcp-address-rate';
       e.tokens -= 1;
     }

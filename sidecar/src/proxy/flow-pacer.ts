@@ -1,5 +1,3 @@
-import { type Bucket, debtMs, refill } from './token-bucket.ts';
-
 /**
  * Paces one client's TCP connection: a token bucket of messages (`rate` per
  * second, a burst of one second's worth). A client past it is not dropped
@@ -9,18 +7,21 @@ import { type Bucket, debtMs, refill } from './token-bucket.ts';
  * `rate` of the pair's work, not all of it, and everyone else's latency holds.
  */
 export class FlowPacer {
-  private readonly bucket: Bucket;
+  private tokens: number;
+  private last: number;
   private readonly rate: number;
 
   constructor(rate: number, now = performance.now()) {
     this.rate = rate;
-    this.bucket = { tokens: rate, last: now };
+    this.tokens = rate;
+    this.last = now;
   }
 
   /** One message read; returns how long (ms) the connection should now pause, 0 for not at all. */
   take(now = performance.now()): number {
-    refill(this.bucket, now, this.rate, this.rate);
-    this.bucket.tokens -= 1;
-    return debtMs(this.bucket, this.rate);
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+    this.tokens -= 1;
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.rate);
   }
 }

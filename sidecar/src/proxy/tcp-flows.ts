@@ -304,9 +304,6 @@ export class TcpFlows {
       }, ms);
       deadline.unref();
     };
-    /** The deadline for where the flow stands: mid-message its header timeout, between messages the idle limit. */
-    const armFor = (midMessage: boolean) =>
-      midMessage ? arm(this.limits.headerTimeoutMs, 'tcp-header-timeout') : arm(this.limits.idleMs, 'tcp-idle');
     // An accepted connection owes its first message; one we opened waits for nothing.
     let partial = host === undefined;
     // Clients' connections are paced; those we opened (to a next hop) are not.
@@ -314,7 +311,8 @@ export class TcpFlows {
     let pauseMs = 0;
     /** Messages this flow has completed (a read that completes one restarts the header deadline). */
     let completed = 0;
-    armFor(partial);
+    if (partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
+    else arm(this.limits.idleMs, 'tcp-idle');
     const framer = new SipStreamFramer(
       {
         message: (bytes) => {
@@ -351,7 +349,8 @@ export class TcpFlows {
         setTimeout(resumeWhenDue, wait).unref();
         return;
       }
-      armFor(framer.partial);
+      if (framer.partial) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
+      else arm(this.limits.idleMs, 'tcp-idle');
       socket.resume();
     };
     // A new connection of an address in debt reads nothing until the debt is paid.
@@ -364,13 +363,13 @@ export class TcpFlows {
         // The deadline runs from the message's first byte: dripping does not extend it. A read
         // that ended a message and began the next starts the next one's deadline (a client
         // streaming steadily is not a slowloris).
-        if (!partial || completed > before) armFor(true);
+        if (!partial || completed > before) arm(this.limits.headerTimeoutMs, 'tcp-header-timeout');
         partial = true;
       } else if (!partial && deadline) {
         deadline.refresh(); // idle from now: the same timer, restarted (no allocation per chunk)
       } else {
         partial = false;
-        armFor(false);
+        arm(this.limits.idleMs, 'tcp-idle');
       }
       if (pauseMs > 0) {
         pauseFor(pauseMs);
