@@ -32,17 +32,18 @@ CACHE=${SIPHA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sipha}
 BIN="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 # The directory name predates the node binaries; it stays so existing caches
 # stay valid (the k8s version still keys them; CoreDNS's version is in its name).
+cp_cmds=(kube-apiserver kube-controller-manager kubectl)
 case ${1:-all} in
   helm)
     k8s_cmds=()
     want=(helm)
     ;;
   control-plane)
-    k8s_cmds=(kube-apiserver kube-controller-manager kubectl)
+    k8s_cmds=("${cp_cmds[@]}")
     want=("${k8s_cmds[@]}" etcd helm)
     ;;
   all)
-    k8s_cmds=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
+    k8s_cmds=("${cp_cmds[@]}" kubelet kube-scheduler kube-proxy)
     want=("${k8s_cmds[@]}" etcd helm "coredns-$COREDNS_VERSION")
     ;;
   *) echo "usage: build-k8s.sh [helm|control-plane|all]" >&2; exit 2 ;;

@@ -32,22 +32,23 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
-/** The directory with kube-apiserver, kube-controller-manager, kubectl, etcd and helm (the node binaries may still be building). */
-export function k8sBinDir(): string {
-  const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh'), 'control-plane'], {
+/** hack/build-k8s.sh's bin directory once `part` is built (it waits for a build under way). */
+function builtBinDir(part: 'helm' | 'control-plane'): string {
+  const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh'), part], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return out.trim().split('\n').pop() as string;
 }
 
+/** The directory with kube-apiserver, kube-controller-manager, kubectl, etcd and helm (the node binaries may still be building). */
+export function k8sBinDir(): string {
+  return builtBinDir('control-plane');
+}
+
 /** helm, which hack/build-k8s.sh builds first (an integration test needs it, long before the rest is built). */
 export function helmBinary(): string {
-  const out = execFileSync('bash', [join(ROOT, 'hack/build-k8s.sh'), 'helm'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return join(out.trim().split('\n').pop() as string, 'helm');
+  return join(builtBinDir('helm'), 'helm');
 }
 
 export async function startControlPlane(opts: { controllerManager?: boolean } = {}): Promise<ControlPlane> {
