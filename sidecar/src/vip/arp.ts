@@ -9,13 +9,19 @@
  * the sidecar's death (kill -9, OOM): a dead sidecar cannot clean up, and a
  * stale VIP on a second host answers ARP and black-holes SIP. A sidecar that
  * starts removes whatever an earlier incarnation left (`reset`).
+ *
+ * All of it is done by one small shell started with the sidecar (`reset`),
+ * a line in and a line out per step: the sidecar never forks itself after
+ * its start. A fork copies the page tables of a Node process of 200-300 MB
+ * (several ms of its main thread) and the child spends as long again tearing
+ * them down; at a takeover that was ~25 ms of CPU in the very window where the
+ * new master's first messages wait (perf on the test cluster, session 18).
+ * One shell also keeps the steps in order: a renewal can never land after
+ * the release's removal.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { promisify } from 'node:util';
+import { type ChildProcess, spawn } from 'node:child_process';
 import type { Logger } from '../log.ts';
 import type { VipAnnouncer } from './announcer.ts';
-
-const run = promisify(execFile);
 
 /** Seconds the kernel keeps the VIP without a refresh (it is gone 1-2 s after the last one on Linux 6.x). */
 export const VIP_LIFETIME_S = 1;
@@ -27,10 +33,97 @@ export const VIP_REFRESH_MS = 200;
  * taken over): the VIP is then reported lost instead of silently re-added.
  */
 export const VIP_REFRESH_LATE_MS = VIP_LIFETIME_S * 1000 - VIP_REFRESH_MS;
+/** A step the helper has not answered by then is failed, and the helper replaced. */
+export const VIP_STEP_TIMEOUT_MS = 3000;
 
-/** The `ip` batch line that adds the VIP or renews its lifetime (replace is idempotent: no "already assigned"). */
-export function vipReplaceLine(vip: string, iface: string, lifetimeS = VIP_LIFETIME_S): string {
-  return `addr replace ${vip}/32 dev ${iface} valid_lft ${lifetimeS} preferred_lft ${lifetimeS}\n`;
+/**
+ * The helper: one line per step, one line back. `add` answers before its
+ * gratuitous ARP goes out (the address is what the takeover waits for);
+ * `renew` is the lifetime refresh. arping runs in the background: it sends
+ * its frame at once but then waits a second for replies that never come to
+ * an unsolicited ARP, and the steps behind it (a renewal, the release) must
+ * not wait with it. An error is said on one line (globbing off, the
+ * message's words re-joined by `echo $e`).
+ */
+export const HELPER_SCRIPT = `set -f
+v=$1 d=$2 l=$3
+while read -r step; do
+  case $step in
+    add|renew)
+      if e=$(ip addr replace "$v/32" dev "$d" valid_lft "$l" preferred_lft "$l" 2>&1); then echo ok; else echo "err $(echo $e)"; fi
+      if [ "$step" = add ]; then arping -U -c 1 -I "$d" "$v" >/dev/null 2>&1 & fi ;;
+    del)
+      if e=$(ip addr del "$v/32" dev "$d" 2>&1); then echo ok; else echo "err $(echo $e)"; fi ;;
+    garp)
+      arping -U -c 1 -I "$d" "$v" >/dev/null 2>&1 &
+      echo ok ;;
+    *) echo "err unknown step $step" ;;
+  esac
+done`;
+
+type Step = 'add' | 'renew' | 'del' | 'garp';
+
+/** The running helper shell and the steps it has not answered yet (it answers in order). */
+class Helper {
+  readonly child: ChildProcess;
+  private readonly waiting: Array<{ resolve: (line: string) => void; reject: (err: Error) => void }> = [];
+  private partial = '';
+  private ended: Error | null = null;
+
+  constructor(vip: string, iface: string, onEnd: (err: Error) => void) {
+    this.child = spawn('sh', ['-c', HELPER_SCRIPT, 'sipha-vip', vip, iface, String(VIP_LIFETIME_S)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.child.stdout?.setEncoding('utf8');
+    this.child.stdout?.on('data', (d: string) => {
+      const lines = (this.partial + d).split('\n');
+      this.partial = lines.pop() ?? '';
+      for (const line of lines) this.waiting.shift()?.resolve(line);
+    });
+    this.child.stderr?.resume();
+    this.child.stdin?.on('error', () => {}); // the exit below says it
+    // A failed spawn (EMFILE, ENOMEM) has no pipes and emits 'error', never 'exit'.
+    this.child.on('error', (err) => this.end(new Error(`the VIP helper did not start: ${err.message}`), onEnd));
+    this.child.on('exit', (code, signal) => this.end(new Error(`the VIP helper exited (${signal ?? code})`), onEnd));
+  }
+
+  get alive(): boolean {
+    return this.ended === null;
+  }
+
+  /** Sends one step; its answer, or an error when the helper ends or takes longer than VIP_STEP_TIMEOUT_MS. */
+  step(step: Step): Promise<string> {
+    if (this.ended !== null) return Promise.reject(this.ended);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        // Answers come in order: one that is late holds every later one. Start afresh.
+        this.child.kill('SIGKILL');
+        reject(new Error(`the VIP helper did not answer "${step}" in ${VIP_STEP_TIMEOUT_MS} ms`));
+      }, VIP_STEP_TIMEOUT_MS);
+      this.waiting.push({
+        resolve: (line) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      });
+      this.child.stdin?.write(`${step}\n`);
+    });
+  }
+
+  close(): void {
+    this.child.stdin?.end(); // the loop ends at end of input
+  }
+
+  private end(err: Error, onEnd: (err: Error) => void): void {
+    if (this.ended !== null) return;
+    this.ended = err;
+    for (const w of this.waiting.splice(0)) w.reject(err);
+    onEnd(err);
+  }
 }
 
 export class ArpAnnouncer implements VipAnnouncer {
@@ -41,10 +134,8 @@ export class ArpAnnouncer implements VipAnnouncer {
   private timers: NodeJS.Timeout[] = [];
   private refresher: NodeJS.Timeout | null = null;
   private lastRefresh = 0;
-  /** One long-lived `ip -batch -`: a refresh is a line on its stdin, not a process per 200 ms. */
-  private ip: ChildProcess | null = null;
-  /** The prepared takeover (see prepare()). */
-  private kit: ChildProcess | null = null;
+  private current: Helper | null = null;
+  private closed = false;
 
   constructor(vip: string, iface: string, log: Logger) {
     this.vip = vip;
@@ -52,72 +143,46 @@ export class ArpAnnouncer implements VipAnnouncer {
     this.log = log;
   }
 
+  /** Starts the helper (the one fork, while nothing is at stake) and removes a stale VIP. */
   async reset(): Promise<void> {
     if (await this.remove()) this.log.warn({ vip: this.vip, iface: this.iface }, 'removed a stale VIP left by an earlier start');
-    this.prepare();
-  }
-
-  /**
-   * Prepares the next takeover while nothing is at stake: a small shell that
-   * waits for one line, then adds the VIP and execs arping. Forking the
-   * sidecar itself at takeover (a process with a 100+ MB heap) cost 10-20 ms
-   * of the switchover gap; writing a line to a waiting shell costs nothing.
-   */
-  prepare(): void {
-    if (this.kit !== null && this.kit.exitCode === null) return;
-    const script = `read go || exit 4; ip addr replace "$1/32" dev "$2" valid_lft ${VIP_LIFETIME_S} preferred_lft ${VIP_LIFETIME_S} || exit 3; echo added; exec arping -U -c 1 -I "$2" "$1"`;
-    const kit = spawn('sh', ['-c', script, 'sipha-vip', this.vip, this.iface], { stdio: ['pipe', 'pipe', 'pipe'] });
-    // A failed spawn (EMFILE, ENOMEM) has no pipes and emits 'error', never 'exit'.
-    kit.on('error', (err) => {
-      this.log.error({ err }, 'cannot prepare the VIP takeover');
-      if (this.kit === kit) this.kit = null;
-    });
-    kit.stdin?.on('error', () => {});
-    this.kit = kit;
   }
 
   async acquire(): Promise<void> {
-    this.prepare();
-    const kit = this.kit as ChildProcess;
-    this.kit = null;
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      kit.stderr?.on('data', (d: Buffer) => {
-        err += d.toString();
-      });
-      kit.stdout?.on('data', (d: Buffer) => {
-        if (d.toString().includes('added')) resolve();
-      });
-      kit.on('exit', (code) => {
-        // 0 or 1 from arping after "added" (resolved already); 3: ip failed.
-        if (code === 3 || code === 4 || code === null) reject(new Error(`VIP add failed (${code}): ${err.trim()}`));
-      });
-      kit.on('error', (e) => reject(new Error(`VIP add failed: ${e.message}`)));
-      if (kit.pid === undefined || !kit.stdin) reject(new Error('VIP add failed: the takeover shell did not start'));
-      else kit.stdin.end('go\n');
-    });
-    setImmediate(() => this.prepare()); // the next takeover's kit
+    const answer = await this.helper().step('add');
+    if (answer !== 'ok') throw new Error(`VIP add failed: ${answer.replace(/^err /, '')}`);
     this.lastRefresh = performance.now();
     this.stopRefresh();
     this.refresher = setInterval(() => this.refresh(), VIP_REFRESH_MS);
-    // The kit sent the first gratuitous ARP; twice more: a lost first announcement
-    // must not leave clients on the old MAC.
+    // The helper sends the first gratuitous ARP right after the add; twice more: a lost
+    // first announcement must not leave clients on the old MAC.
     this.timers = [setTimeout(() => this.garp(), 50), setTimeout(() => this.garp(), 500)];
     this.log.info({ vip: this.vip, iface: this.iface }, 'VIP acquired, gratuitous ARP sent');
   }
 
   async release(): Promise<void> {
     this.stopRefresh();
+    // Behind any renewal or announcement already sent: the same helper, in order.
     await this.remove();
     this.log.info({ vip: this.vip }, 'VIP released');
   }
 
   close(): void {
+    this.closed = true;
     this.stopRefresh();
-    this.ip?.stdin?.end();
-    this.ip = null;
-    this.kit?.kill();
-    this.kit = null;
+    this.current?.close();
+    this.current = null;
+  }
+
+  /** The running helper, started again if it ended (that one start is a fork, logged). */
+  private helper(): Helper {
+    if (this.current?.alive) return this.current;
+    const h = new Helper(this.vip, this.iface, (err) => {
+      if (this.current === h) this.current = null;
+      if (!this.closed) this.log.warn({ err }, 'VIP helper ended; the next step starts another');
+    });
+    this.current = h;
+    return h;
   }
 
   private stopRefresh(): void {
@@ -136,47 +201,30 @@ export class ArpAnnouncer implements VipAnnouncer {
       this.onLost('vip-refresh-late');
       return;
     }
-    // Only a refresh that went out counts: one that cannot (ip would not start: EMFILE)
-    // runs into the late check above, and the master stands down in time.
-    const ip = this.batch();
-    if (ip.pid === undefined || !ip.stdin || ip.stdin.destroyed) return;
-    ip.stdin.write(vipReplaceLine(this.vip, this.iface));
+    // Only a refresh that went out counts: one that cannot (no helper: EMFILE) runs
+    // into the late check above, and the master stands down in time.
+    const h = this.helper();
+    if (!h.alive) return;
     this.lastRefresh = now;
-  }
-
-  private batch(): ChildProcess {
-    if (this.ip !== null && this.ip.exitCode === null) return this.ip;
-    // -force: one failed line must not end the batch.
-    const ip = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    ip.on('error', (err) => {
-      this.log.error({ err }, 'cannot run ip for VIP refreshes');
-      if (this.ip === ip) this.ip = null; // spawn again at the next refresh
-    });
-    ip.stdin?.on('error', (err) => this.log.warn({ err }, 'VIP refresher pipe closed'));
-    ip.stderr?.on('data', (d: Buffer) => this.log.warn({ stderr: d.toString().trim() }, 'VIP refresh failed'));
-    ip.on('exit', () => {
-      if (this.ip === ip) this.ip = null;
-    });
-    this.ip = ip;
-    return ip;
+    h.step('renew').then(
+      (answer) => {
+        if (answer !== 'ok') this.log.warn({ answer }, 'VIP refresh failed');
+      },
+      (err) => this.log.warn({ err }, 'VIP refresh failed'),
+    );
   }
 
   /** Deletes the VIP from the interface; false when it was not there. */
   private async remove(): Promise<boolean> {
-    try {
-      await run('ip', ['addr', 'del', `${this.vip}/32`, 'dev', this.iface]);
-      return true;
-    } catch (err) {
-      const stderr = String((err as { stderr?: string }).stderr);
-      if (stderr.includes('Cannot assign') || stderr.includes('Address not found')) return false;
-      throw err;
-    }
+    const answer = await this.helper().step('del');
+    if (answer === 'ok') return true;
+    if (answer.includes('Cannot assign') || answer.includes('Address not found')) return false;
+    throw new Error(`VIP removal failed: ${answer.replace(/^err /, '')}`);
   }
 
   private garp(): void {
-    // -U: unsolicited ARP (sender and target = VIP), -c 1: one frame per call.
-    execFile('arping', ['-U', '-c', '1', '-I', this.iface, this.vip], (err) => {
-      if (err && (err as { code?: number }).code !== 1) this.log.warn({ err }, 'arping failed');
-    });
+    this.helper()
+      .step('garp')
+      .catch((err) => this.log.warn({ err }, 'gratuitous ARP failed'));
   }
 }
