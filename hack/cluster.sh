@@ -74,6 +74,7 @@ start() { # NAME NETNS NODE|"" CMD...
   # setsid execs in place: $! is the PID of the program itself.
   setsid nsenter "${ns[@]}" -- "$@" >"$S/logs/$name.log" 2>&1 </dev/null &
   echo "$! $1" >"$S/pids/$name"
+  cpu_domain "$!" "${node:-cp}"
   disown "$!" # (no "Killed" job notices from this shell when down ends it)
 }
 
@@ -141,6 +142,39 @@ cgroup_create() { # NODE
       cat "$h/cpuset.cpus" >"$d/cpuset.cpus"
       cat "$h/cpuset.mems" >"$d/cpuset.mems"
     fi
+  done
+}
+
+# Each machine of the cluster a CPU domain of its own, as separate machines would be:
+# sipha-cp (the control plane) and sipha-NODE, which holds the node's kubepods (its
+# kubelet's cgroupRoot) beside system (its kubelet, containerd and shims, kube-proxy),
+# as a systemd machine holds kubepods.slice beside system.slice. Otherwise each agent
+# and control-plane process is a CPU entity of its own (an autogroup) at the top, of
+# the same weight as a node's every pod together: after a Kamailio kill, the API
+# server's, the kubelets' and the container restart's work pushed the new master's
+# sidecar off the CPU for tens of ms (session 18, perf sched; docs/cluster.md).
+# The cpu hierarchy only (v1); elsewhere the processes stay where they are.
+cpu_hierarchies() {
+  local h
+  for h in $(cgroup_dirs); do [ -f "$h/cpu.shares" ] && echo "$h"; done
+  return 0
+}
+
+cpu_domain() { # PID cp|NODE
+  local h d
+  for h in $(cpu_hierarchies); do
+    if [ "$2" = cp ]; then d=$h/sipha-cp; else d=$h/sipha-$2/system; fi
+    mkdir -p "$d"
+    echo "$1" >"$d/cgroup.procs" 2>/dev/null || true # (ended already: its start fails loudly elsewhere)
+  done
+}
+
+cpu_domain_remove_cp() {
+  local h
+  for h in $(cpu_hierarchies); do
+    [ -d "$h/sipha-cp" ] || continue
+    for _ in $(seq 50); do rmdir "$h/sipha-cp" 2>/dev/null && break; sleep 0.1; done
+    [ ! -d "$h/sipha-cp" ] || echo "cluster: could not remove $h/sipha-cp" >&2
   done
 }
 
@@ -578,6 +612,7 @@ cmd_down() {
     say "$n: containers, containerd and its cgroups gone"
   done
   stop_named kube-scheduler kube-controller-manager kube-apiserver etcd
+  cpu_domain_remove_cp
   say "control plane stopped"
   # Anything else we recorded (should be nothing).
   if [ -d "$S/pids" ]; then
