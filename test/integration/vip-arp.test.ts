@@ -60,4 +60,17 @@ describe('arp-mode VIP announcer', { timeout: 60_000 }, () => {
       .filter((l) => l.includes(`who-has ${VIP}`) && l.includes(`tell ${VIP}`));
     assert.equal(garps.length, 3, `gratuitous ARPs seen:\n${seen.text()}`);
   });
+
+  it('replaces a helper that died while serving, and the VIP is renewed through the new one', () => {
+    const out = JSON.parse((bed as NetBed).host('a').run(process.execPath, [RUN, VIP, 'eth0', 'kill-helper']).trim()) as {
+      whileServing: string[];
+      heldAfterHelperDied: boolean;
+      afterRelease: boolean;
+    };
+    // The address lives 1 s without a renewal: 1.5 s after the helper died it is there only
+    // because the next renewal started another helper (the one fork, where nothing else helps).
+    assert.equal(out.heldAfterHelperDied, true, 'the VIP is still held 1.5 s after its helper died');
+    assert.deepEqual(out.whileServing, ['spawn sh'], 'one new helper, started by the next step');
+    assert.equal(out.afterRelease, false, 'the release goes through the new helper');
+  });
 });

@@ -204,7 +204,7 @@ export class ArpAnnouncer implements VipAnnouncer {
     // Only a refresh that went out counts: one that cannot (no helper: EMFILE) runs
     // into the late check above, and the master stands down in time.
     const h = this.helper();
-    if (!h.alive) return;
+    if (!h.alive || h.child.pid === undefined || !h.child.stdin || h.child.stdin.destroyed) return;
     this.lastRefresh = now;
     h.step('renew').then(
       (answer) => {
