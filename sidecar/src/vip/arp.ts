@@ -34,7 +34,7 @@ export const VIP_REFRESH_MS = 200;
  */
 export const VIP_REFRESH_LATE_MS = VIP_LIFETIME_S * 1000 - VIP_REFRESH_MS;
 /** A step the helper has not answered by then is failed, and the helper replaced. */
-export const VIP_STEP_TIMEOUT_MS = 3000;
+const VIP_STEP_TIMEOUT_MS = 3000;
 
 /**
  * The helper: one line per step, one line back. `add` answers before its
@@ -45,7 +45,7 @@ export const VIP_STEP_TIMEOUT_MS = 3000;
  * not wait with it. An error is said on one line (globbing off, the
  * message's words re-joined by `echo $e`).
  */
-export const HELPER_SCRIPT = `set -f
+const HELPER_SCRIPT = `set -f
 v=$1 d=$2 l=$3
 while read -r step; do
   case $step in
