@@ -19,7 +19,7 @@
  * them all; split: resync_start_s, resync_join_s, store_100k_s, with burst_100k_s inside the last), sidecar_rss_mib_100k,
  * backup_sidecar_rss_mib_100k, sidecar_rss_mib_idle, regs_lost_100k, registered_on_backup_100k,
  * backup_cache_after_resync_100k (what the resynced backup would replay once master),
- * direct_register_100k_s, pair_register_100k_s, pair_register_rate_per_s.
+ * direct_register_100k_s, pair_register_100k_s, pair_register_rate_per_s, baseline_skipped (1: --skip-direct).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -214,5 +214,7 @@ try {
 }
 
 figures.users = N;
+// A development run without the baseline says so in its figures.
+figures.baseline_skipped = values['skip-direct'] ? 1 : 0;
 table(`scale: ${N} registrations on the pair (netns bed, real Kamailio and sidecars)`, ['what', 'figure', 'detail'], rows);
 writeFigures('scale', figures);
