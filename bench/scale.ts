@@ -27,6 +27,7 @@ import { startKamailio, usrlocStat } from '../test/lib/kamailio.ts';
 import { NetBed } from '../test/lib/netbed.ts';
 import { PAIR_BED_HOSTS, type PairNode, role, startPair, VIP } from '../test/lib/pair.ts';
 import { until } from '../test/lib/procs.ts';
+import { logLines } from '../test/lib/sidecar.ts';
 import { runSipp, users } from '../test/lib/sipp.ts';
 import { round, table, writeFigures } from './lib/report.ts';
 
@@ -41,25 +42,6 @@ const RATE = 4000;
 function rssMib(pid: number | undefined): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? round(Number(m[1]) / 1024, 1) : Number.NaN;
-}
-
-/** pino's own time of a log's first line. */
-function firstLogTime(output: string): number | null {
-  for (const line of output.split('\n')) {
-    const t = /"time":(\d+)/.exec(line);
-    if (t) return Number(t[1]);
-  }
-  return null;
-}
-
-/** pino's own time of the first line logged at or after `since` with this message. */
-function loggedAt(output: string, msg: string, since: number): number | null {
-  for (const line of output.split('\n')) {
-    if (!line.includes(`"msg":"${msg}"`)) continue;
-    const t = /"time":(\d+)/.exec(line);
-    if (t && Number(t[1]) >= since) return Number(t[1]);
-  }
-  return null;
 }
 
 const registered = (n: PairNode) => usrlocStat(n.kamailio, 'registered_users');
@@ -175,9 +157,11 @@ try {
     () => explainPair(a, b),
   );
   const held = Date.now();
-  const sidecarUp = firstLogTime(b.sidecar.output());
-  const streamUp = loggedAt(b.sidecar.output(), 'replication stream from the master', r0);
-  const burstSent = loggedAt(a.sidecar.output(), 'state cache replayed to the backup', r0);
+  const loggedAt = (n: PairNode, msg: string) =>
+    logLines(n.sidecar.output()).find((l) => l.msg === msg && l.time >= r0)?.time ?? null;
+  const sidecarUp = logLines(b.sidecar.output())[0]?.time ?? null;
+  const streamUp = loggedAt(b, 'replication stream from the master');
+  const burstSent = loggedAt(a, 'state cache replayed to the backup');
   const secs = (from: number | null, to: number | null) => (from !== null && to !== null ? round((to - from) / 1000, 2) : null);
   figures.resync_100k_s = secs(r0, held);
   // Restart -> the new sidecar's first log line: Kamailio's start, then node loading the sidecar.

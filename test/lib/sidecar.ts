@@ -28,6 +28,28 @@ export interface Sidecar {
   histogram(name: string): Array<[number, number]>;
 }
 
+/** A sidecar's pino line: its own time (epoch ms) and message, and whatever else it logged. */
+export interface LogLine {
+  readonly time: number;
+  readonly msg: string;
+  readonly [field: string]: unknown;
+}
+
+/** The pino lines in a sidecar's output, in order (anything else, e.g. a stack trace, is skipped). */
+export function logLines(output: string): LogLine[] {
+  const lines: LogLine[] = [];
+  for (const line of output.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const l = JSON.parse(line) as LogLine;
+      if (typeof l.time === 'number') lines.push(l);
+    } catch {
+      // a line cut short (the process was killed while writing it)
+    }
+  }
+  return lines;
+}
+
 export async function startSidecar(
   host: Host,
   env: Record<string, string> = {},
