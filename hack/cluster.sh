@@ -7,7 +7,7 @@
 # never touched. Everything it starts is recorded in the state dir and `down`
 # removes it all.
 #
-#   hack/cluster.sh up | down | status | kubeconfig
+#   hack/cluster.sh up | down | status | is-up | kubeconfig
 #   hack/cluster.sh kubectl ARGS...      kubectl against the cluster
 #   hack/cluster.sh helm ARGS...         helm against the cluster
 #   hack/cluster.sh exec NODE CMD...     a command in a netns (node-a, node-b, cp, switch)
@@ -702,6 +702,7 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  is-up) is_up ;; # exit status only: 0 when a cluster (or what is left of one) is here
   kubeconfig) echo "$S/kubeconfig" ;;
   kubectl)
     shift

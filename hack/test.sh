@@ -28,6 +28,12 @@ builds=$!
 
 bash hack/setup.sh
 . hack/env.sh
+# A cluster left by an interrupted run (its netns, mounts, cgroups, processes) would fail the
+# cluster tests before they start ("already up"): take it down first, and say so.
+if bash hack/cluster.sh is-up; then
+  echo "== a two-node cluster is left from an interrupted run: hack/cluster.sh down"
+  bash hack/cluster.sh down
+fi
 # The product's images (Debian packages, Node, the sources) for the cluster tests, the same way
 # (hack/images.sh takes its own lock: a test that asks meanwhile waits for this build).
 at_idle bash hack/images.sh build >"$work/images.log" 2>&1 &
