@@ -31,8 +31,9 @@
  * the failover before it: what sipp's "unexpected message" was.
  * Progress every minute; traffic only inside the bed (198.18.0.0/24).
  */
-import { writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -43,6 +44,7 @@ import { PAIR_BED_HOSTS, type PairNode, role, roleStory, startPair, VIP, WITNESS
 import { sleep, until } from '../test/lib/procs.ts';
 import {
   creationRate,
+  errorEvents,
   failedCallsReport,
   runSipp,
   type SippResult,
@@ -219,6 +221,9 @@ const roleChanges = (from: number, to = Number.POSITIVE_INFINITY) =>
   events.filter((e) => e.msg === 'role change' && e.atS >= from && e.atS < to);
 const describe = (es: LogEvent[]) => es.map((e) => `${e.node} ${e.from}->${e.to} (${e.reason})`).join('; ');
 
+/** The called party's sipp error log (read with --capture, when calls failed). */
+const UAS_DIR = mkdtempSync(join(tmpdir(), 'sipha-soak-uas-'));
+const UAS_ERRORS = join(UAS_DIR, 'errors.log');
 const bed = NetBed.create([...PAIR_BED_HOSTS, WITNESS_HOST]);
 try {
   const client = bed.host('client');
@@ -249,7 +254,7 @@ try {
   if (reg0.successful !== USERS.length) throw new Error(`only ${reg0.successful} of ${USERS.length} users registered`);
   const uasReg = await runSipp(bed, uasHost, { scenario: 'register.xml', target, calls: 1, rate: 10, users: ['uas'] });
   if (uasReg.successful !== 1) throw new Error(`the called party did not register: ${uasReg.errors}`);
-  const uas = startUas(uasHost);
+  const uas = startUas(uasHost, 5060, 'u1', UAS_ERRORS);
 
   // ---- the pair's max rate: REGISTERs at R/s plus calls at R/10 per second ----
   const rungs: Rung[] = [];
@@ -529,6 +534,11 @@ try {
   if (captures.length) {
     const [clientPackets, uasPackets] = await Promise.all(captures.map(async (c) => readSipUdp(await c.stop())));
     console.log(callStories(clientPackets as SipPacket[], uasPackets as SipPacket[], client.ip, failovers));
+    // The callee's side: a call it aborted absorbs what comes after (sipp's dead calls), silently.
+    if (existsSync(UAS_ERRORS))
+      console.log(
+        `\nthe called party's error log (ladder and soak), last events:\n${errorEvents(readFileSync(UAS_ERRORS, 'utf8')).slice(-4000)}`,
+      );
   }
 
   // ---- figures ----
@@ -676,4 +686,5 @@ try {
   console.log(`wrote ${eventsFile}`);
 } finally {
   await bed.destroy();
+  rmSync(UAS_DIR, { recursive: true, force: true });
 }

@@ -141,6 +141,35 @@ describe('test caller (uac-call.xml) acts as an RFC 3261 UAC when messages come 
     assert.deepEqual(seq.slice(-2), ['ACK 2', 'BYE 3']);
   });
 
+  it('a provisional response that comes again after its final one (the pair relayed it twice): ignored, the call goes on', async () => {
+    // What the soak's capture showed (session 20): after a hand-back, the new master's Kamailio still
+    // had replicated messages in hand and relayed them again once it served: the re-INVITE's 100
+    // during the hold, and (metallb e2e) the first INVITE's 180 after its 200. A UAC discards a 1xx
+    // whose INVITE has its 2xx (RFC 3261 17.1.1.2, RFC 6026's Accepted state); stock sipp aborted.
+    let invite = '';
+    const r = await call(async (req) => {
+      if (req.method === 'INVITE' && req.cseq === '1') {
+        invite = req.text;
+        await send(answer(req.text, '180 Ringing'));
+        await send(answer(req.text, '200 OK', SDP));
+      } else if (req.method === 'INVITE') {
+        await send(answer(req.text, '100 Trying'));
+        await send(answer(req.text, '200 OK', SDP));
+      } else if (req.method === 'ACK' && req.cseq === '2') {
+        const reinvite = received.find((x) => x.method === 'INVITE' && x.cseq === '2')?.text ?? '';
+        await sleep(50); // in the hold (sipp's pause, -d 300)
+        await send(answer(reinvite, '100 Trying'));
+        await sleep(20);
+        await send(answer(invite, '180 Ringing'));
+      } else if (req.method === 'BYE') await send(answer(req.text, '200 OK'));
+    });
+    assert.equal(r.code, 0, `sipp failed the call:\n${r.errors}`);
+    assert.deepEqual(
+      received.map((x) => `${x.method} ${x.cseq}`),
+      ['INVITE 1', 'ACK 1', 'INVITE 2', 'ACK 2', 'BYE 3'],
+    );
+  });
+
   it('a late 200 to the first INVITE while the re-INVITE is lost: the re-INVITE is sent again', async () => {
     let reinvites = 0;
     const r = await call(

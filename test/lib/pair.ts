@@ -7,7 +7,7 @@ import { type Kamailio, startKamailio } from './kamailio.ts';
 import { type Host, NetBed } from './netbed.ts';
 import { until, watchOutput } from './procs.ts';
 import { parseExposition } from './prom-text.ts';
-import { type Sidecar, startSidecar } from './sidecar.ts';
+import { logLines, type Sidecar, startSidecar } from './sidecar.ts';
 
 export const VIP = '198.18.0.100';
 
@@ -214,9 +214,7 @@ export function roleStory(...nodes: PairNode[]): string {
 export function servingSpans(n: PairNode): [number, number][] {
   const spans: [number, number][] = [];
   let since: number | null = null;
-  for (const line of n.sidecar.output().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    const l = JSON.parse(line) as { time: number; msg: string; from?: string };
+  for (const l of logLines(n.sidecar.output())) {
     if (l.msg === 'serving as master' && since === null) since = l.time;
     else if (l.msg === 'role change' && l.from === 'master' && since !== null) {
       spans.push([since, l.time]);

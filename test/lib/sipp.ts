@@ -147,8 +147,11 @@ export async function runSipp(bed: NetBed, host: Host, run: SippRun): Promise<Si
   return { exitCode, successful, failed, callRate, rttMs, elapsedMs, output: out.text(), errors, counters, statsFile: stf };
 }
 
-/** Starts the called party (uas-call.xml); stop it with bed.stop(). */
-export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1') {
+/**
+ * Starts the called party (uas-call.xml); stop it with bed.stop(). `errorFile`: sipp's error log
+ * (why it aborted a call), read with errorEvents().
+ */
+export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1', errorFile?: string) {
   const child = host.spawn('sipp', [
     '-sf',
     join(SCENARIOS, 'uas-call.xml'),
@@ -161,6 +164,7 @@ export function startUas(host: Host, port = 5060, transport: 'u1' | 't1' = 'u1')
     '-nostdin',
     '-max_socket',
     '1000',
+    ...(errorFile ? ['-trace_err', '-error_file', errorFile] : []),
   ]);
   return { child, output: watchOutput(child, 64 << 10).text };
 }

@@ -9,6 +9,7 @@ import { type Dirent, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kubectlTry } from './cluster.ts';
 import { NS, type PodView } from './cluster-pair.ts';
+import { type LogLine, logLines } from './sidecar.ts';
 
 /** ms after the fault; null: not logged (e.g. the old master's node crashed with its logs). */
 export interface TakeoverSteps {
@@ -26,30 +27,11 @@ export interface TakeoverSteps {
   firstOutMs: number | null;
 }
 
-interface LogLine {
-  time: number;
-  msg: string;
-  from?: string;
-  to?: string;
-  firstInMs?: number | null;
-  firstOutMs?: number | null;
-}
-
 function sidecarLog(pod: string, faultAt: number): LogLine[] {
   // A pod on a crashed node: its kubelet never answers, and kubectl logs would wait for good.
   const r = kubectlTry(['-n', NS, 'logs', pod, '-c', 'sipha-sidecar', '--since=120s', '--request-timeout=20s']);
   if (r.code !== 0) return [];
-  const lines: LogLine[] = [];
-  for (const l of r.out.split('\n')) {
-    if (!l.startsWith('{')) continue;
-    try {
-      const j = JSON.parse(l) as LogLine;
-      if (typeof j.time === 'number' && j.time >= faultAt - 5) lines.push(j);
-    } catch {
-      // a line cut at the end of the stream
-    }
-  }
-  return lines;
+  return logLines(r.out).filter((l) => l.time >= faultAt - 5);
 }
 
 export function takeoverSteps(oldMaster: string, newMaster: string, faultAt: number): TakeoverSteps {
@@ -62,7 +44,7 @@ export function takeoverSteps(oldMaster: string, newMaster: string, faultAt: num
   const servingMs = at(next, (l) => l.msg === 'serving as master');
   // Logged a second later, relative to serving (ha-node.ts traceFirstMessages).
   const first = next.find((l) => l.msg === 'first messages after taking over');
-  const plus = (x: number | null | undefined) => (servingMs === null || x === null || x === undefined ? null : servingMs + x);
+  const plus = (x: unknown) => (servingMs === null || typeof x !== 'number' ? null : servingMs + x);
   return {
     serverDownMs: at(old, (l) => l.msg === 'SIP server is down'),
     resignedMs: at(old, (l) => l.msg === 'role change' && l.from === 'master'),
