@@ -7,6 +7,10 @@
  * (session 11) showed stock sipp taking such a 200 (CSeq 1 INVITE) as the
  * re-INVITE's answer, then aborting the call on the re-INVITE's own 100 or
  * 200: every one of its 11,168 failed calls, and the 46 of session 10's soak.
+ * Session 20's showed a 1xx coming again after its request's final response
+ * (a new master relaying what the old one had relayed, decision 0004): a UAC
+ * drops it (17.1.1.2); stock sipp aborted 106 calls on it. The scenario now
+ * makes each request a sipp transaction, and sipp itself does both.
  * Driven here over loopback by a hand-made callee.
  */
 import assert from 'node:assert/strict';
