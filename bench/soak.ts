@@ -53,6 +53,7 @@ import {
   statTime,
   users,
 } from '../test/lib/sipp.ts';
+import { dropsByReason, dropsGrown } from './lib/hostile.ts';
 import { NodeSeries, readProcess } from './lib/process-series.ts';
 import { round, table, writeFigures } from './lib/report.ts';
 
@@ -161,9 +162,20 @@ const STORIES = 12;
  * The calls the caller never saw end, from the captures: how many, grouped by the last message the
  * caller received, and the first STORIES of them message by message, timed from the fault before.
  */
-const callStories = (clientPackets: SipPacket[], uasPackets: SipPacket[], uac: string, failovers: Failover[]) => {
+const callStories = (
+  clientPackets: SipPacket[],
+  uasPackets: SipPacket[],
+  uac: string,
+  failovers: Failover[],
+  hostOfMac: Map<string, string>,
+) => {
   const calls = unfinishedCalls(clientPackets, uac, uasPackets);
   const name = (p: SipPacket) => (p.status ? `${p.status} (${p.cseq} ${p.method})` : `${p.method} ${p.cseq}`);
+  // Which pair host a packet to or from the VIP really went to or came from (its MAC): ARP's part.
+  const via = (p: SipPacket) => {
+    const host = p.dst === VIP ? hostOfMac.get(p.dstMac ?? '') : p.src === VIP ? hostOfMac.get(p.srcMac ?? '') : undefined;
+    return p.dst === VIP || p.src === VIP ? ` [${p.dst === VIP ? 'to' : 'from'} ${host ?? p.dstMac ?? '?'}]` : '';
+  };
   const byLast = new Map<string, number>();
   const byFault = new Map<string, number>();
   const lines: string[] = [];
@@ -178,7 +190,7 @@ const callStories = (clientPackets: SipPacket[], uasPackets: SipPacket[], uac: s
     byFault.set(when, (byFault.get(when) ?? 0) + 1);
     if (lines.length >= STORIES) continue;
     const from = fault?.atEpochS ?? t0;
-    const steps = ps.map((p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}`);
+    const steps = ps.map((p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}${via(p)}`);
     lines.push(
       `  ${callId} (${fault ? `after failover ${fault.n}, ${fault.fault}` : 'no failover before it'}):\n    ${steps.join('\n    ')}`,
     );
@@ -455,6 +467,7 @@ try {
 
   // One line a minute, from sipp's own counters: what each run created since the last line, and its totals.
   let last = { t: 0, reg: 0, calls: 0 };
+  const lastDrops = { a: new Map<string, number>(), b: new Map<string, number>() };
   const progress = (minute: number) => {
     const r = statRows(regStats).at(-1);
     const c = statRows(callStats).at(-1);
@@ -469,10 +482,26 @@ try {
         return `${n} ${role(nodes[n])} ${s ? `${round(s.rssMiB, 1)} MiB ${s.fds} fds` : '-'}`;
       })
       .join(', ');
+    // Messages each sidecar dropped this minute, by path and reason (a restarted one counts from 0).
+    const drops = (['a', 'b'] as const)
+      .map((n) => {
+        let now: Map<string, number>;
+        try {
+          now = dropsByReason(nodes[n]);
+        } catch {
+          return `${n} -`; // not answering /metrics (restarting)
+        }
+        const grown = dropsGrown(lastDrops[n], now);
+        lastDrops[n] = now;
+        return grown ? `${n} ${grown}` : '';
+      })
+      .filter(Boolean)
+      .join('; ');
     console.log(
       `min ${minute}/${MINUTES}: REGISTER ${Math.round((regMade - last.reg) / dt)}/s (ok ${r['SuccessfulCall(C)']}, failed ${r['FailedCall(C)']}), ` +
         `calls ${round((callsMade - last.calls) / dt, 1)}/s (ok ${c['SuccessfulCall(C)']}, failed ${c['FailedCall(C)']}, in progress ${c.CurrentCall}); ` +
-        `${mem}; failovers ${failovers.filter((f) => !f.error).length}, role changes ${roleChanges(soakFrom).length}, load ${round(loadavg()[0] as number, 1)}`,
+        `${mem}; failovers ${failovers.filter((f) => !f.error).length}, role changes ${roleChanges(soakFrom).length}, load ${round(loadavg()[0] as number, 1)}` +
+        (drops ? `; dropped: ${drops}` : ''),
     );
     last = { t, reg: regMade, calls: callsMade };
   };
@@ -533,7 +562,20 @@ try {
     console.log(`\nwhere the failed calls stopped, and sipp's error log:\n${failedCallsReport(calls)}`);
   if (captures.length) {
     const [clientPackets, uasPackets] = await Promise.all(captures.map(async (c) => readSipUdp(await c.stop())));
-    console.log(callStories(clientPackets as SipPacket[], uasPackets as SipPacket[], client.ip, failovers));
+    // A capture on a busy host misses packets: a call "never ended" may have, unseen.
+    console.log(
+      `\ncapture: the kernel dropped ${captures.map((c) => c.kernelDrops() ?? '?').join(' (caller) and ')} (callee) packets`,
+    );
+    const hostOfMac = new Map(
+      (['a', 'b'] as const).map((h) => [
+        bed
+          .host(h)
+          .run('cat', [`/sys/class/net/${bed.host(h).iface}/address`])
+          .trim(),
+        h,
+      ]),
+    );
+    console.log(callStories(clientPackets as SipPacket[], uasPackets as SipPacket[], client.ip, failovers, hostOfMac));
     // The callee's side: a call it aborted absorbs what comes after (sipp's dead calls), silently.
     if (existsSync(UAS_ERRORS))
       console.log(

@@ -15,6 +15,8 @@ import { watchOutput } from './procs.ts';
 export interface Capture {
   readonly path: string;
   stop(): Promise<string>;
+  /** After stop: the packets tcpdump says the kernel dropped (its buffer full: the capture misses them); null if not said. */
+  kernelDrops(): number | null;
 }
 
 let n = 0;
@@ -35,9 +37,14 @@ export async function startCapture(bed: NetBed, host: Host, filter: string, ifac
     path,
     filter,
   ]);
-  await watchOutput(child).waitFor(/listening on/, 10000);
+  const output = watchOutput(child);
+  await output.waitFor(/listening on/, 10000);
   return {
     path,
+    kernelDrops: () => {
+      const m = /(\d+) packets? dropped by kernel/.exec(output.text());
+      return m ? Number(m[1]) : null;
+    },
     stop: async () => {
       await new Promise((r) => setTimeout(r, 200)); // let the last packets land
       await bed.stop(child, 'SIGINT');
@@ -54,6 +61,9 @@ export interface SipPacket {
   cseq: string;
   method: string;
   status: number;
+  /** The frame's MAC addresses (readSipUdp, Ethernet captures): which host a VIP packet really went to. */
+  srcMac?: string;
+  dstMac?: string;
 }
 
 /** Every SIP message in a capture (UDP and TCP), in wire order. */
@@ -133,10 +143,13 @@ export function readSipUdp(path: string): SipPacket[] {
     const p = sipFields(frame.subarray(udp + 8, ip + frame.readUInt16BE(ip + 2)).toString('latin1'));
     if (!p) continue;
     const addr = (at: number) => `${frame[at]}.${frame[at + 1]}.${frame[at + 2]}.${frame[at + 3]}`;
-    packets.push({ time, src: addr(ip + 12), dst: addr(ip + 16), ...p });
+    const macs = linkType === 1 ? { dstMac: mac(frame, 0), srcMac: mac(frame, 6) } : {};
+    packets.push({ time, src: addr(ip + 12), dst: addr(ip + 16), ...p, ...macs });
   }
   return packets;
 }
+
+const mac = (frame: Buffer, at: number) => [...frame.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 
 /** A SIP message's start line, Call-ID and CSeq (long or compact forms); null if it is not one. */
 function sipFields(text: string): Omit<SipPacket, 'time' | 'src' | 'dst'> | null {
