@@ -33,7 +33,8 @@ function frame(src: string, dst: string, proto: 17 | 6, payload: Buffer, flagsFr
   ip[9] = proto;
   ip4(src).copy(ip, 12);
   ip4(dst).copy(ip, 16);
-  const eth = Buffer.concat([Buffer.alloc(12, 2), Buffer.from([0x08, 0x00])]);
+  // Destination MAC 02:00:00:00:00:01, source 02:00:00:00:00:02, then IPv4.
+  const eth = Buffer.from([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
   return Buffer.concat([eth, ip, l4]);
 }
 
@@ -95,10 +96,15 @@ describe('readSipUdp: the soak capture reader', () => {
         ['198.18.0.10', '198.18.0.20', '3-4@198.18.0.10', '3', 'BYE', 0],
       ],
     );
+    // The frame's MACs: which host a packet to the VIP really went to.
+    assert.deepEqual(
+      ours.map((p) => [p.dstMac, p.srcMac]),
+      Array(3).fill(['02:00:00:00:00:01', '02:00:00:00:00:02']),
+    );
     // tshark's dissector, on the same file (the fragment is not a SIP message to it either).
     const theirs = readSip(path).filter((p) => p.callId !== '');
     assert.deepEqual(
-      ours.map((p) => ({ ...p, time: Math.round(p.time * 1e6) })),
+      ours.map(({ srcMac: _s, dstMac: _d, ...p }) => ({ ...p, time: Math.round(p.time * 1e6) })),
       theirs.map((p) => ({ ...p, time: Math.round(p.time * 1e6) })),
     );
   });
