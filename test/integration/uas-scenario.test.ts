@@ -177,6 +177,59 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
     assert.ok(r.filter((x) => x === '200 1').length >= 3, `200 sent at 0, 0.5 and 1 s: ${r}`);
   });
 
+  it('an ACK that arrives as its 500 ms re-answer timer fires is taken, not "unexpected"', async () => {
+    // Found by the soak's capture (session 20): the caller's ACK, slowed by a failover, reached the
+    // callee 505 ms after its 200; sipp had just jumped back to send the 200 again and, sitting on
+    // that send, aborted the call on the ACK; the re-INVITE then went unanswered (a dead call).
+    // The window is a scheduler pass wide: ACKs from 499 to 504 ms after the 200, 8 calls a step
+    // (before the fix, 3 to 5 in 105 such calls failed).
+    const answeredAt = new Map<string, number>();
+    const onAnswer = (m: Buffer) => {
+      const text = m.toString();
+      const callId = /\r\nCall-ID: *([^\r]+)/.exec(text)?.[1] ?? '';
+      if (text.startsWith('SIP/2.0 200') && /\r\nCSeq: *1 INVITE/.test(text) && !answeredAt.has(callId))
+        answeredAt.set(callId, performance.now());
+    };
+    sock.on('message', onAnswer);
+    const ids: string[] = [];
+    try {
+      const calls: Promise<void>[] = [];
+      for (let d = 499; d <= 504; d += 0.25)
+        for (let k = 0; k < 8; k++) {
+          const callId = `acktimer-${d}-${k}`;
+          ids.push(callId);
+          calls.push(
+            (async () => {
+              await sleep(k * 7);
+              await send(request('INVITE', callId, 1, `${callId}-1`, null));
+              const deadline = performance.now() + 5000;
+              while (!answeredAt.has(callId) && performance.now() < deadline) await sleep(1);
+              const at = (answeredAt.get(callId) ?? performance.now()) + d;
+              while (performance.now() < at - 2) await sleep(1);
+              while (performance.now() < at) {} // the last 2 ms to the quarter-millisecond
+              await send(request('ACK', callId, 1, `${callId}-a1`, 'uas'));
+              await sleep(150);
+              await send(request('INVITE', callId, 2, `${callId}-2`, 'uas'));
+              await sleep(300);
+              await send(request('ACK', callId, 2, `${callId}-a2`, 'uas'));
+              await sleep(100);
+              await send(request('BYE', callId, 3, `${callId}-3`, 'uas'));
+              await sleep(300);
+            })(),
+          );
+        }
+      await Promise.all(calls);
+    } finally {
+      sock.off('message', onAnswer);
+    }
+    const unanswered = ids.filter((id) => !(responses.get(id) ?? []).includes('200 2') || responses.get(id)?.at(-1) !== '200 3');
+    assert.deepEqual(
+      unanswered,
+      [],
+      `calls whose re-INVITE or BYE went unanswered: ${unanswered.map((id) => `${id}: ${responses.get(id)}`).join('; ')}`,
+    );
+  });
+
   it('under load (1000 calls at 200/s from the sipp caller) no call fails', async () => {
     // Catches races a slow hand-driven sequence cannot: sipp runs each next step on its
     // next pass, and a message arriving while a call sits on a <nop> is "unexpected".
