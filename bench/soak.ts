@@ -190,7 +190,12 @@ const callStories = (
     byFault.set(when, (byFault.get(when) ?? 0) + 1);
     if (lines.length >= STORIES) continue;
     const from = fault?.atEpochS ?? t0;
-    const steps = ps.map((p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}${via(p)}`);
+    // The transaction (the branch's tail) of INVITEs and their answers; an in-dialog request with no Route.
+    const txn = (p: SipPacket) => ((p.method === 'INVITE' || p.method === 'BYE') && p.branch ? ` br …${p.branch.slice(-8)}` : '');
+    const route = (p: SipPacket) => (p.status === 0 && p.cseq !== '1' && p.hasRoute === false ? ' NO ROUTE' : '');
+    const steps = ps.map(
+      (p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}${via(p)}${txn(p)}${route(p)}`,
+    );
     lines.push(
       `  ${callId} (${fault ? `after failover ${fault.n}, ${fault.fault}` : 'no failover before it'}):\n    ${steps.join('\n    ')}`,
     );

@@ -174,6 +174,23 @@ describe('test caller (uac-call.xml) acts as an RFC 3261 UAC when messages come 
     );
   });
 
+  it("the re-INVITE's 100, then a late 200 to the first INVITE, then the re-INVITE's 200: the call goes on", async () => {
+    // The soak's capture (session 20, 33 calls after a Kamailio kill): the new master relayed the
+    // callee's retransmitted 200 (CSeq 1) just behind the re-INVITE's 100, the re-INVITE's 200
+    // 200 ms later; the caller ACKed the late 200, never the re-INVITE's, and sent its BYE 32 s later.
+    const r = await call(
+      callee(async (req, invite200) => {
+        await send(answer(req.text, '100 Trying'));
+        await send(invite200);
+        await sleep(200);
+        await send(answer(req.text, '200 OK', SDP));
+      }),
+    );
+    assert.equal(r.code, 0, `sipp failed the call:\n${r.errors}`);
+    const seq = received.map((x) => `${x.method} ${x.cseq}`);
+    assert.deepEqual(seq, ['INVITE 1', 'ACK 1', 'INVITE 2', 'ACK 1', 'ACK 2', 'BYE 3']);
+  });
+
   it('a late 200 to the first INVITE while the re-INVITE is lost: the re-INVITE is sent again', async () => {
     let reinvites = 0;
     const r = await call(

@@ -61,6 +61,9 @@ export interface SipPacket {
   cseq: string;
   method: string;
   status: number;
+  /** readSipUdp only: the top Via's branch (which transaction), and whether a request carries a Route. */
+  branch?: string;
+  hasRoute?: boolean;
   /** The frame's MAC addresses (readSipUdp, Ethernet captures): which host a VIP packet really went to. */
   srcMac?: string;
   dstMac?: string;
@@ -152,7 +155,7 @@ export function readSipUdp(path: string): SipPacket[] {
 const mac = (frame: Buffer, at: number) => [...frame.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 
 /** A SIP message's start line, Call-ID and CSeq (long or compact forms); null if it is not one. */
-function sipFields(text: string): Omit<SipPacket, 'time' | 'src' | 'dst'> | null {
+function sipFields(text: string): Omit<SipPacket, 'time' | 'src' | 'dst' | 'srcMac' | 'dstMac'> | null {
   const end = text.indexOf('\r\n\r\n');
   const lines = (end < 0 ? text : text.slice(0, end)).split('\r\n');
   const start = lines[0] ?? '';
@@ -161,14 +164,19 @@ function sipFields(text: string): Omit<SipPacket, 'time' | 'src' | 'dst'> | null
   let callId = '';
   let cseq = '';
   let method = '';
+  let branch: string | undefined;
+  let hasRoute = false;
   for (const line of lines.slice(1)) {
     const m = /^([A-Za-z-]+)\s*:\s*(.*)$/.exec(line);
     if (!m) continue;
     const name = (m[1] as string).toLowerCase();
     if (name === 'call-id' || name === 'i') callId = (m[2] as string).trim();
     else if (name === 'cseq') [cseq = '', method = ''] = (m[2] as string).trim().split(/\s+/);
+    else if ((name === 'via' || name === 'v') && branch === undefined)
+      branch = /;branch=([^;,\s]+)/.exec(m[2] as string)?.[1] ?? '';
+    else if (name === 'route') hasRoute = true;
   }
-  return { callId, cseq, method, status: status ? Number(status[1]) : 0 };
+  return { callId, cseq, method, status: status ? Number(status[1]) : 0, branch, hasRoute };
 }
 
 /**

@@ -74,6 +74,7 @@ i: 1-2@198.18.0.10
 CSeq:   2   INVITE
 l: 0`);
 const bye = sip(`BYE sip:uas@198.18.0.20:5060 SIP/2.0
+Route: <sip:198.18.0.100;lr>
 Call-ID: 3-4@198.18.0.10
 CSeq: 3 BYE
 Content-Length: 0`);
@@ -101,10 +102,19 @@ describe('readSipUdp: the soak capture reader', () => {
       ours.map((p) => [p.dstMac, p.srcMac]),
       Array(3).fill(['02:00:00:00:00:01', '02:00:00:00:00:02']),
     );
+    // The top Via's branch and whether a request carries a Route (a lost Route makes a 404).
+    assert.deepEqual(
+      ours.map((p) => [p.branch, p.hasRoute]),
+      [
+        ['z9hG4bK-1', false],
+        ['z9hG4bK-1', false],
+        [undefined, true],
+      ],
+    );
     // tshark's dissector, on the same file (the fragment is not a SIP message to it either).
     const theirs = readSip(path).filter((p) => p.callId !== '');
     assert.deepEqual(
-      ours.map(({ srcMac: _s, dstMac: _d, ...p }) => ({ ...p, time: Math.round(p.time * 1e6) })),
+      ours.map(({ srcMac: _s, dstMac: _d, branch: _b, hasRoute: _r, ...p }) => ({ ...p, time: Math.round(p.time * 1e6) })),
       theirs.map((p) => ({ ...p, time: Math.round(p.time * 1e6) })),
     );
   });
