@@ -156,11 +156,11 @@ const tally = (r: SippResult, target: number) => {
 const RECV_TIMEOUT_MS = 32_000;
 const achievedOf = (r: SippResult) => creationRate(statRows(r.statsFile));
 
-/** How many unfinished calls the capture prints message by message (the rest are counted). */
-const STORIES = 12;
+/** How many unfinished calls the capture prints message by message, per failover (the rest are counted). */
+const STORIES = 4;
 /**
  * The calls the caller never saw end, from the captures: how many, grouped by the last message the
- * caller received, and the first STORIES of them message by message, timed from the fault before.
+ * caller received, and the first STORIES of each failover's message by message, timed from the fault before.
  */
 const callStories = (
   clientPackets: SipPacket[],
@@ -174,7 +174,8 @@ const callStories = (
   // Which pair host a packet to or from the VIP really went to or came from (its MAC): ARP's part.
   const via = (p: SipPacket) => {
     const host = p.dst === VIP ? hostOfMac.get(p.dstMac ?? '') : p.src === VIP ? hostOfMac.get(p.srcMac ?? '') : undefined;
-    return p.dst === VIP || p.src === VIP ? ` [${p.dst === VIP ? 'to' : 'from'} ${host ?? p.dstMac ?? '?'}]` : '';
+    const mac = p.dst === VIP ? p.dstMac : p.srcMac;
+    return p.dst === VIP || p.src === VIP ? ` [${p.dst === VIP ? 'to' : 'from'} ${host ?? mac ?? '?'}]` : '';
   };
   const byLast = new Map<string, number>();
   const byFault = new Map<string, number>();
@@ -188,7 +189,7 @@ const callStories = (
     const fault = failovers.filter((f) => f.error === undefined && f.atEpochS <= t0 + 5).at(-1);
     const when = fault ? `failover ${fault.n}` : 'before any failover';
     byFault.set(when, (byFault.get(when) ?? 0) + 1);
-    if (lines.length >= STORIES) continue;
+    if ((byFault.get(when) ?? 0) > STORIES) continue;
     const from = fault?.atEpochS ?? t0;
     // The transaction (the branch's tail) of INVITEs and their answers; an in-dialog request with no Route.
     const txn = (p: SipPacket) => ((p.method === 'INVITE' || p.method === 'BYE') && p.branch ? ` br …${p.branch.slice(-8)}` : '');
