@@ -177,6 +177,9 @@ const callStories = (
     const mac = p.dst === VIP ? p.dstMac : p.srcMac;
     return p.dst === VIP || p.src === VIP ? ` [${p.dst === VIP ? 'to' : 'from'} ${host ?? mac ?? '?'}]` : '';
   };
+  // The transaction (the branch's tail) of INVITEs and their answers; an in-dialog request with no Route.
+  const txn = (p: SipPacket) => ((p.method === 'INVITE' || p.method === 'BYE') && p.branch ? ` br …${p.branch.slice(-8)}` : '');
+  const route = (p: SipPacket) => (p.status === 0 && p.cseq !== '1' && p.hasRoute === false ? ' NO ROUTE' : '');
   const byLast = new Map<string, number>();
   const byFault = new Map<string, number>();
   const lines: string[] = [];
@@ -191,9 +194,6 @@ const callStories = (
     byFault.set(when, (byFault.get(when) ?? 0) + 1);
     if ((byFault.get(when) ?? 0) > STORIES) continue;
     const from = fault?.atEpochS ?? t0;
-    // The transaction (the branch's tail) of INVITEs and their answers; an in-dialog request with no Route.
-    const txn = (p: SipPacket) => ((p.method === 'INVITE' || p.method === 'BYE') && p.branch ? ` br …${p.branch.slice(-8)}` : '');
-    const route = (p: SipPacket) => (p.status === 0 && p.cseq !== '1' && p.hasRoute === false ? ' NO ROUTE' : '');
     const steps = ps.map(
       (p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}${via(p)}${txn(p)}${route(p)}`,
     );
