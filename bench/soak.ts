@@ -45,6 +45,7 @@ import { sleep, until } from '../test/lib/procs.ts';
 import {
   creationRate,
   errorEvents,
+  eventsOfCalls,
   failedCallsReport,
   runSipp,
   type SippResult,
@@ -53,7 +54,8 @@ import {
   statTime,
   users,
 } from '../test/lib/sipp.ts';
-import { dropsByReason, dropsGrown } from './lib/hostile.ts';
+import { dropsByReason, dropsGrown, softnetDrops, udpSnmp } from './lib/hostile.ts';
+import { CounterGrowth, growthText, udpSnmpOf } from './lib/kernel-drops.ts';
 import { NodeSeries, readProcess } from './lib/process-series.ts';
 import { round, table, writeFigures } from './lib/report.ts';
 
@@ -168,6 +170,7 @@ const callStories = (
   uac: string,
   failovers: Failover[],
   hostOfMac: Map<string, string>,
+  calleeEvents: Map<string, string[]>,
 ) => {
   const calls = unfinishedCalls(clientPackets, uac, uasPackets);
   const name = (p: SipPacket) => (p.status ? `${p.status} (${p.cseq} ${p.method})` : `${p.method} ${p.cseq}`);
@@ -197,8 +200,10 @@ const callStories = (
     const steps = ps.map(
       (p) => `${round((p.time - from) * 1000, 1)} ms ${p.src}->${p.dst} ${name(p)}${via(p)}${txn(p)}${route(p)}`,
     );
+    // What the callee's sipp made of the call (e.g. a BYE to a call it had already ended).
+    const said = (calleeEvents.get(callId) ?? []).slice(0, 3).map((e) => `callee's sipp: ${e}`);
     lines.push(
-      `  ${callId} (${fault ? `after failover ${fault.n}, ${fault.fault}` : 'no failover before it'}):\n    ${steps.join('\n    ')}`,
+      `  ${callId} (${fault ? `after failover ${fault.n}, ${fault.fault}` : 'no failover before it'}):\n    ${[...steps, ...said].join('\n    ')}`,
     );
   }
   return (
@@ -367,6 +372,43 @@ try {
   };
   sampleAll();
   const sampler = setInterval(sampleAll, SAMPLE_MS);
+  // Datagrams the kernel dropped for a full receive buffer, per bed host, each second (a
+  // stalled process loses them before any counter of its own sees them), and the
+  // host-wide input backlog's drops (softnet): put beside the failovers' call stories.
+  const kernelDrops = new CounterGrowth();
+  const rcvbufErrors = (read: () => Record<string, number>) => {
+    try {
+      return read().RcvbufErrors ?? null;
+    } catch {
+      return null; // a crashed host, a process gone: no reading, never a made-up one
+    }
+  };
+  const sampleDrops = () => {
+    const t = sinceStart();
+    for (const n of ['a', 'b'] as const) {
+      const { child } = nodes[n].sidecar;
+      if (child.pid !== undefined && child.exitCode === null)
+        kernelDrops.add(
+          t,
+          n,
+          rcvbufErrors(() => udpSnmpOf(child.pid as number)),
+        );
+    }
+    if (uas.child.pid !== undefined)
+      kernelDrops.add(
+        t,
+        'callee',
+        rcvbufErrors(() => udpSnmpOf(uas.child.pid as number)),
+      );
+    kernelDrops.add(
+      t,
+      'caller',
+      rcvbufErrors(() => udpSnmp(client)),
+    );
+    kernelDrops.add(t, 'softnet', softnetDrops());
+  };
+  sampleDrops();
+  const dropSampler = setInterval(sampleDrops, 1000);
 
   // The calls only (the REGISTERs come from port REG_PORT): the caller's and the called party's wires.
   const captures: Capture[] = values.capture
@@ -473,6 +515,7 @@ try {
 
   // One line a minute, from sipp's own counters: what each run created since the last line, and its totals.
   let last = { t: 0, reg: 0, calls: 0 };
+  let lastDropsAt = soakFrom;
   const lastDrops = { a: new Map<string, number>(), b: new Map<string, number>() };
   const progress = (minute: number) => {
     const r = statRows(regStats).at(-1);
@@ -503,11 +546,15 @@ try {
       })
       .filter(Boolean)
       .join('; ');
+    const now = sinceStart();
+    const kernel = growthText(kernelDrops.between(lastDropsAt, now));
+    lastDropsAt = now;
     console.log(
       `min ${minute}/${MINUTES}: REGISTER ${Math.round((regMade - last.reg) / dt)}/s (ok ${r['SuccessfulCall(C)']}, failed ${r['FailedCall(C)']}), ` +
         `calls ${round((callsMade - last.calls) / dt, 1)}/s (ok ${c['SuccessfulCall(C)']}, failed ${c['FailedCall(C)']}, in progress ${c.CurrentCall}); ` +
         `${mem}; failovers ${failovers.filter((f) => !f.error).length}, role changes ${roleChanges(soakFrom).length}, load ${round(loadavg()[0] as number, 1)}` +
-        (drops ? `; dropped: ${drops}` : ''),
+        (drops ? `; dropped: ${drops}` : '') +
+        (kernel ? `; kernel UDP drops: ${kernel}` : ''),
     );
     last = { t, reg: regMade, calls: callsMade };
   };
@@ -528,6 +575,7 @@ try {
   const [reg, calls] = await load;
   const soakTo = sinceStart();
   clearInterval(sampler);
+  clearInterval(dropSampler);
   sample();
   await bed.stop(uas.child);
 
@@ -564,6 +612,26 @@ try {
     for (const w of warnings) byMsg.set(`${w.node}: ${w.msg}`, (byMsg.get(`${w.node}: ${w.msg}`) ?? 0) + 1);
     console.log(`sidecar warnings during the soak: ${[...byMsg].map(([m, n]) => `${m} x${n}`).join('; ')}`);
   }
+  // The kernel's drops in the 30 s after each fault, by second, and in the rest of the soak.
+  if (kernelDrops.grows.length) {
+    const near = (t: number) => failovers.find((f) => t >= f.window[0] && t < f.window[0] + 30);
+    const lines = failovers
+      .map((f) => {
+        const gs = kernelDrops.grows.filter((g) => near(g.t) === f);
+        const text = gs.map((g) => `${g.source} +${g.n} at +${Math.round(g.t - f.window[0])} s`).join(', ');
+        return text ? `  failover ${f.n} (${f.fault}): ${text}` : '';
+      })
+      .filter(Boolean);
+    const rest = growthText(
+      kernelDrops.grows
+        .filter((g) => g.t >= soakFrom && g.t < soakTo && !near(g.t))
+        .reduce((m, g) => m.set(g.source, (m.get(g.source) ?? 0) + g.n), new Map<string, number>()),
+    );
+    console.log(
+      `\nkernel UDP receive-buffer drops (a, b, caller, callee) and input-backlog drops (softnet), by second:\n${lines.join('\n')}` +
+        `\n  the rest of the soak: ${rest || 'none'}`,
+    );
+  }
   if (calls.successful + tally(calls, callCount).notCreated !== callCount)
     console.log(`\nwhere the failed calls stopped, and sipp's error log:\n${failedCallsReport(calls)}`);
   if (captures.length) {
@@ -581,7 +649,10 @@ try {
         h,
       ]),
     );
-    console.log(callStories(clientPackets as SipPacket[], uasPackets as SipPacket[], client.ip, failovers, hostOfMac));
+    const calleeEvents = existsSync(UAS_ERRORS) ? eventsOfCalls(readFileSync(UAS_ERRORS, 'utf8')) : new Map();
+    console.log(
+      callStories(clientPackets as SipPacket[], uasPackets as SipPacket[], client.ip, failovers, hostOfMac, calleeEvents),
+    );
     // The callee's side: a call it aborted absorbs what comes after (sipp's dead calls), silently.
     if (existsSync(UAS_ERRORS))
       console.log(
@@ -651,6 +722,11 @@ try {
     soak_ladder_step_s: STEP_S,
     soak_loadavg_1m_mean: round(loads.reduce((n, x) => n + x, 0) / loads.length, 2),
     soak_loadavg_1m_max: round(Math.max(...loads), 2),
+    soak_kernel_udp_drops_a: kernelDrops.total('a'),
+    soak_kernel_udp_drops_b: kernelDrops.total('b'),
+    soak_kernel_udp_drops_caller: kernelDrops.total('caller'),
+    soak_kernel_udp_drops_callee: kernelDrops.total('callee'),
+    soak_softnet_drops: kernelDrops.total('softnet'),
     soak_rss_samples: series.a.count() + series.b.count(),
     soak_rss_series: `a ${series.a.series.length}, b ${series.b.series.length}`,
   };

@@ -14,6 +14,7 @@ import type { Host } from '../../test/lib/netbed.ts';
 import type { PairNode } from '../../test/lib/pair.ts';
 import { watchOutput } from '../../test/lib/procs.ts';
 import { parseExposition } from '../../test/lib/prom-text.ts';
+import { parseUdpSnmp } from './kernel-drops.ts';
 
 const FLOOD_C = fileURLToPath(new URL('./udp-flood.c', import.meta.url));
 const TCP_ATTACKER = fileURLToPath(new URL('./tcp-attacker.ts', import.meta.url));
@@ -155,13 +156,7 @@ export function memoryMib(pid: number): { rss: number; hwm: number } {
 
 /** The kernel's UDP counters of a bed host's namespace (/proc/net/snmp "Udp:" lines), e.g. RcvbufErrors. */
 export function udpSnmp(host: Host): Record<string, number> {
-  const lines = host
-    .run('cat', ['/proc/net/snmp'])
-    .split('\n')
-    .filter((l) => l.startsWith('Udp:'));
-  const [head, values] = [lines[0]?.split(/\s+/) ?? [], lines[1]?.split(/\s+/) ?? []];
-  if (head.length < 2 || head.length !== values.length) throw new Error('no Udp: lines in /proc/net/snmp');
-  return Object.fromEntries(head.slice(1).map((k, i) => [k, Number(values[i + 1])]));
+  return parseUdpSnmp(host.run('cat', ['/proc/net/snmp']));
 }
 
 /** Runs a command in `host` without blocking the bench's event loop (the role sampler goes on); resolves with its stdout. */

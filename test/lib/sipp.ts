@@ -52,6 +52,25 @@ export function errorEvents(log: string, max = 8000): string {
   return `${kept.join('\n').slice(0, max)}${left ? `\n(${left} messages for calls that had ended well, or timed jumps, left out)` : ''}`;
 }
 
+/**
+ * The first line of each event of sipp's error log, by the call it names (its
+ * Call-ID in "Call-Id: X", "Call-Id 'X'" or "Dead call X"), without the time
+ * stamps; the messages and the events naming no call are left out. For a call's
+ * story: what the other end made of it (a late BYE to a call it had ended
+ * "successful" is left out of errorEvents, but tells a story of its own).
+ */
+export function eventsOfCalls(log: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const e of log.split(/\n(?=\d{4}-\d\d-\d\d\t)/).slice(1)) {
+    const first = (e.split('\n')[0] ?? '').replace(/^\S+\t\S+\t\S+: /, '');
+    const id = /Call-Id:? '?([^',\s]+)|Dead call (\S+)/i.exec(first);
+    const callId = id?.[1] ?? id?.[2];
+    if (callId === undefined) continue;
+    out.set(callId, [...(out.get(callId) ?? []), first.slice(0, 200)]);
+  }
+  return out;
+}
+
 /** Which message a run's failed calls stopped at (sipp's per-message counters), and what sipp saw. */
 export function failedCallsReport(r: SippResult): string {
   const steps = r.output

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { errorEvents } from '../lib/sipp.ts';
+import { errorEvents, eventsOfCalls } from '../lib/sipp.ts';
 
 /** A late 200 to a BYE, as sipp 3.6 logs it (taken from a soak run's log). */
 const dead = (
@@ -39,6 +39,20 @@ describe('sipp error log, as the benches report it', () => {
     assert.ok(noise.length > 8000);
     const out = errorEvents(`The following events occurred:\n${noise}\n${aborted}\n`);
     assert.match(out, /while expecting '180'/);
+  });
+
+  it('names what each call met, by its Call-ID, late messages to ended calls and timed jumps included', () => {
+    const log = `The following events occurred:\n${[dead(1), timedJump, aborted, dead(1)].join('\n')}\nSome event naming no call\n`;
+    const byCall = eventsOfCalls(log);
+    assert.deepEqual([...byCall.keys()], ['74651-1110@198.18.0.10', 'c501-0', '8001-1110@198.18.0.10']);
+    assert.deepEqual(byCall.get('74651-1110@198.18.0.10'), [
+      "Dead call 74651-1110@198.18.0.10 (successful), received 'SIP/2.0 200 OK",
+      "Dead call 74651-1110@198.18.0.10 (successful), received 'SIP/2.0 200 OK",
+    ]);
+    assert.deepEqual(byCall.get('c501-0'), [
+      'Call-Id: c501-0, receive timeout on message sipha call (UAS):3, jumping to label 2',
+    ]);
+    assert.match(byCall.get('8001-1110@198.18.0.10')?.[0] ?? '', /^Aborting call on unexpected message .* while expecting '180'/);
   });
 
   it('caps what it keeps', () => {
