@@ -67,6 +67,9 @@ const { values } = parseArgs({
     ladder: { type: 'string', default: '500,1000,1500,2000,3000,4000,5000,6000,8000' },
     'step-s': { type: 'string', default: '10' },
     capture: { type: 'boolean', default: false },
+    // To study one load (e.g. a failure seen there) whatever this run's ladder finds: the
+    // soak's REGISTERs per second (calls a tenth of it); the figures say it was chosen.
+    rate: { type: 'string' },
   },
 });
 const MINUTES = Number(values.minutes);
@@ -74,6 +77,8 @@ const EVERY_MIN = Number(values['every-min']);
 const USERS = users('soak', Number(values.users));
 const LADDER = (values.ladder as string).split(',').map(Number);
 const STEP_S = Number(values['step-s']);
+const CHOSEN_RATE = values.rate === undefined ? null : Number(values.rate);
+if (CHOSEN_RATE !== null && !(CHOSEN_RATE > 0)) throw new Error('--rate: REGISTERs per second, > 0');
 // The called party registers once (Expires 3600 in register.xml); a longer soak would lose it.
 if (!(MINUTES > 0 && MINUTES <= 50)) throw new Error('--minutes: 1 to 50 (the called party registers once, for an hour)');
 if (!(EVERY_MIN > 0)) throw new Error('--every-min must be > 0');
@@ -341,13 +346,14 @@ try {
   const rolesAfterLadder = `a ${role(nodes.a)}, b ${role(nodes.b)}`;
 
   // ---- the soak ----
-  const regRate = Math.round(best.register / 2);
-  const callRate = Math.round(best.calls / 2);
+  const regRate = CHOSEN_RATE ?? Math.round(best.register / 2);
+  const callRate = CHOSEN_RATE !== null ? Math.round(CHOSEN_RATE * CALLS_PER_REGISTER) : Math.round(best.calls / 2);
+  const rateFrom = CHOSEN_RATE !== null ? '--rate' : `50% of the ladder's ${atTop ? '>= ' : ''}${best.register} + ${best.calls}`;
   const seconds = MINUTES * 60;
   const regCount = regRate * seconds;
   const callCount = callRate * seconds;
   console.log(
-    `\nmax rate: ${atTop ? '>= ' : ''}${best.register} REGISTER/s + ${best.calls} calls/s; soak at ${regRate} + ${callRate}/s ` +
+    `\nmax rate: ${atTop ? '>= ' : ''}${best.register} REGISTER/s + ${best.calls} calls/s; soak at ${regRate} + ${callRate}/s (${rateFrom}) ` +
       `for ${MINUTES} min, a failover every ${EVERY_MIN} min (roles after the ladder: ${rolesAfterLadder})`,
   );
   const series: Record<NodeName, NodeSeries> = { a: new NodeSeries(), b: new NodeSeries() };
@@ -699,6 +705,7 @@ try {
     soak_every_min: EVERY_MIN,
     soak_users: USERS.length,
     soak_register_rate: regRate,
+    soak_rate_from: CHOSEN_RATE !== null ? 'option' : 'ladder',
     soak_register_rate_achieved: round(regAchieved, 1),
     soak_registers: regCount,
     soak_registers_failed: regTally.failed + regTally.unfinished,
@@ -782,7 +789,7 @@ try {
     ),
   );
   table(
-    `soak: ${MINUTES} min at ${regRate} REGISTER/s + ${callRate} calls/s (50% of the ladder's ${atTop ? '>= ' : ''}${best.register} + ${best.calls}), ${USERS.length} users, a failover every ${EVERY_MIN} min`,
+    `soak: ${MINUTES} min at ${regRate} REGISTER/s + ${callRate} calls/s (${rateFrom}), ${USERS.length} users, a failover every ${EVERY_MIN} min`,
     ['figure', 'value'],
     Object.entries(figures)
       .filter(([k]) => !k.startsWith('soak_ladder'))
