@@ -177,6 +177,17 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
     assert.ok(r.filter((x) => x === '200 1').length >= 3, `200 sent at 0, 0.5 and 1 s: ${r}`);
   });
 
+  it('the BYE again after a late ACK gets the same 200 (its 200 lost to a busy proxy), not one built from the ACK', async () => {
+    // Found by the soak's capture (session 21, run 1): the proxy's tm never took the callee's 200
+    // to its BYE; a late ACK of the re-INVITE came in between, and sipp answered each BYE again
+    // with a 200 it built anew from the last message it got, the ACK ("200 (2 ACK)", the ACK's
+    // Via): no answer the proxy's transaction could take, and the BYE ended in 408.
+    const r = await call('byeagain', ['ack', 'reinvite', 'ack-reinvite', 'bye', 'ack-reinvite', 'bye']);
+    assert.deepEqual(r.slice(-2), ['200 3', '200 3'], `the BYE and the BYE again answered alike: ${r}`);
+    const vias = branches.get('byeagain') ?? [];
+    assert.deepEqual(vias.slice(-2), ['byeagain-3', 'byeagain-3'], `both answers carry the BYE's Via: ${vias}`);
+  });
+
   /**
    * Calls whose `late` message (the ACK, or the INVITE again) reaches the callee 499 to 504 ms
    * after its 200, as its re-answer timer fires, 8 calls a quarter-millisecond step; then the
