@@ -159,6 +159,23 @@ describe('test callee (uas-call.xml) recovers like an RFC 3261 UAS', () => {
     assert.equal(r.filter((x) => x === '200 1').length, 1, `no 200 with the ACK's CSeq: ${r}`);
   });
 
+  it("an ACK of the INVITE again does not stop the re-INVITE's 200 going out until its own ACK", async () => {
+    // The soak's capture (session 21, run 1, failover 1): a late ACK of the INVITE reached the
+    // callee while its re-INVITE's 200 waited for its ACK; sipp took it at that step and stopped
+    // sending the 200 again, so when the new master lost the caller's ACK of the re-INVITE,
+    // nothing made the caller ACK again (RFC 3261 13.3.1.4: the UAS retransmits its 2xx until
+    // the ACK of it). The call died at its BYE.
+    const r = await call('ackagain5', ['ack', 'reinvite', 'ack-again', 'wait-1200', 'ack-reinvite', 'bye']);
+    complete(r);
+    assert.ok(r.filter((x) => x === '200 2').length >= 3, `the 200 to the re-INVITE at 0, then every 500 ms: ${r}`);
+    const vias = branches.get('ackagain5') ?? [];
+    const reinviteAnswers = vias.filter((_, i) => r[i] === '200 2');
+    assert.ok(
+      reinviteAnswers.every((b) => b === 'ackagain5-2'),
+      `each carries the re-INVITE's Via, never the ACK's: ${reinviteAnswers}`,
+    );
+  });
+
   it('the re-INVITE again under another branch (from the other proxy of the pair), before its ACK: its 200 keeps going', async () => {
     const r = await call('otherbranch1', ['ack', 'reinvite', 'reinvite-new-branch', 'wait-1200', 'ack-reinvite', 'bye']);
     complete(r);
