@@ -175,6 +175,17 @@ export function createMetrics() {
     buckets: [0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [registry],
   });
+  // The local server's queueing delay as every message meets it: the OPTIONS probe waits
+  // behind what was written before it on a traffic connection (a server slower than its
+  // clients shows here long before it counts as hung; past T1, 500 ms, UDP clients resend).
+  const serverAnswerSeconds = new Histogram({
+    name: 'sipha_server_answer_seconds',
+    help: "Time the local SIP server took to answer the sidecar's OPTIONS probe, by connection: traffic (behind the messages written before it: the server's backlog) or probe (its own connection)",
+    labelNames: ['connection'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  for (const connection of ['traffic', 'probe']) serverAnswerSeconds.zero({ connection });
   const effectFailures = new Counter({
     name: 'sipha_role_effect_failures_total',
     help: 'Side effects of a role change that failed (VIP, public sockets; unexpected: a bug, logged), by reason',
@@ -268,6 +279,7 @@ export function createMetrics() {
     tlsReloads,
     flowRedirects,
     replicationLag,
+    serverAnswerSeconds,
     takeoverSeconds,
     witnessClaims,
     witnessClaimSeconds,

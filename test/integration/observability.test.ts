@@ -57,6 +57,23 @@ describe('observability of a running pair', { timeout: 120_000 }, () => {
     }
   });
 
+  it("the local Kamailio's answer time to the probe is observed, on a traffic connection and on the probe's own", async () => {
+    // The server's backlog as every message meets it (sipha_server_answer_seconds): the probe
+    // goes out every second on each connection of the link, and its answer is timed.
+    for (const [name, n] of [
+      ['a', pb.a],
+      ['b', pb.b],
+    ] as const)
+      for (const connection of ['traffic', 'probe'])
+        await until(
+          () => n.sidecar.metric('sipha_server_answer_seconds_count', { connection }) > 0,
+          5000,
+          `${name}'s probe answered on a ${connection} connection`,
+        );
+    const withinOneSecond = pb.a.sidecar.metric('sipha_server_answer_seconds_bucket', { connection: 'traffic', le: '1' });
+    assert.ok(withinOneSecond >= 1, `an idle Kamailio answers within 1 s: ${withinOneSecond}`);
+  });
+
   it('every metric the dashboard and the alert rules query is one the sidecar exports', () => {
     // Both roles: a family exported only by one of them still counts.
     const types = new Map<string, string>();

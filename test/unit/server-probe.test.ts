@@ -95,4 +95,20 @@ describe('server probe', () => {
     p.stop();
     assert.deepEqual(health, [false]);
   });
+
+  it("says how long each probe waited for its answer (the server's backlog), once per probe", async () => {
+    const { p, sent } = probe();
+    const waits: Array<{ ms: number; connection: string }> = [];
+    p.onWait = (ms, connection) => waits.push({ ms, connection });
+    p.start();
+    await sleep(7);
+    p.stop();
+    const first = branchOf(sent[0] as string);
+    await sleep(30);
+    assert.equal(p.consume(reply(first)), true);
+    assert.equal(p.consume(reply(first)), true, 'an answer again is still consumed');
+    assert.equal(waits.length, 1, `one wait per probe: ${JSON.stringify(waits)}`);
+    assert.equal(waits[0]?.connection, 'probe');
+    assert.ok((waits[0]?.ms ?? 0) >= 30, `waited at least the 30 ms before its answer: ${waits[0]?.ms}`);
+  });
 });

@@ -64,6 +64,8 @@ export interface Timeline {
 
 /** At most one warning about a late heartbeat thread this often. */
 const TICK_GAP_WARN_MS = 5000;
+/** A probe answer slower than T1 (RFC 3261): UDP clients resend into the server's backlog. */
+const SLOW_SERVER_MS = 500;
 
 export class HaNode {
   state: NodeState;
@@ -235,6 +237,17 @@ export class HaNode {
       },
       p.linkToken,
     );
+    // The server's backlog as the probes meet it; past T1 UDP clients resend into it. Said at most every 10 s.
+    let slowSaidAt = Number.NEGATIVE_INFINITY;
+    this.probe.onWait = (ms, connection) => {
+      this.metrics.serverAnswerSeconds.observe({ connection }, ms / 1000);
+      if (ms < SLOW_SERVER_MS || performance.now() - slowSaidAt < 10_000) return;
+      slowSaidAt = performance.now();
+      this.log.warn(
+        { waitedMs: Math.round(ms), connection, role: this.state.role },
+        'SIP server answers slowly: a probe waited behind its backlog',
+      );
+    };
     p.probeAnswer = (m) => this.probe?.consume(m) ?? false;
     // A REGISTER is cached only once the server accepted it (2xx), for the time it granted.
     p.replyTap = (m) => this.cache.answer(m);

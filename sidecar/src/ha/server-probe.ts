@@ -14,6 +14,8 @@ import { randomBytes } from 'node:crypto';
 import type { SipMessage } from '../sip/message.ts';
 
 export const PROBE_BRANCH_PREFIX = 'z9hG4bK-sipha-probe-';
+/** Probes per channel whose send time is kept (an answer older than that tells no wait). */
+const WAIT_KEPT = 16;
 
 export interface ProbeLink {
   /** Traffic connections; the probe's own connection comes on top of them. */
@@ -37,6 +39,13 @@ export class ServerProbe {
   /** Per channel (traffic connections 0..n-1, then the probe's own): probes sent, highest answered. */
   private readonly sent: number[];
   private readonly answered: number[];
+  /** When each channel's last WAIT_KEPT probes went out (performance.now() ms), by probe number modulo WAIT_KEPT. */
+  private readonly sentAt: number[][];
+  /**
+   * How long an answered probe waited for its answer, first answer only: on a
+   * traffic connection, what the server's backlog there costs every message.
+   */
+  onWait: ((ms: number, connection: 'traffic' | 'probe') => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private healthy = true;
   private readonly link: ProbeLink;
@@ -63,6 +72,7 @@ export class ServerProbe {
     this.onHealth = onHealth;
     this.sent = new Array<number>(link.trafficConnections + 1).fill(0);
     this.answered = new Array<number>(link.trafficConnections + 1).fill(0);
+    this.sentAt = Array.from({ length: link.trafficConnections + 1 }, () => new Array<number>(WAIT_KEPT).fill(0));
   }
 
   start(): void {
@@ -84,7 +94,14 @@ export class ServerProbe {
     const k = Number(id[2]);
     const sent = this.sent[channel];
     if (sent === undefined || k < 1 || k > sent) return false;
-    if (k > (this.answered[channel] as number)) this.answered[channel] = k;
+    if (k > (this.answered[channel] as number)) {
+      // Each probe is answered once; an answer jumping past older probes stands for them.
+      this.answered[channel] = k;
+      if (this.onWait !== null && sent - k < WAIT_KEPT) {
+        const at = (this.sentAt[channel] as number[])[k % WAIT_KEPT] as number;
+        this.onWait(performance.now() - at, channel === this.link.trafficConnections ? 'probe' : 'traffic');
+      }
+    }
     // Back only when no channel is short of answers any more (an answer to an old probe is not enough).
     if (!this.healthy) this.judge();
     return true;
@@ -106,6 +123,7 @@ export class ServerProbe {
     for (let channel = 0; channel < this.sent.length; channel++) {
       const n = (this.sent[channel] as number) + 1;
       this.sent[channel] = n;
+      (this.sentAt[channel] as number[])[n % WAIT_KEPT] = performance.now();
       const msg =
         `OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Sipha-Src: tcp:127.0.0.1:1\r\n${this.tokenLine}Via: SIP/2.0/TCP 127.0.0.1:1;branch=${this.branchPrefix}${channel}-${n}\r\n` +
         `From: <sip:sipha-probe@127.0.0.1>;tag=probe\r\nTo: <sip:127.0.0.1>\r\nCall-ID: sipha-probe-${channel}-${n}\r\nCSeq: ${n} OPTIONS\r\n` +
