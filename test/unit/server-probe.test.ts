@@ -101,7 +101,7 @@ describe('server probe', () => {
     const waits: Array<{ ms: number; connection: string }> = [];
     p.onWait = (ms, connection) => waits.push({ ms, connection });
     p.start();
-    await sleep(7);
+    while (sent.length === 0) await sleep(1);
     p.stop();
     const first = branchOf(sent[0] as string);
     await sleep(30);
