@@ -79,7 +79,11 @@ export class LagWindow {
 }
 
 export interface SenderOptions {
-  /** An ack older than this ends the stream (held egress is released; the backup resyncs). */
+  /**
+   * An ack older than this makes the backup "slow": held egress is released and no longer
+   * held, until its acks are timely again; no ack at all for SLOW_STALL_DEADLINES of these
+   * ends the stream (the backup resyncs).
+   */
   ackDeadlineMs: number;
   /** A connection attempt that takes longer is abandoned and retried. */
   connectTimeoutMs?: number;
@@ -94,6 +98,13 @@ export interface SenderOptions {
  */
 const BURST_SLICE = 512;
 const BURST_WINDOW = 8192;
+/**
+ * A slow backup (acks late, but acking) keeps its stream; one that acks nothing for this many
+ * ack deadlines is stuck (a black hole, a frozen process), and the stream restarts. Restarting
+ * a slow one sent it the whole state again each time: more work for a server already behind
+ * (the soak, session 21: 28 bursts in 40 s after a hand-back, 185 calls lost).
+ */
+const SLOW_STALL_DEADLINES = 4;
 
 /** A state burst on its way: where its frames come from, and the live messages that wait behind it. */
 interface Burst {
@@ -120,6 +131,8 @@ export class ReplicationSender {
   private reconnectTimer: NodeJS.Timeout | null = null;
   /** When the backup last acked something new (or the stream came up): how the burst is watched. */
   private lastProgressAt = 0;
+  /** In sync but acking later than the deadline: egress is not held for it (its acks are no guarantee). */
+  private slow = false;
   /** The pair's keys, read at each handshake (a rotation changes them in place: HaNode.setKeys). */
   keys: Keyring;
   private readonly opts: Required<SenderOptions>;
@@ -130,6 +143,8 @@ export class ReplicationSender {
   onConnected: (up: boolean) => void = () => {};
   /** The stream was ended because the backup stopped acknowledging (the reason is a metric label). */
   onStall: (reason: string) => void = () => {};
+  /** The backup became slow (acks past the deadline: held egress must go) or timely again. */
+  onSlow: (slow: boolean) => void = () => {};
   /** A heartbeat the backup sent on the stream (the second path; the worker judges it). */
   onBeat: (heartbeat: Buffer, from: string) => void = () => {};
   /** The peer's handshake was signed with a key this side does not hold (a key mismatch, decision 0012). */
@@ -151,9 +166,14 @@ export class ReplicationSender {
     return this.connected;
   }
 
+  /** The backup acks later than the deadline (see checkAcks): nothing waits for its acks. */
+  get isSlow(): boolean {
+    return this.slow;
+  }
+
   /** The backup has applied the full state burst of this stream and everything since. */
   get inSync(): boolean {
-    return this.connected && this.syncedSeq >= 0 && this.acked >= this.syncedSeq;
+    return this.connected && this.syncedSeq >= 0 && this.acked >= this.syncedSeq && !this.slow;
   }
 
   /** Our heartbeat, on the stream too (the backup's worker hears it even when UDP beats are lost). */
@@ -185,16 +205,35 @@ export class ReplicationSender {
    * than the deadline was restarted for ever, and the backup never got in sync.)
    */
   private checkAcks(): void {
-    if (!this.connected || this.seq === this.acked) return;
+    if (!this.connected) return;
+    const deadline = this.opts.ackDeadlineMs;
+    if (this.seq === this.acked) {
+      this.setSlow(false); // caught up
+      return;
+    }
     const now = this.lag.now();
     let reason: string | null = null;
     if (this.syncedSeq < 0 || this.acked < this.syncedSeq) {
-      if (now - this.lastProgressAt > this.opts.ackDeadlineMs) reason = 'ack-deadline';
+      if (now - this.lastProgressAt > deadline) reason = 'ack-deadline';
     } else if (this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
-    else if (now - this.lag.sentTime(this.acked + 1) > this.opts.ackDeadlineMs) reason = 'ack-deadline';
+    else if (now - this.lastProgressAt > SLOW_STALL_DEADLINES * deadline) reason = 'ack-deadline';
+    else {
+      // Slow past the deadline, timely again below half of it (no flapping at the edge).
+      const oldest = now - this.lag.sentTime(this.acked + 1);
+      if (oldest > deadline) this.setSlow(true);
+      else if (oldest <= deadline / 2) this.setSlow(false);
+    }
     if (reason === null) return;
     this.onStall(reason);
     this.restart(reason);
+  }
+
+  private setSlow(slow: boolean): void {
+    if (this.slow === slow) return;
+    this.slow = slow;
+    if (slow) this.log.warn({ ackDeadlineMs: this.opts.ackDeadlineMs }, 'the backup acks late: egress no longer waits for it');
+    else this.log.info('the backup acks in time again');
+    this.onSlow(slow);
   }
 
   start(term: number): void {
@@ -327,6 +366,7 @@ export class ReplicationSender {
           this.syncedSeq = -1;
           this.burst = null;
           this.lastProgressAt = this.lag.now();
+          this.slow = false;
           this.connected = true;
           this.log.info({ peer: this.peer }, 'replicating to the backup');
           this.onConnected(true);
@@ -393,11 +433,15 @@ export class SyncBarrier {
     sender.onConnected = (up) => {
       if (!up) this.flush(true);
     };
+    // Nor for one acking past the deadline (what it holds is no guarantee until it catches up).
+    sender.onSlow = (slow) => {
+      if (slow) this.flush(true);
+    };
   }
 
   hold(send: () => void): void {
     const need = this.sender.seq;
-    if (!this.sender.isConnected || this.sender.acked >= need) {
+    if (!this.sender.isConnected || this.sender.isSlow || this.sender.acked >= need) {
       send();
       return;
     }
