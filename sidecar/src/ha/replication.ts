@@ -200,9 +200,10 @@ export class ReplicationSender {
    * A stalled stream. Until the backup acked the state burst, it works through
    * it at its server's pace (100k registrations take seconds, far more than the
    * deadline and the window): stalled is then no new ack for the deadline. In
-   * sync: the oldest unacknowledged message older than the deadline, or too many
-   * outstanding. (Judged by age alone, a burst larger than the window or longer
-   * than the deadline was restarted for ever, and the backup never got in sync.)
+   * sync: no new ack for SLOW_STALL_DEADLINES deadlines, or too many outstanding;
+   * an oldest unacknowledged message older than the deadline only makes the
+   * backup slow (setSlow). (Judged by age alone, a burst larger than the window or
+   * longer than the deadline was restarted for ever, and the backup never got in sync.)
    */
   private checkAcks(): void {
     if (!this.connected) return;
