@@ -140,7 +140,7 @@ describe('replication stream: a slow backup (its server behind) is not resynced 
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
     const relayPort = (relay.address() as net.AddressInfo).port;
-    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: relayPort }, 0, log, { ackDeadlineMs: 100 });
+    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: relayPort }, 0, log, { ackDeadlineMs: 150 });
     const barrier = new SyncBarrier(sender);
     const stalls: string[] = [];
     const connections: boolean[] = [];
@@ -159,7 +159,8 @@ describe('replication stream: a slow backup (its server behind) is not resynced 
     await until(() => sender.isConnected, 3000, 'connected');
     sender.synced(); // an empty state burst: in sync once acked
     await until(() => sender.inSync, 3000, 'in sync (the burst acked, late)');
-    // Live traffic, each message's egress held: the acks come 300 ms after, past the 100 ms deadline.
+    // Live traffic, each message's egress held: the acks come 300 ms after, past the 150 ms deadline
+    // (and well inside the 600 ms of no ack at all that would end the stream, on a loaded host too).
     let released = 0;
     for (let i = 1; i <= 20; i++) {
       sender.replicate(0, [msg(i)]);
