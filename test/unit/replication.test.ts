@@ -189,6 +189,55 @@ describe('replication stream: a slow backup (its server behind) is not resynced 
   });
 });
 
+describe('replication stream: a slow backup taking the state burst is not restarted', () => {
+  it('acks of the burst that come late but come: one stream, in sync at its end', async () => {
+    // The same storm's other half: a new stream starts with the whole state, and a backup whose
+    // server is behind acks it in spurts; no ack for one deadline restarted the burst from the
+    // start, over and over (and a loaded CI host did it to the 100k burst test).
+    const port = await freePort();
+    const receiver = new ReplicationReceiver(keyringOf(key), log);
+    receiver.apply = () => true;
+    await receiver.listen(port, '127.0.0.1');
+    const relay = net.createServer((down) => {
+      const up = net.connect({ host: '127.0.0.1', port });
+      down.on('data', (d) => up.write(d));
+      up.on('data', (d) => setTimeout(() => down.destroyed || down.write(d), 300)); // the acks, 300 ms late
+      const end = () => {
+        up.destroy();
+        down.destroy();
+      };
+      down.on('close', end);
+      up.on('close', end);
+      down.on('error', () => {});
+      up.on('error', () => {});
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const relayPort = (relay.address() as net.AddressInfo).port;
+    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: relayPort }, 0, log, { ackDeadlineMs: 150 });
+    const connections: boolean[] = [];
+    sender.onConnected = (up) => connections.push(up);
+    sender.start(2);
+    cleanups.push(() => {
+      sender.stop();
+      receiver.close();
+      relay.close();
+    });
+    await until(() => sender.isConnected, 3000, 'connected');
+    sender.sendBurst(
+      (function* () {
+        for (let i = 1; i <= 3000; i++) yield { link: 0, bytes: msg(i) };
+      })(),
+    );
+    await until(
+      () => sender.inSync,
+      5000,
+      'in sync after the burst',
+      () => JSON.stringify({ connections }),
+    );
+    assert.deepEqual(connections, [true], 'one stream: the burst was never restarted');
+  });
+});
+
 describe('replication stream: who may be the stream', () => {
   it("a stranger's connection without a valid HELLO does not end the live stream", async () => {
     const { sender, port } = await pair();

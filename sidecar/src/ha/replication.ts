@@ -199,7 +199,8 @@ export class ReplicationSender {
   /**
    * A stalled stream. Until the backup acked the state burst, it works through
    * it at its server's pace (100k registrations take seconds, far more than the
-   * deadline and the window): stalled is then no new ack for the deadline. In
+   * deadline and the window): stalled is then no new ack for SLOW_STALL_DEADLINES
+   * deadlines (one restarted a slow backup's burst over and over). In
    * sync: no new ack for SLOW_STALL_DEADLINES deadlines, or too many outstanding;
    * an oldest unacknowledged message older than the deadline only makes the
    * backup slow (setSlow). (Judged by age alone, a burst larger than the window or
@@ -215,7 +216,8 @@ export class ReplicationSender {
     const now = this.lag.now();
     let reason: string | null = null;
     if (this.syncedSeq < 0 || this.acked < this.syncedSeq) {
-      if (now - this.lastProgressAt > deadline) reason = 'ack-deadline';
+      // Nothing is held for a backup taking its burst: only one that acks nothing at all is stuck.
+      if (now - this.lastProgressAt > SLOW_STALL_DEADLINES * deadline) reason = 'ack-deadline';
     } else if (this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
     else if (now - this.lastProgressAt > SLOW_STALL_DEADLINES * deadline) reason = 'ack-deadline';
     else {
