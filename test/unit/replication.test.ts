@@ -26,7 +26,13 @@ afterEach(() => {
   for (const c of cleanups.splice(0)) c();
 });
 
-async function pair(opts: { ackDeadlineMs?: number; apply?: (link: number, p: Buffer) => boolean } = {}) {
+/**
+ * A sender streaming to a receiver on loopback. `ackDelay`: what the backup sends reaches the
+ * sender that many ms late (a server behind its backlog), through a TCP relay between the two.
+ */
+async function pair(
+  opts: { ackDeadlineMs?: number; apply?: (link: number, p: Buffer) => boolean; ackDelay?: () => number } = {},
+) {
   const port = await freePort();
   const receiver = new ReplicationReceiver(keyringOf(key), log);
   const applied: Buffer[] = [];
@@ -37,10 +43,35 @@ async function pair(opts: { ackDeadlineMs?: number; apply?: (link: number, p: Bu
       return true;
     });
   await receiver.listen(port, '127.0.0.1');
-  const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port }, 0, log, {
+  const ackDelay = opts.ackDelay;
+  const relay =
+    ackDelay === undefined
+      ? null
+      : net.createServer((down) => {
+          const up = net.connect({ host: '127.0.0.1', port });
+          down.on('data', (d) => up.write(d));
+          up.on('data', (d) => {
+            const ms = ackDelay();
+            if (ms === 0) down.write(d);
+            else setTimeout(() => down.destroyed || down.write(d), ms);
+          });
+          const end = () => {
+            up.destroy();
+            down.destroy();
+          };
+          down.on('close', end);
+          up.on('close', end);
+          down.on('error', () => {});
+          up.on('error', () => {});
+        });
+  if (relay !== null) await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  const to = relay === null ? port : (relay.address() as net.AddressInfo).port;
+  const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: to }, 0, log, {
     ackDeadlineMs: opts.ackDeadlineMs ?? 500,
   });
   const connections: boolean[] = [];
+  const stalls: string[] = [];
+  sender.onStall = (r) => stalls.push(r);
   const barrier = new SyncBarrier(sender);
   const barrierOnConnected = sender.onConnected;
   sender.onConnected = (up) => {
@@ -51,9 +82,10 @@ async function pair(opts: { ackDeadlineMs?: number; apply?: (link: number, p: Bu
   cleanups.push(() => {
     sender.stop();
     receiver.close();
+    relay?.close();
   });
   await until(() => sender.isConnected, 3000, 'stream connected');
-  return { receiver, sender, barrier, applied, connections, port };
+  return { receiver, sender, barrier, applied, connections, stalls, port };
 }
 
 describe('replication stream: acks mean stored (item 4)', () => {
@@ -116,47 +148,9 @@ describe('replication stream: a slow backup (its server behind) is not resynced 
     // restarted, acked 0.5-2 s late; each ack deadline restarted the stream with a full state burst
     // (28 in 40 s), which slowed the backup's server further, while the busy master's kernel dropped
     // 1,000-10,000 client datagrams a second: 185 calls failed.
-    const port = await freePort();
-    const receiver = new ReplicationReceiver(keyringOf(key), log);
-    receiver.apply = () => true;
-    await receiver.listen(port, '127.0.0.1');
-    // Between the two: the backup's acks arrive `delay` ms late (a server behind its backlog).
+    // The backup's acks arrive `delay` ms late.
     let delay = 300;
-    const relay = net.createServer((down) => {
-      const up = net.connect({ host: '127.0.0.1', port });
-      down.on('data', (d) => up.write(d));
-      up.on('data', (d) => {
-        if (delay === 0) down.write(d);
-        else setTimeout(() => down.destroyed || down.write(d), delay);
-      });
-      const end = () => {
-        up.destroy();
-        down.destroy();
-      };
-      down.on('close', end);
-      up.on('close', end);
-      down.on('error', () => {});
-      up.on('error', () => {});
-    });
-    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    const relayPort = (relay.address() as net.AddressInfo).port;
-    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: relayPort }, 0, log, { ackDeadlineMs: 150 });
-    const barrier = new SyncBarrier(sender);
-    const stalls: string[] = [];
-    const connections: boolean[] = [];
-    sender.onStall = (r) => stalls.push(r);
-    const barrierOnConnected = sender.onConnected;
-    sender.onConnected = (up) => {
-      barrierOnConnected(up);
-      connections.push(up);
-    };
-    sender.start(2);
-    cleanups.push(() => {
-      sender.stop();
-      receiver.close();
-      relay.close();
-    });
-    await until(() => sender.isConnected, 3000, 'connected');
+    const { sender, barrier, stalls, connections } = await pair({ ackDelay: () => delay, ackDeadlineMs: 150 });
     sender.synced(); // an empty state burst: in sync once acked
     await until(() => sender.inSync, 3000, 'in sync (the burst acked, late)');
     // Live traffic, each message's egress held: the acks come 300 ms after, past the 150 ms deadline
@@ -194,35 +188,7 @@ describe('replication stream: a slow backup taking the state burst is not restar
     // The same storm's other half: a new stream starts with the whole state, and a backup whose
     // server is behind acks it in spurts; no ack for one deadline restarted the burst from the
     // start, over and over (and a loaded CI host did it to the 100k burst test).
-    const port = await freePort();
-    const receiver = new ReplicationReceiver(keyringOf(key), log);
-    receiver.apply = () => true;
-    await receiver.listen(port, '127.0.0.1');
-    const relay = net.createServer((down) => {
-      const up = net.connect({ host: '127.0.0.1', port });
-      down.on('data', (d) => up.write(d));
-      up.on('data', (d) => setTimeout(() => down.destroyed || down.write(d), 300)); // the acks, 300 ms late
-      const end = () => {
-        up.destroy();
-        down.destroy();
-      };
-      down.on('close', end);
-      up.on('close', end);
-      down.on('error', () => {});
-      up.on('error', () => {});
-    });
-    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    const relayPort = (relay.address() as net.AddressInfo).port;
-    const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: relayPort }, 0, log, { ackDeadlineMs: 150 });
-    const connections: boolean[] = [];
-    sender.onConnected = (up) => connections.push(up);
-    sender.start(2);
-    cleanups.push(() => {
-      sender.stop();
-      receiver.close();
-      relay.close();
-    });
-    await until(() => sender.isConnected, 3000, 'connected');
+    const { sender, connections } = await pair({ ackDelay: () => 300, ackDeadlineMs: 150 }); // the acks, 300 ms late
     sender.sendBurst(
       (function* () {
         for (let i = 1; i <= 3000; i++) yield { link: 0, bytes: msg(i) };
