@@ -53,8 +53,13 @@ async function setUp() {
     sock.on('data', (d: Buffer) => {
       got += d.toString('latin1');
     });
+    // A connect that fails (its source port taken) is an error here, not a wait for ever: a CI
+    // run sat 13 minutes in this file (session 21), on the 15-minute test timeout.
+    await new Promise((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', (err) => reject(new Error(`${user} could not connect from port ${port}: ${err.message}`)));
+    });
     sock.on('error', () => {});
-    await new Promise((r) => sock.once('connect', r));
     const c = { sock, got: () => got, register: (as: string, device = as) => register(sock, () => got, as, port, device) };
     if (registered) await c.register(user);
     return c;
