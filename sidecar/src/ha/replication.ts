@@ -214,13 +214,13 @@ export class ReplicationSender {
       return;
     }
     const now = this.lag.now();
+    // Taking its burst or in sync, only a backup that acks nothing at all is stuck (nothing is held
+    // for one taking its burst; in sync, one acking late is only slow).
+    const taking = this.syncedSeq < 0 || this.acked < this.syncedSeq;
     let reason: string | null = null;
-    if (this.syncedSeq < 0 || this.acked < this.syncedSeq) {
-      // Nothing is held for a backup taking its burst: only one that acks nothing at all is stuck.
-      if (now - this.lastProgressAt > SLOW_STALL_DEADLINES * deadline) reason = 'ack-deadline';
-    } else if (this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
+    if (!taking && this.seq - this.acked >= this.lag.size) reason = 'ack-window-full';
     else if (now - this.lastProgressAt > SLOW_STALL_DEADLINES * deadline) reason = 'ack-deadline';
-    else {
+    else if (!taking) {
       // Slow past the deadline, timely again below half of it (no flapping at the edge).
       const oldest = now - this.lag.sentTime(this.acked + 1);
       if (oldest > deadline) this.setSlow(true);
