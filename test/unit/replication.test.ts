@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
+import pino from 'pino';
 import { encodeChallenge } from '../../contract/wire.ts';
 import { keyringOf } from '../../sidecar/src/ha/keyring.ts';
 import { ReplicationReceiver, ReplicationSender, SyncBarrier } from '../../sidecar/src/ha/replication.ts';
@@ -31,7 +32,7 @@ afterEach(() => {
  * sender that many ms late (a server behind its backlog), through a TCP relay between the two.
  */
 async function pair(
-  opts: { ackDeadlineMs?: number; apply?: (link: number, p: Buffer) => boolean; ackDelay?: () => number } = {},
+  opts: { ackDeadlineMs?: number; apply?: (link: number, p: Buffer) => boolean; ackDelay?: () => number; log?: typeof log } = {},
 ) {
   const port = await freePort();
   const receiver = new ReplicationReceiver(keyringOf(key), log);
@@ -50,10 +51,21 @@ async function pair(
       : net.createServer((down) => {
           const up = net.connect({ host: '127.0.0.1', port });
           down.on('data', (d) => up.write(d));
+          // In order, each chunk no earlier than its own delay (a shorter delay after a longer one waits).
+          const due: Array<{ at: number; d: Buffer }> = [];
+          let timer: NodeJS.Timeout | null = null;
+          const pump = () => {
+            timer = null;
+            while (due.length > 0 && (due[0] as { at: number }).at <= performance.now()) {
+              const d = (due.shift() as { d: Buffer }).d;
+              if (!down.destroyed) down.write(d);
+            }
+            if (due.length > 0) timer = setTimeout(pump, (due[0] as { at: number }).at - performance.now());
+          };
           up.on('data', (d) => {
-            const ms = ackDelay();
-            if (ms === 0) down.write(d);
-            else setTimeout(() => down.destroyed || down.write(d), ms);
+            const last = due.length > 0 ? (due[due.length - 1] as { at: number }).at : 0;
+            due.push({ at: Math.max(performance.now() + ackDelay(), last), d });
+            if (timer === null) pump();
           });
           const end = () => {
             up.destroy();
@@ -66,7 +78,7 @@ async function pair(
         });
   if (relay !== null) await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
   const to = relay === null ? port : (relay.address() as net.AddressInfo).port;
-  const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: to }, 0, log, {
+  const sender = new ReplicationSender(keyringOf(key), { host: '127.0.0.1', port: to }, 0, opts.log ?? log, {
     ackDeadlineMs: opts.ackDeadlineMs ?? 500,
   });
   const connections: boolean[] = [];
@@ -180,6 +192,34 @@ describe('replication stream: a slow backup (its server behind) is not resynced 
     assert.equal(heldAgain, true, 'egress waits for the ack again');
     await until(() => !heldAgain, 3000, 'and goes with it');
     assert.deepEqual(connections, [true]);
+  });
+});
+
+describe('replication stream: a backup flapping between slow and timely', () => {
+  it('is said once, then at most once per 10 s (not a line per flap)', async () => {
+    // A backup at the edge of the deadline goes slow and timely again every few hundred ms
+    // (review, session 21): a warning per flap is a log flood on an edge under load.
+    const said: string[] = [];
+    const recording = pino({ level: 'info' }, { write: (l: string) => said.push(JSON.parse(l).msg) });
+    let late = true;
+    const { sender } = await pair({ ackDelay: () => (late ? 300 : 0), ackDeadlineMs: 150, log: recording });
+    sender.synced();
+    await until(() => sender.acked === sender.seq, 3000, 'the empty burst acked');
+    let flaps = 0;
+    let wasSlow = sender.isSlow;
+    const started = performance.now();
+    for (let i = 1; flaps < 6 && performance.now() - started < 8000; i++) {
+      late = Math.floor((performance.now() - started) / 500) % 2 === 0; // 500 ms late, 500 ms timely
+      sender.replicate(0, [msg(i)]);
+      await new Promise((r) => setTimeout(r, 20));
+      if (sender.isSlow !== wasSlow) {
+        wasSlow = sender.isSlow;
+        flaps++;
+      }
+    }
+    assert.ok(flaps >= 6, `the backup flapped (${flaps} changes)`);
+    const lines = said.filter((m) => /acks late|acks in time/.test(m));
+    assert.equal(lines.length, 1, `one line in the first seconds, not one per flap: ${JSON.stringify(lines)}`);
   });
 });
 

@@ -30,6 +30,7 @@ import {
 } from '../../../contract/wire.ts';
 import type { Logger } from '../log.ts';
 import { writeInTurn } from '../proxy/turn-writer.ts';
+import { FlapLog } from './flap-log.ts';
 import { acceptedKeys, type Keyring } from './keyring.ts';
 
 /** Send->ack times of the most recent frames (a ring: no allocation per message). */
@@ -133,6 +134,8 @@ export class ReplicationSender {
   private lastProgressAt = 0;
   /** In sync but acking later than the deadline: egress is not held for it (its acks are no guarantee). */
   private slow = false;
+  /** Slow and timely again, said at most every 10 s (a backup at the deadline's edge flaps). */
+  private readonly slowLog: FlapLog;
   /** The pair's keys, read at each handshake (a rotation changes them in place: HaNode.setKeys). */
   keys: Keyring;
   private readonly opts: Required<SenderOptions>;
@@ -160,6 +163,12 @@ export class ReplicationSender {
     this.ordinal = ordinal;
     this.log = log;
     this.opts = { connectTimeoutMs: 1000, ...opts };
+    this.slowLog = new FlapLog(false, (slow, changesUnsaid) => {
+      const said = changesUnsaid > 0 ? { changesUnsaid } : {};
+      if (slow)
+        this.log.warn({ ackDeadlineMs: this.opts.ackDeadlineMs, ...said }, 'the backup acks late: egress no longer waits for it');
+      else this.log.info(said, 'the backup acks in time again');
+    });
   }
 
   get isConnected(): boolean {
@@ -234,8 +243,7 @@ export class ReplicationSender {
   private setSlow(slow: boolean): void {
     if (this.slow === slow) return;
     this.slow = slow;
-    if (slow) this.log.warn({ ackDeadlineMs: this.opts.ackDeadlineMs }, 'the backup acks late: egress no longer waits for it');
-    else this.log.info('the backup acks in time again');
+    this.slowLog.set(slow);
     this.onSlow(slow);
   }
 
@@ -370,6 +378,7 @@ export class ReplicationSender {
           this.burst = null;
           this.lastProgressAt = this.lag.now();
           this.slow = false;
+          this.slowLog.reset(false); // said with the line below: a new stream starts timely
           this.connected = true;
           this.log.info({ peer: this.peer }, 'replicating to the backup');
           this.onConnected(true);
