@@ -37,7 +37,8 @@ import { PAIR_BED_HOSTS, role, startPair, VIP } from '../test/lib/pair.ts';
 import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { failedCallsReport, runSipp, startUas, users } from '../test/lib/sipp.ts';
-import { median, round, table, writeFigures } from './lib/report.ts';
+import { udpSnmpOf } from './lib/kernel-drops.ts';
+import { type Figures, median, round, table, writeFigures } from './lib/report.ts';
 import { type StreamTrial, streamTrial } from './lib/stream-failover.ts';
 
 const { values } = parseArgs({
@@ -180,15 +181,43 @@ async function trial(system: System, fault: Fault): Promise<Trial> {
   }
 }
 
+interface LoadPhase {
+  takeovers: number;
+  /** REGISTERs sipp counted not successful, % of those asked. */
+  failedPct: number;
+  /** sipp's own creation rate (CallRate), per second. */
+  achieved: number;
+  lateTicks100: number;
+  /** sipp's Retransmissions(C) and FailedMaxUDPRetrans(C): a pair past its capacity shows here first. */
+  retransmissions: number;
+  timedOut: number;
+  kernelDropsA: number;
+  kernelDropsB: number;
+}
+
+/** The load phase's keys (the full run and --only-load write the same). */
+function loadFigures(rate: number, lp: LoadPhase): Record<string, number | string> {
+  return {
+    false_takeovers: lp.takeovers,
+    false_takeover_load_rate: rate,
+    false_takeover_load_rate_from: values['load-rate'] ? 'option' : loadRateFromReplication() ? 'replication.json' : 'default',
+    false_takeover_load_seconds: Number(values['load-seconds']),
+    false_takeover_load_achieved: lp.achieved,
+    false_takeover_load_failed_pct: lp.failedPct,
+    false_takeover_load_retransmissions: lp.retransmissions,
+    false_takeover_load_timed_out: lp.timedOut,
+    false_takeover_load_kernel_drops_a: lp.kernelDropsA,
+    false_takeover_load_kernel_drops_b: lp.kernelDropsB,
+    false_takeover_heartbeat_ticks_late_100ms: lp.lateTicks100,
+  };
+}
+
 /**
  * No false takeover: the pair under REGISTER load at 80% of its max rate for
  * `seconds`, with the other core kept busy by a CPU burner (bounded in time),
  * must never change master.
  */
-async function loadPhase(
-  rate: number,
-  seconds: number,
-): Promise<{ takeovers: number; failedPct: number; achieved: number; lateTicks100: number }> {
+async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
   const bed = NetBed.create([
     { name: 'a', octet: 1 },
     { name: 'b', octet: 2 },
@@ -202,6 +231,10 @@ async function loadPhase(
   try {
     const [ha, hb, client] = ['a', 'b', 'client'].map((n) => bed.host(n)) as [Host, Host, Host];
     const [a, b] = await startPair(bed, ha, hb, { SIPHA_LOG_LEVEL: 'warn' });
+    // Datagrams each pair host's kernel dropped for a full receive buffer: past the pair's capacity
+    // they, not the sidecar, are where REGISTERs go unanswered (sipp then retransmits, and gives up).
+    const rcvbuf = () => [a, b].map((n) => udpSnmpOf(n.sidecar.child.pid as number).RcvbufErrors ?? 0);
+    const dropsBefore = rcvbuf();
     const calls = rate * seconds;
     const r = await runSipp(bed, client, {
       scenario: 'register.xml',
@@ -212,6 +245,7 @@ async function loadPhase(
       users: users('load', 20000),
       timeoutS: seconds + 60,
     });
+    const [dropsA, dropsB] = rcvbuf().map((v, i) => v - (dropsBefore[i] ?? 0)) as [number, number];
     const takeovers = b.sidecar.metric('sipha_takeovers_total') + a.sidecar.metric('sipha_takeovers_total');
     const stillRoles = `${role(a)}/${role(b)}`;
     // How late each side's heartbeat thread ran: ticks that came 50 ms / 100 ms (the detection time) after the one before.
@@ -226,6 +260,12 @@ async function loadPhase(
     const lateTicks = { a50, a100, b50, b100 };
     console.log(
       `load ${rate}/s for ${seconds} s with a busy core: ${r.successful}/${calls} answered, roles after: ${stillRoles}, takeovers ${takeovers}; heartbeat ticks late by >50 / >100 ms: a ${lateTicks.a50} / ${lateTicks.a100}, b ${lateTicks.b50} / ${lateTicks.b100}`,
+    );
+    const retransmissions = r.counters['Retransmissions(C)'] ?? 0;
+    const timedOut = r.counters['FailedMaxUDPRetrans(C)'] ?? 0;
+    console.log(
+      `  sipp created ${round(r.callRate, 1)}/s of ${rate}/s asked, sent ${retransmissions} retransmissions, gave up on ${timedOut} after its last one; kernel receive-buffer drops: a ${dropsA}, b ${dropsB}` +
+        (retransmissions > calls / 100 ? " (past the pair's capacity: an unanswered share here is overload, not a loss)" : ''),
     );
     // A takeover here is a false one: what each sidecar said (warn and up) tells why.
     if (takeovers > 0 || stillRoles !== 'master/backup')
@@ -246,6 +286,10 @@ async function loadPhase(
       failedPct: round((100 * (calls - r.successful)) / calls, 3),
       achieved: Math.round(r.callRate),
       lateTicks100: Math.max(lateTicks.a100, lateTicks.b100),
+      retransmissions,
+      timedOut,
+      kernelDropsA: dropsA,
+      kernelDropsB: dropsB,
     };
   } finally {
     burner.kill('SIGKILL');
@@ -253,8 +297,8 @@ async function loadPhase(
   }
 }
 
-function loadRate(): number {
-  if (values['load-rate']) return Number(values['load-rate']);
+/** 80% of the pair's max from bench/out/replication.json, when that run was made here. */
+function loadRateFromReplication(): number | null {
   try {
     const rep = JSON.parse(readFileSync(fileURLToPath(new URL('./out/replication.json', import.meta.url)), 'utf8')) as {
       pair_register_max_rate?: number;
@@ -263,7 +307,12 @@ function loadRate(): number {
   } catch {
     // no replication figures yet
   }
-  return 3000;
+  return null;
+}
+
+function loadRate(): number {
+  if (values['load-rate']) return Number(values['load-rate']);
+  return loadRateFromReplication() ?? 3000;
 }
 
 if (values['only-load']) {
@@ -271,20 +320,13 @@ if (values['only-load']) {
   const lp = await loadPhase(rate, Number(values['load-seconds']));
   const path = fileURLToPath(new URL('./out/failover.json', import.meta.url));
   // The full run's figures, kept beside this phase's (none yet on a fresh checkout).
-  let prev: Record<string, unknown> = {};
+  let prev: Figures = {};
   try {
-    prev = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    prev = JSON.parse(readFileSync(path, 'utf8')) as Figures;
   } catch {
     // no full run yet
   }
-  writeFigures('failover', {
-    ...prev,
-    false_takeovers: lp.takeovers,
-    false_takeover_load_rate: rate,
-    false_takeover_load_seconds: Number(values['load-seconds']),
-    false_takeover_load_failed_pct: lp.failedPct,
-    false_takeover_heartbeat_ticks_late_100ms: lp.lateTicks100,
-  });
+  writeFigures('failover', { ...prev, ...loadFigures(rate, lp) });
   process.exit(0);
 }
 
@@ -393,10 +435,7 @@ if (streamRows.length)
 if (!values['skip-load']) {
   const rate = loadRate();
   const lp = await loadPhase(rate, Number(values['load-seconds']));
-  figures.false_takeovers = lp.takeovers;
-  figures.false_takeover_load_rate = rate;
-  figures.false_takeover_load_failed_pct = lp.failedPct;
-  figures.false_takeover_heartbeat_ticks_late_100ms = lp.lateTicks100;
+  Object.assign(figures, loadFigures(rate, lp));
 }
 table(
   `failover: sipha vs keepalived on the same bed (${TRIALS} trials each; gap = fault -> first OPTIONS answered via the VIP, 10 ms prober; sipha: ${CALLS} calls per trial at ${CALL_RATE}/s, ${HOLD_MS} ms hold)`,
