@@ -36,8 +36,9 @@ import { type Host, NetBed } from '../test/lib/netbed.ts';
 import { PAIR_BED_HOSTS, role, startPair, VIP } from '../test/lib/pair.ts';
 import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
-import { failedCallsReport, runSipp, startUas, users } from '../test/lib/sipp.ts';
-import { udpSnmpOf } from './lib/kernel-drops.ts';
+import { creationRate, failedCallsReport, runSipp, startUas, statRows, users } from '../test/lib/sipp.ts';
+import { udpSnmp } from './lib/hostile.ts';
+import { growthText, udpSnmpOf, udpSocketDrops } from './lib/kernel-drops.ts';
 import { type Figures, median, round, table, writeFigures } from './lib/report.ts';
 import { type StreamTrial, streamTrial } from './lib/stream-failover.ts';
 
@@ -185,22 +186,26 @@ interface LoadPhase {
   takeovers: number;
   /** REGISTERs sipp counted not successful, % of those asked. */
   failedPct: number;
-  /** sipp's own creation rate (CallRate), per second. */
+  /** The rate sipp created REGISTERs at while still creating (its statistics rows), per second. */
   achieved: number;
   lateTicks100: number;
   /** sipp's Retransmissions(C) and FailedMaxUDPRetrans(C): a pair past its capacity shows here first. */
   retransmissions: number;
   timedOut: number;
-  kernelDropsA: number;
-  kernelDropsB: number;
+  /** Each host's kernel UDP receive-buffer drops (RcvbufErrors) over the run; null: its process was gone. */
+  kernelDropsA: number | null;
+  kernelDropsB: number | null;
+  kernelDropsClient: number;
+  /** Which pair sockets overflowed: "a 198.18.0.100:5060 +N, ...", '' when none. */
+  socketDrops: string;
 }
 
 /** The load phase's keys (the full run and --only-load write the same). */
-function loadFigures(rate: number, lp: LoadPhase): Record<string, number | string> {
+function loadFigures(rate: LoadRate, lp: LoadPhase): Record<string, number | string | null> {
   return {
     false_takeovers: lp.takeovers,
-    false_takeover_load_rate: rate,
-    false_takeover_load_rate_from: values['load-rate'] ? 'option' : loadRateFromReplication() ? 'replication.json' : 'default',
+    false_takeover_load_rate: rate.rate,
+    false_takeover_load_rate_from: rate.from,
     false_takeover_load_seconds: Number(values['load-seconds']),
     false_takeover_load_achieved: lp.achieved,
     false_takeover_load_failed_pct: lp.failedPct,
@@ -208,6 +213,8 @@ function loadFigures(rate: number, lp: LoadPhase): Record<string, number | strin
     false_takeover_load_timed_out: lp.timedOut,
     false_takeover_load_kernel_drops_a: lp.kernelDropsA,
     false_takeover_load_kernel_drops_b: lp.kernelDropsB,
+    false_takeover_load_kernel_drops_client: lp.kernelDropsClient,
+    false_takeover_load_socket_drops: lp.socketDrops,
     false_takeover_heartbeat_ticks_late_100ms: lp.lateTicks100,
   };
 }
@@ -231,10 +238,21 @@ async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
   try {
     const [ha, hb, client] = ['a', 'b', 'client'].map((n) => bed.host(n)) as [Host, Host, Host];
     const [a, b] = await startPair(bed, ha, hb, { SIPHA_LOG_LEVEL: 'warn' });
-    // Datagrams each pair host's kernel dropped for a full receive buffer: past the pair's capacity
-    // they, not the sidecar, are where REGISTERs go unanswered (sipp then retransmits, and gives up).
-    const rcvbuf = () => [a, b].map((n) => udpSnmpOf(n.sidecar.child.pid as number).RcvbufErrors ?? 0);
+    // Datagrams each host's kernel dropped for a full receive buffer, and which pair socket's: a
+    // REGISTER lost there is never counted by the sidecar (sipp retransmits it, and may give up).
+    // Read through a live process's /proc/PID/net; a process gone (a crash) reads as null.
+    const inNs = <T>(n: typeof a, read: (pid: number) => T): T | null => {
+      try {
+        return read(n.sidecar.child.pid as number);
+      } catch {
+        return null;
+      }
+    };
+    const rcvbuf = () => [a, b].map((n) => inNs(n, (pid) => udpSnmpOf(pid).RcvbufErrors ?? 0));
+    const sockets = () => [a, b].map((n) => inNs(n, udpSocketDrops) ?? new Map<string, number>());
     const dropsBefore = rcvbuf();
+    const socketsBefore = sockets();
+    const clientBefore = udpSnmp(client).RcvbufErrors ?? 0;
     const calls = rate * seconds;
     const r = await runSipp(bed, client, {
       scenario: 'register.xml',
@@ -245,7 +263,20 @@ async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
       users: users('load', 20000),
       timeoutS: seconds + 60,
     });
-    const [dropsA, dropsB] = rcvbuf().map((v, i) => v - (dropsBefore[i] ?? 0)) as [number, number];
+    const [dropsA, dropsB] = rcvbuf().map((v, i) => (v === null ? null : v - (dropsBefore[i] ?? 0))) as [
+      number | null,
+      number | null,
+    ];
+    const dropsClient = (udpSnmp(client).RcvbufErrors ?? 0) - clientBefore;
+    const grown = new Map<string, number>();
+    sockets().forEach((after, i) => {
+      for (const [address, n] of after) {
+        const d = n - (socketsBefore[i]?.get(address) ?? 0);
+        if (d > 0) grown.set(`${i === 0 ? 'a' : 'b'} ${address}`, d);
+      }
+    });
+    const socketDrops = growthText(grown);
+    const achieved = creationRate(statRows(r.statsFile));
     const takeovers = b.sidecar.metric('sipha_takeovers_total') + a.sidecar.metric('sipha_takeovers_total');
     const stillRoles = `${role(a)}/${role(b)}`;
     // How late each side's heartbeat thread ran: ticks that came 50 ms / 100 ms (the detection time) after the one before.
@@ -264,8 +295,9 @@ async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
     const retransmissions = r.counters['Retransmissions(C)'] ?? 0;
     const timedOut = r.counters['FailedMaxUDPRetrans(C)'] ?? 0;
     console.log(
-      `  sipp created ${round(r.callRate, 1)}/s of ${rate}/s asked, sent ${retransmissions} retransmissions, gave up on ${timedOut} after its last one; kernel receive-buffer drops: a ${dropsA}, b ${dropsB}` +
-        (retransmissions > calls / 100 ? " (past the pair's capacity: an unanswered share here is overload, not a loss)" : ''),
+      `  sipp created ${round(achieved, 1)}/s of ${rate}/s asked, sent ${retransmissions} retransmissions (${round((100 * retransmissions) / calls, 1)} per 100 REGISTERs), ` +
+        `gave up on ${timedOut} after its last one, ${calls - r.successful - timedOut} unanswered otherwise; ` +
+        `kernel receive-buffer drops: a ${dropsA ?? 'gone'}, b ${dropsB ?? 'gone'}, client ${dropsClient}; by pair socket: ${socketDrops || 'none'}`,
     );
     // A takeover here is a false one: what each sidecar said (warn and up) tells why.
     if (takeovers > 0 || stillRoles !== 'master/backup')
@@ -284,12 +316,14 @@ async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
     return {
       takeovers: takeovers + (stillRoles === 'master/backup' ? 0 : 1),
       failedPct: round((100 * (calls - r.successful)) / calls, 3),
-      achieved: Math.round(r.callRate),
+      achieved: Math.round(achieved),
       lateTicks100: Math.max(lateTicks.a100, lateTicks.b100),
       retransmissions,
       timedOut,
       kernelDropsA: dropsA,
       kernelDropsB: dropsB,
+      kernelDropsClient: dropsClient,
+      socketDrops,
     };
   } finally {
     burner.kill('SIGKILL');
@@ -310,14 +344,20 @@ function loadRateFromReplication(): number | null {
   return null;
 }
 
-function loadRate(): number {
-  if (values['load-rate']) return Number(values['load-rate']);
-  return loadRateFromReplication() ?? 3000;
+interface LoadRate {
+  rate: number;
+  from: 'option' | 'replication.json' | 'default';
+}
+
+function loadRate(): LoadRate {
+  if (values['load-rate']) return { rate: Number(values['load-rate']), from: 'option' };
+  const measured = loadRateFromReplication();
+  return measured === null ? { rate: 3000, from: 'default' } : { rate: measured, from: 'replication.json' };
 }
 
 if (values['only-load']) {
   const rate = loadRate();
-  const lp = await loadPhase(rate, Number(values['load-seconds']));
+  const lp = await loadPhase(rate.rate, Number(values['load-seconds']));
   const path = fileURLToPath(new URL('./out/failover.json', import.meta.url));
   // The full run's figures, kept beside this phase's (none yet on a fresh checkout).
   let prev: Figures = {};
@@ -434,7 +474,7 @@ if (streamRows.length)
 // (The keys the issue names are written whenever their system ran; a narrowed --merge run keeps the others.)
 if (!values['skip-load']) {
   const rate = loadRate();
-  const lp = await loadPhase(rate, Number(values['load-seconds']));
+  const lp = await loadPhase(rate.rate, Number(values['load-seconds']));
   Object.assign(figures, loadFigures(rate, lp));
 }
 table(

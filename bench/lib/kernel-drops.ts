@@ -20,6 +20,34 @@ export function udpSnmpOf(pid: number): Record<string, number> {
   return parseUdpSnmp(readFileSync(`/proc/${pid}/net/snmp`, 'utf8'));
 }
 
+/** "0100007F:13C4" (a little-endian IPv4 word, the port in hex) -> "127.0.0.1:5060". */
+function hexAddress(hex: string): string {
+  const [ip = '', port = ''] = hex.split(':');
+  const bytes = (ip.match(/../g) ?? []).map((b) => Number.parseInt(b, 16)).reverse();
+  return `${bytes.join('.')}:${Number.parseInt(port, 16)}`;
+}
+
+/**
+ * Each IPv4 UDP socket's own drop count from /proc/net/udp's text, by local
+ * address ("198.18.0.100:5060"): which socket's receive buffer overflowed,
+ * where RcvbufErrors says only that one in the namespace did.
+ */
+export function parseUdpSockets(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 13) continue;
+    const address = hexAddress(cols[1] as string);
+    out.set(address, (out.get(address) ?? 0) + Number(cols.at(-1)));
+  }
+  return out;
+}
+
+/** The UDP sockets' drops in the namespace process `pid` lives in: no fork. */
+export function udpSocketDrops(pid: number): Map<string, number> {
+  return parseUdpSockets(readFileSync(`/proc/${pid}/net/udp`, 'utf8'));
+}
+
 export interface Growth {
   /** Seconds, on the caller's clock. */
   readonly t: number;

@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
 import { describe, it } from 'node:test';
-import { CounterGrowth, growthText, parseUdpSnmp, udpSnmpOf } from '../../bench/lib/kernel-drops.ts';
+import {
+  CounterGrowth,
+  growthText,
+  parseUdpSnmp,
+  parseUdpSockets,
+  udpSnmpOf,
+  udpSocketDrops,
+} from '../../bench/lib/kernel-drops.ts';
 
 const SNMP = [
   'Ip: Forwarding DefaultTTL',
@@ -48,5 +56,36 @@ describe('kernel drops: /proc/net/snmp and per-second growth', () => {
     assert.equal(growthText(g.between(2, 5)), 'b +35');
     assert.equal(growthText(g.between(3, 7)), 'b +5, a +1');
     assert.equal(growthText(g.between(7, 9)), '');
+  });
+
+  // /proc/net/udp: one line per socket, the address little-endian hex, the last column the socket's drops.
+  const UDP_SOCKETS = [
+    '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            ',
+    ' 1021: 640012C6:13C4 00000000:0000 07 00000000 00000000 00:00000000 00000000     0        0 41 2 0000000000000000 563190     ',
+    ' 1022: 0100007F:13C5 00000000:0000 07 00000000 00000000 00:00000000 00000000     0        0 42 2 0000000000000000 3          ',
+    ' 1023: 0100007F:13C6 00000000:0000 07 00000000 00000000 00:00000000 00000000     0        0 43 2 0000000000000000 0          ',
+  ].join('\n');
+
+  it("reads each socket's own drops by its local address (which socket overflowed, not only that one did)", () => {
+    const drops = parseUdpSockets(UDP_SOCKETS);
+    assert.deepEqual(
+      [...drops],
+      [
+        ['198.18.0.100:5060', 563190],
+        ['127.0.0.1:5061', 3],
+        ['127.0.0.1:5062', 0],
+      ],
+    );
+  });
+
+  it("reads a live socket of this process's namespace", async () => {
+    const sock = createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+    try {
+      const drops = udpSocketDrops(process.pid);
+      assert.equal(drops.get(`127.0.0.1:${sock.address().port}`), 0);
+    } finally {
+      sock.close();
+    }
   });
 });
