@@ -37,8 +37,8 @@ import { PAIR_BED_HOSTS, role, startPair, VIP } from '../test/lib/pair.ts';
 import { gapMs, startProber } from '../test/lib/prober.ts';
 import { until } from '../test/lib/procs.ts';
 import { creationRate, failedCallsReport, runSipp, startUas, statRows, users } from '../test/lib/sipp.ts';
-import { udpSnmp } from './lib/hostile.ts';
-import { growthText, udpSnmpOf, udpSocketDrops } from './lib/kernel-drops.ts';
+import { dropsGrown, udpSnmp } from './lib/hostile.ts';
+import { readOrNull, udpSnmpOf, udpSocketDrops } from './lib/kernel-drops.ts';
 import { type Figures, median, round, table, writeFigures } from './lib/report.ts';
 import { type StreamTrial, streamTrial } from './lib/stream-failover.ts';
 
@@ -241,15 +241,17 @@ async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
     // Datagrams each host's kernel dropped for a full receive buffer, and which pair socket's: a
     // REGISTER lost there is never counted by the sidecar (sipp retransmits it, and may give up).
     // Read through a live process's /proc/PID/net; a process gone (a crash) reads as null.
-    const inNs = <T>(n: typeof a, read: (pid: number) => T): T | null => {
-      try {
-        return read(n.sidecar.child.pid as number);
-      } catch {
-        return null;
-      }
-    };
-    const rcvbuf = () => [a, b].map((n) => inNs(n, (pid) => udpSnmpOf(pid).RcvbufErrors ?? 0));
-    const sockets = () => [a, b].map((n) => inNs(n, udpSocketDrops) ?? new Map<string, number>());
+    const pidOf = (n: typeof a) => n.sidecar.child.pid as number;
+    const rcvbuf = () => [a, b].map((n) => readOrNull(() => udpSnmpOf(pidOf(n)).RcvbufErrors ?? 0));
+    // Every pair socket's drops, keyed "a 198.18.0.100:5060" (the form dropsGrown compares).
+    const sockets = () =>
+      new Map(
+        [a, b].flatMap((n, i) =>
+          [...(readOrNull(() => udpSocketDrops(pidOf(n))) ?? [])].map(
+            ([address, d]) => [`${i === 0 ? 'a' : 'b'} ${address}`, d] as const,
+          ),
+        ),
+      );
     const dropsBefore = rcvbuf();
     const socketsBefore = sockets();
     const clientBefore = udpSnmp(client).RcvbufErrors ?? 0;
@@ -268,14 +270,7 @@ async function loadPhase(rate: number, seconds: number): Promise<LoadPhase> {
       number | null,
     ];
     const dropsClient = (udpSnmp(client).RcvbufErrors ?? 0) - clientBefore;
-    const grown = new Map<string, number>();
-    sockets().forEach((after, i) => {
-      for (const [address, n] of after) {
-        const d = n - (socketsBefore[i]?.get(address) ?? 0);
-        if (d > 0) grown.set(`${i === 0 ? 'a' : 'b'} ${address}`, d);
-      }
-    });
-    const socketDrops = growthText(grown);
+    const socketDrops = dropsGrown(socketsBefore, sockets());
     const achieved = creationRate(statRows(r.statsFile));
     const takeovers = b.sidecar.metric('sipha_takeovers_total') + a.sidecar.metric('sipha_takeovers_total');
     const stillRoles = `${role(a)}/${role(b)}`;

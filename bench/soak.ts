@@ -55,7 +55,7 @@ import {
   users,
 } from '../test/lib/sipp.ts';
 import { dropsByReason, dropsGrown, softnetDrops, udpSnmp } from './lib/hostile.ts';
-import { CounterGrowth, growthText, udpSnmpOf } from './lib/kernel-drops.ts';
+import { CounterGrowth, growthText, readOrNull, udpSnmpOf } from './lib/kernel-drops.ts';
 import { NodeSeries, readProcess } from './lib/process-series.ts';
 import { round, table, writeFigures } from './lib/report.ts';
 
@@ -382,13 +382,7 @@ try {
   // stalled process loses them before any counter of its own sees them), and the
   // host-wide input backlog's drops (softnet): put beside the failovers' call stories.
   const kernelDrops = new CounterGrowth();
-  const rcvbufErrors = (read: () => Record<string, number>) => {
-    try {
-      return read().RcvbufErrors ?? null;
-    } catch {
-      return null; // a crashed host, a process gone: no reading, never a made-up one
-    }
-  };
+  const rcvbufErrors = (read: () => Record<string, number>) => readOrNull(() => read().RcvbufErrors ?? null);
   const sampleDrops = () => {
     const t = sinceStart();
     for (const n of ['a', 'b'] as const) {

@@ -15,6 +15,15 @@ export function parseUdpSnmp(text: string): Record<string, number> {
   return Object.fromEntries(head.slice(1).map((k, i) => [k, Number(values[i + 1])]));
 }
 
+/** A reading from /proc of a process that may be gone (a crashed host): null then, never a made-up value. */
+export function readOrNull<T>(read: () => T): T | null {
+  try {
+    return read();
+  } catch {
+    return null;
+  }
+}
+
 /** The UDP counters of the network namespace process `pid` lives in (/proc/PID/net is that namespace's view): no fork. */
 export function udpSnmpOf(pid: number): Record<string, number> {
   return parseUdpSnmp(readFileSync(`/proc/${pid}/net/snmp`, 'utf8'));
